@@ -1,0 +1,43 @@
+"""A certificate's status, computed at read time from its dates and the log of changes."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import datetime
+
+__all__ = ["CertificateStatus", "compute_status"]
+
+
+class CertificateStatus(StrEnum):
+    VALID = "VALID"
+    NOT_YET_VALID = "NOT_YET_VALID"
+    EXPIRED = "EXPIRED"
+    SUPERSEDED = "SUPERSEDED"
+    REVOKED = "REVOKED"
+
+
+def compute_status(
+    *,
+    valid_from: datetime.date,
+    valid_until: datetime.date | None,
+    today: datetime.date,
+    revoked: bool,
+    superseded: bool,
+) -> CertificateStatus:
+    """The status on ``today``; ``valid_until`` is the last valid day (None = no expiry).
+
+    Precedence REVOKED > SUPERSEDED > NOT_YET_VALID > EXPIRED > VALID: an act of the issuer
+    outranks the calendar, and revocation is the one a window must never miss.
+    """
+    if revoked:
+        return CertificateStatus.REVOKED
+    if superseded:
+        return CertificateStatus.SUPERSEDED
+    if today < valid_from:
+        return CertificateStatus.NOT_YET_VALID
+    if valid_until is not None and today > valid_until:
+        return CertificateStatus.EXPIRED
+    return CertificateStatus.VALID
