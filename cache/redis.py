@@ -1,0 +1,168 @@
+"""Redis backend of the cache port, shared by every hub process of a deployment.
+
+Keys (``P`` = the deployment prefix, the same one the hub's ``Namespace`` uses):
+
+* ``certhub:P:v<N>:...``  values, written by callers through ``Namespace.key``;
+* ``certhub:P:gen:<scope>``  a scope's generation (expires after GENERATION_TTL);
+* ``certhub:P:epoch``  the deployment's epoch (never expires).
+
+A counter is created on first read, and bumped, to ``max(old + 1, Redis server time in
+microseconds)`` inside one Lua script, so a generation is never handed out twice, even
+after the counter expired, was evicted or Redis restarted empty: forgetting costs misses,
+never stale hits. ``generation`` reads the epoch and the scope counter in one EVALSHA.
+See ``cache.port`` for the whole scheme and its residual window.
+
+Requires Redis >= 5 (scripts replicated by effects, so TIME may precede writes). The
+multi-key scripts need all keys of a call in one slot: this backend targets standalone
+Redis (or Sentinel), not Redis Cluster.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+from cache._guard import RETRY_INTERVAL, SHORT_TIMEOUT, Guard, connect
+from cache.port import check_prefix, check_ttl
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import redis
+
+__all__ = ["GENERATION_TTL", "MAX_VALUE_BYTES", "RETRY_INTERVAL", "SHORT_TIMEOUT", "RedisCache"]
+
+# A scope untouched for a day forgets its generation and costs one extra miss; in return
+# Redis holds counters only for scopes pushed or read in the last day, not for every
+# holder ever seen (billions at province scale).
+GENERATION_TTL = 24 * 60 * 60.0
+
+# 1 MiB moves in ~10 ms on a 1 Gbit link, well inside SHORT_TIMEOUT; a bigger value would
+# time out on read and only churn Redis memory, so it is not cached at all.
+MAX_VALUE_BYTES = 1024 * 1024
+
+# Folding (epoch, generation) into one int: generations are microsecond stamps < 2**53.
+_GENERATION_BITS = 64
+
+# Returns {epoch, generation}, creating a missing counter with a fresh stamp.
+_READ_SCRIPT = """
+local function stamp(key, ttl_ms)
+  local v = redis.call('GET', key)
+  if v then return v end
+  local t = redis.call('TIME')
+  v = t[1] .. string.format('%06d', tonumber(t[2]))
+  if ttl_ms > 0 then
+    redis.call('SET', key, v, 'PX', ttl_ms)
+  else
+    redis.call('SET', key, v)
+  end
+  return v
+end
+return {stamp(KEYS[1], 0), stamp(KEYS[2], tonumber(ARGV[1]))}
+"""
+
+# Moves every key to max(old + 1, now in microseconds); ARGV[1] = TTL in ms, 0 = none.
+_BUMP_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local ttl_ms = tonumber(ARGV[1])
+for _, key in ipairs(KEYS) do
+  local old = tonumber(redis.call('GET', key) or '0')
+  local new = string.format('%.0f', math.max(old + 1, now))
+  if ttl_ms > 0 then
+    redis.call('SET', key, new, 'PX', ttl_ms)
+  else
+    redis.call('SET', key, new)
+  end
+end
+return #KEYS
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class RedisCache:
+    """``cache.port.Cache`` on Redis: fail-soft, short timeouts, outage counters."""
+
+    def __init__(self, *, client: redis.Redis, prefix: str) -> None:
+        check_prefix(prefix)
+        self._client = client
+        self._epoch_key = f"certhub:{prefix}:epoch"
+        self._gen_prefix = f"certhub:{prefix}:gen:"
+        self._read = client.register_script(_READ_SCRIPT)
+        self._bump = client.register_script(_BUMP_SCRIPT)
+        self._guard = Guard(client=client, name=f"cache {prefix}", heal=self._bump_epoch)
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, prefix: str = "certhub", socket_timeout: float = SHORT_TIMEOUT
+    ) -> RedisCache:
+        return cls(client=connect(url, socket_timeout=socket_timeout), prefix=prefix)
+
+    @property
+    def outages(self) -> int:
+        """Times Redis went from usable to unavailable."""
+        return self._guard.outages
+
+    @property
+    def errors(self) -> int:
+        """Redis calls that failed (each one a fallback to the database)."""
+        return self._guard.errors
+
+    @property
+    def available(self) -> bool:
+        return not self._guard.down
+
+    def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        misses: list[bytes | None] = [None] * len(keys)
+        if not keys:
+            return misses
+
+        def op() -> list[bytes | None]:
+            values = cast("list[bytes | None]", self._client.mget(list(keys)))
+            if len(values) != len(keys):
+                raise ValueError(f"MGET answered {len(values)} values for {len(keys)} keys")
+            return values
+
+        return self._guard.run(op, misses)
+
+    def set(self, key: str, value: bytes, *, ttl_seconds: float) -> None:
+        check_ttl(ttl_seconds)
+        if len(value) > MAX_VALUE_BYTES:
+            self.delete(key)  # never leave an older value under a key the caller replaced
+            return
+        self._guard.run(lambda: self._client.set(key, bytes(value), px=_ms(ttl_seconds)), None)
+
+    def delete(self, key: str) -> None:
+        self._guard.run(lambda: self._client.delete(key), None)
+
+    def generation(self, scope: str) -> int | None:
+        def op() -> int | None:
+            epoch, gen = cast(
+                "list[bytes]",
+                self._read(
+                    keys=[self._epoch_key, self._gen_prefix + scope],
+                    args=[_ms(GENERATION_TTL)],
+                ),
+            )
+            return (int(epoch) << _GENERATION_BITS) | int(gen)
+
+        return self._guard.run(op, None)
+
+    def bump(self, scopes: Sequence[str]) -> bool:
+        if not scopes:
+            return True
+
+        def op() -> bool:
+            self._bump(keys=[self._gen_prefix + s for s in scopes], args=[_ms(GENERATION_TTL)])
+            return True
+
+        return self._guard.run(op, False, invalidation=True)
+
+    def close(self) -> None:
+        self._guard.close()
+
+    def _bump_epoch(self) -> None:
+        """Heal after a lost bump: every entry cached before it becomes unreachable."""
+        self._bump(keys=[self._epoch_key], args=[0])
