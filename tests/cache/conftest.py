@@ -1,0 +1,179 @@
+"""Fixtures for the cache tests: the shared Redis, private Redis servers, a fake clock."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+import redis
+
+from cache.port import Namespace
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# A freshly started redis-server answers PING within milliseconds; on the shared 2-core
+# machine give it a few seconds before calling the start a failure.
+SERVER_START_TIMEOUT = 5.0
+
+# What "returns promptly" means while Redis is down or hung: several times the backend's
+# 100 ms timeout, far below what a client would notice as an error.
+PROMPT = 0.5
+
+
+class FakeClock:
+    """An injectable monotonic clock that only moves when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("CERTHUB_TEST_REDIS_URL")
+    if not url:
+        pytest.skip("CERTHUB_TEST_REDIS_URL is not set (e.g. redis://127.0.0.1:6379/0)")
+    return url
+
+
+def _delete_prefix(client: redis.Redis, prefix: str) -> None:
+    keys = list(client.scan_iter(match=f"certhub:{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A key prefix no other test uses; its keys on the shared Redis are removed after."""
+    value = f"t{uuid.uuid4().hex[:16]}"
+    yield value
+    url = os.environ.get("CERTHUB_TEST_REDIS_URL")
+    if url:
+        client = redis.Redis.from_url(url)
+        try:
+            _delete_prefix(client, value)
+        except redis.RedisError:
+            pass  # the test may have left the shared Redis unreachable: nothing to clean
+        finally:
+            client.close()
+
+
+@pytest.fixture
+def namespace(prefix: str) -> Namespace:
+    return Namespace(prefix=prefix, schema_version=1)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A redis-server this test owns, so it can be killed, paused and restarted."""
+
+    def __init__(self, *, executable: str, directory: Path) -> None:
+        self._executable = executable
+        self._directory = directory
+        self.port = _free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def admin(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_timeout=2.0)
+
+    def start(self) -> None:
+        # --save "" keeps the server from snapshotting on its own; an explicit save()
+        # still writes dump.rdb into the directory, and start() loads it if present.
+        self.process = subprocess.Popen(
+            [
+                self._executable,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--daemonize", "no",
+                "--dir", str(self._directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while True:
+            client = self.admin()
+            try:
+                if client.ping():
+                    return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+            finally:
+                client.close()
+
+    def save(self) -> None:
+        client = self.admin()
+        try:
+            client.save()
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.skip("redis-server is not on PATH; the outage tests start their own server")
+    server = RedisServer(executable=executable, directory=tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.process.send_signal(signal.SIGCONT)  # a paused server cannot be killed cleanly
+        server.kill()
+
+
+Timed = Callable[[Callable[[], object]], object]
+
+
+@pytest.fixture
+def prompt() -> Timed:
+    """Run a call and fail the test if it does not return within PROMPT seconds."""
+
+    def run(call: Callable[[], object]) -> object:
+        start = time.monotonic()
+        result = call()
+        elapsed = time.monotonic() - start
+        assert elapsed < PROMPT, f"call took {elapsed:.3f}s, more than {PROMPT}s"
+        return result
+
+    return run
