@@ -86,7 +86,7 @@ _TIMESTAMP_RE = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})"
 )
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
-_PLAIN_KEY_RE = re.compile(r"[a-z_][a-z0-9_]{0,63}")
+_PLAIN_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # Strings are removed before counting brackets, so brackets inside strings do not count.
 _JSON_STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _JSON_BRACKET_RE = re.compile(r"[\[\]{}]")
