@@ -137,7 +137,8 @@ class NoteVerifier:
 
     @classmethod
     def from_vkey(cls, vkey: str) -> NoteVerifier:
-        parts = vkey.split("+")
+        # The base64 key may itself contain '+'; the name and the hex hash never do.
+        parts = vkey.split("+", 2)
         if len(parts) != 3:
             raise MalformedNote(
                 f"verifier key {vkey!r} must have the form <name>+<hex key hash>+<base64 key>"
@@ -201,6 +202,8 @@ def open_note(note: str, verifiers: Sequence[NoteVerifier]) -> str:
         raise MalformedNote("note has no blank line separating the text from its signatures")
     text, signature_block = note[: split + 1], note[split + 2 :]
     _check_text(text)
+    if not signature_block:
+        raise MalformedNote("note has no signature lines after the blank line")
     if not signature_block.endswith("\n"):
         raise MalformedNote("note signature block must end with a newline")
     lines = signature_block[:-1].split("\n")
