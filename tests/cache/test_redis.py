@@ -23,9 +23,7 @@ TEST_SOCKET_TIMEOUT = 0.2
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [
-        r for r in caplog.records if r.name == "certhub.cache" and r.levelno == logging.WARNING
-    ]
+    return [r for r in caplog.records if r.name == "certhub.cache" and r.levelno == logging.WARNING]
 
 
 def test_is_a_cache(redis_url: str, prefix: str) -> None:
