@@ -34,6 +34,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "MAX_NAME_LENGTH",
     "MAX_NUMBER_LENGTH",
+    "MAX_REPORTED_VIOLATIONS",
     "MAX_REVOCATION_REASON_LENGTH",
     "REVOCATION_MEDIA_TYPE",
     "Attachment",
@@ -78,6 +79,10 @@ ATTACHMENT_MEDIA_TYPES: Final = frozenset(
 #: A multi-page scanned licence in PDF or OFD stays below a few MiB; 20 MiB leaves room for
 #: high-resolution scans while bounding what a window has to download for one certificate.
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
+#: Violations reported for one payload. The list travels in gRPC trailers
+#: (google.rpc.BadRequest in grpc-status-details-bin), which servers and proxies cap at a
+#: few KiB; a payload of thousands of unknown keys must not produce an unanswerable error.
+MAX_REPORTED_VIOLATIONS = 20
 #: Revocation reasons are a sentence or two (e.g. 企业申请注销登记).
 MAX_REVOCATION_REASON_LENGTH = 512
 
@@ -87,11 +92,12 @@ _TIMESTAMP_RE = re.compile(
 )
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _PLAIN_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-# Strings are removed before counting brackets, so brackets inside strings do not count.
-_JSON_STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_JSON_BRACKET_RE = re.compile(r"[\[\]{}]")
-# How much of an unknown key a field path quotes: enough to recognise it.
-_MAX_QUOTED_KEY = 64
+# One token per JSON string or bracket. A string runs to its closing quote or, if it has
+# none, to the end of the text (possessive, optional closing quote): the scan never
+# restarts inside a string, so it stays linear even on hostile input such as "\"\"\"...
+_JSON_TOKEN_RE = re.compile(r'"(?:[^"\\]|\\.)*+"?|[\[\]{}]', re.DOTALL)
+# How much of a bad value or unknown key a message quotes: enough to recognise it.
+_MAX_QUOTED = 64
 
 _T = TypeVar("_T")
 
@@ -223,15 +229,18 @@ class _Problems:
     def raise_if_any(self, what: str) -> None:
         if not self.items:
             return
-        violations = tuple(v for v, _ in self.items)
         reasons = {r for _, r in self.items}
         reason = reasons.pop() if len(reasons) == 1 else _REASON_PAYLOAD
-        listed = "; ".join(f"{v.field}: {v.description}" for v in violations)
-        if len(violations) == 1:
+        shown = tuple(v for v, _ in self.items[:MAX_REPORTED_VIOLATIONS])
+        listed = "; ".join(f"{v.field}: {v.description}" for v in shown)
+        total = len(self.items)
+        if total == 1:
             message = listed
+        elif total > len(shown):
+            message = f"{total} problems in the {what} (first {len(shown)} listed): {listed}"
         else:
-            message = f"{len(violations)} problems in the {what}: {listed}"
-        raise InvalidArgument(message, reason=reason, violations=violations)
+            message = f"{total} problems in the {what}: {listed}"
+        raise InvalidArgument(message, reason=reason, violations=shown)
 
 
 def parse_certificate_payload(payload: bytes, *, accept_legacy_uscc: bool) -> CertificatePayload:
@@ -406,13 +415,14 @@ def _load_object(payload: bytes, reason: str) -> dict[str, object]:
 
 
 def _nesting_depth(text: str) -> int:
-    # Counted without recursion, so hostile nesting costs one pass over the brackets.
+    # Counted without recursion, so hostile nesting costs one pass over the text.
     depth = deepest = 0
-    for match in _JSON_BRACKET_RE.finditer(_JSON_STRING_RE.sub("", text)):
-        if match.group() in "[{":
+    for match in _JSON_TOKEN_RE.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
             depth += 1
             deepest = max(deepest, depth)
-        else:
+        elif token in ("]", "}"):
             depth -= 1
     return deepest
 
@@ -452,8 +462,8 @@ def _json_type(value: object) -> str:
     return "object"
 
 
-def _quote(key: str) -> str:
-    shown = key if len(key) <= _MAX_QUOTED_KEY else key[:_MAX_QUOTED_KEY] + "..."
+def _quote(text: str) -> str:
+    shown = text if len(text) <= _MAX_QUOTED else text[:_MAX_QUOTED] + "..."
     return json.dumps(shown, ensure_ascii=False)
 
 
@@ -525,7 +535,8 @@ def _kind(obj: dict[str, object], problems: _Problems) -> CertificateKind | None
     try:
         return CertificateKind(value)
     except ValueError:
-        problems.add(f"{_ROOT}.kind", f"must be one of {', '.join(CertificateKind)}, got {value!r}")
+        allowed = ", ".join(CertificateKind)
+        problems.add(f"{_ROOT}.kind", f"must be one of {allowed}, got {_quote(value)}")
         return None
 
 
@@ -586,7 +597,7 @@ def _issuer(
 
 def _parse_date(value: str) -> datetime.date | str:
     if not _DATE_RE.fullmatch(value):
-        return f"must be an ISO date YYYY-MM-DD, got {value[:_MAX_QUOTED_KEY]!r}"
+        return f"must be an ISO date YYYY-MM-DD, got {_quote(value)}"
     try:
         return datetime.date.fromisoformat(value)
     except ValueError:
@@ -671,7 +682,7 @@ def _attachment(obj: dict[str, object], problems: _Problems) -> Attachment | Non
     media_type = _string(raw, "media_type", path, problems)
     if media_type is not None and media_type not in ATTACHMENT_MEDIA_TYPES:
         allowed = ", ".join(sorted(ATTACHMENT_MEDIA_TYPES))
-        problems.add(f"{path}.media_type", f"must be one of {allowed}, got {media_type[:64]!r}")
+        problems.add(f"{path}.media_type", f"must be one of {allowed}, got {_quote(media_type)}")
     digest = _string(raw, "sha256", path, problems)
     if digest is not None and not _SHA256_RE.fullmatch(digest):
         problems.add(f"{path}.sha256", "must be 64 lowercase hex characters (a SHA-256 digest)")
@@ -691,7 +702,7 @@ def _timestamp(obj: dict[str, object], key: str, problems: _Problems) -> datetim
         problems.add(
             f"{_ROOT}.{key}",
             "must be an RFC 3339 timestamp with a UTC offset, e.g. 2024-05-01T09:30:00+08:00, "
-            f"got {value[:_MAX_QUOTED_KEY]!r}",
+            f"got {_quote(value)}",
         )
         return None
     try:

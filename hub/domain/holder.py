@@ -48,6 +48,9 @@ _REGION_CODE_LENGTH = 6
 #: The order code (顺序码) after the birth date is three digits.
 _MAX_SEQUENCE = 999
 
+# How much of a bad value a message quotes: enough to recognise it.
+_MAX_QUOTED = 64
+
 _REASON_ID = "INVALID_HOLDER_ID"
 _REASON_ID_TYPE = "INVALID_HOLDER_ID_TYPE"
 
@@ -93,7 +96,9 @@ def check_holder(
     except ValueError:
         allowed = ", ".join(IdType)
         raise InvalidArgument.field(
-            f"{field}.id_type", f"must be one of {allowed}, got {id_type!r}", reason=_REASON_ID_TYPE
+            f"{field}.id_type",
+            f"must be one of {allowed}, got {id_type[:_MAX_QUOTED]!r}",
+            reason=_REASON_ID_TYPE,
         ) from None
     id_field = f"{field}.id"
     if kind is IdType.RESIDENT_ID:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -13,6 +14,7 @@ from hub.domain.certificate import (
     MAX_FIELD_VALUE_LENGTH,
     MAX_FIELDS,
     MAX_JSON_DEPTH,
+    MAX_REPORTED_VIOLATIONS,
     Attachment,
     CertificateKind,
     CertificatePayload,
@@ -496,3 +498,38 @@ def test_revocation_accepts_offsets_and_long_fractions() -> None:
     assert parsed.revoked_at == datetime.datetime(
         2024, 5, 1, 1, 30, 0, 123_456, tzinfo=datetime.UTC
     )
+
+
+def test_reported_violations_are_capped(
+    document: dict[str, Any], encode: Callable[[object], bytes]
+) -> None:
+    for i in range(5000):
+        document[f"unknown_{i}"] = i
+    with pytest.raises(InvalidArgument) as exc:
+        parse(encode(document))
+    assert len(exc.value.violations) == MAX_REPORTED_VIOLATIONS
+    assert exc.value.message.startswith(
+        f"5000 problems in the payload (first {MAX_REPORTED_VIOLATIONS} listed): "
+    )
+    assert len(exc.value.message) < 4096
+
+
+def test_bad_values_are_quoted_only_in_part(
+    document: dict[str, Any], encode: Callable[[object], bytes]
+) -> None:
+    document["kind"] = "K" * 100_000
+    document["holder"]["id_type"] = "T" * 100_000
+    with pytest.raises(InvalidArgument) as exc:
+        parse(encode(document))
+    assert len(exc.value.message) < 1024
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b'"' + b'\\"' * 300_000, b'"\\' * 300_000, b"[" * 1_000_000, b'{"a":"' + b"[" * 500_000],
+)
+def test_hostile_payloads_are_rejected_quickly(payload: bytes) -> None:
+    started = time.monotonic()
+    with pytest.raises(InvalidArgument):
+        parse(payload)
+    assert time.monotonic() - started < 2.0
