@@ -1090,11 +1090,14 @@ class _Locator:
                     return
                 element = f"{path}[{index}]"
                 self._record(element)
+                start = self._pos
                 self._value(element)
                 index += 1
                 self._skip_space(newlines=True)
                 if self._peek() == ",":
                     self._advance()
+                elif self._pos == start:
+                    self._advance()  # not TOML after all: move on rather than loop
         elif c == "{":
             self._advance()
             while True:
