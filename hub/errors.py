@@ -32,6 +32,8 @@ class HubError(Exception):
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
+        # Index of the audit entry recording this refusal, once it is in the log.
+        self.audit_index: int | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"
@@ -56,7 +58,11 @@ class InvalidArgument(HubError):
     @classmethod
     def field(cls, field: str, description: str, *, reason: str | None = None) -> InvalidArgument:
         """A single-field violation whose message names the field."""
-        return cls(f"{field}: {description}", reason=reason, violations=(FieldViolation(field, description),))
+        return cls(
+            f"{field}: {description}",
+            reason=reason,
+            violations=(FieldViolation(field, description),),
+        )
 
 
 class OutOfRange(HubError):

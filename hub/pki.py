@@ -290,8 +290,9 @@ def principal_from_certificate(cert_pem_or_der: bytes) -> str:
     name = _common_name(cert)
     problem = principal_name_problem(name)
     if problem is not None:
-        raise ValueError(f"client certificate: subject CN {name!r} is not a principal name: "
-                         f"{problem}")
+        raise ValueError(
+            f"client certificate: subject CN {name!r} is not a principal name: {problem}"
+        )
     return name
 
 
@@ -330,8 +331,9 @@ def _server_names(server_names: Sequence[str]) -> list[_ServerName]:
 
 def _names(cert: x509.Certificate) -> list[str]:
     values = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return [v.value if isinstance(v.value, str) else v.value.decode("utf-8", "replace")
-            for v in values]
+    return [
+        v.value if isinstance(v.value, str) else v.value.decode("utf-8", "replace") for v in values
+    ]
 
 
 def _common_name(cert: x509.Certificate) -> str:

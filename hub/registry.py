@@ -250,8 +250,13 @@ def load_registry_file(path: Path) -> tuple[str, Registry]:
     data = path.read_bytes()
     if len(data) > MAX_REGISTRY_BYTES:
         raise RegistryError(
-            [RegistryProblem(None, "", f"file is {len(data)} bytes, more than the limit of "
-                                       f"{MAX_REGISTRY_BYTES}")],
+            [
+                RegistryProblem(
+                    None,
+                    "",
+                    f"file is {len(data)} bytes, more than the limit of {MAX_REGISTRY_BYTES}",
+                )
+            ],
             source=source,
         )
     try:
@@ -463,9 +468,7 @@ class _Checker:
     def uscc(self, code: str, path: str, *, accept_legacy: bool) -> bool | None:
         """Whether ``code`` is a legacy USCC, or None (and a problem) if it is not a USCC."""
         try:
-            checked = check_holder(
-                IdType.USCC, code, accept_legacy_uscc=accept_legacy, field=path
-            )
+            checked = check_holder(IdType.USCC, code, accept_legacy_uscc=accept_legacy, field=path)
         except InvalidArgument as exc:
             description = exc.violations[0].description if exc.violations else exc.message
             self.problem(path, f"{code!r} is not a valid USCC: {description}")
@@ -482,8 +485,13 @@ class _Checker:
             document,
             "",
             required=(),
-            optional=("settings", "departments", "certificate_types", "service_items",
-                      "principals"),
+            optional=(
+                "settings",
+                "departments",
+                "certificate_types",
+                "service_items",
+                "principals",
+            ),
         )
         settings = self.settings(document.get("settings", {}))
         departments = self.departments(document, settings)
@@ -635,8 +643,9 @@ class _Checker:
         status = self.choice(table, "status", path, KeyStatus)
         if status is KeyStatus.RETIRED and "not_after" not in table:
             self.problem(
-                path, "a retired key needs 'not_after' (its last valid day), so that what it "
-                "signed before retirement still verifies and nothing after does"
+                path,
+                "a retired key needs 'not_after' (its last valid day), so that what it "
+                "signed before retirement still verifies and nothing after does",
             )
             return None
         if not_before is not None and not_after is not None and not_after < not_before:
@@ -657,9 +666,7 @@ class _Checker:
             status=status,
         )
 
-    def choice(
-        self, table: Mapping[str, Any], key: str, path: str, enum: type[_E]
-    ) -> _E | None:
+    def choice(self, table: Mapping[str, Any], key: str, path: str, enum: type[_E]) -> _E | None:
         value = self.typed(table, key, path, str, "a string")
         if value is None:
             return None
@@ -708,9 +715,11 @@ class _Checker:
         return types
 
     def type_code(self, code: str, path: str, *, accept_legacy: bool) -> bool:
-        if len(code) != _TYPE_CODE_LENGTH or not code[_USCC_LENGTH:].isascii() or not code[
-            _USCC_LENGTH:
-        ].isdigit():
+        if (
+            len(code) != _TYPE_CODE_LENGTH
+            or not code[_USCC_LENGTH:].isascii()
+            or not code[_USCC_LENGTH:].isdigit()
+        ):
             self.problem(
                 path,
                 f"{code!r} is not a type code: expected {_TYPE_CODE_LENGTH} characters, the "
@@ -763,8 +772,9 @@ class _Checker:
     ) -> tuple[Material, ...] | None:
         entries = item.get("materials", [])
         if not isinstance(entries, list):
-            self.problem(f"{path}.materials", f"must be an array of tables, got "
-                                              f"{_describe(entries)}")
+            self.problem(
+                f"{path}.materials", f"must be an array of tables, got {_describe(entries)}"
+            )
             return None
         materials: list[Material] = []
         complete = True
@@ -831,9 +841,7 @@ class _Checker:
                     continue
             if name is None or role is None or department is None or service_items is None:
                 continue
-            if (department and department not in departments) or not service_items <= set(
-                items
-            ):
+            if (department and department not in departments) or not service_items <= set(items):
                 continue  # the department or item is itself invalid, and reported there
             principals[name] = Principal(
                 name=name,
@@ -851,8 +859,8 @@ class _Checker:
         if role is not Role.DEPARTMENT:
             if role is not None and "department" in table:
                 self.problem(
-                    f"{path}.department", f"only DEPARTMENT principals have a department, "
-                    f"not {role}"
+                    f"{path}.department",
+                    f"only DEPARTMENT principals have a department, not {role}",
                 )
                 return None
             return ""
@@ -872,8 +880,8 @@ class _Checker:
         if role is not Role.INTAKE:
             if role is not None and "service_items" in table:
                 self.problem(
-                    f"{path}.service_items", f"only INTAKE principals have service_items, "
-                    f"not {role}"
+                    f"{path}.service_items",
+                    f"only INTAKE principals have service_items, not {role}",
                 )
                 return None
             return frozenset()
@@ -925,8 +933,9 @@ class _Checker:
         if previous == path:
             return True
         self.problem(
-            path, f"duplicate {what} {value!r}, first declared at {previous} "
-            f"(line {self.line(previous)})"
+            path,
+            f"duplicate {what} {value!r}, first declared at {previous} "
+            f"(line {self.line(previous)})",
         )
         return False
 

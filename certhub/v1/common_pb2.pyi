@@ -258,6 +258,7 @@ class CertificateRecord(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     ATTACHMENT_FIELD_NUMBER: _builtins.int
     REVOCATION_ENVELOPE_FIELD_NUMBER: _builtins.int
+    AUDIT_INDEX_FIELD_NUMBER: _builtins.int
     envelope: _builtins.bytes
     """The DSSE envelope JSON exactly as the department pushed it."""
     status: Global___CertificateStatus.ValueType
@@ -266,6 +267,8 @@ class CertificateRecord(_message.Message):
     """The attachment bytes, only when asked for and present."""
     revocation_envelope: _builtins.bytes
     """The revocation envelope, when status is REVOKED."""
+    audit_index: _builtins.int
+    """Set by GetCertificate only: index of the audit log entry recording the get."""
     @_builtins.property
     def summary(self) -> Global___CertificateSummary:
         """The indexed fields of the payload."""
@@ -278,10 +281,11 @@ class CertificateRecord(_message.Message):
         status: Global___CertificateStatus.ValueType = ...,
         attachment: _builtins.bytes = ...,
         revocation_envelope: _builtins.bytes = ...,
+        audit_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "envelope", b"envelope", "revocation_envelope", b"revocation_envelope", "status", b"status", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "audit_index", b"audit_index", "envelope", b"envelope", "revocation_envelope", b"revocation_envelope", "status", b"status", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

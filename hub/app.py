@@ -1,0 +1,361 @@
+"""The hub's use cases: each call is checked, applied, audited and answered in that order.
+
+``Hub`` wires the domain services to their dependencies (sessions, the registry, the audit
+group commit, the cache, the clock). The gRPC servicers call these methods and nothing else;
+tests can call them directly with a real database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NoReturn, Protocol, TypeVar
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from hub.audit.committer import GroupCommitter
+from hub.audit.entry import OK, Action, AuditRecord, holder_commitment
+from hub.audit.log import AuditLog, AuditLogKeys
+from hub.errors import HubError, NotFound, PermissionDenied, Unauthenticated
+from hub.registry import Principal, Registry, Role
+from hub.services import directory, ingest, intake
+from hub.services.registry_store import RegistrySource
+from hub.store.engine import session_scope
+
+log = logging.getLogger("certhub.hub")
+
+T = TypeVar("T")
+
+# Certificates' dates are Chinese civil dates: "today" is taken in China Standard Time.
+SERVICE_TIMEZONE = dt.timezone(dt.timedelta(hours=8), "CST")
+
+
+class HolderCache(Protocol):
+    """The seam to ``cache.GenerationalCache``: read-through with generation invalidation."""
+
+    def read_through(self, scope: str, load: Callable[[], bytes]) -> bytes: ...
+
+    def invalidate(self, scopes: Sequence[str]) -> bool: ...
+
+
+class NoCache:
+    """Every read goes to the database (``--no-cache``, and tests of the uncached path)."""
+
+    def read_through(self, scope: str, load: Callable[[], bytes]) -> bytes:
+        del scope
+        return load()
+
+    def invalidate(self, scopes: Sequence[str]) -> bool:
+        del scopes
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class PushOutput:
+    client_ref: str
+    certificate_id: str
+    version: int
+    outcome: ingest.PushOutcome
+    audit_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeOutput:
+    client_ref: str
+    certificate_id: str
+    newly_revoked: bool
+    audit_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOutput:
+    result: intake.FetchResult
+    audit_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class GetOutput:
+    served: intake.Served
+    audit_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyOutput:
+    result: intake.VerifyResult
+    audit_index: int
+
+
+class Hub:
+    """One hub process's use cases over shared state (database, cache)."""
+
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        registry: RegistrySource,
+        audit_keys: AuditLogKeys,
+        cache: HolderCache | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.sessions = sessions
+        self.registry_source = registry
+        self.audit_log = AuditLog(audit_keys)
+        self.committer = GroupCommitter(sessions=sessions, audit_log=self.audit_log)
+        self.cache: HolderCache = cache or NoCache()
+        self.clock = clock
+        self._hmac_key = audit_keys.hmac_key
+
+    def close(self) -> None:
+        self.committer.close()
+
+    # --- callers ------------------------------------------------------------------------
+
+    def registry(self) -> Registry:
+        return self.registry_source.current()
+
+    def authenticate(self, name: str | None, *, method: str) -> Principal:
+        """The registry principal for a client certificate's CN; refusals are audited."""
+        principal = self.registry().principals.get(name or "")
+        if principal is not None:
+            return principal
+        error = Unauthenticated(
+            f"client certificate names no registered principal ({name!r})"
+            if name
+            else "no client certificate",
+            reason="UNKNOWN_PRINCIPAL",
+        )
+        self._refuse(
+            AuditRecord(
+                time=self.clock(),
+                principal=name or "",
+                action=Action.REFUSED,
+                outcome=error.status_name,
+                method=method,
+            ),
+            error,
+        )
+        raise error
+
+    def today(self) -> dt.date:
+        return self.clock().astimezone(SERVICE_TIMEZONE).date()
+
+    def commitment(self, holder_key: str) -> str:
+        return holder_commitment(self._hmac_key, holder_key)
+
+    # --- ingest -------------------------------------------------------------------------
+
+    def submit_push(self, caller: Principal, request: ingest.PushInput) -> Callable[[], PushOutput]:
+        """Check now (on the caller's thread), store in the next group commit; the returned
+        function waits for it. Lets a stream keep many pushes in flight."""
+        now = self.clock()
+        record = _recorder(now, caller, Action.PUSH)
+        try:
+            checked = ingest.check_push(self.registry(), caller, request)
+        except HubError as error:
+            return self._refuse_later(record(error.status_name), error)
+        p = checked.payload
+        commitment = self.commitment(p.holder.key())
+
+        def describe(stored: ingest.Stored | None, error: HubError | None) -> AuditRecord:
+            return record(
+                error.status_name if error else OK,
+                holder=commitment,
+                certificate_ids=(p.certificate_id,),
+            )
+
+        pending = self.committer.submit(lambda s: ingest.store_push(s, checked, now=now), describe)
+
+        def finish() -> PushOutput:
+            committed = pending.result()
+            stored = committed.value
+            if stored.outcome is ingest.PushOutcome.ACCEPTED:
+                self.cache.invalidate([commitment])
+            return PushOutput(
+                client_ref=request.client_ref,
+                certificate_id=stored.certificate_id,
+                version=stored.version,
+                outcome=stored.outcome,
+                audit_index=committed.audit_index,
+            )
+
+        return finish
+
+    def push(self, caller: Principal, request: ingest.PushInput) -> PushOutput:
+        return self.submit_push(caller, request)()
+
+    def revoke(self, caller: Principal, request: ingest.RevokeInput) -> RevokeOutput:
+        now = self.clock()
+        record = _recorder(now, caller, Action.REVOKE)
+        try:
+            checked = ingest.check_revoke(caller, request)
+        except HubError as error:
+            self._refuse(record(error.status_name), error)
+        registry = self.registry()
+        cid = (checked.payload.certificate_id,)
+
+        def describe(revoked: ingest.Revoked | None, error: HubError | None) -> AuditRecord:
+            return record(
+                error.status_name if error else OK,
+                holder=self.commitment(revoked.holder_key) if revoked else None,
+                certificate_ids=cid,
+            )
+
+        committed = self.committer.run(
+            lambda s: ingest.store_revoke(s, registry, caller, checked, now=now), describe
+        )
+        revoked = committed.value
+        # Invalidate before answering, even for a repeat: a previous attempt may have
+        # committed and then lost its invalidation with a crash.
+        self.cache.invalidate([self.commitment(revoked.holder_key)])
+        return RevokeOutput(
+            request.client_ref, revoked.certificate_id, revoked.newly_revoked, committed.audit_index
+        )
+
+    # --- intake -------------------------------------------------------------------------
+
+    def fetch(self, caller: Principal, request: intake.FetchInput) -> FetchOutput:
+        now = self.clock()
+        purpose = request.purpose
+        record = _recorder(now, caller, Action.FETCH, purpose)
+        registry = self.registry()
+        try:
+            holder = intake.checked_holder(registry, request.id_type, request.holder_id)
+            commitment = self.commitment(holder.key())
+            item = intake.check_purpose(registry, caller, purpose)
+        except HubError as error:
+            self._refuse(record(error.status_name), error)
+        certificates = self._holder_certificates(holder.key(), commitment)
+        chosen, materials = intake.select_for_item(
+            item, certificates, today=now.astimezone(SERVICE_TIMEZONE).date()
+        )
+        attachments = self._attachments(chosen, request.include_attachments)
+        served = tuple(
+            intake.Served(c, status, attachments.get(c.attachment_sha256 or ""))
+            for c, status in chosen
+        )
+        any_satisfied = any(m.satisfied for m in materials)
+        committed = self.committer.run(
+            lambda s: intake.record_case(s, purpose, served=any_satisfied, now=now),
+            lambda _v, _e: record(
+                OK, holder=commitment, certificate_ids=tuple(c.certificate_id for c, _ in chosen)
+            ),
+        )
+        return FetchOutput(intake.FetchResult(holder, served, materials), committed.audit_index)
+
+    def get(self, caller: Principal, request: intake.GetInput) -> GetOutput:
+        now = self.clock()
+        purpose = request.purpose
+        record = _recorder(now, caller, Action.GET, purpose)
+        registry = self.registry()
+        commitment: str | None = None
+        try:
+            holder = intake.checked_holder(registry, request.id_type, request.holder_id)
+            commitment = self.commitment(holder.key())
+            item = intake.check_purpose(registry, caller, purpose)
+            with session_scope(self.sessions) as session:
+                found = intake.load_certificate(session, request.certificate_id)
+            if found is None or found[1] != holder.key():
+                # Same answer for "no such id" and "not this holder's": no existence oracle.
+                raise NotFound(
+                    f"holder has no certificate {request.certificate_id}",
+                    reason="CERTIFICATE_NOT_FOUND",
+                )
+            stored = found[0]
+            if stored.type_code not in item.satisfying_types:
+                raise PermissionDenied(
+                    f"certificate type {stored.type_code} satisfies no material of service item "
+                    f"{item.code}",
+                    reason="NOT_NEEDED_FOR_ITEM",
+                )
+        except HubError as error:
+            ids = (request.certificate_id,) if request.certificate_id else ()
+            self._refuse(record(error.status_name, holder=commitment, certificate_ids=ids), error)
+        attachments = self._attachments([(stored, None)], request.include_attachments)
+        status = stored.status(now.astimezone(SERVICE_TIMEZONE).date())
+        entry = record(OK, holder=commitment, certificate_ids=(stored.certificate_id,))
+        audit_index = self.committer.submit_entry(entry).result().audit_index
+        return GetOutput(
+            intake.Served(stored, status, attachments.get(stored.attachment_sha256 or "")),
+            audit_index,
+        )
+
+    def verify(self, caller: Principal, envelope: bytes) -> VerifyOutput:
+        now = self.clock()
+        record = _recorder(now, caller, Action.VERIFY)
+        registry = self.registry()
+        try:
+            ingest.require_role(caller, Role.INTAKE, "verifying certificates")
+            with session_scope(self.sessions) as session:
+                result = intake.verify_shown(
+                    session, registry, envelope, today=now.astimezone(SERVICE_TIMEZONE).date()
+                )
+        except HubError as error:
+            self._refuse(record(error.status_name), error)
+        p = result.payload
+        entry = record(
+            OK if result.valid else "invalid",
+            holder=self.commitment(p.holder.key()) if p else None,
+            certificate_ids=(p.certificate_id,) if p else (),
+        )
+        return VerifyOutput(result, self.committer.submit_entry(entry).result().audit_index)
+
+    # --- directory ----------------------------------------------------------------------
+
+    def stats(self) -> directory.Stats:
+        with session_scope(self.sessions) as session:
+            return directory.compute_stats(session, self.registry())
+
+    # --- internals ----------------------------------------------------------------------
+
+    def _holder_certificates(
+        self, holder_key: str, commitment: str
+    ) -> list[intake.StoredCertificate]:
+        def load() -> bytes:
+            with session_scope(self.sessions) as session:
+                return intake.encode_holder(intake.load_holder(session, holder_key))
+
+        return intake.decode_holder(self.cache.read_through(commitment, load))
+
+    def _attachments(
+        self, chosen: Sequence[tuple[intake.StoredCertificate, object]], wanted: bool
+    ) -> dict[str, bytes]:
+        digests = [c.attachment_sha256 for c, _ in chosen if c.attachment_sha256]
+        if not wanted or not digests:
+            return {}
+        with session_scope(self.sessions) as session:
+            return intake.load_attachments(session, digests)
+
+    def _refuse(self, entry: AuditRecord, error: HubError) -> NoReturn:
+        """Audit a refusal, then raise it carrying its audit index."""
+        self._refuse_later(entry, error)()
+
+    def _refuse_later(self, entry: AuditRecord, error: HubError) -> Callable[[], NoReturn]:
+        pending = self.committer.submit_entry(entry)
+
+        def finish() -> NoReturn:
+            error.audit_index = pending.result().audit_index
+            raise error
+
+        return finish
+
+
+def _recorder(
+    now: dt.datetime, caller: Principal, action: Action, purpose: intake.Purpose | None = None
+) -> Callable[..., AuditRecord]:
+    def record(
+        outcome: str, *, holder: str | None = None, certificate_ids: Sequence[str] = ()
+    ) -> AuditRecord:
+        return AuditRecord(
+            time=now,
+            principal=caller.name,
+            action=action,
+            outcome=outcome,
+            holder_commitment=holder,
+            certificate_ids=tuple(certificate_ids),
+            service_item_code=purpose.service_item_code if purpose else None,
+            case_number=purpose.case_number if purpose else None,
+        )
+
+    return record

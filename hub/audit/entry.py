@@ -1,0 +1,83 @@
+"""Audit entries and their canonical leaf bytes.
+
+The leaf bytes are what the Merkle tree hashes and what monitors download, so their encoding
+is fixed here once: JSON with sorted keys, no whitespace, UTF-8, times in UTC with
+microseconds. The raw holder ID never appears: only its HMAC commitment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+# Version of the leaf format, inside every leaf so that a future format is distinguishable.
+LEAF_FORMAT = 1
+
+
+class Action(StrEnum):
+    PUSH = "push"
+    REVOKE = "revoke"
+    FETCH = "fetch"
+    GET = "get"
+    VERIFY = "verify"
+    AUDIT_QUERY = "audit_query"
+    # A call refused before it could name what it wanted (e.g. no or unknown principal).
+    REFUSED = "refused"
+
+
+# Outcome of a call that succeeded; refusals record the status code name instead.
+OK = "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """What one call did, before it has a place in the log."""
+
+    time: dt.datetime
+    principal: str
+    action: Action
+    outcome: str
+    holder_commitment: str | None = None
+    certificate_ids: tuple[str, ...] = field(default=())
+    service_item_code: str | None = None
+    case_number: str | None = None
+    # The RPC method, for entries whose action alone does not say (refusals).
+    method: str | None = None
+
+    def leaf(self) -> bytes:
+        """The canonical JSON bytes hashed into the tree."""
+        body: dict[str, object] = {
+            "v": LEAF_FORMAT,
+            "time": format_time(self.time),
+            "principal": self.principal,
+            "action": str(self.action),
+            "outcome": self.outcome,
+            "holder": self.holder_commitment,
+            "certificate_ids": list(self.certificate_ids),
+            "service_item": self.service_item_code,
+            "case": self.case_number,
+            "method": self.method,
+        }
+        return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def format_time(t: dt.datetime) -> str:
+    """RFC 3339 UTC with microseconds, e.g. 2026-11-28T02:20:54.123456Z."""
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_leaf(leaf: bytes) -> dict[str, object]:
+    value = json.loads(leaf)
+    if not isinstance(value, dict):
+        raise ValueError("audit leaf is not a JSON object")
+    return value
+
+
+def holder_commitment(audit_key: bytes, holder_key: str) -> str:
+    """HMAC-SHA256(audit key, "id_type:id") in hex (``holder_key`` is ``Holder.key()``): lets
+    auditors query by holder without the log ever containing the ID."""
+    return hmac.new(audit_key, holder_key.encode(), hashlib.sha256).hexdigest()

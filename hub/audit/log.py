@@ -1,0 +1,127 @@
+"""Appending to the audit log inside a database transaction.
+
+Appends lock the single ``log_head`` row, so one gap-free sequence is kept however many hub
+processes share the database; the Merkle tree is extended with the perfect-subtree hashes
+``signing.merkle`` plans (O(log n) rows per append), and each append publishes one signed
+checkpoint for the new size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from hub.audit.entry import AuditRecord
+from hub.store.models import AuditCertificate, AuditEntry, LogCheckpoint, LogHead, TreeNode
+from signing import merkle
+from signing.note import Checkpoint, NoteSigner
+
+HASH_SIZE = 32
+HEAD_ID = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SignedCheckpoint:
+    checkpoint: Checkpoint
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditLogKeys:
+    """What the log signs with: every hub process of one deployment shares these."""
+
+    origin: str
+    signer: NoteSigner
+    hmac_key: bytes
+
+
+class AuditLog:
+    """Append entries and sign checkpoints; takes the caller's session (one transaction)."""
+
+    def __init__(self, keys: AuditLogKeys) -> None:
+        self.keys = keys
+
+    def append(self, session: Session, records: Sequence[AuditRecord]) -> int:
+        """Append ``records`` in order; return the index of the first. Caller commits."""
+        head = self._lock_head(session)
+        size = head.size
+        frontier = _split(head.frontier)
+        leaves = [r.leaf() for r in records]
+        nodes, new_frontier = merkle.append_leaves(
+            size, frontier, [merkle.leaf_hash(x) for x in leaves]
+        )
+        new_size = size + len(records)
+        root = merkle.root_from_frontier(new_size, new_frontier)
+
+        session.execute(
+            insert(AuditEntry),
+            [
+                {
+                    "idx": size + i,
+                    "leaf": leaf,
+                    "time": r.time,
+                    "principal": r.principal,
+                    "action": str(r.action),
+                    "outcome": r.outcome,
+                    "holder_commitment": r.holder_commitment,
+                    "service_item_code": r.service_item_code,
+                    "case_number": r.case_number,
+                }
+                for i, (r, leaf) in enumerate(zip(records, leaves, strict=True))
+            ],
+        )
+        links = [
+            {"certificate_id": cid, "idx": size + i}
+            for i, r in enumerate(records)
+            for cid in dict.fromkeys(r.certificate_ids)
+        ]
+        if links:
+            session.execute(insert(AuditCertificate), links)
+        session.execute(
+            insert(TreeNode), [{"level": lvl, "idx": idx, "hash": h} for (lvl, idx), h in nodes]
+        )
+        packed = b"".join(new_frontier)
+        if head is None:
+            session.execute(
+                insert(LogHead).values(id=HEAD_ID, size=new_size, root=root, frontier=packed)
+            )
+        else:
+            session.execute(
+                update(LogHead)
+                .where(LogHead.id == HEAD_ID)
+                .values(size=new_size, root=root, frontier=packed)
+            )
+        signed = self.sign(Checkpoint(origin=self.keys.origin, size=new_size, root_hash=root))
+        session.execute(
+            insert(LogCheckpoint).values(
+                size=new_size, root=root, note=signed.note, created_at=dt.datetime.now(dt.UTC)
+            )
+        )
+        return size
+
+    def sign(self, checkpoint: Checkpoint) -> SignedCheckpoint:
+        return SignedCheckpoint(
+            checkpoint=checkpoint, note=self.keys.signer.sign(checkpoint.to_text())
+        )
+
+    @staticmethod
+    def _lock_head(session: Session) -> LogHead:
+        # FOR UPDATE serialises appenders on PostgreSQL; SQLite ignores it and relies on the
+        # write lock its IMMEDIATE transactions already hold. The migration creates the row.
+        return session.execute(
+            select(LogHead).where(LogHead.id == HEAD_ID).with_for_update()
+        ).scalar_one()
+
+
+def latest_checkpoint(session: Session) -> LogCheckpoint | None:
+    return session.execute(
+        select(LogCheckpoint).order_by(LogCheckpoint.size.desc()).limit(1)
+    ).scalar_one_or_none()
+
+
+def _split(packed: bytes) -> list[bytes]:
+    return [packed[i : i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE)]

@@ -1,0 +1,370 @@
+"""A small typed client for intake systems and departments.
+
+Every certificate it returns has been verified offline against the departments' keys from
+``ListIssuerKeys``: a compromised hub cannot forge a licence without a department's key.
+gRPC errors become ``HubClientError`` subclasses carrying the server's rich details, mapped
+in one place (``_raise_typed``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from certhub.v1 import (
+    common_pb2,
+    directory_pb2,
+    directory_pb2_grpc,
+    ingest_pb2,
+    ingest_pb2_grpc,
+    intake_pb2,
+    intake_pb2_grpc,
+)
+from signing import (
+    CERTIFICATE_PAYLOAD_TYPE,
+    KeyStatus,
+    PublicKey,
+    SigningError,
+    TrustedKey,
+    parse_envelope,
+    verify_envelope,
+)
+
+T = TypeVar("T")
+
+# Default per-call deadline: a window clerk waits seconds, not minutes.
+DEFAULT_TIMEOUT_SECONDS = 10.0
+INSECURE_PRINCIPAL_HEADER = "x-certhub-principal"
+_KEY_STATUS = {
+    directory_pb2.KEY_ACTIVE: KeyStatus.ACTIVE,
+    directory_pb2.KEY_RETIRED: KeyStatus.RETIRED,
+    directory_pb2.KEY_COMPROMISED: KeyStatus.COMPROMISED,
+}
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    field: str
+    description: str
+
+
+class HubClientError(Exception):
+    """An error answer from the hub, with the details it sent."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: grpc.StatusCode,
+        reason: str = "",
+        violations: tuple[Violation, ...] = (),
+        retry_after: float | None = None,
+        audit_index: int | None = None,
+    ) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.message = message
+        self.code = code
+        self.reason = reason
+        self.violations = violations
+        self.retry_after = retry_after
+        self.audit_index = audit_index
+
+
+class InvalidArgumentError(HubClientError): ...
+
+
+class NotFoundError(HubClientError): ...
+
+
+class AlreadyExistsError(HubClientError): ...
+
+
+class PermissionDeniedError(HubClientError): ...
+
+
+class UnauthenticatedError(HubClientError): ...
+
+
+class FailedPreconditionError(HubClientError): ...
+
+
+class RateLimitedError(HubClientError): ...
+
+
+class UnavailableError(HubClientError): ...
+
+
+class CertificateVerificationError(Exception):
+    """A certificate the hub returned does not verify against the departments' keys."""
+
+
+_ERROR_CLASSES: dict[grpc.StatusCode, type[HubClientError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: RateLimitedError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+}
+
+
+def _raise_typed(error: grpc.RpcError) -> NoReturn:
+    code: grpc.StatusCode = error.code()
+    message: str = error.details() or ""
+    reason, violations, retry_after, audit_index = "", [], None, None
+    status = rpc_status.from_call(error)
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+            if "audit_index" in info.metadata:
+                audit_index = int(info.metadata["audit_index"])
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations = [Violation(v.field, v.description) for v in bad.field_violations]
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_after = retry.retry_delay.ToNanoseconds() / 1e9
+    cls = _ERROR_CLASSES.get(code, HubClientError)
+    raise cls(
+        message,
+        code=code,
+        reason=reason,
+        violations=tuple(violations),
+        retry_after=retry_after,
+        audit_index=audit_index,
+    ) from error
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedCertificate:
+    """A certificate whose envelope verified offline; ``payload`` is its decoded JSON."""
+
+    record: common_pb2.CertificateRecord
+    payload: dict[str, Any]
+    key_id: str
+
+    @property
+    def certificate_id(self) -> str:
+        return str(self.payload["certificate_id"])
+
+    @property
+    def status(self) -> str:
+        return common_pb2.CertificateStatus.Name(self.record.status)
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    certificates: tuple[VerifiedCertificate, ...]
+    materials: tuple[intake_pb2.MaterialStatus, ...]
+    audit_index: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientTLS:
+    ca: Path
+    cert: Path
+    key: Path
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca.read_bytes(),
+            private_key=self.key.read_bytes(),
+            certificate_chain=self.cert.read_bytes(),
+        )
+
+
+@dataclass
+class HubClient:
+    """Connect with ``HubClient.connect`` (mTLS) or ``HubClient.insecure`` (loopback dev)."""
+
+    channel: grpc.Channel
+    metadata: tuple[tuple[str, str], ...] = ()
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+    _keys: dict[str, TrustedKey] = field(default_factory=dict)
+
+    @classmethod
+    def connect(cls, address: str, tls: ClientTLS, *, server_name: str | None = None) -> HubClient:
+        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        return cls(grpc.secure_channel(address, tls.credentials(), options=options))
+
+    @classmethod
+    def insecure(cls, address: str, principal: str) -> HubClient:
+        """Development only, against a hub started with --insecure on loopback."""
+        return cls(
+            grpc.insecure_channel(address), metadata=((INSECURE_PRINCIPAL_HEADER, principal),)
+        )
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    @property
+    def ingest(self) -> ingest_pb2_grpc.IngestServiceStub:
+        return ingest_pb2_grpc.IngestServiceStub(self.channel)
+
+    @property
+    def intake(self) -> intake_pb2_grpc.IntakeServiceStub:
+        return intake_pb2_grpc.IntakeServiceStub(self.channel)
+
+    @property
+    def directory(self) -> directory_pb2_grpc.DirectoryServiceStub:
+        return directory_pb2_grpc.DirectoryServiceStub(self.channel)
+
+    def call(self, method: Any, request: Any) -> Any:
+        """Invoke a unary stub method with this client's deadline and metadata, typed errors."""
+        try:
+            return method(request, timeout=self.timeout, metadata=self.metadata)
+        except grpc.RpcError as error:
+            _raise_typed(error)
+
+    # --- department side ----------------------------------------------------------------------
+
+    def push(
+        self, envelope: bytes, *, attachment: bytes = b"", client_ref: str = ""
+    ) -> ingest_pb2.PushResult:
+        request = ingest_pb2.PushRequest(
+            envelope=envelope, attachment=attachment, client_ref=client_ref
+        )
+        result: ingest_pb2.PushResult = self.call(self.ingest.PushCertificate, request)
+        return result
+
+    def push_stream(
+        self, requests: Iterable[ingest_pb2.PushRequest], *, timeout: float | None = None
+    ) -> Iterator[ingest_pb2.PushResult]:
+        try:
+            yield from self.ingest.PushCertificates(
+                iter(requests), timeout=timeout, metadata=self.metadata
+            )
+        except grpc.RpcError as error:
+            _raise_typed(error)
+
+    def revoke(self, envelope: bytes, *, client_ref: str = "") -> ingest_pb2.RevokeResult:
+        result: ingest_pb2.RevokeResult = self.call(
+            self.ingest.RevokeCertificate,
+            ingest_pb2.RevokeRequest(envelope=envelope, client_ref=client_ref),
+        )
+        return result
+
+    # --- intake side --------------------------------------------------------------------------
+
+    def issuer_keys(self, *, refresh: bool = False) -> dict[str, TrustedKey]:
+        """Departments' keys by key id, fetched once (``refresh`` after a key change)."""
+        if refresh or not self._keys:
+            response = self.call(
+                self.directory.ListIssuerKeys, directory_pb2.ListIssuerKeysRequest()
+            )
+            self._keys = {
+                k.key_id: TrustedKey(
+                    public_key=PublicKey.from_pem(k.public_key_pem.encode()),
+                    owner=k.department_code,
+                    not_before=dt.date.fromisoformat(k.not_before),
+                    not_after=dt.date.fromisoformat(k.not_after) if k.not_after else None,
+                    status=_KEY_STATUS[k.status],
+                )
+                for k in response.keys
+            }
+        return self._keys
+
+    def verify_offline(self, envelope: bytes) -> tuple[dict[str, Any], str]:
+        """Check a certificate envelope against the departments' keys; return (payload, key id)."""
+        try:
+            parsed = parse_envelope(envelope)
+            payload = json.loads(parsed.payload)
+            owner = payload["issuer"]["code"]
+            issued_on = dt.date.fromisoformat(payload["issued_on"])
+        except (SigningError, ValueError, KeyError, TypeError) as e:
+            raise CertificateVerificationError(f"unreadable certificate envelope: {e}") from e
+        for refresh in (False, True):
+            verification = verify_envelope(
+                parsed,
+                expected_payload_type=CERTIFICATE_PAYLOAD_TYPE,
+                keys=self.issuer_keys(refresh=refresh),
+                owner=owner,
+                signed_on=issued_on,
+            )
+            if verification.ok:
+                return payload, verification.verified[0].public_key.key_id
+        raise CertificateVerificationError(
+            f"certificate {payload.get('certificate_id')}: " + "; ".join(verification.reasons)
+        )
+
+    def fetch(
+        self,
+        *,
+        id_type: str,
+        holder_id: str,
+        service_item: str,
+        case_number: str,
+        include_attachments: bool = False,
+    ) -> Fetched:
+        request = intake_pb2.FetchRequest(
+            holder=common_pb2.Holder(id_type=common_pb2.IdType.Value(id_type), id=holder_id),
+            service_item_code=service_item,
+            case_number=case_number,
+            include_attachments=include_attachments,
+        )
+        response: intake_pb2.FetchResponse = self.call(self.intake.FetchCertificates, request)
+        verified = []
+        for record in response.certificates:
+            payload, key_id = self.verify_offline(record.envelope)
+            verified.append(VerifiedCertificate(record=record, payload=payload, key_id=key_id))
+        return Fetched(tuple(verified), tuple(response.materials), response.audit_index)
+
+    def get(
+        self,
+        certificate_id: str,
+        *,
+        id_type: str,
+        holder_id: str,
+        service_item: str,
+        case_number: str,
+        include_attachments: bool = False,
+    ) -> VerifiedCertificate:
+        request = intake_pb2.GetCertificateRequest(
+            certificate_id=certificate_id,
+            holder=common_pb2.Holder(id_type=common_pb2.IdType.Value(id_type), id=holder_id),
+            service_item_code=service_item,
+            case_number=case_number,
+            include_attachments=include_attachments,
+        )
+        record: common_pb2.CertificateRecord = self.call(self.intake.GetCertificate, request)
+        payload, key_id = self.verify_offline(record.envelope)
+        return VerifiedCertificate(record=record, payload=payload, key_id=key_id)
+
+    def verify(self, envelope: bytes) -> intake_pb2.VerifyResponse:
+        response: intake_pb2.VerifyResponse = self.call(
+            self.intake.VerifyCertificate, intake_pb2.VerifyRequest(envelope=envelope)
+        )
+        return response
+
+    def stats(self) -> directory_pb2.Stats:
+        response: directory_pb2.Stats = self.call(
+            self.directory.GetStats, directory_pb2.GetStatsRequest()
+        )
+        return response

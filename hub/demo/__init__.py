@@ -1,0 +1,1 @@
+"""The demo district: a realistic registry, department keys and certificates, and `certhub demo`."""

@@ -1,0 +1,1 @@
+"""The gRPC edge: thin servicers, the one error mapping, authentication, the server."""

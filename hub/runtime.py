@@ -1,0 +1,71 @@
+"""Assembling a hub from its configuration: the explicit factory for every environment."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from hub.app import HolderCache, Hub
+from hub.audit.log import AuditLogKeys
+from hub.pki import PkiPaths, init_hub_secrets
+from hub.services.registry_store import RegistrySource
+from hub.store import migrate
+from hub.store.engine import make_engine, make_session_factory, sqlite_url
+from signing import NoteSigner
+
+log = logging.getLogger("certhub.runtime")
+
+DEFAULT_DATA_DIR = Path("certhub-data")
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+# The audit log's origin line when the registry names none. It must never change for the
+# life of a log: checkpoints of another origin do not verify against it.
+DEFAULT_LOG_ORIGIN = "certhub.local/audit"
+
+
+@dataclass(frozen=True, kw_only=True)
+class HubConfig:
+    data_dir: Path = DEFAULT_DATA_DIR
+    # SQLAlchemy URL; None = SQLite file in the data dir.
+    db_url: str | None = None
+    redis_url: str | None = None
+    address: str = DEFAULT_ADDRESS
+    insecure: bool = False
+    log_origin: str = DEFAULT_LOG_ORIGIN
+    cache_enabled: bool = True
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or sqlite_url(self.data_dir)
+
+    @property
+    def pki(self) -> PkiPaths:
+        return PkiPaths(self.data_dir)
+
+
+def open_engine(config: HubConfig) -> Engine:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    return make_engine(config.database_url)
+
+
+def build_hub(config: HubConfig, engine: Engine, *, cache: HolderCache | None = None) -> Hub:
+    """A Hub over an up-to-date database; the caller owns ``engine`` and must close the hub."""
+    if migrate.pending(engine):
+        raise RuntimeError(
+            f"database schema is behind (at {migrate.current_revision(engine)}, code needs "
+            f"{migrate.head_revision()}): run `certhub db upgrade`"
+        )
+    secrets = init_hub_secrets(config.data_dir)
+    sessions = make_session_factory(engine)
+    source = RegistrySource(sessions)
+    registry = source.refresh()
+    origin = registry.settings.log_origin or config.log_origin
+    keys = AuditLogKeys(
+        origin=origin,
+        signer=NoteSigner(origin, secrets.load_log_key()),
+        hmac_key=secrets.load_audit_hmac_key(),
+    )
+    return Hub(sessions=sessions, registry=source, audit_keys=keys, cache=cache)

@@ -1,0 +1,72 @@
+"""Registry data for any principal, and the KPIs a district publishes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from hub.registry import Registry
+from hub.store.models import Case, Certificate
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    certificates_by_kind: dict[str, int]
+    certificates_by_department: dict[str, int]
+    types_by_kind: dict[str, int]
+    service_items: int
+    exempt_service_items: int
+    cases_fetched: int
+    cases_with_certificates: int
+    paper_materials: int
+
+    @property
+    def certificates_total(self) -> int:
+        return sum(self.certificates_by_kind.values())
+
+    @property
+    def exemption_rate(self) -> float:
+        return self.exempt_service_items / self.service_items if self.service_items else 0.0
+
+    @property
+    def usage_rate(self) -> float:
+        return self.cases_with_certificates / self.cases_fetched if self.cases_fetched else 0.0
+
+    @property
+    def paper_materials_per_item(self) -> float:
+        return self.paper_materials / self.service_items if self.service_items else 0.0
+
+
+def compute_stats(session: Session, registry: Registry) -> Stats:
+    """KPIs from the data: current certificate versions, the registry and fetched cases."""
+    by_kind = dict(
+        session.execute(
+            select(Certificate.kind, func.count())
+            .where(Certificate.is_current.is_(True))
+            .group_by(Certificate.kind)
+        ).tuples()
+    )
+    by_department = dict(
+        session.execute(
+            select(Certificate.issuer_code, func.count())
+            .where(Certificate.is_current.is_(True))
+            .group_by(Certificate.issuer_code)
+        ).tuples()
+    )
+    cases, served = session.execute(
+        select(func.count(), func.coalesce(func.sum(case((Case.served.is_(True), 1), else_=0)), 0))
+    ).one()
+    items = registry.service_items.values()
+    return Stats(
+        certificates_by_kind={str(k): int(v) for k, v in by_kind.items()},
+        certificates_by_department={str(k): int(v) for k, v in by_department.items()},
+        types_by_kind=dict(Counter(str(t.kind) for t in registry.types.values())),
+        service_items=len(registry.service_items),
+        exempt_service_items=sum(1 for i in items if i.exempt),
+        cases_fetched=int(cases),
+        cases_with_certificates=int(served),
+        paper_materials=sum(1 for i in items for m in i.materials if m.paper_only),
+    )

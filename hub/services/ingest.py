@@ -1,0 +1,368 @@
+"""Pushes and revocations from department adapters."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import exc, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from hub.domain.certificate import (
+    CertificatePayload,
+    RevocationPayload,
+    parse_certificate_payload,
+    parse_revocation_payload,
+)
+from hub.domain.identifier import lineage_of
+from hub.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
+from hub.registry import Principal, Registry, Role
+from hub.store.models import Attachment, Certificate, Revocation
+from signing import (
+    CERTIFICATE_PAYLOAD_TYPE,
+    MAX_ENVELOPE_BYTES,
+    REVOCATION_PAYLOAD_TYPE,
+    Envelope,
+    MalformedEnvelope,
+    parse_envelope,
+    verify_envelope,
+)
+
+
+class PushOutcome(StrEnum):
+    ACCEPTED = "ACCEPTED"
+    DUPLICATE = "DUPLICATE"
+
+
+@dataclass(frozen=True, slots=True)
+class PushInput:
+    envelope: bytes
+    attachment: bytes | None = None
+    client_ref: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedPush:
+    """A push whose envelope, payload, signature and authorisation have been checked."""
+
+    envelope: bytes
+    envelope_sha256: str
+    payload: CertificatePayload
+    key_id: str
+    attachment: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    outcome: PushOutcome
+    certificate_id: str
+    version: int
+    holder_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class RevokeInput:
+    envelope: bytes
+    client_ref: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedRevocation:
+    envelope: bytes
+    parsed: Envelope
+    payload: RevocationPayload
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    certificate_id: str
+    newly_revoked: bool
+    holder_key: str
+
+
+def require_role(caller: Principal, role: Role, what: str) -> None:
+    if caller.role is not role:
+        raise PermissionDenied(
+            f"principal {caller.name!r} has role {caller.role}; {what} needs role {role}",
+            reason="WRONG_ROLE",
+        )
+
+
+def read_envelope(data: bytes, *, field: str = "envelope") -> Envelope:
+    if len(data) > MAX_ENVELOPE_BYTES:
+        raise ResourceExhausted(
+            f"{field}: {len(data)} bytes exceeds the limit of {MAX_ENVELOPE_BYTES}",
+            reason="ENVELOPE_TOO_LARGE",
+        )
+    try:
+        return parse_envelope(data)
+    except MalformedEnvelope as e:
+        raise InvalidArgument.field(field, str(e), reason="MALFORMED_ENVELOPE") from e
+
+
+def _expect_type(envelope: Envelope, payload_type: str) -> None:
+    if envelope.payload_type != payload_type:
+        raise InvalidArgument.field(
+            "envelope.payloadType",
+            f"is {envelope.payload_type!r}, expected {payload_type!r}",
+            reason="WRONG_PAYLOAD_TYPE",
+        )
+
+
+def check_push(registry: Registry, caller: Principal, request: PushInput) -> CheckedPush:
+    """Everything about a push that needs no database. Raises HubError."""
+    require_role(caller, Role.DEPARTMENT, "pushing certificates")
+    envelope = read_envelope(request.envelope)
+    _expect_type(envelope, CERTIFICATE_PAYLOAD_TYPE)
+    payload = parse_certificate_payload(
+        envelope.payload, accept_legacy_uscc=registry.settings.accept_legacy_uscc
+    )
+    if payload.issuer_code != caller.department_code:
+        raise PermissionDenied(
+            f"payload.issuer.code {payload.issuer_code} is not the department of principal "
+            f"{caller.name!r} ({caller.department_code})",
+            reason="FOREIGN_ISSUER",
+        )
+    ctype = registry.types.get(payload.type_code)
+    if ctype is None:
+        raise InvalidArgument.field(
+            "payload.type_code",
+            f"unknown certificate type {payload.type_code}",
+            reason="UNKNOWN_TYPE",
+        )
+    if payload.issuer_code not in ctype.issuer_codes:
+        raise PermissionDenied(
+            f"department {payload.issuer_code} does not issue certificate type {payload.type_code}",
+            reason="TYPE_NOT_ISSUED",
+        )
+    if payload.kind != ctype.kind:
+        raise InvalidArgument.field(
+            "payload.kind",
+            f"is {payload.kind}, type {ctype.code} is {ctype.kind}",
+            reason="WRONG_KIND",
+        )
+    verification = verify_envelope(
+        envelope,
+        expected_payload_type=CERTIFICATE_PAYLOAD_TYPE,
+        keys=registry.keys,
+        owner=payload.issuer_code,
+        signed_on=payload.issued_on,
+    )
+    if not verification.ok:
+        raise InvalidArgument.field(
+            "envelope.signatures", "; ".join(verification.reasons), reason="BAD_SIGNATURE"
+        )
+    _check_attachment(payload, request.attachment)
+    return CheckedPush(
+        envelope=request.envelope,
+        envelope_sha256=hashlib.sha256(request.envelope).hexdigest(),
+        payload=payload,
+        key_id=verification.verified[0].public_key.key_id,
+        attachment=request.attachment or None,
+    )
+
+
+def _check_attachment(payload: CertificatePayload, data: bytes | None) -> None:
+    if not data:
+        return
+    declared = payload.attachment
+    if declared is None:
+        raise InvalidArgument.field(
+            "attachment",
+            "sent, but the payload declares no attachment",
+            reason="UNDECLARED_ATTACHMENT",
+        )
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != declared.sha256:
+        raise InvalidArgument.field(
+            "attachment",
+            f"SHA-256 is {digest}, payload.attachment.sha256 says {declared.sha256}",
+            reason="ATTACHMENT_DIGEST_MISMATCH",
+        )
+    if len(data) != declared.size:
+        raise InvalidArgument.field(
+            "attachment",
+            f"is {len(data)} bytes, payload.attachment.size says {declared.size}",
+            reason="ATTACHMENT_SIZE_MISMATCH",
+        )
+
+
+def store_push(session: Session, checked: CheckedPush, *, now: dt.datetime) -> Stored:
+    """Store a checked push: idempotent on (certificate_id, version); supersedes lower versions."""
+    p = checked.payload
+    existing = _existing_version(session, p.certificate_id, p.version)
+    if existing is not None:
+        return _repeat(existing, checked)
+    lineage = p.lineage
+    issuers = session.execute(
+        select(Certificate.issuer_code).where(Certificate.lineage == lineage).limit(1)
+    ).scalar_one_or_none()
+    if issuers is not None and issuers != p.issuer_code:
+        raise PermissionDenied(
+            f"certificate {p.certificate_id} belongs to issuer {issuers}",
+            reason="FOREIGN_CERTIFICATE",
+        )
+    if session.get(Revocation, lineage) is not None:
+        raise FailedPrecondition(
+            f"certificate {p.certificate_id} is revoked; a revoked certificate takes no "
+            "new versions",
+            reason="CERTIFICATE_REVOKED",
+        )
+    top = session.execute(
+        select(Certificate.version)
+        .where(Certificate.lineage == lineage, Certificate.is_current.is_(True))
+        .limit(1)
+    ).scalar_one_or_none()
+    current = top is None or p.version > top
+    try:
+        with session.begin_nested():
+            if current and top is not None:
+                session.execute(
+                    update(Certificate)
+                    .where(Certificate.lineage == lineage, Certificate.is_current.is_(True))
+                    .values(is_current=False)
+                )
+            session.add(_row(checked, is_current=current, now=now))
+            if checked.attachment is not None and p.attachment is not None:
+                _store_attachment(
+                    session, p.attachment.sha256, p.attachment.media_type, checked.attachment
+                )
+            session.flush()
+    except exc.IntegrityError:
+        # Another hub process stored the same (id, version) between our read and insert.
+        existing = _existing_version(session, p.certificate_id, p.version)
+        if existing is None:
+            raise
+        return _repeat(existing, checked)
+    return Stored(PushOutcome.ACCEPTED, p.certificate_id, p.version, p.holder.key())
+
+
+def _existing_version(session: Session, certificate_id: str, version: int) -> str | None:
+    return session.execute(
+        select(Certificate.envelope_sha256).where(
+            Certificate.certificate_id == certificate_id, Certificate.version == version
+        )
+    ).scalar_one_or_none()
+
+
+def _repeat(existing_sha256: str, checked: CheckedPush) -> Stored:
+    p = checked.payload
+    if existing_sha256 != checked.envelope_sha256:
+        raise AlreadyExists(
+            f"certificate {p.certificate_id} version {p.version} is already stored with "
+            "different bytes; push a higher version to change it",
+            reason="VERSION_CONFLICT",
+        )
+    return Stored(PushOutcome.DUPLICATE, p.certificate_id, p.version, p.holder.key())
+
+
+def _row(checked: CheckedPush, *, is_current: bool, now: dt.datetime) -> Certificate:
+    p = checked.payload
+    return Certificate(
+        certificate_id=p.certificate_id,
+        version=p.version,
+        lineage=p.lineage,
+        is_current=is_current,
+        holder_key=p.holder.key(),
+        type_code=p.type_code,
+        kind=str(p.kind),
+        issuer_code=p.issuer_code,
+        issued_on=p.issued_on,
+        valid_from=p.valid_from,
+        valid_until=p.valid_until,
+        envelope=checked.envelope,
+        envelope_sha256=checked.envelope_sha256,
+        key_id=checked.key_id,
+        attachment_sha256=p.attachment.sha256 if p.attachment else None,
+        legacy_uscc=p.legacy_uscc,
+        stored_at=now,
+    )
+
+
+def _store_attachment(session: Session, sha256: str, media_type: str, data: bytes) -> None:
+    # Content-addressed: the same file under many certificates is stored once.
+    values = {"sha256": sha256, "media_type": media_type, "data": data}
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(postgresql.insert(Attachment).values(values).on_conflict_do_nothing())
+    elif dialect == "sqlite":
+        session.execute(sqlite.insert(Attachment).values(values).on_conflict_do_nothing())
+    elif session.get(Attachment, sha256) is None:
+        session.add(Attachment(**values))
+
+
+def check_revoke(caller: Principal, request: RevokeInput) -> CheckedRevocation:
+    """The database-free part of a revocation: envelope, type and payload."""
+    require_role(caller, Role.DEPARTMENT, "revoking certificates")
+    envelope = read_envelope(request.envelope)
+    _expect_type(envelope, REVOCATION_PAYLOAD_TYPE)
+    return CheckedRevocation(
+        envelope=request.envelope,
+        parsed=envelope,
+        payload=parse_revocation_payload(envelope.payload),
+    )
+
+
+def store_revoke(
+    session: Session,
+    registry: Registry,
+    caller: Principal,
+    checked: CheckedRevocation,
+    *,
+    now: dt.datetime,
+) -> Revoked:
+    """Revoke a lineage; the revocation must be signed by the certificate's issuer."""
+    r = checked.payload
+    lineage = lineage_of(r.certificate_id)
+    row = session.execute(
+        select(Certificate.issuer_code, Certificate.holder_key)
+        .where(Certificate.lineage == lineage)
+        .order_by(Certificate.version.desc())
+        .limit(1)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(
+            f"certificate {r.certificate_id} is not stored", reason="CERTIFICATE_NOT_FOUND"
+        )
+    issuer, holder_key = row
+    if issuer != caller.department_code:
+        raise PermissionDenied(
+            f"certificate {r.certificate_id} was issued by {issuer}, not by the department of "
+            f"principal {caller.name!r}",
+            reason="FOREIGN_CERTIFICATE",
+        )
+    verification = verify_envelope(
+        checked.parsed,
+        expected_payload_type=REVOCATION_PAYLOAD_TYPE,
+        keys=registry.keys,
+        owner=issuer,
+        signed_on=r.revoked_at.date(),
+    )
+    if not verification.ok:
+        raise InvalidArgument.field(
+            "envelope.signatures", "; ".join(verification.reasons), reason="BAD_SIGNATURE"
+        )
+    if session.get(Revocation, lineage) is not None:
+        return Revoked(r.certificate_id, newly_revoked=False, holder_key=holder_key)
+    session.add(
+        Revocation(
+            lineage=lineage,
+            certificate_id=r.certificate_id,
+            reason=r.reason,
+            revoked_at=r.revoked_at,
+            envelope=checked.envelope,
+            recorded_at=now,
+        )
+    )
+    session.flush()
+    return Revoked(r.certificate_id, newly_revoked=True, holder_key=holder_key)

@@ -1,0 +1,387 @@
+"""Fetches, gets and verifications by intake systems at service windows."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from hub.domain.certificate import CertificatePayload, parse_certificate_payload
+from hub.domain.holder import Holder, check_holder
+from hub.domain.status import CertificateStatus, compute_status
+from hub.errors import HubError, InvalidArgument, NotFound, PermissionDenied
+from hub.registry import Principal, Registry, Role, ServiceItem
+from hub.services.ingest import read_envelope, require_role
+from hub.store.models import Attachment, Case, Certificate, Revocation
+from signing import CERTIFICATE_PAYLOAD_TYPE, verify_envelope
+
+# Case numbers are printed on forms and typed at windows; the city platform's are ~30 chars.
+MAX_CASE_NUMBER_LENGTH = 64
+MAX_ITEM_CODE_LENGTH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Purpose:
+    """Why a window asks: the service item and the case. Every intake call names one."""
+
+    service_item_code: str
+    case_number: str
+
+
+@dataclass(frozen=True, slots=True)
+class FetchInput:
+    id_type: str
+    holder_id: str
+    purpose: Purpose
+    include_attachments: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GetInput:
+    certificate_id: str
+    id_type: str
+    holder_id: str
+    purpose: Purpose
+    include_attachments: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCertificate:
+    """What the hub knows of one stored certificate version; cacheable as bytes."""
+
+    certificate_id: str
+    version: int
+    type_code: str
+    is_current: bool
+    valid_from: dt.date
+    valid_until: dt.date | None
+    envelope: bytes
+    attachment_sha256: str | None
+    revocation_envelope: bytes | None
+
+    def status(self, today: dt.date) -> CertificateStatus:
+        return compute_status(
+            valid_from=self.valid_from,
+            valid_until=self.valid_until,
+            today=today,
+            revoked=self.revocation_envelope is not None,
+            superseded=not self.is_current,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """One certificate in an answer: the stored record, its status and optional file."""
+
+    stored: StoredCertificate
+    status: CertificateStatus
+    attachment: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class MaterialResult:
+    code: str
+    name: str
+    type_codes: tuple[str, ...]
+    certificate_ids: tuple[str, ...]
+
+    @property
+    def paper_only(self) -> bool:
+        return not self.type_codes
+
+    @property
+    def satisfied(self) -> bool:
+        return bool(self.certificate_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    holder: Holder
+    certificates: tuple[Served, ...]
+    materials: tuple[MaterialResult, ...]
+
+
+def check_purpose(registry: Registry, caller: Principal, purpose: Purpose) -> ServiceItem:
+    """An intake system may act only for its own service items, and only for a named case."""
+    require_role(caller, Role.INTAKE, "fetching certificates")
+    code = purpose.service_item_code
+    if not code or len(code) > MAX_ITEM_CODE_LENGTH:
+        raise InvalidArgument.field(
+            "service_item_code", "is required", reason="MISSING_SERVICE_ITEM"
+        )
+    case = purpose.case_number
+    if not case.strip():
+        raise InvalidArgument.field(
+            "case_number", "is required: every fetch names a case", reason="MISSING_CASE"
+        )
+    if len(case) > MAX_CASE_NUMBER_LENGTH or not case.isprintable() or case != case.strip():
+        raise InvalidArgument.field(
+            "case_number",
+            f"must be at most {MAX_CASE_NUMBER_LENGTH} printable characters without "
+            "surrounding spaces",
+            reason="BAD_CASE_NUMBER",
+        )
+    if code not in caller.service_items:
+        raise PermissionDenied(
+            f"principal {caller.name!r} does not handle service item {code}",
+            reason="FOREIGN_SERVICE_ITEM",
+        )
+    item = registry.service_items.get(code)
+    if item is None:
+        raise NotFound(f"service item {code} is not in the registry", reason="UNKNOWN_SERVICE_ITEM")
+    return item
+
+
+def checked_holder(registry: Registry, id_type: str, holder_id: str) -> Holder:
+    return check_holder(
+        id_type, holder_id, accept_legacy_uscc=registry.settings.accept_legacy_uscc, field="holder"
+    ).holder
+
+
+def load_holder(session: Session, holder_key: str) -> list[StoredCertificate]:
+    """Current versions of every certificate of one holder, with revocations (the fetch query)."""
+    rows = session.execute(
+        select(
+            Certificate.certificate_id,
+            Certificate.version,
+            Certificate.type_code,
+            Certificate.is_current,
+            Certificate.valid_from,
+            Certificate.valid_until,
+            Certificate.envelope,
+            Certificate.attachment_sha256,
+            Revocation.envelope,
+        )
+        .outerjoin(Revocation, Revocation.lineage == Certificate.lineage)
+        .where(Certificate.holder_key == holder_key, Certificate.is_current.is_(True))
+        .order_by(Certificate.issued_on.desc(), Certificate.certificate_id)
+    ).all()
+    return [StoredCertificate(*row) for row in rows]
+
+
+def select_for_item(
+    item: ServiceItem, certificates: Sequence[StoredCertificate], *, today: dt.date
+) -> tuple[list[tuple[StoredCertificate, CertificateStatus]], tuple[MaterialResult, ...]]:
+    """Data minimisation: only types that satisfy a material of the item leave the hub."""
+    wanted = item.satisfying_types
+    chosen = [(c, c.status(today)) for c in certificates if c.type_code in wanted]
+    materials = tuple(
+        MaterialResult(
+            code=m.code,
+            name=m.name,
+            type_codes=m.type_codes,
+            certificate_ids=tuple(
+                c.certificate_id
+                for c, status in chosen
+                if status is CertificateStatus.VALID and c.type_code in m.type_codes
+            ),
+        )
+        for m in item.materials
+    )
+    return chosen, materials
+
+
+def load_attachments(session: Session, digests: Sequence[str]) -> dict[str, bytes]:
+    if not digests:
+        return {}
+    rows = session.execute(
+        select(Attachment.sha256, Attachment.data).where(Attachment.sha256.in_(digests))
+    )
+    return dict(rows.tuples().all())
+
+
+def record_case(session: Session, purpose: Purpose, *, served: bool, now: dt.datetime) -> None:
+    """Count the case for the usage KPI (cases fetched, cases served by e-certificates)."""
+    values = {
+        "case_number": purpose.case_number,
+        "service_item_code": purpose.service_item_code,
+        "first_fetch_at": now,
+        "served": served,
+    }
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(Case).values(values)
+    if served:
+        stmt = stmt.on_conflict_do_update(index_elements=["case_number"], set_={"served": True})
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=["case_number"])
+    session.execute(stmt)
+
+
+def load_certificate(session: Session, certificate_id: str) -> tuple[StoredCertificate, str] | None:
+    """The certificate and its holder key: the newest stored version of that id (a GB/T id
+    names one version; an issuer-unique id is shared by all its versions)."""
+    query = (
+        select(
+            Certificate.certificate_id,
+            Certificate.version,
+            Certificate.type_code,
+            Certificate.is_current,
+            Certificate.valid_from,
+            Certificate.valid_until,
+            Certificate.envelope,
+            Certificate.attachment_sha256,
+            Revocation.envelope,
+            Certificate.holder_key,
+        )
+        .outerjoin(Revocation, Revocation.lineage == Certificate.lineage)
+        .where(Certificate.certificate_id == certificate_id)
+        .order_by(Certificate.version.desc())
+        .limit(1)
+    )
+    row = session.execute(query).one_or_none()
+    if row is None:
+        return None
+    return StoredCertificate(*row[:9]), row[9]
+
+
+def holder_key_of(session: Session, certificate_id: str, version: int) -> str | None:
+    return session.execute(
+        select(Certificate.holder_key).where(
+            Certificate.certificate_id == certificate_id, Certificate.version == version
+        )
+    ).scalar_one_or_none()
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    valid: bool
+    status: CertificateStatus | None
+    reasons: tuple[str, ...]
+    payload: CertificatePayload | None
+    issuer_name: str
+    key_id: str
+    stored: bool
+
+
+def verify_shown(
+    session: Session, registry: Registry, envelope_bytes: bytes, *, today: dt.date
+) -> VerifyResult:
+    """Verify an envelope shown at a window: signature, payload, and what the hub knows of it.
+
+    Unreadable bytes are INVALID_ARGUMENT; a readable envelope that fails a check is an
+    answer (``valid`` false with reasons), because telling the window why is the point.
+    """
+    envelope = read_envelope(envelope_bytes)
+    reasons: list[str] = []
+    if envelope.payload_type != CERTIFICATE_PAYLOAD_TYPE:
+        reasons.append(f"payload type is {envelope.payload_type!r}, not a certificate")
+        return VerifyResult(False, None, tuple(reasons), None, "", "", stored=False)
+    try:
+        payload = parse_certificate_payload(
+            envelope.payload, accept_legacy_uscc=registry.settings.accept_legacy_uscc
+        )
+    except HubError as e:
+        return VerifyResult(False, None, (f"payload: {e.message}",), None, "", "", stored=False)
+    department = registry.departments.get(payload.issuer_code)
+    if department is None:
+        reasons.append(f"issuer {payload.issuer_code} is not a registered department")
+    verification = verify_envelope(
+        envelope,
+        expected_payload_type=CERTIFICATE_PAYLOAD_TYPE,
+        keys=registry.keys,
+        owner=payload.issuer_code,
+        signed_on=payload.issued_on,
+    )
+    reasons.extend(verification.reasons)
+    key_id = verification.verified[0].public_key.key_id if verification.verified else ""
+    if not verification.verified and not verification.reasons:
+        reasons.append("no signature verifies")
+    stored_row = session.execute(
+        select(Certificate.envelope_sha256, Certificate.is_current, Revocation.envelope)
+        .outerjoin(Revocation, Revocation.lineage == Certificate.lineage)
+        .where(
+            Certificate.certificate_id == payload.certificate_id,
+            Certificate.version == payload.version,
+        )
+    ).one_or_none()
+    stored = False
+    if stored_row is None:
+        revoked = session.get(Revocation, payload.lineage) is not None
+        superseded = False
+        reasons.append("the hub holds no such certificate version")
+    else:
+        stored = stored_row[0] == hashlib.sha256(envelope_bytes).hexdigest()
+        superseded = not stored_row[1]
+        revoked = stored_row[2] is not None
+        if not stored:
+            reasons.append("the hub holds different bytes for this certificate version")
+    status = compute_status(
+        valid_from=payload.valid_from,
+        valid_until=payload.valid_until,
+        today=today,
+        revoked=revoked,
+        superseded=superseded,
+    )
+    if status is not CertificateStatus.VALID:
+        reasons.append(f"status is {status}")
+    return VerifyResult(
+        valid=not reasons,
+        status=status,
+        reasons=tuple(reasons),
+        payload=payload,
+        issuer_name=department.name if department else "",
+        key_id=key_id,
+        stored=stored,
+    )
+
+
+# --- cache encoding: the holder view travels through the cache as bytes -------------------
+
+
+def encode_holder(certificates: Sequence[StoredCertificate]) -> bytes:
+    return json.dumps(
+        [
+            [
+                c.certificate_id,
+                c.version,
+                c.type_code,
+                c.is_current,
+                c.valid_from.isoformat(),
+                c.valid_until.isoformat() if c.valid_until else None,
+                base64.b64encode(c.envelope).decode(),
+                c.attachment_sha256,
+                base64.b64encode(c.revocation_envelope).decode() if c.revocation_envelope else None,
+            ]
+            for c in certificates
+        ],
+        separators=(",", ":"),
+    ).encode()
+
+
+def decode_holder(data: bytes) -> list[StoredCertificate]:
+    rows: list[list[Any]] = json.loads(data)
+    return [_decode_one(row) for row in rows]
+
+
+def _decode_one(row: list[Any]) -> StoredCertificate:
+    (
+        cid,
+        version,
+        type_code,
+        is_current,
+        valid_from,
+        valid_until,
+        envelope,
+        attachment,
+        revocation,
+    ) = row
+    return StoredCertificate(
+        certificate_id=cid,
+        version=version,
+        type_code=type_code,
+        is_current=is_current,
+        valid_from=dt.date.fromisoformat(valid_from),
+        valid_until=dt.date.fromisoformat(valid_until) if valid_until else None,
+        envelope=base64.b64decode(envelope),
+        attachment_sha256=attachment,
+        revocation_envelope=base64.b64decode(revocation) if revocation else None,
+    )

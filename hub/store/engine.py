@@ -1,0 +1,138 @@
+"""Engines and sessions: SQLite (WAL) in the data dir by default, PostgreSQL via a URL.
+
+Database failures leave this module only as ``hub.errors.Unavailable`` (see ``session_scope``),
+so callers and the gRPC edge never see driver exceptions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import create_engine, event, exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from hub.errors import Unavailable
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from sqlalchemy.engine import Engine
+
+log = logging.getLogger("certhub.store")
+
+# How long SQLite waits for another writer before giving up. Group commit keeps write
+# transactions short (milliseconds); 30 s only matters when several processes share one file.
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# How long a PostgreSQL connect may take before the call fails with UNAVAILABLE. A hub that
+# cannot reach its database must answer quickly so clients can retry elsewhere.
+PG_CONNECT_TIMEOUT_S = 3
+# Statements slower than this are cancelled: no single query of the hub should take this long,
+# and a hung database must not hang calls past their deadlines.
+PG_STATEMENT_TIMEOUT_MS = 15_000
+# Pool size per process: gRPC worker threads share it; more connections than threads is waste.
+PG_POOL_SIZE = 16
+PG_MAX_OVERFLOW = 8
+
+
+def sqlite_url(data_dir: Path) -> str:
+    return f"sqlite:///{data_dir / 'certhub.db'}"
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """An engine configured for the hub: WAL and busy timeout on SQLite, timeouts on PostgreSQL."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            echo=echo,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    connect_args: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        connect_args = {
+            "connect_timeout": PG_CONNECT_TIMEOUT_S,
+            "options": f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}",
+        }
+    return create_engine(
+        url,
+        echo=echo,
+        pool_size=PG_POOL_SIZE,
+        max_overflow=PG_MAX_OVERFLOW,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+    )
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # pysqlite's own transaction handling is disabled so that "begin" below decides.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # NORMAL is durable across application crashes in WAL mode; FULL adds power-loss safety.
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Any) -> None:
+    # IMMEDIATE takes the write lock at the start, so two writers never deadlock upgrading
+    # read locks; readers are not blocked in WAL mode.
+    write = conn.get_execution_options().get(WRITE_OPTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+# Execution option marking a transaction that will write (SQLite then begins IMMEDIATE).
+WRITE_OPTION = "certhub_write"
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+@contextlib.contextmanager
+def session_scope(factory: sessionmaker[Session], *, write: bool = False) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any exception.
+
+    ``write=True`` takes SQLite's write lock at BEGIN. Driver errors that mean the database
+    is unreachable or overloaded become ``Unavailable`` (retryable); others propagate as bugs.
+    """
+    session = factory()
+    try:
+        with translate_db_errors():
+            if write:
+                # Procures the connection now, with the option the "begin" hook reads.
+                session.connection(execution_options={WRITE_OPTION: True})
+            yield session
+            session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+@contextlib.contextmanager
+def translate_db_errors() -> Iterator[None]:
+    """Map driver-level outages to ``Unavailable``: the one place this happens."""
+    try:
+        yield
+    except (
+        exc.OperationalError,
+        exc.InterfaceError,
+        exc.DisconnectionError,
+        exc.TimeoutError,
+    ) as e:
+        log.warning("database unavailable: %s", e)
+        raise Unavailable(
+            "database unavailable; retry shortly", reason="DATABASE_UNAVAILABLE"
+        ) from e

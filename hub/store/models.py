@@ -1,0 +1,196 @@
+"""The database schema. Alembic migrations in ``migrations/`` create exactly this.
+
+Envelope bytes are stored verbatim (what the department signed is what the hub serves);
+the parsed fields next to them are an index, never the source of truth.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Column widths. Identifiers are bounded by the domain rules (hub.domain); these only need to
+# be at least as wide as what those rules admit.
+ID_WIDTH = 160
+CODE_WIDTH = 64
+NAME_WIDTH = 256
+HOLDER_KEY_WIDTH = 160
+
+# 64-bit ids on PostgreSQL; SQLite's INTEGER is already 64-bit and only it autoincrements.
+BIGINT = BigInteger().with_variant(Integer, "sqlite")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class RegistryVersion(Base):
+    """Every applied registry.toml, in order; hub processes load the newest."""
+
+    __tablename__ = "registry_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    applied_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Certificate(Base):
+    """One version of one certificate."""
+
+    __tablename__ = "certificates"
+    __table_args__ = (
+        UniqueConstraint("certificate_id", "version", name="uq_certificates_id_version"),
+        # The fetch path: current certificates of one holder.
+        Index("ix_certificates_holder_current", "holder_key", "is_current"),
+        Index("ix_certificates_lineage", "lineage", "version"),
+    )
+
+    id: Mapped[int] = mapped_column(BIGINT, primary_key=True)
+    certificate_id: Mapped[str] = mapped_column(String(ID_WIDTH))
+    version: Mapped[int] = mapped_column(Integer)
+    # Versions of one certificate share a lineage (see hub.domain.identifier.lineage_of).
+    lineage: Mapped[str] = mapped_column(String(ID_WIDTH))
+    # False once a higher version of the lineage is stored.
+    is_current: Mapped[bool] = mapped_column(Boolean)
+    holder_key: Mapped[str] = mapped_column(String(HOLDER_KEY_WIDTH))
+    type_code: Mapped[str] = mapped_column(String(CODE_WIDTH))
+    kind: Mapped[str] = mapped_column(String(16))
+    issuer_code: Mapped[str] = mapped_column(String(CODE_WIDTH))
+    issued_on: Mapped[dt.date] = mapped_column(Date)
+    valid_from: Mapped[dt.date] = mapped_column(Date)
+    valid_until: Mapped[dt.date | None] = mapped_column(Date, nullable=True)
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    envelope_sha256: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(64))
+    attachment_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    legacy_uscc: Mapped[bool] = mapped_column(Boolean, default=False)
+    stored_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Attachment(Base):
+    """Attachment files, content-addressed: one row per distinct file."""
+
+    __tablename__ = "attachments"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    media_type: Mapped[str] = mapped_column(String(CODE_WIDTH))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Revocation(Base):
+    """A revocation ends a whole lineage: every version of the certificate."""
+
+    __tablename__ = "revocations"
+
+    lineage: Mapped[str] = mapped_column(String(ID_WIDTH), primary_key=True)
+    certificate_id: Mapped[str] = mapped_column(String(ID_WIDTH))
+    reason: Mapped[str] = mapped_column(Text)
+    revoked_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Case(Base):
+    """Cases (办件) that fetched, for the usage KPI."""
+
+    __tablename__ = "cases"
+
+    case_number: Mapped[str] = mapped_column(String(CODE_WIDTH * 2), primary_key=True)
+    service_item_code: Mapped[str] = mapped_column(String(CODE_WIDTH))
+    first_fetch_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    # True once any fetch of the case returned at least one certificate.
+    served: Mapped[bool] = mapped_column(Boolean)
+
+
+class AuditEntry(Base):
+    """One leaf of the audit log; ``leaf`` holds the exact bytes hashed into the tree."""
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (
+        Index("ix_audit_entries_holder", "holder_commitment", "idx"),
+        Index("ix_audit_entries_principal", "principal", "idx"),
+        Index("ix_audit_entries_action", "action", "idx"),
+        Index("ix_audit_entries_time", "time"),
+    )
+
+    idx: Mapped[int] = mapped_column(BIGINT, primary_key=True, autoincrement=False)
+    leaf: Mapped[bytes] = mapped_column(LargeBinary)
+    time: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    principal: Mapped[str] = mapped_column(String(NAME_WIDTH))
+    action: Mapped[str] = mapped_column(String(32))
+    outcome: Mapped[str] = mapped_column(String(32))
+    holder_commitment: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    service_item_code: Mapped[str | None] = mapped_column(String(CODE_WIDTH), nullable=True)
+    case_number: Mapped[str | None] = mapped_column(String(CODE_WIDTH * 2), nullable=True)
+
+
+class AuditCertificate(Base):
+    """Which audit entries name which certificate ids (the by-certificate query)."""
+
+    __tablename__ = "audit_certificates"
+
+    certificate_id: Mapped[str] = mapped_column(String(ID_WIDTH), primary_key=True)
+    idx: Mapped[int] = mapped_column(BIGINT, primary_key=True, autoincrement=False)
+
+
+class TreeNode(Base):
+    """Hash of every perfect subtree of the audit Merkle tree: (level, index) -> hash.
+
+    With these, appends and proofs touch O(log n) rows (signing.merkle plans which).
+    """
+
+    __tablename__ = "tree_nodes"
+
+    level: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(BIGINT, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LogHead(Base):
+    """The single row that serialises appends: the current tree size and root.
+
+    Appenders lock it (``SELECT ... FOR UPDATE`` on PostgreSQL, the write lock on SQLite), so
+    any number of hub processes extend one gap-free sequence.
+    """
+
+    __tablename__ = "log_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[bytes] = mapped_column(LargeBinary)
+    # The hashes of signing.merkle.frontier(size), concatenated: what the next append needs.
+    frontier: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class LogCheckpoint(Base):
+    """Every signed checkpoint the hub published."""
+
+    __tablename__ = "checkpoints"
+
+    size: Mapped[int] = mapped_column(BIGINT, primary_key=True, autoincrement=False)
+    root: Mapped[bytes] = mapped_column(LargeBinary)
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

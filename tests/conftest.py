@@ -1,0 +1,80 @@
+"""Fixtures shared across the suite: databases (SQLite and PostgreSQL), the demo world, and a
+running hub on loopback with real mTLS."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+from support.hubs import RunningHub, start_hub
+
+from hub.demo.world import DemoWorld, build_world
+from hub.store import migrate
+from hub.store.engine import make_engine
+
+DATABASE_ENV = "CERTHUB_TEST_DATABASE_URL"
+REDIS_ENV = "CERTHUB_TEST_REDIS_URL"
+
+
+@contextlib.contextmanager
+def fresh_postgres_database(base_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database for one test, dropped afterwards."""
+    url = make_url(base_url)
+    name = f"certhub_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each storage test runs on SQLite and, where CERTHUB_TEST_DATABASE_URL is set, PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'certhub.db'}"
+        return
+    base = os.environ.get(DATABASE_ENV)
+    if not base:
+        pytest.skip(f"{DATABASE_ENV} is not set: PostgreSQL tests need a server")
+    with fresh_postgres_database(base) as url:
+        yield url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    migrate.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def world() -> DemoWorld:
+    return build_world()
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get(REDIS_ENV)
+    if not url:
+        pytest.skip(f"{REDIS_ENV} is not set: Redis tests need a server")
+    return url
+
+
+@pytest.fixture
+def running_hub(tmp_path: Path, engine: Engine, world: DemoWorld) -> Iterator[RunningHub]:
+    running = start_hub(tmp_path / "data", engine, world)
+    yield running
+    running.server.stop(grace=None)
+    running.hub.close()

@@ -1,0 +1,1 @@
+"""Helpers several tests share (fixtures live in conftest.py and use these)."""
