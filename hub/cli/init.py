@@ -1,0 +1,55 @@
+"""`certhub init`: the development CA, server and client certificates, and the hub's keys."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from hub.cli.options import add_data_options, config_from
+from hub.pki import init_hub_secrets, init_pki, issue_client_certificate
+from hub.registry import RegistryError, load_registry_file
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "init",
+        help="create the development CA, server certificate, hub keys and client certificates",
+        description="Create (if missing) the development CA, the hub's server certificate, the "
+        "audit log's signing and HMAC keys, and a client certificate for every principal "
+        "of a registry file. Existing files are kept.",
+    )
+    add_data_options(parser)
+    parser.add_argument(
+        "--registry", help="issue client certificates for every principal in this registry.toml"
+    )
+    parser.add_argument(
+        "--server-name",
+        action="append",
+        default=None,
+        help="DNS name or IP the server certificate covers (repeatable; default localhost, "
+        "127.0.0.1, ::1)",
+    )
+    parser.add_argument("--client", action="append", default=[], help="also issue for this principal")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hub.cli.main import CommandError
+
+    config = config_from(args)
+    names = args.server_name or ["localhost", "127.0.0.1", "::1"]
+    paths = init_pki(config.data_dir, server_names=names)
+    init_hub_secrets(config.data_dir)
+    principals = list(args.client)
+    if args.registry:
+        try:
+            _, registry = load_registry_file(args.registry)
+        except RegistryError as e:
+            raise CommandError(str(e)) from e
+        principals += list(registry.principals)
+    print(f"CA:      {paths.ca_cert}")
+    print(f"server:  {paths.server_cert}")
+    for name in principals:
+        cert, _key = issue_client_certificate(paths, name)
+        print(f"client:  {cert}")
+    return 0
