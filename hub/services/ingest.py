@@ -354,15 +354,19 @@ def store_revoke(
         )
     if session.get(Revocation, lineage) is not None:
         return Revoked(r.certificate_id, newly_revoked=False, holder_key=holder_key)
-    session.add(
-        Revocation(
-            lineage=lineage,
-            certificate_id=r.certificate_id,
-            reason=r.reason,
-            revoked_at=r.revoked_at,
-            envelope=checked.envelope,
-            recorded_at=now,
-        )
-    )
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(
+                Revocation(
+                    lineage=lineage,
+                    certificate_id=r.certificate_id,
+                    reason=r.reason,
+                    revoked_at=r.revoked_at,
+                    envelope=checked.envelope,
+                    recorded_at=now,
+                )
+            )
+    except exc.IntegrityError:
+        # Another hub process recorded a revocation of this lineage first.
+        return Revoked(r.certificate_id, newly_revoked=False, holder_key=holder_key)
     return Revoked(r.certificate_id, newly_revoked=True, holder_key=holder_key)

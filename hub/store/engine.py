@@ -121,18 +121,44 @@ def session_scope(factory: sessionmaker[Session], *, write: bool = False) -> Ite
         session.close()
 
 
+# SQLite reports outages and programming errors alike as OperationalError; only these
+# messages mean "the database cannot serve now" (locked, full, read-only, unreachable file).
+_SQLITE_OUTAGES = (
+    "database is locked",
+    "disk i/o error",
+    "unable to open database",
+    "database or disk is full",
+    "readonly database",
+    "database table is locked",
+)
+_DRIVER_ERRORS = (
+    exc.OperationalError,
+    exc.InterfaceError,
+    exc.DisconnectionError,
+    exc.TimeoutError,
+)
+
+
+def _is_outage(error: Exception) -> bool:
+    if not isinstance(error, exc.OperationalError):
+        return True
+    orig = error.orig
+    if type(orig).__module__.startswith("sqlite3"):
+        return any(text in str(orig).lower() for text in _SQLITE_OUTAGES)
+    # PostgreSQL raises OperationalError for connection loss, admin shutdown and timeouts.
+    return True
+
+
 @contextlib.contextmanager
 def translate_db_errors() -> Iterator[None]:
-    """Map driver-level outages to ``Unavailable``: the one place this happens."""
+    """Map database outages to ``Unavailable`` (retryable): the one place this happens.
+    Anything else (a bad query, an unexpected constraint) stays a bug."""
     try:
         yield
-    except (
-        exc.OperationalError,
-        exc.InterfaceError,
-        exc.DisconnectionError,
-        exc.TimeoutError,
-    ) as e:
-        log.warning("database unavailable: %s", e)
+    except _DRIVER_ERRORS as e:
+        if not _is_outage(e):
+            raise
+        log.warning("database unavailable: %s", type(getattr(e, "orig", None) or e).__name__)
         raise Unavailable(
             "database unavailable; retry shortly", reason="DATABASE_UNAVAILABLE"
         ) from e
