@@ -1,0 +1,167 @@
+"""Choosing and wiring the hub's cache and rate limiter from its configuration.
+
+What is cached, and where:
+
+* a holder's current certificates: ``HolderScopes`` over ``cache.GenerationalCache``
+  (scope ``holder:<commitment>``), in Redis when ``--redis`` is given, in-process when the
+  hub is one process, and not at all when several processes have no shared Redis: an
+  in-process cache cannot see another process's invalidation, so a revocation served by
+  worker A would leave worker B showing the certificate as VALID;
+* the registry and its parsed public keys: in each process (``RegistrySource``), re-checked
+  against the database every ``RELOAD_INTERVAL_SECONDS``. It is small, read on every call
+  and changes rarely, so a Redis round trip would cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cache import (
+    GenerationalCache,
+    MemoryCache,
+    MemoryRateLimiter,
+    Namespace,
+    RateLimit,
+    RateLimiter,
+    RedisCache,
+    RedisRateLimiter,
+)
+from cache.port import Cache
+from hub.app import HolderCache, NoCache
+
+log = logging.getLogger("certhub.cache")
+
+__all__ = [
+    "HOLDER_CACHE_TTL_SECONDS",
+    "HOLDER_SCHEMA_VERSION",
+    "CacheChoice",
+    "HolderScopes",
+    "build_holder_cache",
+    "build_rate_limiter",
+    "holder_scope",
+    "to_rate_limit",
+]
+
+# Bumped whenever hub.services.intake.encode_holder changes what the bytes mean, so hubs of
+# two releases on one Redis never decode each other's entries.
+HOLDER_SCHEMA_VERSION = 1
+
+# Longest a cached holder view may outlive an invalidation that was lost while Redis was
+# unreachable (see cache.port, "Residual window"). Invalidations that reach Redis take
+# effect at once whatever this is; two minutes still covers the repeated fetches of one
+# case at a service window (the same applicant, several materials, a few minutes).
+HOLDER_CACHE_TTL_SECONDS = 120.0
+
+
+def holder_scope(commitment: str) -> str:
+    """The cache scope of one holder: the commitment, never the raw ID, reaches Redis."""
+    return f"holder:{commitment}"
+
+
+class HolderScopes:
+    """``hub.app.HolderCache`` over a generational cache, with counters for metrics.
+
+    ``reads`` counts fetches that asked the cache, ``loads`` those that went to the
+    database (misses and cache trouble), ``lost_invalidations`` bumps the backend could
+    not make (it heals them with its epoch). ``outages`` / ``errors`` come from the Redis
+    backend (0 in-process).
+    """
+
+    def __init__(self, *, generational: GenerationalCache, backend: Cache, kind: str) -> None:
+        self._generational = generational
+        self.backend = backend
+        self.kind = kind
+        self._lock = threading.Lock()
+        self.reads = 0
+        self.loads = 0
+        self.lost_invalidations = 0
+
+    @property
+    def hits(self) -> int:
+        return self.reads - self.loads
+
+    @property
+    def outages(self) -> int:
+        return self.backend.outages if isinstance(self.backend, RedisCache) else 0
+
+    @property
+    def errors(self) -> int:
+        return self.backend.errors if isinstance(self.backend, RedisCache) else 0
+
+    def read_through(self, scope: str, load: Callable[[], bytes]) -> bytes:
+        def counted() -> bytes:
+            with self._lock:
+                self.loads += 1
+            return load()
+
+        with self._lock:
+            self.reads += 1
+        return self._generational.read_through(holder_scope(scope), counted)
+
+    def invalidate(self, scopes: Sequence[str]) -> bool:
+        done = self._generational.invalidate([holder_scope(s) for s in scopes])
+        if not done:
+            with self._lock:
+                self.lost_invalidations += 1
+        return done
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheChoice:
+    """Where the holder cache lives for one configuration, and why (logged once)."""
+
+    kind: str  # "redis" | "memory" | "off"
+    reason: str
+
+
+def choose_cache(*, enabled: bool, redis_url: str | None, workers: int) -> CacheChoice:
+    if not enabled:
+        return CacheChoice(kind="off", reason="--no-cache given")
+    if redis_url:
+        return CacheChoice(kind="redis", reason="--redis given: shared by every hub process")
+    if workers > 1:
+        return CacheChoice(
+            kind="off",
+            reason=f"{workers} worker processes and no --redis: an in-process cache cannot see "
+            "other processes' invalidations, so the holder cache is disabled",
+        )
+    return CacheChoice(kind="memory", reason="one process and no --redis: in-process LRU")
+
+
+def build_holder_cache(
+    *, enabled: bool, redis_url: str | None, workers: int, prefix: str
+) -> HolderCache:
+    """The holder cache for this process; logs the decision (once per process)."""
+    choice = choose_cache(enabled=enabled, redis_url=redis_url, workers=workers)
+    log.info("holder cache: %s (%s)", choice.kind, choice.reason)
+    backend: Cache
+    if choice.kind == "off":
+        return NoCache()
+    if choice.kind == "redis":
+        assert redis_url is not None
+        backend = RedisCache.from_url(redis_url, prefix=prefix)
+    else:
+        backend = MemoryCache()
+    generational = GenerationalCache(
+        cache=backend,
+        namespace=Namespace(prefix=prefix, schema_version=HOLDER_SCHEMA_VERSION),
+        ttl_seconds=HOLDER_CACHE_TTL_SECONDS,
+    )
+    return HolderScopes(generational=generational, backend=backend, kind=choice.kind)
+
+
+def build_rate_limiter(*, redis_url: str | None, prefix: str) -> RateLimiter:
+    """Shared buckets in Redis when there is one, else this process's own buckets."""
+    if redis_url:
+        return RedisRateLimiter.from_url(redis_url, prefix=prefix)
+    return MemoryRateLimiter()
+
+
+def to_rate_limit(per_second: float, burst: int) -> RateLimit:
+    return RateLimit(rate_per_second=per_second, burst=burst)
