@@ -11,14 +11,15 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import NoReturn, Protocol, TypeVar
+from typing import NoReturn, Protocol, TypeVar, runtime_checkable
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from cache import RateLimit, RateLimiter
 from hub.audit.committer import GroupCommitter
 from hub.audit.entry import OK, Action, AuditRecord, holder_commitment
 from hub.audit.log import AuditLog, AuditLogKeys
-from hub.errors import HubError, NotFound, PermissionDenied, Unauthenticated
+from hub.errors import HubError, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
 from hub.registry import Principal, Registry, Role
 from hub.services import directory, ingest, intake
 from hub.services.registry_store import RegistrySource
@@ -50,6 +51,11 @@ class NoCache:
     def invalidate(self, scopes: Sequence[str]) -> bool:
         del scopes
         return True
+
+
+@runtime_checkable
+class _Closeable(Protocol):
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +103,7 @@ class Hub:
         registry: RegistrySource,
         audit_keys: AuditLogKeys,
         cache: HolderCache | None = None,
+        rate_limiter: RateLimiter | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.sessions = sessions
@@ -104,11 +111,16 @@ class Hub:
         self.audit_log = AuditLog(audit_keys)
         self.committer = GroupCommitter(sessions=sessions, audit_log=self.audit_log)
         self.cache: HolderCache = cache or NoCache()
+        # None = no rate limits (principals' registry limits are not enforced).
+        self.rate_limiter = rate_limiter
         self.clock = clock
         self._hmac_key = audit_keys.hmac_key
 
     def close(self) -> None:
         self.committer.close()
+        for resource in (self.cache, self.rate_limiter):
+            if isinstance(resource, _Closeable):
+                resource.close()
 
     # --- callers ------------------------------------------------------------------------
 
@@ -137,6 +149,33 @@ class Hub:
             error,
         )
         raise error
+
+    def admit(self, caller: Principal, *, method: str) -> None:
+        """Take one token of the caller's registry rate limit; a refusal is audited and
+        raised as RESOURCE_EXHAUSTED with the time until the next token."""
+        spec = caller.rate_limit
+        if spec is None or self.rate_limiter is None:
+            return
+        limit = RateLimit(rate_per_second=spec.per_second, burst=spec.burst)
+        decision = self.rate_limiter.acquire(caller.name, limit)
+        if decision.allowed:
+            return
+        error = ResourceExhausted(
+            f"principal {caller.name!r} is over its rate limit of {spec.per_second:g} calls/s "
+            f"(burst {spec.burst}); retry in {decision.retry_after:.3f} s",
+            reason="RATE_LIMITED",
+            retry_after=decision.retry_after,
+        )
+        self._refuse(
+            AuditRecord(
+                time=self.clock(),
+                principal=caller.name,
+                action=Action.REFUSED,
+                outcome=error.status_name,
+                method=method,
+            ),
+            error,
+        )
 
     def today(self) -> dt.date:
         return self.clock().astimezone(SERVICE_TIMEZONE).date()
