@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 
 from hub.app import HolderCache, Hub
 from hub.audit.log import AuditLogKeys
+from hub.caching import build_holder_cache, build_rate_limiter
 from hub.pki import PkiPaths, init_hub_secrets
 from hub.services.registry_store import RegistrySource
 from hub.store import migrate
@@ -35,6 +36,11 @@ class HubConfig:
     insecure: bool = False
     log_origin: str = DEFAULT_LOG_ORIGIN
     cache_enabled: bool = True
+    # Namespaces this deployment's keys in a shared Redis (cache and rate limits).
+    cache_prefix: str = "certhub"
+    # Hub processes serving this deployment from this machine (`serve --workers`); decides
+    # whether an in-process cache is safe (only with one).
+    workers: int = 1
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -68,4 +74,14 @@ def build_hub(config: HubConfig, engine: Engine, *, cache: HolderCache | None = 
         signer=NoteSigner(origin, secrets.load_log_key()),
         hmac_key=secrets.load_audit_hmac_key(),
     )
-    return Hub(sessions=sessions, registry=source, audit_keys=keys, cache=cache)
+    if cache is None:
+        cache = build_holder_cache(
+            enabled=config.cache_enabled,
+            redis_url=config.redis_url,
+            workers=config.workers,
+            prefix=config.cache_prefix,
+        )
+    limiter = build_rate_limiter(redis_url=config.redis_url, prefix=config.cache_prefix)
+    return Hub(
+        sessions=sessions, registry=source, audit_keys=keys, cache=cache, rate_limiter=limiter
+    )
