@@ -72,9 +72,12 @@ class EdgeInterceptor(grpc.ServerInterceptor):
         raise TypeError(f"{method}: unsupported handler kind")  # pragma: no cover
 
     def _authenticate(self, method: str, context: grpc.ServicerContext) -> Principal:
-        return self._hub.authenticate(
+        """The caller, once it has a token of its rate limit (a refusal raises, audited)."""
+        principal = self._hub.authenticate(
             _claimed_name(context, insecure=self._insecure), method=method
         )
+        self._hub.admit(principal, method=method)
+        return principal
 
     def _unary(
         self, method: str, behaviour: Callable[[Any, grpc.ServicerContext], Any]
