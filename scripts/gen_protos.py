@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import grpc_tools
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,8 +22,6 @@ PROTO_ROOT = ROOT / "proto"
 
 def generate(out: Path) -> list[Path]:
     """Compile every .proto under proto/ into `out`; return the written files."""
-    import grpc_tools
-
     protos = sorted(PROTO_ROOT.rglob("*.proto"))
     include = Path(grpc_tools.__file__).parent / "_proto"
     out.mkdir(parents=True, exist_ok=True)

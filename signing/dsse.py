@@ -183,8 +183,7 @@ def parse_envelope(data: bytes) -> Envelope:
     raw_signatures = document["signatures"]
     if not isinstance(raw_signatures, list):
         raise MalformedEnvelope(
-            "envelope: field 'signatures' must be an array, "
-            f"not {type(raw_signatures).__name__}"
+            f"envelope: field 'signatures' must be an array, not {type(raw_signatures).__name__}"
         )
     if not raw_signatures:
         raise MalformedEnvelope("envelope: field 'signatures' is empty; at least one is required")
@@ -279,8 +278,7 @@ def verify_envelope(
             continue
         if trusted.owner != owner:
             reasons.append(
-                f"signature {index}: key {kid} belongs to department {trusted.owner}, "
-                f"not {owner}"
+                f"signature {index}: key {kid} belongs to department {trusted.owner}, not {owner}"
             )
             continue
         unusable = trusted.unusable_reason(signed_on)

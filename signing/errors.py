@@ -16,15 +16,15 @@ class SigningError(Exception):
 # The names below are the agreed public API, hence no "Error" suffix (N818).
 
 
-class MalformedEnvelope(SigningError):  # noqa: N818
+class MalformedEnvelope(SigningError):
     """A DSSE envelope could not be parsed or built (size, JSON, base64, fields)."""
 
 
-class MalformedKey(SigningError):  # noqa: N818
+class MalformedKey(SigningError):
     """A key could not be parsed, or uses an algorithm or curve the hub does not accept."""
 
 
-class MalformedNote(SigningError):  # noqa: N818
+class MalformedNote(SigningError):
     """A signed note, verifier key or checkpoint is malformed or carries no valid signature."""
 
 

@@ -83,9 +83,7 @@ class PublicKey:
         try:
             key = serialization.load_der_public_key(data)
         except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-            raise MalformedKey(
-                "public key: not a valid DER SubjectPublicKeyInfo"
-            ) from exc
+            raise MalformedKey("public key: not a valid DER SubjectPublicKeyInfo") from exc
         return cls._from_object(key, what="public key")
 
     @classmethod
@@ -176,8 +174,7 @@ class PrivateKey:
 
     def __repr__(self) -> str:
         return (
-            f"PrivateKey(algorithm={self._algorithm.value!r}, "
-            f"key_id={self._public_key.key_id!r})"
+            f"PrivateKey(algorithm={self._algorithm.value!r}, key_id={self._public_key.key_id!r})"
         )
 
 

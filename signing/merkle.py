@@ -329,9 +329,7 @@ def verify_consistency(
         if root1 != root2:
             raise ProofError("sizes are equal but the roots differ")
         return
-    _verify_consistency_path(
-        size1=size1, size2=size2, root1=root1, root2=root2, hashes=hashes
-    )
+    _verify_consistency_path(size1=size1, size2=size2, root1=root1, root2=root2, hashes=hashes)
 
 
 def _verify_consistency_path(

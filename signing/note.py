@@ -209,8 +209,7 @@ def open_note(note: str, verifiers: Sequence[NoteVerifier]) -> str:
     lines = signature_block[:-1].split("\n")
     if len(lines) > MAX_NOTE_SIGNATURES:
         raise MalformedNote(
-            f"note has {len(lines)} signature lines, more than the limit of "
-            f"{MAX_NOTE_SIGNATURES}"
+            f"note has {len(lines)} signature lines, more than the limit of {MAX_NOTE_SIGNATURES}"
         )
     by_identity = {(v.name, v.key_hash): v for v in verifiers}
     message = text.encode("utf-8")
@@ -283,9 +282,7 @@ def parse_checkpoint(text: str) -> Checkpoint:
         raise MalformedNote(f"checkpoint size (line 2) {size} is larger than 2^64-1")
     root_hash = _b64decode_strict(root_text, what="checkpoint root hash (line 3)")
     if len(root_hash) != 32:
-        raise MalformedNote(
-            f"checkpoint root hash (line 3) is {len(root_hash)} bytes, expected 32"
-        )
+        raise MalformedNote(f"checkpoint root hash (line 3) is {len(root_hash)} bytes, expected 32")
     for number, extension in enumerate(lines[3:], start=4):
         if not extension:
             raise MalformedNote(f"checkpoint line {number} is empty")

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from hub.demo.run import run_demo
+
 
 def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -15,11 +17,14 @@ def register(subparsers: Any) -> None:
         "certificates for 60 citizens and 60 enterprises, fetch for real cases with offline "
         "signature checks, revoke one, and print the KPIs.",
     )
-    parser.add_argument("--data-dir", type=Path, default=None, help="keep everything here instead of a temporary dir")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keep everything here instead of a temporary dir",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from hub.demo.run import run_demo
-
     return run_demo(data_dir=args.data_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from hub.cli.main import CommandError
 from hub.cli.options import add_data_options, config_from
 from hub.pki import init_hub_secrets, init_pki, issue_client_certificate
 from hub.registry import RegistryError, load_registry_file
@@ -29,13 +30,13 @@ def register(subparsers: Any) -> None:
         help="DNS name or IP the server certificate covers (repeatable; default localhost, "
         "127.0.0.1, ::1)",
     )
-    parser.add_argument("--client", action="append", default=[], help="also issue for this principal")
+    parser.add_argument(
+        "--client", action="append", default=[], help="also issue for this principal"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from hub.cli.main import CommandError
-
     config = config_from(args)
     names = args.server_name or ["localhost", "127.0.0.1", "::1"]
     paths = init_pki(config.data_dir, server_names=names)

@@ -26,7 +26,9 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--address", default=DEFAULT_ADDRESS, help=f"host:port to serve on (default: {DEFAULT_ADDRESS})"
+        "--address",
+        default=DEFAULT_ADDRESS,
+        help=f"host:port to serve on (default: {DEFAULT_ADDRESS})",
     )
     parser.add_argument(
         "--insecure",

@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from hub.cli.main import CommandError
 from hub.cli.options import add_data_options, config_from
 from hub.registry import RegistryError, load_registry_file
 from hub.runtime import open_engine
@@ -31,8 +32,6 @@ def register(subparsers: Any) -> None:
 
 
 def run_apply(args: argparse.Namespace) -> int:
-    from hub.cli.main import CommandError
-
     try:
         text, registry = load_registry_file(args.file)
     except RegistryError as e:

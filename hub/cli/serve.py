@@ -8,6 +8,7 @@ import signal
 import threading
 from typing import Any
 
+from hub.cli.main import CommandError
 from hub.cli.options import add_data_options, add_server_options, config_from
 from hub.grpc.server import ServerTLS, build_server
 from hub.runtime import build_hub, open_engine
@@ -29,8 +30,6 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hub.cli.main import CommandError
-
     config = config_from(args)
     engine = open_engine(config)
     try:

@@ -28,7 +28,11 @@ def run(args: argparse.Namespace) -> int:
     with session_scope(sessions) as session:
         stats = compute_stats(session, registry)
     engine.dispose()
-    print(json.dumps(stats_json(stats), ensure_ascii=False, indent=2) if args.json else render(stats, registry))
+    print(
+        json.dumps(stats_json(stats), ensure_ascii=False, indent=2)
+        if args.json
+        else render(stats, registry)
+    )
     return 0
 
 

@@ -60,10 +60,15 @@ def run_demo(*, data_dir: Path | None = None, out: Callable[[str], None] = print
         migrate.upgrade(engine)
         sessions = make_session_factory(engine)
         with session_scope(sessions, write=True) as session:
-            apply_registry(session, registry_file.read_text(encoding="utf-8"), now=dt.datetime.now(dt.UTC))
+            apply_registry(
+                session, registry_file.read_text(encoding="utf-8"), now=dt.datetime.now(dt.UTC)
+            )
         out(f"data dir   {root}")
-        out(f"registry   {len(world.departments)} departments, {len(world.types)} certificate types, "
-            f"{len(world.items)} service items")
+        out(
+            f"registry   {len(world.departments)} departments, "
+            f"{len(world.types)} certificate types, "
+            f"{len(world.items)} service items"
+        )
         hub = build_hub(config, engine)
         tls = ServerTLS(cert=pki.server_cert, key=pki.server_key, client_ca=pki.ca_cert)
         server = build_server(hub, address=config.address, tls=tls)
@@ -92,7 +97,9 @@ def run_demo(*, data_dir: Path | None = None, out: Callable[[str], None] = print
     return 0
 
 
-def _push_all(world: DemoWorld, client: Callable[[str], HubClient], out: Callable[[str], None]) -> None:
+def _push_all(
+    world: DemoWorld, client: Callable[[str], HubClient], out: Callable[[str], None]
+) -> None:
     by_department: dict[str, list[bytes]] = defaultdict(list)
     for department, payload in sample_certificates(world, holders=DEMO_HOLDERS):
         by_department[department.code].append(sign_certificate(payload, [department.key]))
@@ -109,7 +116,9 @@ def _push_all(world: DemoWorld, client: Callable[[str], HubClient], out: Callabl
     out(f"push       outcomes {dict(outcomes)}")
 
 
-def _fetch_cases(world: DemoWorld, client: Callable[[str], HubClient], out: Callable[[str], None]) -> None:
+def _fetch_cases(
+    world: DemoWorld, client: Callable[[str], HubClient], out: Callable[[str], None]
+) -> None:
     items = list(world.items.values())
     with client("gulou-service-centre") as window:
         for case in range(DEMO_CASES):
@@ -125,29 +134,44 @@ def _fetch_cases(world: DemoWorld, client: Callable[[str], HubClient], out: Call
                 out("")
                 out(f"fetch      case GL-2026-000001 · {item.name} · {holder.name}")
                 for c in fetched.certificates:
-                    out(f"  ✓ {c.payload['name']:<14} {c.status:<9} {c.certificate_id}  "
-                        f"(signature verified offline, key {c.key_id[:12]}…)")
+                    out(
+                        f"  ✓ {c.payload['name']:<14} {c.status:<9} {c.certificate_id}  "
+                        f"(signature verified offline, key {c.key_id[:12]}…)"
+                    )
                 for m in fetched.materials:
-                    state = "paper" if m.paper_only else ("e-certificate" if m.satisfied else "missing")
+                    state = (
+                        "paper" if m.paper_only else ("e-certificate" if m.satisfied else "missing")
+                    )
                     out(f"  material {m.code} {m.name}: {state}")
                 out(f"  audit entry #{fetched.audit_index}")
     out(f"fetch      {DEMO_CASES} cases handled at the district service centre")
 
 
-def _revoke_one(world: DemoWorld, client: Callable[[str], HubClient], out: Callable[[str], None]) -> None:
+def _revoke_one(
+    world: DemoWorld, client: Callable[[str], HubClient], out: Callable[[str], None]
+) -> None:
     company = enterprise(0)
     item = world.item_by_name("公共场所卫生许可（新办）")
     with client("gulou-service-centre") as window:
-        before = window.fetch(id_type="USCC", holder_id=company.holder.id, service_item=item.code,
-                              case_number="GL-2026-900001")
+        before = window.fetch(
+            id_type="USCC",
+            holder_id=company.holder.id,
+            service_item=item.code,
+            case_number="GL-2026-900001",
+        )
     licence = before.certificates[0]
     department = world.departments[licence.payload["issuer"]["code"]]
     with client(department.principal) as adapter:
         adapter.revoke(sign_revocation(licence.certificate_id, department.key, reason="吊销"))
     with client("gulou-service-centre") as window:
-        after = window.fetch(id_type="USCC", holder_id=company.holder.id, service_item=item.code,
-                             case_number="GL-2026-900002")
-    status = next(c.status for c in after.certificates if c.certificate_id == licence.certificate_id)
+        after = window.fetch(
+            id_type="USCC",
+            holder_id=company.holder.id,
+            service_item=item.code,
+            case_number="GL-2026-900002",
+        )
+    status = next(
+        c.status for c in after.certificates if c.certificate_id == licence.certificate_id
+    )
     out("")
     out(f"revoke     {licence.payload['name']} of {company.name}: {licence.status} -> {status}")
-

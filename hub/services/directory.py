@@ -47,14 +47,18 @@ def compute_stats(session: Session, registry: Registry) -> Stats:
             select(Certificate.kind, func.count())
             .where(Certificate.is_current.is_(True))
             .group_by(Certificate.kind)
-        ).tuples().all()
+        )
+        .tuples()
+        .all()
     )
     by_department = dict(
         session.execute(
             select(Certificate.issuer_code, func.count())
             .where(Certificate.is_current.is_(True))
             .group_by(Certificate.issuer_code)
-        ).tuples().all()
+        )
+        .tuples()
+        .all()
     )
     cases, served = session.execute(
         select(func.count(), func.coalesce(func.sum(case((Case.served.is_(True), 1), else_=0)), 0))

@@ -90,8 +90,11 @@ def test_server_certificate_passes_a_tls_style_path_validation(pki: PkiPaths) ->
     for name in (x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))):
         verifier = PolicyBuilder().store(store).time(now()).build_server_verifier(name)
         assert verifier.verify(server, [])[-1] == load_cert(pki.ca_cert)
-    wrong_host = PolicyBuilder().store(store).time(now()).build_server_verifier(
-        x509.DNSName("hub.example.gov.cn")
+    wrong_host = (
+        PolicyBuilder()
+        .store(store)
+        .time(now())
+        .build_server_verifier(x509.DNSName("hub.example.gov.cn"))
     )
     with pytest.raises(VerificationError):
         wrong_host.verify(server, [])
@@ -197,15 +200,24 @@ def test_private_keys_are_0600_in_0700_directories(tmp_path: Path) -> None:
     _, client_key = issue_client_certificate(pki, "auditor")
     hub_secrets = init_hub_secrets(tmp_path)
 
-    for key in (pki.ca_key, pki.server_key, client_key, hub_secrets.log_key_path,
-                hub_secrets.audit_hmac_key_path):
+    for key in (
+        pki.ca_key,
+        pki.server_key,
+        client_key,
+        hub_secrets.log_key_path,
+        hub_secrets.audit_hmac_key_path,
+    ):
         assert mode(key) == 0o600, key
     for directory in (pki.directory, pki.clients_directory, hub_secrets.log_key_path.parent):
         assert mode(directory) == 0o700, directory
     assert mode(pki.ca_cert) == 0o644
     # No temporary files are left behind.
     assert sorted(p.name for p in pki.directory.iterdir()) == [
-        "ca.crt", "ca.key", "clients", "server.crt", "server.key",
+        "ca.crt",
+        "ca.key",
+        "clients",
+        "server.crt",
+        "server.key",
     ]
 
 
@@ -297,7 +309,8 @@ def test_hub_secrets_refuse_damaged_files(tmp_path: Path) -> None:
         hub_secrets.load_audit_hmac_key()
     # A P-256 key where the Ed25519 log key belongs.
     p256 = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     hub_secrets.log_key_path.write_bytes(p256)

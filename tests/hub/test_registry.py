@@ -44,7 +44,7 @@ def key_block(public_pem: str = pem(KEY.to_pem()), **extra: str) -> str:
     lines = [
         "  [[departments.keys]]",
         f'  public_key = """\n{public_pem}\n"""',
-        '  not_before = 2024-01-01',
+        "  not_before = 2024-01-01",
         '  status = "active"',
     ]
     for name, value in extra.items():
@@ -250,16 +250,36 @@ def test_error_string_names_file_line_and_path() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "path", "needle"),
     [
-        ("accept_legacy_uscc = false", "accept_legacy_usc = false",
-         "settings.accept_legacy_usc", "accept_legacy_usc ="),
-        ('name = "福州市鼓楼区卫生健康局"', 'nmae = "福州市鼓楼区卫生健康局"',
-         "departments[1].nmae", "nmae ="),
-        ('  not_before = 2024-01-01', '  not_befor = 2024-01-01',
-         "departments[0].keys[0].not_befor", "not_befor ="),
-        ('  code = "M01"', '  code = "M01"\n  optional = true',
-         "service_items[0].materials[0].optional", "optional = true"),
-        ('service_items = ["' + ITEM + '"]', 'service_items = ["' + ITEM + '"]\nrole2 = "X"',
-         "principals[1].role2", "role2 ="),
+        (
+            "accept_legacy_uscc = false",
+            "accept_legacy_usc = false",
+            "settings.accept_legacy_usc",
+            "accept_legacy_usc =",
+        ),
+        (
+            'name = "福州市鼓楼区卫生健康局"',
+            'nmae = "福州市鼓楼区卫生健康局"',
+            "departments[1].nmae",
+            "nmae =",
+        ),
+        (
+            "  not_before = 2024-01-01",
+            "  not_befor = 2024-01-01",
+            "departments[0].keys[0].not_befor",
+            "not_befor =",
+        ),
+        (
+            '  code = "M01"',
+            '  code = "M01"\n  optional = true',
+            "service_items[0].materials[0].optional",
+            "optional = true",
+        ),
+        (
+            'service_items = ["' + ITEM + '"]',
+            'service_items = ["' + ITEM + '"]\nrole2 = "X"',
+            "principals[1].role2",
+            "role2 =",
+        ),
     ],
 )
 def test_unknown_keys_are_refused(old: str, new: str, path: str, needle: str) -> None:
@@ -287,18 +307,42 @@ def test_missing_required_key_points_at_the_header() -> None:
 @pytest.mark.parametrize(
     ("old", "new", "path", "message"),
     [
-        ('name = "营业执照"', "name = 42", "certificate_types[0].name",
-         "must be a string, got an integer"),
-        ("  not_before = 2024-01-01", '  not_before = "2024-01-01"',
-         "departments[0].keys[0].not_before", "must be a TOML date, got a string"),
-        ("  not_before = 2024-01-01", "  not_before = 2024-01-01T08:00:00+08:00",
-         "departments[0].keys[0].not_before", "must be a TOML date, got a date-time"),
-        ("accept_legacy_uscc = false", 'accept_legacy_uscc = "no"',
-         "settings.accept_legacy_uscc", "must be true or false, got a string"),
-        (f'issuers = ["{DEPT}"]', f'issuers = "{DEPT}"', "certificate_types[0].issuers",
-         "must be an array of strings, got a string"),
-        ('name = "营业执照"', 'name = " 营业执照"', "certificate_types[0].name",
-         "must not start or end with whitespace"),
+        (
+            'name = "营业执照"',
+            "name = 42",
+            "certificate_types[0].name",
+            "must be a string, got an integer",
+        ),
+        (
+            "  not_before = 2024-01-01",
+            '  not_before = "2024-01-01"',
+            "departments[0].keys[0].not_before",
+            "must be a TOML date, got a string",
+        ),
+        (
+            "  not_before = 2024-01-01",
+            "  not_before = 2024-01-01T08:00:00+08:00",
+            "departments[0].keys[0].not_before",
+            "must be a TOML date, got a date-time",
+        ),
+        (
+            "accept_legacy_uscc = false",
+            'accept_legacy_uscc = "no"',
+            "settings.accept_legacy_uscc",
+            "must be true or false, got a string",
+        ),
+        (
+            f'issuers = ["{DEPT}"]',
+            f'issuers = "{DEPT}"',
+            "certificate_types[0].issuers",
+            "must be an array of strings, got a string",
+        ),
+        (
+            'name = "营业执照"',
+            'name = " 营业执照"',
+            "certificate_types[0].name",
+            "must not start or end with whitespace",
+        ),
         ('name = "营业执照"', 'name = ""', "certificate_types[0].name", "must not be empty"),
     ],
 )
@@ -391,8 +435,10 @@ def test_department_code_in_lower_case_is_refused() -> None:
     [
         (DEPT + "01", "expected 21 characters"),
         (DEPT + "0A1", "expected 21 characters"),
-        (DEPT[:-1] + "0" + "001" if DEPT[-1] != "0" else DEPT[:-1] + "1001",
-         "are not a valid USCC: check character"),
+        (
+            DEPT[:-1] + "0" + "001" if DEPT[-1] != "0" else DEPT[:-1] + "1001",
+            "are not a valid USCC: check character",
+        ),
     ],
 )
 def test_type_code_format(code: str, message: str) -> None:
@@ -432,23 +478,55 @@ def test_material_types_must_be_declared() -> None:
     ("old", "new", "path", "message"),
     [
         (f'department = "{DEPT}"\n', "", "principals[0]", "needs 'department'"),
-        ('role = "INTAKE"', f'role = "INTAKE"\ndepartment = "{DEPT}"',
-         "principals[1].department", "only DEPARTMENT principals have a department"),
+        (
+            'role = "INTAKE"',
+            f'role = "INTAKE"\ndepartment = "{DEPT}"',
+            "principals[1].department",
+            "only DEPARTMENT principals have a department",
+        ),
         (f'service_items = ["{ITEM}"]', "", "principals[1]", "needs 'service_items'"),
-        (f'service_items = ["{ITEM}"]', "service_items = []", "principals[1].service_items",
-         "must not be empty"),
-        (f'service_items = ["{ITEM}"]', 'service_items = ["NOPE"]',
-         "principals[1].service_items[0]", "'NOPE' is not a declared service item code"),
-        ('role = "INTAKE"\nservice_items', 'role = "AUDITOR"\nservice_items',
-         "principals[1].service_items", "only INTAKE principals have service_items"),
-        (f'department = "{DEPT}"', f'department = "{uscc("11350102MB0000009")}"',
-         "principals[0].department", "is not a declared department code"),
-        ('role = "DEPARTMENT"', 'role = "department"', "principals[0].role",
-         "is not one of DEPARTMENT | INTAKE | AUDITOR | OPERATOR"),
-        ('name = "window-1"', 'name = "window/1"', "principals[1].name",
-         "is not a valid principal name"),
-        ('name = "window-1"', f'name = "{"w" * 65}"', "principals[1].name",
-         "at most 64 characters"),
+        (
+            f'service_items = ["{ITEM}"]',
+            "service_items = []",
+            "principals[1].service_items",
+            "must not be empty",
+        ),
+        (
+            f'service_items = ["{ITEM}"]',
+            'service_items = ["NOPE"]',
+            "principals[1].service_items[0]",
+            "'NOPE' is not a declared service item code",
+        ),
+        (
+            'role = "INTAKE"\nservice_items',
+            'role = "AUDITOR"\nservice_items',
+            "principals[1].service_items",
+            "only INTAKE principals have service_items",
+        ),
+        (
+            f'department = "{DEPT}"',
+            f'department = "{uscc("11350102MB0000009")}"',
+            "principals[0].department",
+            "is not a declared department code",
+        ),
+        (
+            'role = "DEPARTMENT"',
+            'role = "department"',
+            "principals[0].role",
+            "is not one of DEPARTMENT | INTAKE | AUDITOR | OPERATOR",
+        ),
+        (
+            'name = "window-1"',
+            'name = "window/1"',
+            "principals[1].name",
+            "is not a valid principal name",
+        ),
+        (
+            'name = "window-1"',
+            f'name = "{"w" * 65}"',
+            "principals[1].name",
+            "at most 64 characters",
+        ),
     ],
 )
 def test_principal_rules(old: str, new: str, path: str, message: str) -> None:
@@ -504,8 +582,9 @@ def _with_key(**extra: str) -> str:
 
 def test_second_key_is_parsed_with_its_window() -> None:
     registry = parse_registry(
-        _with_key(public_key=f'"""\n{pem(KEY2.to_pem())}\n"""', not_after="2025-06-30",
-                  status='"retired"')
+        _with_key(
+            public_key=f'"""\n{pem(KEY2.to_pem())}\n"""', not_after="2025-06-30", status='"retired"'
+        )
     )
     key = registry.keys[KEY2.key_id]
     assert key.status is KeyStatus.RETIRED

@@ -162,8 +162,9 @@ MALFORMED: list[tuple[str, bytes, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("data", "message"), [(d, m) for _, d, m in MALFORMED],
-                         ids=[i for i, _, _ in MALFORMED])
+@pytest.mark.parametrize(
+    ("data", "message"), [(d, m) for _, d, m in MALFORMED], ids=[i for i, _, _ in MALFORMED]
+)
 def test_malformed_envelopes(data: bytes, message: str) -> None:
     with pytest.raises(MalformedEnvelope) as info:
         parse_envelope(data)
@@ -304,9 +305,7 @@ def test_wrong_key(
             Signature(keyid=ed25519_key.public_key.key_id, sig=envelope.signatures[0].sig),
         ),
     )
-    reason = _single_reason(
-        forged, [make_trusted(ed25519_key)], owner=owner, signed_on=signed_on
-    )
+    reason = _single_reason(forged, [make_trusted(ed25519_key)], owner=owner, signed_on=signed_on)
     assert "does not verify" in reason
 
 
@@ -315,9 +314,7 @@ def test_unknown_key(
 ) -> None:
     other = PrivateKey.generate(Algorithm.ED25519)
     envelope = sign_envelope(CERTIFICATE_PAYLOAD_TYPE, PAYLOAD, [other])
-    reason = _single_reason(
-        envelope, [make_trusted(ed25519_key)], owner=owner, signed_on=signed_on
-    )
+    reason = _single_reason(envelope, [make_trusted(ed25519_key)], owner=owner, signed_on=signed_on)
     assert reason == f"signature 0: key {other.public_key.key_id} is not a known key"
 
 
@@ -326,7 +323,9 @@ def test_key_of_another_owner(
 ) -> None:
     envelope = sign_envelope(CERTIFICATE_PAYLOAD_TYPE, PAYLOAD, [ed25519_key])
     reason = _single_reason(
-        envelope, [make_trusted(ed25519_key, owner="DEPT-B")], owner="DEPT-A",
+        envelope,
+        [make_trusted(ed25519_key, owner="DEPT-B")],
+        owner="DEPT-A",
         signed_on=signed_on,
     )
     kid = ed25519_key.public_key.key_id
@@ -365,9 +364,7 @@ def test_payload_type_confusion(
 ) -> None:
     # A validly signed revocation must not be accepted as a certificate.
     envelope = sign_envelope(REVOCATION_PAYLOAD_TYPE, PAYLOAD, [ed25519_key])
-    reason = _single_reason(
-        envelope, [make_trusted(ed25519_key)], owner=owner, signed_on=signed_on
-    )
+    reason = _single_reason(envelope, [make_trusted(ed25519_key)], owner=owner, signed_on=signed_on)
     assert reason == (
         f"payload type is {REVOCATION_PAYLOAD_TYPE!r}, expected {CERTIFICATE_PAYLOAD_TYPE!r}"
     )
@@ -397,9 +394,7 @@ def test_tampered_payload(
         payload=PAYLOAD.replace(b'"version":1', b'"version":2'),
         signatures=envelope.signatures,
     )
-    reason = _single_reason(
-        tampered, [make_trusted(private_key)], owner=owner, signed_on=signed_on
-    )
+    reason = _single_reason(tampered, [make_trusted(private_key)], owner=owner, signed_on=signed_on)
     assert reason == (
         f"signature 0: signature by key {private_key.public_key.key_id} does not verify "
         "(payload or signature altered)"
@@ -448,8 +443,7 @@ def test_extra_signature_by_another_department_refuses_the_envelope(
     ok, _, reasons = _verify(envelope, keys, owner=owner, signed_on=signed_on)
     assert not ok
     assert reasons == (
-        f"signature 1: key {ecdsa_key.public_key.key_id} belongs to department OTHER, "
-        f"not {owner}",
+        f"signature 1: key {ecdsa_key.public_key.key_id} belongs to department OTHER, not {owner}",
     )
 
 
@@ -467,7 +461,5 @@ def test_garbage_signature_never_raises(
         payload=PAYLOAD,
         signatures=(Signature(keyid=private_key.public_key.key_id, sig=b"\x30\x02\x01"),),
     )
-    reason = _single_reason(
-        envelope, [make_trusted(private_key)], owner=owner, signed_on=signed_on
-    )
+    reason = _single_reason(envelope, [make_trusted(private_key)], owner=owner, signed_on=signed_on)
     assert "does not verify" in reason

@@ -41,9 +41,7 @@ def test_sign_and_verify(private_key: PrivateKey) -> None:
 
 
 @pytest.mark.parametrize("garbage", [b"", b"\x00", b"\x30\x03\x02\x01\x01", b"x" * 200])
-def test_verify_returns_false_on_garbage_signature(
-    private_key: PrivateKey, garbage: bytes
-) -> None:
+def test_verify_returns_false_on_garbage_signature(private_key: PrivateKey, garbage: bytes) -> None:
     assert private_key.public_key.verify(garbage, b"message") is False
 
 

@@ -236,9 +236,7 @@ def test_plans_match_the_rfc_definitions_exhaustively_for_small_trees() -> None:
         for index in range(size):
             assert inclusion_plan(index, size).assemble(nodes) == _path(index, prefix)
         for size1 in range(1, size + 1):
-            assert consistency_plan(size1, size).assemble(nodes) == _subproof(
-                size1, prefix, True
-            )
+            assert consistency_plan(size1, size).assemble(nodes) == _subproof(size1, prefix, True)
 
 
 def test_frontier() -> None:
@@ -328,14 +326,20 @@ def test_inclusion_proofs_verify_and_any_flipped_bit_fails(
         )
     with pytest.raises(ProofError):
         verify_inclusion(
-            leaf_index=index, tree_size=size, leaf_hash=_TREE[index], proof=proof,
+            leaf_index=index,
+            tree_size=size,
+            leaf_hash=_TREE[index],
+            proof=proof,
             root=_flip(root, bit),
         )
     if size > 1:
         with pytest.raises(ProofError):
             verify_inclusion(
-                leaf_index=(index + 1) % size, tree_size=size, leaf_hash=_TREE[index],
-                proof=proof, root=root,
+                leaf_index=(index + 1) % size,
+                tree_size=size,
+                leaf_hash=_TREE[index],
+                proof=proof,
+                root=root,
             )
 
 
