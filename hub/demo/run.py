@@ -119,11 +119,20 @@ def _push_all(
 def _fetch_cases(
     world: DemoWorld, client: Callable[[str], HubClient], out: Callable[[str], None]
 ) -> None:
-    items = list(world.items.values())
+    licence = world.type_by_name("营业执照").code
+    id_card = world.type_by_name("居民身份证").code
+    # Cases as they arrive at a window: enterprises for business items, citizens for the rest.
+    business = [i for i in world.items.values() if any(licence in m[2] for m in i.materials)]
+    personal = [
+        i
+        for i in world.items.values()
+        if i not in business and any(id_card in m[2] for m in i.materials)
+    ]
     with client("gulou-service-centre") as window:
         for case in range(DEMO_CASES):
             holder = enterprise(case) if case % 2 == 0 else citizen(case)
-            item = items[case % len(items)]
+            items = business if case % 2 == 0 else personal
+            item = items[(case // 2) % len(items)]
             fetched = window.fetch(
                 id_type=str(holder.holder.id_type),
                 holder_id=holder.holder.id,
