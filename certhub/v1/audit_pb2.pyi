@@ -44,9 +44,13 @@ class AuditQuery(_message.Message):
     until: _builtins.str
     """Exclusive upper bound, RFC 3339 UTC time; empty = unbounded."""
     page_size: _builtins.int
-    """Maximum entries per page (default and maximum are documented server limits)."""
+    """Maximum entries per page; 0 = the default (50). More than the maximum (500) is
+    INVALID_ARGUMENT.
+    """
     page_token: _builtins.str
-    """Token from the previous page; empty for the first page."""
+    """Token from the previous page (opaque); empty for the first page. A token this server did
+    not issue is INVALID_ARGUMENT.
+    """
     @_builtins.property
     def holder(self) -> _common_pb2.Holder:
         """Entries about this holder (the hub computes the holder commitment)."""
@@ -229,7 +233,7 @@ class GetInclusionProofRequest(_message.Message):
     leaf_index: _builtins.int
     """0-based leaf index."""
     tree_size: _builtins.int
-    """Tree size (0 = the latest checkpoint's size)."""
+    """Tree size (0 = the latest checkpoint's size). Any size up to the latest checkpoint's."""
     def __init__(
         self,
         *,
@@ -349,7 +353,9 @@ class GetEntriesRequest(_message.Message):
     start: _builtins.int
     """First index, inclusive."""
     end: _builtins.int
-    """Last index, exclusive; the server may return fewer (see its page limit)."""
+    """Last index, exclusive; the server returns at most 1000 leaves per call and none past the
+    latest checkpoint, so callers continue from start + len(leaves).
+    """
     def __init__(
         self,
         *,

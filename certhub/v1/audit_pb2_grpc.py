@@ -27,6 +27,15 @@ if _version_not_supported:
 
 class AuditServiceStub:
     """Query the audit log and prove it has not been rewritten (RFC 9162 proofs, C2SP checkpoints).
+
+    Access: QueryAudit and GetEntries need role AUDITOR. GetCheckpoint and GetConsistencyProof
+    are open to any authenticated principal: they reveal only the signed tree head and hashes,
+    which transparency logs publish to everyone. GetInclusionProof returns the leaf too, so a
+    non-AUDITOR principal may prove only entries it caused itself (the leaf's principal is the
+    caller): an intake system checks that its own fetch was logged without reading others'
+    entries. Refusals are PERMISSION_DENIED and are themselves audited.
+    Sizes and indices past the latest checkpoint are OUT_OF_RANGE; impossible combinations
+    (leaf_index >= tree_size, first_size > second_size, end <= start, ...) are INVALID_ARGUMENT.
     """
 
     def __init__(self, channel):
@@ -64,38 +73,49 @@ class AuditServiceStub:
 
 class AuditServiceServicer:
     """Query the audit log and prove it has not been rewritten (RFC 9162 proofs, C2SP checkpoints).
+
+    Access: QueryAudit and GetEntries need role AUDITOR. GetCheckpoint and GetConsistencyProof
+    are open to any authenticated principal: they reveal only the signed tree head and hashes,
+    which transparency logs publish to everyone. GetInclusionProof returns the leaf too, so a
+    non-AUDITOR principal may prove only entries it caused itself (the leaf's principal is the
+    caller): an intake system checks that its own fetch was logged without reading others'
+    entries. Refusals are PERMISSION_DENIED and are themselves audited.
+    Sizes and indices past the latest checkpoint are OUT_OF_RANGE; impossible combinations
+    (leaf_index >= tree_size, first_size > second_size, end <= start, ...) are INVALID_ARGUMENT.
     """
 
     def QueryAudit(self, request, context):
-        """Filtered entries, newest first, paged.
+        """Filtered entries, newest first, paged. Appends one "audit_query" entry (with the holder
+        commitment and certificate id filtered by) and returns its index. Role AUDITOR.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetCheckpoint(self, request, context):
-        """The latest signed checkpoint.
+        """The latest signed checkpoint. Any authenticated principal.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetInclusionProof(self, request, context):
-        """RFC 9162 inclusion proof of one leaf in a tree of the given size.
+        """RFC 9162 inclusion proof of one leaf in a tree of the given size. AUDITOR: any leaf;
+        other principals: only leaves whose principal is the caller.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetConsistencyProof(self, request, context):
-        """RFC 9162 consistency proof between two tree sizes.
+        """RFC 9162 consistency proof between two tree sizes. Any authenticated principal.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetEntries(self, request, context):
-        """Raw leaf bytes, so anyone can recompute the tree.
+        """Raw leaf bytes, so anyone can recompute the tree. Role AUDITOR.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -139,6 +159,15 @@ def add_AuditServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AuditService:
     """Query the audit log and prove it has not been rewritten (RFC 9162 proofs, C2SP checkpoints).
+
+    Access: QueryAudit and GetEntries need role AUDITOR. GetCheckpoint and GetConsistencyProof
+    are open to any authenticated principal: they reveal only the signed tree head and hashes,
+    which transparency logs publish to everyone. GetInclusionProof returns the leaf too, so a
+    non-AUDITOR principal may prove only entries it caused itself (the leaf's principal is the
+    caller): an intake system checks that its own fetch was logged without reading others'
+    entries. Refusals are PERMISSION_DENIED and are themselves audited.
+    Sizes and indices past the latest checkpoint are OUT_OF_RANGE; impossible combinations
+    (leaf_index >= tree_size, first_size > second_size, end <= start, ...) are INVALID_ARGUMENT.
     """
 
     @staticmethod

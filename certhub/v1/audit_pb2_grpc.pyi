@@ -27,41 +27,79 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AuditServiceStub:
-    """Query the audit log and prove it has not been rewritten (RFC 9162 proofs, C2SP checkpoints)."""
+    """Query the audit log and prove it has not been rewritten (RFC 9162 proofs, C2SP checkpoints).
+
+    Access: QueryAudit and GetEntries need role AUDITOR. GetCheckpoint and GetConsistencyProof
+    are open to any authenticated principal: they reveal only the signed tree head and hashes,
+    which transparency logs publish to everyone. GetInclusionProof returns the leaf too, so a
+    non-AUDITOR principal may prove only entries it caused itself (the leaf's principal is the
+    caller): an intake system checks that its own fetch was logged without reading others'
+    entries. Refusals are PERMISSION_DENIED and are themselves audited.
+    Sizes and indices past the latest checkpoint are OUT_OF_RANGE; impossible combinations
+    (leaf_index >= tree_size, first_size > second_size, end <= start, ...) are INVALID_ARGUMENT.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AuditServiceAsyncStub: ...
     QueryAudit: _grpc.UnaryUnaryMultiCallable[_audit_pb2.AuditQuery, _audit_pb2.AuditPage]
-    """Filtered entries, newest first, paged."""
+    """Filtered entries, newest first, paged. Appends one "audit_query" entry (with the holder
+    commitment and certificate id filtered by) and returns its index. Role AUDITOR.
+    """
     GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.Checkpoint]
-    """The latest signed checkpoint."""
+    """The latest signed checkpoint. Any authenticated principal."""
     GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.InclusionProof]
-    """RFC 9162 inclusion proof of one leaf in a tree of the given size."""
+    """RFC 9162 inclusion proof of one leaf in a tree of the given size. AUDITOR: any leaf;
+    other principals: only leaves whose principal is the caller.
+    """
     GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.ConsistencyProof]
-    """RFC 9162 consistency proof between two tree sizes."""
+    """RFC 9162 consistency proof between two tree sizes. Any authenticated principal."""
     GetEntries: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetEntriesRequest, _audit_pb2.GetEntriesResponse]
-    """Raw leaf bytes, so anyone can recompute the tree."""
+    """Raw leaf bytes, so anyone can recompute the tree. Role AUDITOR."""
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
-    """Query the audit log and prove it has not been rewritten (RFC 9162 proofs, C2SP checkpoints)."""
+    """Query the audit log and prove it has not been rewritten (RFC 9162 proofs, C2SP checkpoints).
+
+    Access: QueryAudit and GetEntries need role AUDITOR. GetCheckpoint and GetConsistencyProof
+    are open to any authenticated principal: they reveal only the signed tree head and hashes,
+    which transparency logs publish to everyone. GetInclusionProof returns the leaf too, so a
+    non-AUDITOR principal may prove only entries it caused itself (the leaf's principal is the
+    caller): an intake system checks that its own fetch was logged without reading others'
+    entries. Refusals are PERMISSION_DENIED and are themselves audited.
+    Sizes and indices past the latest checkpoint are OUT_OF_RANGE; impossible combinations
+    (leaf_index >= tree_size, first_size > second_size, end <= start, ...) are INVALID_ARGUMENT.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     QueryAudit: _aio.UnaryUnaryMultiCallable[_audit_pb2.AuditQuery, _audit_pb2.AuditPage]  # type: ignore[assignment]
-    """Filtered entries, newest first, paged."""
+    """Filtered entries, newest first, paged. Appends one "audit_query" entry (with the holder
+    commitment and certificate id filtered by) and returns its index. Role AUDITOR.
+    """
     GetCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.Checkpoint]  # type: ignore[assignment]
-    """The latest signed checkpoint."""
+    """The latest signed checkpoint. Any authenticated principal."""
     GetInclusionProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.InclusionProof]  # type: ignore[assignment]
-    """RFC 9162 inclusion proof of one leaf in a tree of the given size."""
+    """RFC 9162 inclusion proof of one leaf in a tree of the given size. AUDITOR: any leaf;
+    other principals: only leaves whose principal is the caller.
+    """
     GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetConsistencyProofRequest, _audit_pb2.ConsistencyProof]  # type: ignore[assignment]
-    """RFC 9162 consistency proof between two tree sizes."""
+    """RFC 9162 consistency proof between two tree sizes. Any authenticated principal."""
     GetEntries: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetEntriesRequest, _audit_pb2.GetEntriesResponse]  # type: ignore[assignment]
-    """Raw leaf bytes, so anyone can recompute the tree."""
+    """Raw leaf bytes, so anyone can recompute the tree. Role AUDITOR."""
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Query the audit log and prove it has not been rewritten (RFC 9162 proofs, C2SP checkpoints)."""
+    """Query the audit log and prove it has not been rewritten (RFC 9162 proofs, C2SP checkpoints).
+
+    Access: QueryAudit and GetEntries need role AUDITOR. GetCheckpoint and GetConsistencyProof
+    are open to any authenticated principal: they reveal only the signed tree head and hashes,
+    which transparency logs publish to everyone. GetInclusionProof returns the leaf too, so a
+    non-AUDITOR principal may prove only entries it caused itself (the leaf's principal is the
+    caller): an intake system checks that its own fetch was logged without reading others'
+    entries. Refusals are PERMISSION_DENIED and are themselves audited.
+    Sizes and indices past the latest checkpoint are OUT_OF_RANGE; impossible combinations
+    (leaf_index >= tree_size, first_size > second_size, end <= start, ...) are INVALID_ARGUMENT.
+    """
 
     @_abc_1.abstractmethod
     def QueryAudit(
@@ -69,7 +107,9 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.AuditQuery,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.AuditPage, _abc.Awaitable[_audit_pb2.AuditPage]]:
-        """Filtered entries, newest first, paged."""
+        """Filtered entries, newest first, paged. Appends one "audit_query" entry (with the holder
+        commitment and certificate id filtered by) and returns its index. Role AUDITOR.
+        """
 
     @_abc_1.abstractmethod
     def GetCheckpoint(
@@ -77,7 +117,7 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.GetCheckpointRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.Checkpoint, _abc.Awaitable[_audit_pb2.Checkpoint]]:
-        """The latest signed checkpoint."""
+        """The latest signed checkpoint. Any authenticated principal."""
 
     @_abc_1.abstractmethod
     def GetInclusionProof(
@@ -85,7 +125,9 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.GetInclusionProofRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.InclusionProof, _abc.Awaitable[_audit_pb2.InclusionProof]]:
-        """RFC 9162 inclusion proof of one leaf in a tree of the given size."""
+        """RFC 9162 inclusion proof of one leaf in a tree of the given size. AUDITOR: any leaf;
+        other principals: only leaves whose principal is the caller.
+        """
 
     @_abc_1.abstractmethod
     def GetConsistencyProof(
@@ -93,7 +135,7 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.GetConsistencyProofRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.ConsistencyProof, _abc.Awaitable[_audit_pb2.ConsistencyProof]]:
-        """RFC 9162 consistency proof between two tree sizes."""
+        """RFC 9162 consistency proof between two tree sizes. Any authenticated principal."""
 
     @_abc_1.abstractmethod
     def GetEntries(
@@ -101,6 +143,6 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.GetEntriesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.GetEntriesResponse, _abc.Awaitable[_audit_pb2.GetEntriesResponse]]:
-        """Raw leaf bytes, so anyone can recompute the tree."""
+        """Raw leaf bytes, so anyone can recompute the tree. Role AUDITOR."""
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
