@@ -1,23 +1,42 @@
-"""`certhub serve`: run the hub until SIGTERM/SIGINT, then drain and flush the audit log."""
+"""`certhub serve`: run the hub until SIGTERM/SIGINT, then drain and flush the audit log.
+
+With ``--workers N`` > 1 the process forks N workers on one port (see ``hub.workers``)
+before anything gRPC or database exists in it; with 1 it serves in this process.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
 import signal
 import threading
 from typing import Any
 
+from cache.port import check_prefix
 from hub.cli.main import CommandError
 from hub.cli.options import add_data_options, add_server_options, config_from
 from hub.grpc.server import ServerTLS, build_server
-from hub.runtime import build_hub, open_engine
+from hub.runtime import HubConfig, build_hub, open_engine
+from hub.store import migrate
+from hub.workers import Supervisor, notify_ready, parent_alive, resolve_port
 
 log = logging.getLogger("certhub.serve")
 
 # Seconds in-flight calls get to finish after SIGTERM before they are cancelled. Longer
 # than any healthy call; shorter than the 30 s orchestrators usually wait before SIGKILL.
 SHUTDOWN_GRACE_SECONDS = 20.0
+
+# A worker checks this often that its supervisor still lives, so killing the supervisor
+# with SIGKILL does not leave orphan workers holding the port.
+PARENT_CHECK_SECONDS = 1.0
+
+# Worker slots travel to the supervisor as one byte each; far above any core count a
+# single machine running the hub has.
+MAX_WORKERS = 255
+
+DEFAULT_CACHE_PREFIX = "certhub"
 
 
 def register(subparsers: Any) -> None:
@@ -26,29 +45,130 @@ def register(subparsers: Any) -> None:
     )
     add_data_options(parser)
     add_server_options(parser)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="hub processes sharing the port (default: the number of cores, here "
+        f"{os.cpu_count() or 1}); more than one needs --redis to cache holders",
+    )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        default=None,
+        help="Redis for the shared holder cache and rate limits, e.g. redis://127.0.0.1:6379/0",
+    )
+    parser.add_argument(
+        "--cache-prefix",
+        default=DEFAULT_CACHE_PREFIX,
+        help="namespace of this deployment's keys in Redis, so several hubs can share one "
+        f"(default: {DEFAULT_CACHE_PREFIX})",
+    )
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="serve every fetch from the database (rate limits still apply)",
+    )
     parser.set_defaults(func=run)
 
 
+def serve_config(args: argparse.Namespace) -> HubConfig:
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise CommandError(f"--workers must be between 1 and {MAX_WORKERS}, got {args.workers}")
+    try:
+        check_prefix(args.cache_prefix)
+    except ValueError as e:
+        raise CommandError(f"--cache-prefix: {e}") from e
+    return dataclasses.replace(
+        config_from(args),
+        redis_url=args.redis,
+        cache_enabled=not args.no_cache,
+        cache_prefix=args.cache_prefix,
+        workers=args.workers,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    config = config_from(args)
+    config = serve_config(args)
+    tls = _server_tls(config)
+    if config.workers == 1:
+        return _serve(config, tls, on_serving=_announce(config))
+
+    # Everything a worker would fail on identically is checked once here, so a bad setup
+    # is one clear error rather than N workers in a restart loop.
+    config = dataclasses.replace(config, address=resolve_port(config.address))
+    engine = open_engine(config)
+    try:
+        if migrate.pending(engine):
+            raise CommandError(
+                f"database schema is behind (at {migrate.current_revision(engine)}): "
+                "run `certhub db upgrade`"
+            )
+    finally:
+        engine.dispose()  # no pooled connection may cross the fork
+    parent = os.getpid()
+
+    def worker(slot: int, ready_fd: int) -> int:
+        return _serve(
+            config,
+            tls,
+            on_serving=lambda _port: notify_ready(ready_fd, slot),
+            keep_going=lambda: parent_alive(parent),
+        )
+
+    supervisor = Supervisor(
+        count=config.workers,
+        main=worker,
+        grace_seconds=SHUTDOWN_GRACE_SECONDS,
+        on_ready=lambda: print(
+            f"certhub serving on {config.address} ({config.workers} workers)", flush=True
+        ),
+    )
+    log.info("starting %d workers on %s", config.workers, config.address)
+    return supervisor.run()
+
+
+def _server_tls(config: HubConfig) -> ServerTLS | None:
+    if config.insecure:
+        return None
+    pki = config.pki
+    if not pki.server_cert.exists():
+        raise CommandError(f"no server certificate at {pki.server_cert}: run `certhub init`")
+    return ServerTLS(cert=pki.server_cert, key=pki.server_key, client_ca=pki.ca_cert)
+
+
+def _announce(config: HubConfig) -> Any:
+    def announce(port: int) -> None:
+        print(f"certhub serving on {config.address.rsplit(':', 1)[0]}:{port}", flush=True)
+
+    return announce
+
+
+def _serve(
+    config: HubConfig,
+    tls: ServerTLS | None,
+    *,
+    on_serving: Any,
+    keep_going: Any = lambda: True,
+) -> int:
+    """Serve in this process until SIGTERM/SIGINT (or ``keep_going()`` turns False)."""
     engine = open_engine(config)
     try:
         hub = build_hub(config, engine)
     except RuntimeError as e:
+        engine.dispose()
         raise CommandError(str(e)) from e
-    tls = None
-    if not config.insecure:
-        pki = config.pki
-        if not pki.server_cert.exists():
-            raise CommandError(f"no server certificate at {pki.server_cert}: run `certhub init`")
-        tls = ServerTLS(cert=pki.server_cert, key=pki.server_key, client_ca=pki.ca_cert)
     server = build_server(hub, address=config.address, tls=tls)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     log.info("serving on %s (%s)", config.address, "INSECURE" if tls is None else "mTLS")
-    print(f"certhub serving on {config.address.rsplit(':', 1)[0]}:{server.port}", flush=True)
-    stop.wait()
+    on_serving(server.port)
+    while not stop.wait(PARENT_CHECK_SECONDS):
+        if not keep_going():
+            log.warning("supervisor is gone: stopping")
+            break
     log.info("stopping: draining in-flight calls for up to %.0f s", SHUTDOWN_GRACE_SECONDS)
     server.stop(grace=SHUTDOWN_GRACE_SECONDS)
     hub.close()
