@@ -17,7 +17,7 @@ from typing import Any
 from cache.port import check_prefix
 from hub.cli.main import CommandError
 from hub.cli.options import add_data_options, add_server_options, config_from
-from hub.grpc.server import ServerTLS, build_server
+from hub.grpc.server import ServerTLS, build_server, is_loopback
 from hub.runtime import HubConfig, build_hub, open_engine
 from hub.store import migrate
 from hub.workers import Supervisor, notify_ready, parent_alive, resolve_port
@@ -131,6 +131,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _server_tls(config: HubConfig) -> ServerTLS | None:
     if config.insecure:
+        if not is_loopback(config.address):
+            # Refused before anything starts (and before any worker forks), as one clear line.
+            raise CommandError(
+                f"--insecure serves only on loopback (127.0.0.1, ::1, localhost), "
+                f"not on {config.address}"
+            )
         return None
     pki = config.pki
     if not pki.server_cert.exists():
