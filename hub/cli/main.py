@@ -56,4 +56,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m hub.cli.main` runs this file as __main__, a second copy of the module whose
+    # CommandError is not the one the commands import and raise: dispatch through the
+    # imported module so their errors are caught and printed without a traceback.
+    from hub.cli import main as _main
+
+    sys.exit(_main())
