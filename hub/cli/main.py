@@ -59,6 +59,4 @@ if __name__ == "__main__":
     # `python -m hub.cli.main` runs this file as __main__, a second copy of the module whose
     # CommandError is not the one the commands import and raise: dispatch through the
     # imported module so their errors are caught and printed without a traceback.
-    from hub.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(importlib.import_module("hub.cli.main").main())
