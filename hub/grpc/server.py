@@ -24,6 +24,9 @@ from certhub.v1 import (
 from hub.app import Hub
 from hub.grpc.interceptor import EdgeInterceptor
 from hub.grpc.servicers import DirectoryServicer, IngestServicer, IntakeServicer
+from hub.health import HEALTH_CHECK_SECONDS, HealthChecker
+from hub.observability.interceptor import ObservabilityInterceptor
+from hub.observability.metrics import MetricsSampler, hub_counter_sources, metrics
 
 log = logging.getLogger("certhub.server")
 
@@ -83,8 +86,12 @@ class RunningServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    # Background threads (health checker, metrics sampler) that stop with the server.
+    watchers: tuple[HealthChecker | MetricsSampler, ...] = ()
 
     def stop(self, grace: float | None = None) -> None:
+        for watcher in self.watchers:
+            watcher.stop()
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
 
@@ -97,6 +104,7 @@ def build_server(
     max_workers: int = DEFAULT_MAX_WORKERS,
     reflection_enabled: bool = True,
     extra_options: list[tuple[str, int]] | None = None,
+    health_interval: float = HEALTH_CHECK_SECONDS,
 ) -> RunningServer:
     """A started server on ``address``. ``tls=None`` is the development mode: loopback only."""
     if tls is None:
@@ -116,7 +124,11 @@ def build_server(
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        interceptors=[EdgeInterceptor(hub, insecure=tls is None)],
+        # Outermost first: observability sees the status the edge interceptor answered.
+        interceptors=[
+            ObservabilityInterceptor(insecure=tls is None),
+            EdgeInterceptor(hub, insecure=tls is None),
+        ],
         options=options,
         maximum_concurrent_rpcs=max_workers * 4,
     )
@@ -140,4 +152,15 @@ def build_server(
     server.start()
     for name in ["", *names]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server=server, port=port, health=health_servicer)
+    checker = HealthChecker(
+        sessions=hub.sessions,
+        servicer=health_servicer,
+        services=["", *names],
+        interval=health_interval,
+    )
+    sampler = MetricsSampler(sessions=hub.sessions, counters=hub_counter_sources(hub, metrics()))
+    checker.start()
+    sampler.start()
+    return RunningServer(
+        server=server, port=port, health=health_servicer, watchers=(checker, sampler)
+    )

@@ -1,0 +1,146 @@
+"""Health: each hub process tells its load balancer whether it can serve.
+
+``HealthChecker`` probes the database every few seconds from a daemon thread (``SELECT 1``
+and the schema revision, bounded by a short timeout) and sets every certhub service of the
+standard ``grpc.health.v1`` servicer to NOT_SERVING while the database is unreachable or its
+schema is behind this code's migrations (``certhub db upgrade`` not run yet), SERVING again
+when the probe passes. A probe that hangs (a frozen database server) counts as a failure
+once the timeout passes; no new probe starts while it hangs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from alembic.runtime.migration import MigrationContext
+from grpc_health.v1 import health, health_pb2
+from sqlalchemy import text
+
+from hub.observability.metrics import HubMetrics, metrics
+from hub.store import migrate
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+__all__ = ["HEALTH_CHECK_SECONDS", "PROBE_TIMEOUT_SECONDS", "HealthChecker", "Probe"]
+
+log = logging.getLogger("certhub.health")
+
+# How often each process probes its database. Load balancers check every 5-10 s; probing
+# every 2 s lets one notice an outage within a check interval.
+HEALTH_CHECK_SECONDS = 2.0
+# A probe slower than this is a failure. SELECT 1 takes milliseconds; PostgreSQL connects
+# time out after 3 s (hub.store.engine.PG_CONNECT_TIMEOUT_S), so 5 s only fires on a hang.
+PROBE_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One probe's verdict; ``problem`` says why it is not serving."""
+
+    serving: bool
+    problem: str = ""
+
+
+def probe_database(sessions: sessionmaker[Session], head: str) -> Probe:
+    """``SELECT 1`` and compare the schema revision with ``head``; never raises."""
+    try:
+        with sessions() as session:
+            session.execute(text("SELECT 1"))
+            current = MigrationContext.configure(session.connection()).get_current_revision()
+    except Exception as error:  # any failure to reach the database means not serving
+        return Probe(serving=False, problem=f"database unreachable ({type(error).__name__})")
+    if current != head:
+        return Probe(
+            serving=False,
+            problem=f"schema behind (at {current or 'empty'}, code needs {head}): "
+            "run `certhub db upgrade`",
+        )
+    return Probe(serving=True)
+
+
+class HealthChecker:
+    """Keeps ``servicer``'s status of ``services`` in line with the database's health."""
+
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        servicer: health.HealthServicer,
+        services: Sequence[str],
+        interval: float = HEALTH_CHECK_SECONDS,
+        timeout: float = PROBE_TIMEOUT_SECONDS,
+        m: HubMetrics | None = None,
+    ) -> None:
+        self._sessions = sessions
+        self._servicer = servicer
+        self._services = tuple(services)
+        self._interval = interval
+        self._timeout = timeout
+        self._m = m or metrics()
+        self._head = migrate.head_revision()
+        self._serving: bool | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health-checker", daemon=True)
+        self._probing: threading.Thread | None = None
+
+    @property
+    def serving(self) -> bool | None:
+        """The last verdict (None before the first probe)."""
+        return self._serving
+
+    def start(self) -> None:
+        """Probe once now (so the first answer is true), then every ``interval``."""
+        self.check()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def check(self) -> Probe:
+        """Run one probe within the timeout and publish its verdict."""
+        verdict = self._probe_with_timeout()
+        self._publish(verdict)
+        return verdict
+
+    def _probe_with_timeout(self) -> Probe:
+        if self._probing is not None and self._probing.is_alive():
+            return Probe(serving=False, problem="database probe still hanging")
+        result: list[Probe] = []
+        self._probing = threading.Thread(
+            target=lambda: result.append(probe_database(self._sessions, self._head)),
+            name="health-probe",
+            daemon=True,
+        )
+        self._probing.start()
+        self._probing.join(self._timeout)
+        if not result:
+            return Probe(serving=False, problem=f"database probe took over {self._timeout:g} s")
+        return result[0]
+
+    def _publish(self, verdict: Probe) -> None:
+        if verdict.serving != self._serving:
+            if verdict.serving:
+                log.info("SERVING: database reachable and schema current")
+            else:
+                log.warning("NOT_SERVING: %s", verdict.problem)
+        self._serving = verdict.serving
+        self._m.serving.set(1 if verdict.serving else 0)
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if verdict.serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        # After enter_graceful_shutdown the servicer ignores these: shutdown wins.
+        for name in self._services:
+            self._servicer.set(name, status)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.check()

@@ -1,0 +1,117 @@
+"""Structured logs: one JSON object per line, holder IDs scrubbed from every line.
+
+The standard library's logging is the only logging API in the hub; this module only decides
+how a record is written. ``configure_logging`` installs one stderr handler on the root logger
+with ``JsonFormatter`` (or ``TextFormatter`` for people at a terminal). Fields passed with
+``extra=`` become top-level keys; the request id of the call being served is added to every
+line logged while serving it.
+
+Scrubbing is defence in depth: the hub never logs a request, a payload or a holder ID on
+purpose, but a driver error can quote SQL parameters (``[parameters: ('110101...',)]``).
+Anything shaped like a resident ID (GB 11643) or a USCC (GB 32100) is replaced by
+``REDACTED`` before the line is written, in the message and in tracebacks. Passport and
+other free-form IDs have no shape to recognise; they are kept out by never being logged.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import json
+import logging
+import re
+import sys
+from typing import Literal, TextIO
+
+__all__ = [
+    "REDACTED",
+    "JsonFormatter",
+    "LogFormat",
+    "TextFormatter",
+    "configure_logging",
+    "redact",
+    "request_id_var",
+]
+
+LogFormat = Literal["json", "text"]
+REDACTED = "[redacted-id]"
+
+# Resident ID: 17 digits and a check char (GB 11643-1999). USCC: 18 chars of the GB 32100
+# alphabet (no I O S V Z) with digits 3-8 the administrative region. Neither may touch other
+# letters or digits, so key ids, hashes and longer numbers are left alone; dots and dashes
+# are boundaries, so the issuer USCC inside a certificate id is scrubbed too (harmless).
+_ID_SHAPES = re.compile(
+    r"(?<![0-9A-Za-z])(?:\d{17}[0-9Xx]|[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10})"
+    r"(?![0-9A-Za-z])"
+)
+# The request id of the call this thread is serving; set by the observability interceptor.
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "certhub_request_id", default=None
+)
+# LogRecord attributes that are not ``extra=`` fields.
+_RECORD_FIELDS = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with every resident-ID- or USCC-shaped token replaced by ``REDACTED``."""
+    return _ID_SHAPES.sub(REDACTED, text)
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "msg", ...extra, "request_id", "exc"}`` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": redact(record.getMessage()),
+        }
+        for key, value in vars(record).items():
+            if key not in _RECORD_FIELDS and not key.startswith("_"):
+                line[key] = redact(value) if isinstance(value, str) else value
+        request_id = request_id_var.get()
+        if request_id is not None:
+            line.setdefault("request_id", request_id)
+        if record.exc_info:
+            line["exc"] = redact(self.formatException(record.exc_info))
+        elif record.exc_text:
+            line["exc"] = redact(record.exc_text)
+        return json.dumps(line, ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+class TextFormatter(logging.Formatter):
+    """The classic one-line text format, with extras as ``key=value`` and IDs scrubbed."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        extras = [
+            f"{key}={value}"
+            for key, value in vars(record).items()
+            if key not in _RECORD_FIELDS and not key.startswith("_")
+        ]
+        request_id = request_id_var.get()
+        if request_id is not None and "request_id" not in vars(record):
+            extras.append(f"request_id={request_id}")
+        return redact(" ".join([text, *extras]) if extras else text)
+
+
+def configure_logging(
+    *, log_format: LogFormat = "json", level: int = logging.INFO, stream: TextIO | None = None
+) -> logging.Handler:
+    """Send every logger's records to ``stream`` (stderr) in ``log_format``; returns the handler."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
