@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from certhub.v1 import (
     audit_pb2,
+    audit_pb2_grpc,
     directory_pb2,
     directory_pb2_grpc,
     ingest_pb2,
@@ -22,6 +23,8 @@ from certhub.v1 import (
     intake_pb2_grpc,
 )
 from hub.app import Hub
+from hub.audit.api import AuditApi
+from hub.grpc.audit_servicer import AuditServicer
 from hub.grpc.interceptor import EdgeInterceptor
 from hub.grpc.servicers import DirectoryServicer, IngestServicer, IntakeServicer
 from hub.health import HEALTH_CHECK_SECONDS, HealthChecker
@@ -135,7 +138,8 @@ def build_server(
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(IngestServicer(hub), server)
     intake_pb2_grpc.add_IntakeServiceServicer_to_server(IntakeServicer(hub), server)
     directory_pb2_grpc.add_DirectoryServiceServicer_to_server(DirectoryServicer(hub), server)
-    names = list(SERVICE_NAMES)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(AuditApi(hub)), server)
+    names = [*SERVICE_NAMES, AUDIT_SERVICE_NAME]
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if reflection_enabled:
