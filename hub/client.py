@@ -21,6 +21,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from certhub.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     common_pb2,
     directory_pb2,
     directory_pb2_grpc,
@@ -32,9 +34,13 @@ from certhub.v1 import (
 from signing import (
     CERTIFICATE_PAYLOAD_TYPE,
     KeyStatus,
+    NoteVerifier,
     PublicKey,
     SigningError,
     TrustedKey,
+    merkle,
+    open_note,
+    parse_checkpoint,
     parse_envelope,
     verify_envelope,
 )
@@ -110,6 +116,14 @@ class CertificateVerificationError(Exception):
     """A certificate the hub returned does not verify against the departments' keys."""
 
 
+class AuditProofError(Exception):
+    """The hub's audit log answer does not verify: a checkpoint signature, an inclusion or a
+    consistency proof, or a proven leaf that does not describe the call it should."""
+
+
+class OutOfRangeError(HubClientError): ...
+
+
 _ERROR_CLASSES: dict[grpc.StatusCode, type[HubClientError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.NOT_FOUND: NotFoundError,
@@ -119,6 +133,7 @@ _ERROR_CLASSES: dict[grpc.StatusCode, type[HubClientError]] = {
     grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: RateLimitedError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.OUT_OF_RANGE: OutOfRangeError,
 }
 
 
@@ -174,10 +189,32 @@ class VerifiedCertificate:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckedCheckpoint:
+    """A checkpoint whose signature verified with the log's verifier key."""
+
+    origin: str
+    size: int
+    root_hash: bytes
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProvenEntry:
+    """An audit leaf proven included in ``checkpoint``; ``fields`` is its decoded JSON."""
+
+    index: int
+    leaf: bytes
+    fields: dict[str, Any]
+    checkpoint: CheckedCheckpoint
+
+
+@dataclass(frozen=True, slots=True)
 class Fetched:
     certificates: tuple[VerifiedCertificate, ...]
     materials: tuple[intake_pb2.MaterialStatus, ...]
     audit_index: int
+    # Set by ``fetch(prove_audit=True)``: the fetch's own audit entry, proven in the log.
+    audit_proof: ProvenEntry | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,6 +239,10 @@ class HubClient:
     metadata: tuple[tuple[str, str], ...] = ()
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     _keys: dict[str, TrustedKey] = field(default_factory=dict)
+    # The audit log's C2SP verifier key, obtained out of band (``certhub audit vkey``).
+    log_verifier_key: str | None = None
+    # The newest checkpoint this client checked; later ones must be consistent with it.
+    _checkpoint: CheckedCheckpoint | None = None
 
     @classmethod
     def connect(cls, address: str, tls: ClientTLS, *, server_name: str | None = None) -> HubClient:
@@ -235,6 +276,10 @@ class HubClient:
     @property
     def directory(self) -> directory_pb2_grpc.DirectoryServiceStub:
         return directory_pb2_grpc.DirectoryServiceStub(self.channel)
+
+    @property
+    def audit(self) -> audit_pb2_grpc.AuditServiceStub:
+        return audit_pb2_grpc.AuditServiceStub(self.channel)
 
     def call(self, method: Any, request: Any) -> Any:
         """Invoke a unary stub method with this client's deadline and metadata, typed errors."""
@@ -322,7 +367,10 @@ class HubClient:
         service_item: str,
         case_number: str,
         include_attachments: bool = False,
+        prove_audit: bool = False,
     ) -> Fetched:
+        """``prove_audit`` also proves the fetch's audit entry is in a checkpoint signed by
+        ``log_verifier_key`` and describes this fetch (see ``verify_audit_index``)."""
         request = intake_pb2.FetchRequest(
             holder=common_pb2.Holder(id_type=common_pb2.IdType.Value(id_type), id=holder_id),
             service_item_code=service_item,
@@ -334,7 +382,16 @@ class HubClient:
         for record in response.certificates:
             payload, key_id = self.verify_offline(record.envelope)
             verified.append(VerifiedCertificate(record=record, payload=payload, key_id=key_id))
-        return Fetched(tuple(verified), tuple(response.materials), response.audit_index)
+        proof = None
+        if prove_audit:
+            proof = self.verify_audit_index(response.audit_index, self.checkpoint())
+            expected = {"action": "fetch", "service_item": service_item, "case": case_number}
+            actual = {k: proof.fields.get(k) for k in expected}
+            if actual != expected:
+                raise AuditProofError(
+                    f"audit entry {response.audit_index} records {actual}, not this fetch"
+                )
+        return Fetched(tuple(verified), tuple(response.materials), response.audit_index, proof)
 
     def get(
         self,
@@ -362,6 +419,87 @@ class HubClient:
             self.intake.VerifyCertificate, intake_pb2.VerifyRequest(envelope=envelope)
         )
         return response
+
+    # --- audit log ----------------------------------------------------------------------------
+
+    def checkpoint(self, *, verifier_key: str | None = None) -> CheckedCheckpoint:
+        """The hub's latest checkpoint, its signature checked with ``verifier_key`` (default
+        ``log_verifier_key``) and, when this client checked an earlier one, proven consistent
+        with it (the log only grew)."""
+        vkey = verifier_key or self.log_verifier_key
+        if not vkey:
+            raise ValueError("the audit log's verifier key is needed (log_verifier_key)")
+        response: audit_pb2.Checkpoint = self.call(
+            self.audit.GetCheckpoint, audit_pb2.GetCheckpointRequest()
+        )
+        try:
+            verifier = NoteVerifier.from_vkey(vkey)
+            body = parse_checkpoint(open_note(response.note, [verifier]))
+        except SigningError as e:
+            raise AuditProofError(f"checkpoint does not verify: {e}") from e
+        if body.origin != verifier.name:
+            raise AuditProofError(
+                f"checkpoint origin {body.origin!r} is not the log {verifier.name!r}"
+            )
+        checked = CheckedCheckpoint(
+            origin=body.origin, size=body.size, root_hash=body.root_hash, note=response.note
+        )
+        previous = self._checkpoint
+        if previous is not None and previous.origin == checked.origin:
+            self._check_consistent(previous, checked)
+        if previous is None or checked.size >= previous.size:
+            self._checkpoint = checked
+        return checked
+
+    def _check_consistent(self, old: CheckedCheckpoint, new: CheckedCheckpoint) -> None:
+        if new.size < old.size:
+            raise AuditProofError(f"log shrank from {old.size} to {new.size} entries")
+        if old.size == 0:
+            return
+        proof: audit_pb2.ConsistencyProof = self.call(
+            self.audit.GetConsistencyProof,
+            audit_pb2.GetConsistencyProofRequest(first_size=old.size, second_size=new.size),
+        )
+        try:
+            merkle.verify_consistency(
+                size1=old.size,
+                size2=new.size,
+                root1=old.root_hash,
+                root2=new.root_hash,
+                proof=list(proof.hashes),
+            )
+        except SigningError as e:
+            raise AuditProofError(
+                f"checkpoint {new.size} is not consistent with checkpoint {old.size}: {e}"
+            ) from e
+
+    def verify_audit_index(self, index: int, checkpoint: CheckedCheckpoint) -> ProvenEntry:
+        """Prove the audit entry at ``index`` is in ``checkpoint``; return the proven leaf.
+
+        Non-auditor principals may prove only entries they caused (their own calls)."""
+        response: audit_pb2.InclusionProof = self.call(
+            self.audit.GetInclusionProof,
+            audit_pb2.GetInclusionProofRequest(leaf_index=index, tree_size=checkpoint.size),
+        )
+        if response.leaf_index != index or response.tree_size != checkpoint.size:
+            raise AuditProofError(
+                f"asked to prove {index} in {checkpoint.size}, got a proof of "
+                f"{response.leaf_index} in {response.tree_size}"
+            )
+        try:
+            merkle.verify_inclusion(
+                leaf_index=index,
+                tree_size=checkpoint.size,
+                leaf_hash=merkle.leaf_hash(response.leaf),
+                proof=list(response.hashes),
+                root=checkpoint.root_hash,
+            )
+            fields = json.loads(response.leaf)
+        except (SigningError, ValueError) as e:
+            raise AuditProofError(f"audit entry {index}: {e}") from e
+        if not isinstance(fields, dict):
+            raise AuditProofError(f"audit entry {index} is not a JSON object")
+        return ProvenEntry(index=index, leaf=response.leaf, fields=fields, checkpoint=checkpoint)
 
     def stats(self) -> directory_pb2.Stats:
         response: directory_pb2.Stats = self.call(
