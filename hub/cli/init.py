@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from hub.cli.main import CommandError
@@ -21,7 +22,9 @@ def register(subparsers: Any) -> None:
     )
     add_data_options(parser)
     parser.add_argument(
-        "--registry", help="issue client certificates for every principal in this registry.toml"
+        "--registry",
+        type=Path,
+        help="issue client certificates for every principal in this registry.toml",
     )
     parser.add_argument(
         "--server-name",
