@@ -41,6 +41,8 @@ class HubConfig:
     # Hub processes serving this deployment from this machine (`serve --workers`); decides
     # whether an in-process cache is safe (only with one).
     workers: int = 1
+    # Serve gRPC server reflection (`serve --no-reflection` turns it off).
+    reflection: bool = True
     extra: dict[str, str] = field(default_factory=dict)
 
     @property

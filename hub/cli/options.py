@@ -44,3 +44,34 @@ def config_from(args: argparse.Namespace) -> HubConfig:
         address=getattr(args, "address", DEFAULT_ADDRESS),
         insecure=getattr(args, "insecure", False),
     )
+
+
+def add_operations_options(parser: argparse.ArgumentParser) -> None:
+    """What an operator watches: metrics endpoint, reflection, log format."""
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics on this port at /metrics (default: off; 0 = any free "
+        "port); with several workers one endpoint covers them all",
+    )
+    parser.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the metrics endpoint listens on (default: 127.0.0.1; 0.0.0.0 to let a "
+        "Prometheus on another machine scrape it)",
+    )
+    parser.add_argument(
+        "--no-reflection",
+        dest="reflection",
+        action="store_false",
+        help="do not serve gRPC server reflection (on by default so grpcurl can list methods)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "text"),
+        default="json",
+        help="json: one JSON object per line, for log shippers (default); text: for people",
+    )

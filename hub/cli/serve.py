@@ -16,8 +16,16 @@ from typing import Any
 
 from cache.port import check_prefix
 from hub.cli.main import CommandError
-from hub.cli.options import add_data_options, add_server_options, config_from
+from hub.cli.options import (
+    add_data_options,
+    add_operations_options,
+    add_server_options,
+    config_from,
+)
+from hub.config import ConfigError, add_config_option, apply_config
 from hub.grpc.server import ServerTLS, build_server, is_loopback
+from hub.observability.logs import configure_logging
+from hub.observability.metrics import MetricsEndpoint, prepare_multiprocess, serve_metrics
 from hub.runtime import HubConfig, build_hub, open_engine
 from hub.store import migrate
 from hub.workers import Supervisor, notify_ready, parent_alive, resolve_port
@@ -70,6 +78,8 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="serve every fetch from the database (rate limits still apply)",
     )
+    add_operations_options(parser)
+    add_config_option(parser)  # last: layers every option above (CLI > env > file)
     parser.set_defaults(func=run)
 
 
@@ -86,14 +96,29 @@ def serve_config(args: argparse.Namespace) -> HubConfig:
         cache_enabled=not args.no_cache,
         cache_prefix=args.cache_prefix,
         workers=args.workers,
+        reflection=args.reflection,
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        apply_config(args)
+    except ConfigError as e:
+        raise CommandError(str(e)) from e
+    configure_logging(
+        log_format=args.log_format, level=logging.DEBUG if args.verbose else logging.INFO
+    )
     config = serve_config(args)
     tls = _server_tls(config)
     if config.workers == 1:
-        return _serve(config, tls, on_serving=_announce(config))
+        endpoint = _metrics_endpoint(args)
+        try:
+            return _serve(config, tls, on_serving=_announce(config))
+        finally:
+            if endpoint is not None:
+                endpoint.stop()
+    if args.metrics_port is not None:
+        prepare_multiprocess()  # before the fork: workers write their samples as files
 
     # Everything a worker would fail on identically is checked once here, so a bad setup
     # is one clear error rather than N workers in a restart loop.
@@ -117,16 +142,41 @@ def run(args: argparse.Namespace) -> int:
             keep_going=lambda: parent_alive(parent),
         )
 
+    endpoints: list[MetricsEndpoint] = []
+
+    def ready() -> None:
+        print(f"certhub serving on {config.address} ({config.workers} workers)", flush=True)
+        # After the fork: the endpoint's thread must not be copied into the workers.
+        try:
+            endpoints.extend(e for e in [_metrics_endpoint(args)] if e is not None)
+        except CommandError as e:
+            log.error("serving without metrics: %s", e)
+
     supervisor = Supervisor(
         count=config.workers,
         main=worker,
         grace_seconds=SHUTDOWN_GRACE_SECONDS,
-        on_ready=lambda: print(
-            f"certhub serving on {config.address} ({config.workers} workers)", flush=True
-        ),
+        on_ready=ready,
     )
     log.info("starting %d workers on %s", config.workers, config.address)
-    return supervisor.run()
+    try:
+        return supervisor.run()
+    finally:
+        for endpoint in endpoints:
+            endpoint.stop()
+
+
+def _metrics_endpoint(args: argparse.Namespace) -> MetricsEndpoint | None:
+    if args.metrics_port is None:
+        return None
+    try:
+        endpoint = serve_metrics(port=args.metrics_port, host=args.metrics_host)
+    except OSError as e:
+        raise CommandError(
+            f"--metrics-port: cannot listen on {args.metrics_host}:{args.metrics_port} ({e})"
+        ) from e
+    print(f"certhub metrics on http://{args.metrics_host}:{endpoint.port}/metrics", flush=True)
+    return endpoint
 
 
 def _server_tls(config: HubConfig) -> ServerTLS | None:
@@ -165,7 +215,9 @@ def _serve(
     except RuntimeError as e:
         engine.dispose()
         raise CommandError(str(e)) from e
-    server = build_server(hub, address=config.address, tls=tls)
+    server = build_server(
+        hub, address=config.address, tls=tls, reflection_enabled=config.reflection
+    )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
