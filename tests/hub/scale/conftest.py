@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import shutil
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from support.redis_server import RedisServer
 from support.served import Deployment
 
 from hub.store.engine import make_engine
@@ -38,3 +41,19 @@ def deployment(tmp_path: Path, database_url: str) -> Iterator[Deployment]:
     engine = make_engine(database_url)
     yield Deployment(data_dir=tmp_path / "data", db_url=database_url, engine=engine)
     engine.dispose()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server this test starts on its own port, so it can stop it mid-run."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.skip("redis-server is not on PATH; the outage tests start their own server")
+    server = RedisServer(executable=executable, directory=tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.process.send_signal(signal.SIGCONT)  # a paused server cannot be killed cleanly
+        server.kill()

@@ -1,0 +1,334 @@
+"""The hub over its holder cache (hub.caching): a racing fetch cannot bring back what a
+revocation invalidated, a warm fetch reads no certificate rows, a Redis outage costs no
+client an error, and the cache/limiter choice per configuration."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
+from support.redis_server import RedisServer
+
+from cache import MemoryRateLimiter, RedisRateLimiter
+from hub.app import Hub, NoCache
+from hub.audit.entry import Action
+from hub.caching import HolderScopes, build_holder_cache, build_rate_limiter, choose_cache
+from hub.demo.world import (
+    DemoHolder,
+    DemoWorld,
+    certificate_payload,
+    enterprise,
+    sign_certificate,
+    sign_revocation,
+)
+from hub.errors import ResourceExhausted
+from hub.registry import Principal
+from hub.runtime import HubConfig, build_hub
+from hub.services import ingest, intake
+from hub.services.registry_store import apply_registry
+from hub.store.engine import make_session_factory, session_scope
+from hub.store.models import AuditEntry
+
+ITEM = "公共场所卫生许可（新办）"
+WINDOW = "gulou-service-centre"
+# Fetches made while Redis is away: enough to cross several of the backend's 1 s probes.
+OUTAGE_FETCHES = 40
+
+
+class Deployment:
+    """A Hub over ``engine`` with the demo world, for calling use cases directly."""
+
+    def __init__(self, *, hub: Hub, world: DemoWorld) -> None:
+        self.hub = hub
+        self.world = world
+        self.licence = world.type_by_name("营业执照")
+        self.amr = world.departments[self.licence.issuer]
+
+    def principal(self, name: str) -> Principal:
+        return self.hub.registry().principals[name]
+
+    def push(self, holder: DemoHolder, serial: int) -> str:
+        payload = certificate_payload(self.world, self.licence.code, holder, serial=serial)
+        self.hub.push(
+            self.principal(self.amr.principal),
+            ingest.PushInput(envelope=sign_certificate(payload, [self.amr.key])),
+        )
+        return payload.certificate_id
+
+    def revoke(self, certificate_id: str) -> None:
+        self.hub.revoke(
+            self.principal(self.amr.principal),
+            ingest.RevokeInput(envelope=sign_revocation(certificate_id, self.amr.key)),
+        )
+
+    def statuses(self, holder: DemoHolder) -> list[str]:
+        result = self.hub.fetch(
+            self.principal(WINDOW),
+            intake.FetchInput(
+                id_type="USCC",
+                holder_id=holder.holder.id,
+                purpose=intake.Purpose(self.world.item_by_name(ITEM).code, "GL-CACHE"),
+            ),
+        ).result
+        return [str(s.status) for s in result.certificates]
+
+
+def _build(tmp_path: Path, engine: Engine, world: DemoWorld, **cache: Any) -> Deployment:
+    with session_scope(make_session_factory(engine), write=True) as session:
+        apply_registry(session, world.registry_toml(), now=dt.datetime.now(dt.UTC))
+    config = HubConfig(
+        data_dir=tmp_path / "data", db_url=engine.url.render_as_string(hide_password=False)
+    )
+    holder_cache = build_holder_cache(workers=1, enabled=True, **cache)
+    return Deployment(hub=build_hub(config, engine, cache=holder_cache), world=world)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def deployment(
+    request: pytest.FixtureRequest, tmp_path: Path, engine: Engine, world: DemoWorld
+) -> Iterator[Deployment]:
+    if request.param == "redis":
+        url: str | None = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("cache_prefix")
+    else:
+        url, prefix = None, "certhub"
+    built = _build(tmp_path, engine, world, redis_url=url, prefix=prefix)
+    assert isinstance(built.hub.cache, HolderScopes)
+    yield built
+    built.hub.close()
+
+
+def _cache(deployment: Deployment) -> HolderScopes:
+    assert isinstance(deployment.hub.cache, HolderScopes)
+    return deployment.hub.cache
+
+
+@contextlib.contextmanager
+def _statements(engine: Engine) -> Iterator[list[str]]:
+    """Every SQL statement the engine sends while the block runs."""
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def _reads_certificates(statement: str) -> bool:
+    text = " ".join(statement.split()).upper()
+    return text.startswith("SELECT") and "FROM CERTIFICATES" in text
+
+
+def test_warm_fetch_reads_no_certificate_rows(deployment: Deployment, engine: Engine) -> None:
+    company = enterprise(11)
+    deployment.push(company, serial=1)
+    assert deployment.statuses(company) == ["VALID"]  # cold: loads and caches
+    with _statements(engine) as seen:
+        assert deployment.statuses(company) == ["VALID"]
+    assert seen, "the audited fetch must still write its audit entry"
+    assert [s for s in seen if _reads_certificates(s)] == []
+    assert _cache(deployment).hits >= 1
+
+
+def test_a_fetch_racing_a_revocation_cannot_put_the_valid_view_back(
+    deployment: Deployment, engine: Engine
+) -> None:
+    """A fetch loads VALID rows, the revocation commits and invalidates, then the slow fetch
+    stores what it loaded: later fetches must still see REVOKED."""
+    company = enterprise(12)
+    cid = deployment.push(company, serial=2)
+    loaded, release = threading.Event(), threading.Event()
+    slow_thread: list[threading.Thread] = []
+
+    def pause_after_load(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if threading.current_thread() in slow_thread and _reads_certificates(statement):
+            loaded.set()
+            assert release.wait(10), "the test never released the slow fetch"
+
+    slow_result: list[list[str]] = []
+    slow = threading.Thread(target=lambda: slow_result.append(deployment.statuses(company)))
+    slow_thread.append(slow)
+    event.listen(engine, "after_cursor_execute", pause_after_load)
+    try:
+        slow.start()
+        assert loaded.wait(10), "the slow fetch never reached the database"
+        deployment.revoke(cid)  # commits, invalidates, returns
+        release.set()
+        slow.join(10)
+    finally:
+        event.remove(engine, "after_cursor_execute", pause_after_load)
+    assert slow_result == [["VALID"]]  # it really read before the revocation
+    assert _cache(deployment).loads >= 1
+    for _ in range(3):
+        assert deployment.statuses(company) == ["REVOKED"]
+
+
+def test_concurrent_fetches_never_show_valid_after_revoke_returned(
+    deployment: Deployment,
+) -> None:
+    stale: list[list[str]] = []
+    for n in range(10):
+        company = enterprise(200 + n)
+        cid = deployment.push(company, serial=100 + n)
+        stop = threading.Event()
+        revoked_at: list[float] = []
+
+        def hammer(
+            company: DemoHolder = company,
+            revoked_at: list[float] = revoked_at,
+            stop: threading.Event = stop,
+        ) -> None:
+            while not stop.is_set():
+                started = time.monotonic()
+                seen = deployment.statuses(company)
+                if revoked_at and started > revoked_at[0] and seen != ["REVOKED"]:
+                    stale.append(seen)
+
+        threads = [threading.Thread(target=hammer) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.02)
+        deployment.revoke(cid)
+        revoked_at.append(time.monotonic())
+        time.sleep(0.05)
+        stop.set()
+        for t in threads:
+            t.join()
+    assert stale == []
+
+
+@pytest.mark.parametrize("outage", ["killed", "paused"])
+def test_redis_outage_costs_no_fetch_and_heals(
+    outage: str,
+    tmp_path: Path,
+    engine: Engine,
+    world: DemoWorld,
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    built = _build(tmp_path, engine, world, redis_url=redis_server.url, prefix="outage")
+    cache = _cache(built)
+    try:
+        company = enterprise(13)
+        cid = built.push(company, serial=3)
+        assert built.statuses(company) == ["VALID"]
+        assert built.statuses(company) == ["VALID"]
+        hits_before = cache.hits
+        assert hits_before >= 1
+
+        caplog.set_level(logging.WARNING, logger="certhub.cache")
+        assert redis_server.process is not None
+        if outage == "killed":
+            redis_server.kill()
+        else:
+            redis_server.process.send_signal(signal.SIGSTOP)
+        failures = 0
+        deadline = time.monotonic() + 2.5  # spans two probes of the 1 s retry interval
+        fetched = 0
+        while fetched < OUTAGE_FETCHES or time.monotonic() < deadline:
+            try:
+                assert built.statuses(company) == ["VALID"]
+            except Exception:
+                failures += 1
+            fetched += 1
+        # A revocation while Redis is away: the hub answers, the bump is owed.
+        built.revoke(cid)
+        assert built.statuses(company) == ["REVOKED"]
+        assert failures == 0
+        assert cache.outages == 1
+        assert cache.errors >= 1
+        assert cache.lost_invalidations == 1
+        warnings = [r for r in caplog.records if "redis unavailable" in r.getMessage()]
+        assert len(warnings) == 1
+
+        if outage == "killed":
+            redis_server.start()
+        else:
+            redis_server.process.send_signal(signal.SIGCONT)
+        time.sleep(1.2)  # the backend probes again after its retry interval
+        # The entry cached as VALID before the outage (still there if Redis was only paused)
+        # must stay unreachable: the epoch the hub bumps on reconnect hides it.
+        assert built.statuses(company) == ["REVOKED"]
+        reads = cache.reads
+        hits = cache.hits
+        assert built.statuses(company) == ["REVOKED"]
+        assert cache.reads == reads + 1
+        assert cache.hits == hits + 1, "the cache is used again after Redis came back"
+        assert cache.outages == 1
+    finally:
+        built.hub.close()
+
+
+def test_cache_choice_per_configuration(caplog: pytest.LogCaptureFixture) -> None:
+    assert choose_cache(enabled=True, redis_url=None, workers=1).kind == "memory"
+    assert choose_cache(enabled=True, redis_url="redis://x", workers=4).kind == "redis"
+    assert choose_cache(enabled=False, redis_url="redis://x", workers=1).kind == "off"
+    several = choose_cache(enabled=True, redis_url=None, workers=2)
+    assert several.kind == "off"
+    assert "cannot see other processes' invalidations" in several.reason
+    caplog.set_level(logging.INFO, logger="certhub.cache")
+    built = build_holder_cache(enabled=True, redis_url=None, workers=2, prefix="certhub")
+    assert isinstance(built, NoCache)
+    [message] = [r.getMessage() for r in caplog.records]
+    assert message.startswith("holder cache: off")
+
+
+def test_rate_limiter_choice() -> None:
+    assert isinstance(build_rate_limiter(redis_url=None, prefix="certhub"), MemoryRateLimiter)
+    limiter = build_rate_limiter(redis_url="redis://127.0.0.1:1/0", prefix="certhub")
+    assert isinstance(limiter, RedisRateLimiter)
+    limiter.close()
+
+
+def test_over_the_limit_is_refused_with_retry_after_and_audited(
+    tmp_path: Path, engine: Engine, world: DemoWorld
+) -> None:
+    text = world.registry_toml().replace(
+        f'name = "{WINDOW}"\n',
+        f'name = "{WINDOW}"\nrate_limit = {{ per_second = 2.0, burst = 3 }}\n',
+        1,
+    )
+    with session_scope(make_session_factory(engine), write=True) as session:
+        apply_registry(session, text, now=dt.datetime.now(dt.UTC))
+    config = HubConfig(
+        data_dir=tmp_path / "data", db_url=engine.url.render_as_string(hide_password=False)
+    )
+    hub = build_hub(config, engine)
+    try:
+        window = hub.registry().principals[WINDOW]
+        method = "/certhub.v1.IntakeService/FetchCertificates"
+        for _ in range(3):
+            hub.admit(window, method=method)
+        with pytest.raises(ResourceExhausted) as refused:
+            hub.admit(window, method=method)
+        # Another principal has its own (here: no) limit.
+        department = world.departments[world.type_by_name("营业执照").issuer].principal
+        hub.admit(hub.registry().principals[department], method=method)
+    finally:
+        hub.close()
+    error = refused.value
+    assert error.reason == "RATE_LIMITED"
+    assert error.retry_after is not None
+    assert 0 < error.retry_after <= 0.5  # one token at 2/s
+    assert error.audit_index is not None
+    with engine.connect() as conn:
+        leaf = conn.execute(
+            select(AuditEntry.leaf).where(AuditEntry.idx == error.audit_index)
+        ).scalar_one()
+    assert f'"{Action.REFUSED}"'.encode() in leaf
+    assert b'"RESOURCE_EXHAUSTED"' in leaf
+    assert method.encode() in leaf
