@@ -317,3 +317,19 @@ def test_verify_certificate(
     assert "status is REVOKED" in revoked.reasons
     after = snapshot(running_hub.engine)
     assert (after.certificates, after.cases) == (before.certificates, before.cases)
+
+
+def test_revocation_after_a_fetch_is_not_hidden_by_the_holder_cache(
+    running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, company: DemoHolder
+) -> None:
+    """A fetch that starts after a revocation returned never shows the certificate as valid,
+    even when an earlier fetch put the holder in the cache (DESIGN.md, "Cache")."""
+    v1 = licence(world, company)
+    with running_hub.client(amr.principal) as department:
+        department.push(sign_certificate(v1, [amr.key]))
+    with running_hub.client(WINDOW) as window:
+        assert [c.status for c in fetch(window, world, company, "C-1").certificates] == ["VALID"]
+    with running_hub.client(amr.principal) as department:
+        assert department.revoke(sign_revocation(v1.certificate_id, amr.key)).newly_revoked
+    with running_hub.client(WINDOW) as window:
+        assert [c.status for c in fetch(window, world, company, "C-2").certificates] == ["REVOKED"]
