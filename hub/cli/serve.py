@@ -135,12 +135,16 @@ def run(args: argparse.Namespace) -> int:
     parent = os.getpid()
 
     def worker(slot: int, ready_fd: int) -> int:
-        return _serve(
-            config,
-            tls,
-            on_serving=lambda _port: notify_ready(ready_fd, slot),
-            keep_going=lambda: parent_alive(parent),
-        )
+        try:
+            return _serve(
+                config,
+                tls,
+                on_serving=lambda _port: notify_ready(ready_fd, slot),
+                keep_going=lambda: parent_alive(parent),
+            )
+        except CommandError as e:
+            log.error("worker %d: %s", slot, e)
+            return 1
 
     endpoints: list[MetricsEndpoint] = []
 
