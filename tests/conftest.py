@@ -3,15 +3,13 @@ running hub on loopback with real mTLS."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
+from support.databases import fresh_postgres_database
 from support.hubs import RunningHub, start_hub
 
 from hub.demo.world import DemoWorld, build_world
@@ -20,22 +18,6 @@ from hub.store.engine import make_engine
 
 DATABASE_ENV = "CERTHUB_TEST_DATABASE_URL"
 REDIS_ENV = "CERTHUB_TEST_REDIS_URL"
-
-
-@contextlib.contextmanager
-def fresh_postgres_database(base_url: str) -> Iterator[str]:
-    """A new, empty PostgreSQL database for one test, dropped afterwards."""
-    url = make_url(base_url)
-    name = f"certhub_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
