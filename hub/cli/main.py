@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "hub.cli.db",
     "hub.cli.stats",
     "hub.cli.demo",
+    "adapters.cli",
 )
 
 

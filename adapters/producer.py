@@ -1,0 +1,193 @@
+"""Reads the source, maps and signs each new or changed record, and stores the envelopes in
+the outbox together with the record states and checkpoints (one transaction per batch)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from adapters.config import AdapterConfig
+from adapters.errors import ConfigError
+from adapters.identifier import MAX_VERSION
+from adapters.mapping import Mapped, Mapper, MappingFailed, canonical_json
+from adapters.outbox import ItemKind, NewItem, Outbox, RecordState, WriteBatch
+from adapters.records import Checkpoint, Problem, Source, SourceItem, SourceRecord
+from signing import (
+    CERTIFICATE_PAYLOAD_TYPE,
+    REVOCATION_PAYLOAD_TYPE,
+    MalformedKey,
+    PrivateKey,
+    sign_envelope,
+)
+
+__all__ = ["ProduceCounts", "Producer", "load_signing_key"]
+
+log = logging.getLogger("certhub.adapter.producer")
+
+
+def load_signing_key(config: AdapterConfig) -> PrivateKey:
+    d = config.department
+    password = None
+    if d.key_password_env:
+        value = os.environ.get(d.key_password_env)
+        if value is None:
+            raise ConfigError(f"[department].key_password_env: {d.key_password_env} is not set")
+        password = value.encode("utf-8")
+    try:
+        return PrivateKey.from_pem(d.signing_key.read_bytes(), password)
+    except OSError as exc:
+        raise ConfigError(
+            f"[department].signing_key: cannot read {d.signing_key} ({exc.strerror})"
+        ) from exc
+    except MalformedKey as exc:
+        raise ConfigError(f"[department].signing_key: {d.signing_key}: {exc}") from exc
+
+
+@dataclass(slots=True)
+class ProduceCounts:
+    read: int = 0
+    unchanged: int = 0
+    pushes: int = 0
+    revocations: int = 0
+    problems: int = 0
+
+
+class Producer:
+    def __init__(
+        self,
+        *,
+        config: AdapterConfig,
+        source: Source,
+        key: PrivateKey,
+        stop: threading.Event,
+        on_items: Callable[[int], None] = lambda n: None,
+    ) -> None:
+        self._config = config
+        self._source = source
+        self._key = [key]
+        self._mapper = Mapper(config)
+        self._stop = stop
+        self._on_items = on_items
+        self._batch_size = config.source.batch_size
+        self.counts = ProduceCounts()
+
+    def run(self) -> ProduceCounts:
+        with Outbox(self._config.outbox.path) as outbox:
+            buffer: list[SourceItem] = []
+            reader = self._source.read(outbox)
+            try:
+                for item in reader:
+                    buffer.append(item)
+                    if len(buffer) >= self._batch_size:
+                        self._flush(outbox, buffer)
+                        buffer = []
+                    if self._stop.is_set():
+                        break
+            finally:
+                close = getattr(reader, "close", None)
+                if close is not None:
+                    close()
+            self._flush(outbox, buffer)
+        return self.counts
+
+    def _flush(self, outbox: Outbox, buffer: list[SourceItem]) -> None:
+        if not buffer:
+            return
+        keys = [i.key for i in buffer if isinstance(i, SourceRecord)]
+        known = outbox.record_states(keys)
+        batch = WriteBatch()
+        for item in buffer:
+            if isinstance(item, SourceRecord):
+                self.counts.read += 1
+                state = batch.records.get(item.key) or known.get(item.key)
+                self._record(item, state, batch)
+            elif isinstance(item, Problem):
+                self.counts.problems += 1
+                batch.problems.append((item.location, item.key, item.message))
+            elif isinstance(item, Checkpoint):
+                batch.checkpoints[item.name] = item.value
+        for location, _, message in batch.problems:
+            log.warning("%s: %s (skipped)", location, message)
+        outbox.write(batch)
+        if batch.items:
+            self._on_items(len(batch.items))
+
+    def _record(self, record: SourceRecord, state: RecordState | None, batch: WriteBatch) -> None:
+        if state is not None and state.marker == record.marker:
+            self.counts.unchanged += 1
+            return
+        try:
+            mapped = self._mapper.map(record)
+            self._changes(record, mapped, state, batch)
+        except (MappingFailed, ValueError) as exc:
+            self.counts.problems += 1
+            batch.problems.append((record.location, record.key, str(exc)))
+
+    def _changes(
+        self, record: SourceRecord, mapped: Mapped, state: RecordState | None, batch: WriteBatch
+    ) -> None:
+        if state is not None and mapped.revoked and not state.revoked:
+            # Cancelled: revoke what the hub has; the record's other changes do not matter.
+            batch.items.append(
+                self._revocation(record, state.certificate_id, state.version, mapped)
+            )
+            batch.records[record.key] = replace(state, marker=record.marker, revoked=True)
+            return
+        if state is not None and mapped.revoked and state.revoked:
+            batch.records[record.key] = replace(state, marker=record.marker)
+            return
+        version = 1 if state is None else state.version + 1
+        if version > MAX_VERSION:
+            raise MappingFailed(f"version: the record changed more than {MAX_VERSION} times")
+        certificate_id = mapped.certificate_id(version)
+        envelope = sign_envelope(
+            CERTIFICATE_PAYLOAD_TYPE, mapped.payload(version), self._key
+        ).to_json()
+        batch.items.append(
+            NewItem(
+                kind=ItemKind.PUSH,
+                source_key=record.key,
+                location=record.location,
+                certificate_id=certificate_id,
+                version=version,
+                envelope=envelope,
+                attachment=mapped.attachment,
+            )
+        )
+        self.counts.pushes += 1
+        batch.records[record.key] = RecordState(
+            marker=record.marker,
+            version=version,
+            certificate_id=certificate_id,
+            revoked=mapped.revoked,
+            last_push_id=None if state is None else state.last_push_id,
+        )
+        if mapped.revoked:
+            # First seen already cancelled (a backfill of history): the certificate is
+            # pushed, then revoked, so the hub knows it existed and that it is cancelled.
+            batch.items.append(self._revocation(record, certificate_id, version, mapped))
+
+    def _revocation(
+        self, record: SourceRecord, certificate_id: str, version: int, mapped: Mapped
+    ) -> NewItem:
+        now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        payload = canonical_json(
+            {
+                "certificate_id": certificate_id,
+                "reason": mapped.revocation_reason,
+                "revoked_at": f"{now:%Y-%m-%dT%H:%M:%S}Z",
+            }
+        )
+        self.counts.revocations += 1
+        return NewItem(
+            kind=ItemKind.REVOKE,
+            source_key=record.key,
+            location=record.location,
+            certificate_id=certificate_id,
+            version=version,
+            envelope=sign_envelope(REVOCATION_PAYLOAD_TYPE, payload, self._key).to_json(),
+        )

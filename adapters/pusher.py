@@ -1,0 +1,365 @@
+"""Streams the outbox to the hub: bounded in flight, results matched by ``client_ref``.
+
+``client_ref`` is the outbox row id. ACCEPTED and DUPLICATE settle an item as acknowledged
+(DUPLICATE is what a replay after a crash gets); REJECTED is recorded with its code, reason
+and message and not retried until ``certhub adapter retry-rejected``. A failure of the
+connection (UNAVAILABLE, DEADLINE_EXCEEDED, a reset stream) or a rejection with a retryable
+code leaves the items pending and retries with exponential backoff and full jitter.
+Revocations go one by one through ``RevokeCertificate`` once their certificate's push is
+settled, with the same retry policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from adapters.config import HubEndpoint
+from adapters.errors import ConfigError, HubRefused
+from adapters.outbox import ItemKind, ItemState, Outbox, OutboxItem, Settlement
+from certhub.v1 import ingest_pb2, ingest_pb2_grpc
+
+__all__ = ["Backoff", "Pusher", "connect"]
+
+log = logging.getLogger("certhub.adapter.pusher")
+
+#: First retry delay after a failure, and the cap: a restarting hub is back within seconds;
+#: a hub down for maintenance is polled twice a minute, not hammered.
+BACKOFF_INITIAL_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 30.0
+#: Results recorded per SQLite transaction, or at least every FLUSH_SECONDS: amortises the
+#: fsync; a crash loses at most these answers, and their items are replayed as DUPLICATE.
+FLUSH_EVERY = 256
+FLUSH_SECONDS = 0.25
+#: With items in flight and no result for this long, the stream is presumed dead (a hub
+#: process frozen, a half-open connection keepalive has not caught yet) and is restarted.
+RESULT_TIMEOUT_SECONDS = 60.0
+#: A revocation is one small transaction on the hub; 30 s is ample even under load.
+REVOKE_TIMEOUT_SECONDS = 30.0
+#: How often an idle stream looks for new rows from the producer.
+IDLE_POLL_SECONDS = 0.05
+#: Same bound as the hub's (hub/grpc/server.py MAX_MESSAGE_BYTES): envelope + attachment.
+MAX_MESSAGE_BYTES = 22 * 1024 * 1024
+#: Keepalive pings find a dead connection within about a minute (the hub allows pings every 10 s).
+_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+]
+#: Retrying helps: the hub or its database is down, overloaded or restarting.
+_RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+_RETRYABLE_NUMBERS = frozenset(code.value[0] for code in _RETRYABLE)
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+
+
+def connect(endpoint: HubEndpoint) -> grpc.Channel:
+    try:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=endpoint.ca.read_bytes(),
+            private_key=endpoint.key.read_bytes(),
+            certificate_chain=endpoint.cert.read_bytes(),
+        )
+    except OSError as exc:
+        raise ConfigError(f"[hub]: cannot read {exc.filename} ({exc.strerror})") from exc
+    options: list[tuple[str, object]] = list(_CHANNEL_OPTIONS)
+    if endpoint.server_name:
+        options.append(("grpc.ssl_target_name_override", endpoint.server_name))
+    return grpc.secure_channel(endpoint.address, credentials, options=options)
+
+
+class Backoff:
+    """Exponential backoff with full jitter (a random delay up to the current ceiling)."""
+
+    def __init__(self, *, rng: Callable[[], float] = random.random) -> None:
+        self._rng = rng
+        self._ceiling = BACKOFF_INITIAL_SECONDS
+
+    def next_delay(self) -> float:
+        delay = self._ceiling * (0.5 + 0.5 * self._rng())
+        self._ceiling = min(self._ceiling * 2, BACKOFF_MAX_SECONDS)
+        return delay
+
+    def reset(self) -> None:
+        self._ceiling = BACKOFF_INITIAL_SECONDS
+
+
+class _Transient(Exception):
+    """The hub cannot take items right now; the pending ones are retried after a backoff."""
+
+
+@dataclass(slots=True)
+class _Results:
+    """Answers not yet written to the outbox, flushed in batches."""
+
+    outbox: Outbox
+    on_settled: Callable[[int], None]
+    items: list[Settlement]
+    flushed_at: float
+
+    def add(self, settlement: Settlement) -> None:
+        self.items.append(settlement)
+        if len(self.items) >= FLUSH_EVERY or time.monotonic() - self.flushed_at > FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.items:
+            self.outbox.settle(self.items)
+            self.on_settled(sum(1 for s in self.items if s.state is not ItemState.PENDING))
+        self.items = []
+        self.flushed_at = time.monotonic()
+
+
+class Pusher:
+    def __init__(
+        self,
+        *,
+        endpoint: HubEndpoint,
+        outbox_path: Path,
+        max_in_flight: int,
+        stop: threading.Event,
+        on_settled: Callable[[int], None] = lambda n: None,
+    ) -> None:
+        self._channel = connect(endpoint)
+        self._stub = ingest_pb2_grpc.IngestServiceStub(self._channel)
+        self._address = endpoint.address
+        self._writer = Outbox(outbox_path)
+        self._reader = Outbox(outbox_path)
+        self._in_flight = max_in_flight
+        self._stop = stop
+        self._on_settled = on_settled
+
+    def close(self) -> None:
+        self._channel.close()
+        self._writer.close()
+        self._reader.close()
+
+    def drain(self, producer_done: threading.Event) -> None:
+        """Push until the producer is done and nothing can be sent any more, or stop."""
+        backoff = Backoff()
+        while not self._stop.is_set():
+            done_before = producer_done.is_set()
+            try:
+                self._stream(producer_done)
+                revoked = self._revocations()
+            except _Transient as exc:
+                delay = backoff.next_delay()
+                log.warning("hub %s: %s; retrying in %.1fs", self._address, exc, delay)
+                self._writer.note_error(str(exc))
+                self._stop.wait(delay)
+                continue
+            backoff.reset()
+            if done_before and not revoked and not self._has_ready_work():
+                return
+
+    def _has_ready_work(self) -> bool:
+        return bool(
+            self._reader.pending_pushes(after_id=0, limit=1)
+            or self._reader.ready_revocations(limit=1)
+        )
+
+    # --- pushes ---------------------------------------------------------------------------
+
+    def _stream(self, producer_done: threading.Event) -> None:
+        _PushStream(self, producer_done).run()
+
+    # --- revocations ----------------------------------------------------------------------
+
+    def _revocations(self) -> int:
+        """Send every revocation whose certificate push is settled; how many were settled."""
+        settled = 0
+        while not self._stop.is_set():
+            batch = self._reader.ready_revocations(limit=self._in_flight)
+            if not batch:
+                return settled
+            for item in batch:
+                if self._stop.is_set():
+                    return settled
+                settlement = self._revoke(item)
+                self._writer.settle([settlement])
+                if settlement.state is ItemState.PENDING:
+                    return settled
+                self._on_settled(1)
+                settled += 1
+        return settled
+
+    def _revoke(self, item: OutboxItem) -> Settlement:
+        assert item.kind is ItemKind.REVOKE
+        try:
+            result = self._stub.RevokeCertificate(
+                ingest_pb2.RevokeRequest(envelope=item.envelope, client_ref=str(item.id)),
+                timeout=REVOKE_TIMEOUT_SECONDS,
+            )
+        except grpc.RpcError as error:
+            code = error.code()
+            if self._stop.is_set() or code in _RETRYABLE:
+                raise _Transient(f"revocation: {code.name}: {error.details()}") from error
+            if (
+                code is grpc.StatusCode.NOT_FOUND
+                and item.after_id is not None
+                and self._reader.item_state(item.after_id) is ItemState.PENDING
+            ):
+                # The certificate is still on its way; try again after its push.
+                return Settlement(id=item.id, state=ItemState.PENDING)
+            if code in (grpc.StatusCode.UNAUTHENTICATED,):
+                raise HubRefused(
+                    f"hub {self._address} refused the revocation: {code.name}: {error.details()}"
+                ) from error
+            return Settlement(
+                id=item.id,
+                state=ItemState.REJECTED,
+                outcome="REJECTED",
+                code=code.name,
+                reason=_error_reason(error),
+                message=error.details() or "",
+            )
+        return Settlement(
+            id=item.id,
+            state=ItemState.ACKED,
+            outcome="REVOKED" if result.newly_revoked else "ALREADY_REVOKED",
+            audit_index=result.audit_index,
+        )
+
+
+class _PushStream:
+    """One PushCertificates call: a request generator bounded by a semaphore, a response
+    loop that settles items, and a watchdog that cancels a stalled or stopped call."""
+
+    def __init__(self, pusher: Pusher, producer_done: threading.Event) -> None:
+        self._p = pusher
+        self._producer_done = producer_done
+        self._window = threading.BoundedSemaphore(pusher._in_flight)
+        self._inflight: dict[str, OutboxItem] = {}
+        self._ended = threading.Event()
+        self._stalled = threading.Event()
+        self._transient: list[str] = []
+        self._last_progress = time.monotonic()
+
+    def _closing(self) -> bool:
+        return self._p._stop.is_set() or self._ended.is_set() or bool(self._transient)
+
+    def _requests(self) -> Iterator[ingest_pb2.PushRequest]:
+        cursor = 0
+        while not self._closing():
+            done = self._producer_done.is_set()
+            items = self._p._reader.pending_pushes(after_id=cursor, limit=self._p._in_flight)
+            if not items:
+                if done:
+                    return
+                self._p._stop.wait(IDLE_POLL_SECONDS)
+                continue
+            for item in items:
+                while not self._window.acquire(timeout=IDLE_POLL_SECONDS):
+                    if self._closing():
+                        return
+                if not self._inflight:
+                    self._last_progress = time.monotonic()
+                self._inflight[str(item.id)] = item
+                cursor = item.id
+                yield ingest_pb2.PushRequest(
+                    envelope=item.envelope,
+                    attachment=item.attachment or b"",
+                    client_ref=str(item.id),
+                )
+
+    def _watch(self, call: grpc.RpcContext) -> None:
+        while not self._ended.wait(IDLE_POLL_SECONDS * 4):
+            idle = time.monotonic() - self._last_progress
+            stopping = self._p._stop.is_set()
+            if stopping or (self._inflight and idle > RESULT_TIMEOUT_SECONDS):
+                if not stopping:
+                    self._stalled.set()
+                call.cancel()
+                return
+
+    def run(self) -> None:
+        p = self._p
+        results = _Results(p._writer, p._on_settled, [], time.monotonic())
+        call = p._stub.PushCertificates(self._requests())
+        guard = threading.Thread(
+            target=self._watch, args=(call,), name="push-watchdog", daemon=True
+        )
+        guard.start()
+        try:
+            for result in call:
+                self._last_progress = time.monotonic()
+                item = self._inflight.pop(result.client_ref, None)
+                if item is None:
+                    log.warning("result for unknown client_ref %r ignored", result.client_ref)
+                    continue
+                self._window.release()
+                settlement = _push_settlement(item, result)
+                if settlement.state is ItemState.PENDING and not self._transient:
+                    self._transient.append(f"{settlement.code}: {settlement.message}")
+                results.add(settlement)
+        except grpc.RpcError as error:
+            self._failed(error)
+        finally:
+            self._ended.set()
+            results.flush()
+            guard.join()
+        if self._transient:
+            raise _Transient(f"hub answered {self._transient[0]}")
+
+    def _failed(self, error: grpc.RpcError) -> None:
+        code = error.code()
+        if self._p._stop.is_set():
+            return
+        if self._stalled.is_set():
+            raise _Transient(
+                f"no result for {RESULT_TIMEOUT_SECONDS:.0f}s with {len(self._inflight)} in flight"
+            ) from error
+        if code in _RETRYABLE:
+            raise _Transient(f"{code.name}: {error.details()}") from error
+        raise HubRefused(
+            f"hub {self._p._address} refused the push stream: {code.name}: {error.details()}"
+        ) from error
+
+
+def _push_settlement(item: OutboxItem, result: ingest_pb2.PushResult) -> Settlement:
+    if result.outcome in (ingest_pb2.ACCEPTED, ingest_pb2.DUPLICATE):
+        return Settlement(
+            id=item.id,
+            state=ItemState.ACKED,
+            outcome=ingest_pb2.PushOutcome.Name(result.outcome),
+            audit_index=result.audit_index,
+        )
+    code = _CODE_NAMES.get(result.code, str(result.code))
+    state = ItemState.PENDING if result.code in _RETRYABLE_NUMBERS else ItemState.REJECTED
+    return Settlement(
+        id=item.id,
+        state=state,
+        outcome="REJECTED",
+        code=code,
+        reason=result.reason,
+        message=result.message,
+    )
+
+
+def _error_reason(error: grpc.RpcError) -> str:
+    status = rpc_status.from_call(error)
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return str(info.reason)
+    return ""
