@@ -16,6 +16,9 @@ COMMAND_MODULES = (
     "hub.cli.db",
     "hub.cli.stats",
     "hub.cli.demo",
+    "hub.cli.health",
+    "hub.cli.fetch",
+    "hub.cli.config",
     "adapters.cli",
 )
 
