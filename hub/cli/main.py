@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "hub.cli.fetch",
     "hub.cli.config",
     "adapters.cli",
+    "hub.cli.audit",
 )
 
 
