@@ -1,0 +1,355 @@
+"""`certhub audit verify` on an intact log and on logs an operator tampered with: it fails
+and names the first bad index. Also `audit prove`, `audit query` and `audit vkey`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+from support.audit_log import append_all, synthetic_records
+from support.hubs import RunningHub, start_hub
+
+from hub.audit.entry import OK, Action, AuditRecord
+from hub.audit.log import AuditLog
+from hub.cli.main import main
+from hub.demo.world import DemoWorld, citizen
+from hub.store.engine import make_session_factory, session_scope
+from hub.store.models import AuditCertificate, AuditEntry, LogCheckpoint, LogHead, TreeNode
+from signing import Algorithm, NoteSigner, PrivateKey
+from signing.note import Checkpoint
+
+# Entries in the log under test and the batch they are appended in: several checkpoints,
+# several verifier chunks (the CLI reads 4,096 leaves per query), a ragged right edge.
+SIZE = 9_000
+BATCH = 700
+
+
+@pytest.fixture
+def logged(tmp_path: Path, engine: Engine, world: DemoWorld) -> Iterator[RunningHub]:
+    running = start_hub(tmp_path / "data", engine, world)
+    hub = running.hub
+    append_all(hub.sessions, hub.audit_log, synthetic_records(SIZE), batch=BATCH)
+    yield running
+    running.server.stop(grace=None)
+    hub.close()
+
+
+def _cli(running: RunningHub, *args: str) -> list[str]:
+    return [
+        "audit",
+        args[0],
+        "--data-dir",
+        str(running.config.data_dir),
+        "--db",
+        running.config.database_url,
+        *args[1:],
+    ]
+
+
+def _verify(running: RunningHub, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    status = main(_cli(running, "verify", "--quiet"))
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err
+
+
+def _tamper(running: RunningHub, change: Callable[[Session], object]) -> None:
+    with session_scope(make_session_factory(running.engine), write=True) as session:
+        change(session)
+
+
+def _leaf(session: Session, index: int) -> bytes:
+    return bytes(
+        session.execute(select(AuditEntry.leaf).where(AuditEntry.idx == index)).scalar_one()
+    )
+
+
+def test_intact_log_verifies(logged: RunningHub, capsys: pytest.CaptureFixture[str]) -> None:
+    status, output = _verify(logged, capsys)
+    assert status == 0, output
+    assert f"{SIZE:,} entries" in output
+    assert f"{-(-SIZE // BATCH)} checkpoints" in output
+
+
+def test_changed_leaf_is_named(logged: RunningHub, capsys: pytest.CaptureFixture[str]) -> None:
+    def change(session: Session) -> None:
+        leaf = _leaf(session, 5_000).replace(b"gulou-service-centre", b"gulou-service-centrX")
+        session.execute(update(AuditEntry).where(AuditEntry.idx == 5_000).values(leaf=leaf))
+
+    _tamper(logged, change)
+    status, output = _verify(logged, capsys)
+    assert status == 1
+    assert "first bad index 5000" in output
+
+
+def test_changed_leaf_with_its_tree_node_is_caught_by_the_checkpoint(
+    logged: RunningHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A careful operator rewrites the leaf and every stored node above it: only the signed
+    # checkpoints still tell. The first checkpoint after the entry fails.
+    def change(session: Session) -> None:
+        from signing import merkle
+
+        leaf = _leaf(session, 100).replace(b"GL-00000100", b"GL-99999999")
+        session.execute(
+            update(AuditEntry)
+            .where(AuditEntry.idx == 100)
+            .values(leaf=leaf, case_number="GL-99999999")
+        )
+        h = merkle.leaf_hash(leaf)
+        session.execute(
+            update(TreeNode).where(TreeNode.level == 0, TreeNode.idx == 100).values(hash=h)
+        )
+
+    _tamper(logged, change)
+    status, output = _verify(logged, capsys)
+    assert status == 1
+    # Node (1, 50) above the leaf was not rewritten, so the recomputation names entry 100's pair.
+    assert "first bad index 100" in output
+
+
+def test_changed_column_is_named(logged: RunningHub, capsys: pytest.CaptureFixture[str]) -> None:
+    # Queries use the indexed columns: hiding a principal there must not go unnoticed.
+    _tamper(
+        logged,
+        lambda s: s.execute(
+            update(AuditEntry).where(AuditEntry.idx == 4_321).values(principal="someone-else")
+        ),
+    )
+    status, output = _verify(logged, capsys)
+    assert status == 1
+    assert "first bad index 4321" in output
+    assert "principal" in output
+
+
+def test_removed_certificate_link_is_named(
+    logged: RunningHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _tamper(
+        logged, lambda s: s.execute(delete(AuditCertificate).where(AuditCertificate.idx == 777))
+    )
+    status, output = _verify(logged, capsys)
+    assert status == 1
+    assert "first bad index 777" in output
+
+
+def test_deleted_leaf_is_named(logged: RunningHub, capsys: pytest.CaptureFixture[str]) -> None:
+    def change(session: Session) -> None:
+        session.execute(delete(AuditCertificate).where(AuditCertificate.idx == 6_001))
+        session.execute(delete(AuditEntry).where(AuditEntry.idx == 6_001))
+
+    _tamper(logged, change)
+    status, output = _verify(logged, capsys)
+    assert status == 1
+    assert "first bad index 6001" in output
+    assert "missing" in output
+
+
+def test_deleted_tail_is_named(logged: RunningHub, capsys: pytest.CaptureFixture[str]) -> None:
+    def change(session: Session) -> None:
+        session.execute(delete(AuditCertificate).where(AuditCertificate.idx >= SIZE - 5))
+        session.execute(delete(AuditEntry).where(AuditEntry.idx >= SIZE - 5))
+
+    _tamper(logged, change)
+    status, output = _verify(logged, capsys)
+    assert status == 1
+    assert f"first bad index {SIZE - 5}" in output
+
+
+def test_reordered_leaves_name_the_first(
+    logged: RunningHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Swap two whole rows (leaf and columns) and their certificate links.
+    def change(session: Session) -> None:
+        rows = {
+            r.idx: r
+            for r in session.execute(select(AuditEntry).where(AuditEntry.idx.in_([2_000, 8_000])))
+            .scalars()
+            .all()
+        }
+        values = {
+            i: {
+                c: getattr(rows[i], c)
+                for c in (
+                    "leaf",
+                    "time",
+                    "principal",
+                    "action",
+                    "outcome",
+                    "holder_commitment",
+                    "service_item_code",
+                    "case_number",
+                )
+            }
+            for i in rows
+        }
+        links = {
+            i: [
+                c
+                for (c,) in session.execute(
+                    select(AuditCertificate.certificate_id).where(AuditCertificate.idx == i)
+                )
+            ]
+            for i in rows
+        }
+        session.expunge_all()
+        session.execute(delete(AuditCertificate).where(AuditCertificate.idx.in_([2_000, 8_000])))
+        for a, b in ((2_000, 8_000), (8_000, 2_000)):
+            session.execute(update(AuditEntry).where(AuditEntry.idx == a).values(**values[b]))
+            for c in links[b]:
+                session.add(AuditCertificate(certificate_id=c, idx=a))
+
+    _tamper(logged, change)
+    status, output = _verify(logged, capsys)
+    assert status == 1
+    assert "first bad index 2000" in output
+
+
+def test_checkpoint_signed_by_another_key_is_named(
+    logged: RunningHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sizes = [BATCH * 3, BATCH * 4]
+    origin = logged.hub.audit_log.keys.origin
+    forger = NoteSigner(origin, PrivateKey.generate(Algorithm.ED25519))
+
+    def change(session: Session) -> None:
+        root = session.execute(
+            select(LogCheckpoint.root).where(LogCheckpoint.size == sizes[0])
+        ).scalar_one()
+        note = forger.sign(Checkpoint(origin=origin, size=sizes[0], root_hash=root).to_text())
+        session.execute(
+            update(LogCheckpoint).where(LogCheckpoint.size == sizes[0]).values(note=note)
+        )
+
+    _tamper(logged, change)
+    status, output = _verify(logged, capsys)
+    assert status == 1
+    assert f"checkpoint {sizes[0]}" in output
+    assert f"first bad index {sizes[0] - 1}" in output
+
+
+def test_checkpoint_replaced_with_a_forked_root_is_named(
+    logged: RunningHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Even signed with the real key (a stolen key, or a hub that forked its log), a
+    # checkpoint whose root the stored leaves do not give is reported.
+    size = BATCH * 5
+    audit_log: AuditLog = logged.hub.audit_log
+
+    def change(session: Session) -> None:
+        root = bytes(32)
+        note = audit_log.sign(Checkpoint(origin=audit_log.keys.origin, size=size, root_hash=root))
+        session.execute(
+            update(LogCheckpoint)
+            .where(LogCheckpoint.size == size)
+            .values(note=note.note, root=root)
+        )
+
+    _tamper(logged, change)
+    status, output = _verify(logged, capsys)
+    assert status == 1
+    assert f"checkpoint {size}" in output
+    assert "root" in output
+
+
+def test_log_head_rewind_is_caught(logged: RunningHub, capsys: pytest.CaptureFixture[str]) -> None:
+    _tamper(logged, lambda s: s.execute(update(LogHead).values(size=SIZE - 1)))
+    status, output = _verify(logged, capsys)
+    assert status == 1
+    assert "log_head" in output
+
+
+def test_verify_with_a_public_vkey_and_a_wrong_one(
+    logged: RunningHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_cli(logged, "vkey")) == 0
+    vkey = capsys.readouterr().out.strip()
+    assert vkey == logged.hub.audit_log.keys.signer.vkey
+    assert main(_cli(logged, "verify", "--quiet", "--vkey", vkey)) == 0
+    capsys.readouterr()
+    other = NoteSigner(logged.hub.audit_log.keys.origin, PrivateKey.generate(Algorithm.ED25519))
+    assert main(_cli(logged, "verify", "--quiet", "--vkey", other.vkey)) == 1
+    assert "first bad index" in capsys.readouterr().err
+
+
+def test_prove_prints_a_checked_proof(
+    logged: RunningHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_cli(logged, "prove", "1234")) == 0
+    out = capsys.readouterr().out
+    assert f"entry 1234 of tree size {SIZE}" in out
+    assert "GL-00001234" in out
+    assert f"OK: entry 1234 is in checkpoint {SIZE}" in out
+    assert main(_cli(logged, "prove", str(SIZE))) == 1
+    assert "past the latest checkpoint" in capsys.readouterr().err
+
+
+def test_query_prints_a_table_and_is_recorded(
+    logged: RunningHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hub = logged.hub
+    person = citizen(42).holder
+    holder_key = person.key()
+    record = AuditRecord(
+        time=dt.datetime(2026, 5, 1, tzinfo=dt.UTC),
+        principal="gulou-service-centre",
+        action=Action.FETCH,
+        outcome=OK,
+        holder_commitment=hub.commitment(holder_key),
+        service_item_code="350102-0007",
+        case_number="GL-TABLE-1",
+    )
+    append_all(hub.sessions, hub.audit_log, [record])
+    args = _cli(
+        logged,
+        "query",
+        "--holder-type",
+        "RESIDENT_ID",
+        "--holder-id",
+        person.id,
+    )
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0].split() == [
+        "index",
+        "time",
+        "principal",
+        "action",
+        "service",
+        "item",
+        "case",
+        "outcome",
+    ]
+    assert lines[1].split()[2:] == [
+        "gulou-service-centre",
+        "fetch",
+        "350102-0007",
+        "GL-TABLE-1",
+        "ok",
+    ]
+    assert len(lines) == 2
+    # The CLI query is itself an entry about that holder, and the log still verifies.
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[3] == "audit_query"
+    assert main(_cli(logged, "verify", "--quiet")) == 0
+
+
+def test_query_paging_and_bad_flags(logged: RunningHub, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(_cli(logged, "query", "--principal", "gulou-service-centre", "--limit", "3")) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out[1:4]] == [str(SIZE - 1), str(SIZE - 2), str(SIZE - 3)]
+    token = out[4].split()[-1]
+    assert main(_cli(logged, "query", "--limit", "2", "--page-token", token, "--json")) == 0
+    assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines()] == [
+        f'{{"index": {SIZE - 4}',
+        f'{{"index": {SIZE - 5}',
+    ]
+    assert main(_cli(logged, "query", "--page-token", "garbage")) == 1
+    assert "page_token" in capsys.readouterr().err
+    assert main(_cli(logged, "query", "--holder-id", "x")) == 1
