@@ -1,0 +1,388 @@
+"""Recomputing the whole audit log from its stored leaves (``certhub audit verify``).
+
+Nothing stored is trusted except the log's verifier key: the leaves are streamed in index
+order in chunks, every leaf hash and every perfect subtree is recomputed and compared with
+``tree_nodes``, the root at every stored checkpoint size is recomputed and compared with the
+checkpoint (whose signature is checked), consecutive checkpoints are proven consistent with
+the stored nodes' consistency proofs, the indexed columns are compared with the leaf they
+index, and the log head is compared with the recomputed tree. Memory stays flat: one chunk
+of leaves, the O(log n) frontier and the nodes completed within the chunk.
+
+The first problem found (by leaf index) is reported: a changed leaf shows as a leaf hash
+that no longer matches its stored node, a deleted one as a gap, two reordered ones as the
+first of the pair, a replaced checkpoint as a bad signature or a root the leaves do not give.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from hub.audit.entry import format_time
+from hub.services import audit
+from hub.store.models import AuditCertificate, AuditEntry, LogCheckpoint, LogHead, TreeNode
+from signing import SigningError, merkle
+from signing.note import NoteVerifier, open_note, parse_checkpoint
+
+# Leaves read per query. A power of two, so that the perfect nodes completed while reading
+# one chunk are a few aligned index ranges (one query to compare them all); 4,096 leaves of
+# ~400 bytes is ~2 MB per chunk, which bounds the verifier's memory whatever the log's size.
+CHUNK = 4096
+# Checkpoints read per query (each ~200 bytes of note).
+CHECKPOINT_CHUNK = 1024
+# The head row the append path keeps (hub.audit.log.HEAD_ID).
+_HEAD_ID = 1
+# Columns of audit_entries that index the leaf, and the leaf field each must equal.
+_INDEXED = (
+    ("principal", "principal"),
+    ("action", "action"),
+    ("outcome", "outcome"),
+    ("holder_commitment", "holder"),
+    ("service_item_code", "service_item"),
+    ("case_number", "case"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """The first thing wrong; ``index`` is the first bad leaf index it implicates."""
+
+    index: int
+    message: str
+    # Set when the problem is a stored checkpoint (its tree size).
+    checkpoint_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    entries: int
+    checkpoints: int
+    root: bytes
+    problem: Problem | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+class _Found(Exception):
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(problem.message)
+        self.problem = problem
+
+
+def verify_log(
+    session: Session,
+    verifier: NoteVerifier,
+    *,
+    chunk: int = CHUNK,
+    progress: Callable[[int], None] | None = None,
+) -> Report:
+    """Check everything stored about the log; run it inside one read transaction."""
+    if chunk <= 0 or chunk & (chunk - 1):
+        raise ValueError(f"chunk must be a power of two, got {chunk}")
+    state = _State(session, verifier)
+    try:
+        state.run(chunk, progress)
+    except _Found as found:
+        return Report(
+            entries=state.size,
+            checkpoints=state.checkpoints_seen,
+            root=state.root(),
+            problem=found.problem,
+        )
+    return Report(
+        entries=state.size, checkpoints=state.checkpoints_seen, root=state.root(), problem=None
+    )
+
+
+class _State:
+    def __init__(self, session: Session, verifier: NoteVerifier) -> None:
+        self.session = session
+        self.verifier = verifier
+        self.stack: list[tuple[int, bytes]] = []
+        self.size = 0
+        self.checkpoints_seen = 0
+        self._previous: tuple[int, bytes] | None = None
+        self._checkpoints = _checkpoints(session)
+        self._next_checkpoint = next(self._checkpoints, None)
+        self._links = _links(session)
+        self._next_link = next(self._links, None)
+
+    def root(self) -> bytes:
+        return _fold(self.stack)
+
+    def run(self, chunk: int, progress: Callable[[int], None] | None) -> None:
+        while True:
+            rows = self.session.execute(
+                select(
+                    AuditEntry.idx,
+                    AuditEntry.leaf,
+                    AuditEntry.time,
+                    AuditEntry.principal,
+                    AuditEntry.action,
+                    AuditEntry.outcome,
+                    AuditEntry.holder_commitment,
+                    AuditEntry.service_item_code,
+                    AuditEntry.case_number,
+                )
+                .where(AuditEntry.idx >= self.size)
+                .order_by(AuditEntry.idx)
+                .limit(chunk)
+            ).all()
+            if not rows:
+                break
+            completed: dict[merkle.NodeId, bytes] = {}
+            problems: list[Problem] = []
+            for row in rows:
+                index = row[0]
+                if index != self.size:
+                    problems.append(
+                        Problem(self.size, f"entry {self.size} is missing (next stored: {index})")
+                    )
+                    break
+                leaf = bytes(row[1])
+                problem = _check_columns(index, leaf, row[2:], self._certificate_ids(index))
+                if problem:
+                    problems.append(problem)
+                _push(self.stack, index, merkle.leaf_hash(leaf), completed)
+                self.size += 1
+                problem = self._checkpoints_at(self.size)
+                if problem:
+                    problems.append(problem)
+                    break
+            problems.extend(self._compare_nodes(completed))
+            if problems:
+                raise _Found(min(problems, key=lambda p: (p.index, p.checkpoint_size is not None)))
+            if progress:
+                progress(self.size)
+        self._finish()
+
+    def _certificate_ids(self, index: int) -> list[str]:
+        ids: list[str] = []
+        while self._next_link is not None and self._next_link[0] <= index:
+            if self._next_link[0] == index:
+                ids.append(self._next_link[1])
+            else:
+                raise _Found(
+                    Problem(
+                        self._next_link[0],
+                        f"audit_certificates links certificate {self._next_link[1]!r} to "
+                        f"entry {self._next_link[0]}, which is not stored",
+                    )
+                )
+            self._next_link = next(self._links, None)
+        return ids
+
+    def _checkpoints_at(self, size: int) -> Problem | None:
+        while self._next_checkpoint is not None and self._next_checkpoint[0] <= size:
+            cp_size, root, note = self._next_checkpoint
+            self._next_checkpoint = next(self._checkpoints, None)
+            self.checkpoints_seen += 1
+            problem = self._check_checkpoint(cp_size, root, note)
+            if problem:
+                return problem
+        return None
+
+    def _check_checkpoint(self, size: int, root: bytes, note: str) -> Problem | None:
+        where = max(size - 1, 0)
+
+        def bad(message: str) -> Problem:
+            return Problem(where, f"checkpoint {size}: {message}", checkpoint_size=size)
+
+        try:
+            body = parse_checkpoint(open_note(note, [self.verifier]))
+        except SigningError as e:
+            return bad(f"signed note does not verify with the log key: {e}")
+        if body.origin != self.verifier.name:
+            return bad(f"origin {body.origin!r} is not the log {self.verifier.name!r}")
+        if body.size != size or body.root_hash != root:
+            return bad("the stored size or root differs from what its signed note says")
+        if root != self.root():
+            return bad(
+                f"signed root is not the root of entries 0..{size - 1}: an entry at or before "
+                f"{size - 1} was changed, or the checkpoint was replaced"
+            )
+        if self._previous is not None:
+            old_size, old_root = self._previous
+            try:
+                proof = audit.consistency_proof(self.session, old_size, size)
+                merkle.verify_consistency(
+                    size1=old_size, size2=size, root1=old_root, root2=root, proof=proof.hashes
+                )
+            except Exception as e:  # any failure here (missing node, bad proof) is a finding
+                return bad(f"no valid consistency proof from checkpoint {old_size}: {e}")
+        self._previous = (size, root)
+        return None
+
+    def _compare_nodes(self, completed: dict[merkle.NodeId, bytes]) -> list[Problem]:
+        if not completed:
+            return []
+        ranges: dict[int, tuple[int, int]] = {}
+        for level, index in completed:
+            low, high = ranges.get(level, (index, index))
+            ranges[level] = (min(low, index), max(high, index))
+        stored = {
+            (level, index): bytes(h)
+            for level, index, h in self.session.execute(
+                select(TreeNode.level, TreeNode.idx, TreeNode.hash).where(
+                    or_(
+                        *(
+                            and_(TreeNode.level == level, TreeNode.idx.between(low, high))
+                            for level, (low, high) in ranges.items()
+                        )
+                    )
+                )
+            )
+        }
+        problems: list[Problem] = []
+        # Lowest levels first: a bad node whose range holds an already-found bad node is
+        # explained by it, and the first bad index is the lowest one that is not.
+        for (level, index), h in sorted(completed.items()):
+            if stored.get((level, index)) == h:
+                continue
+            first = index << level
+            if any(first <= p.index < first + (1 << level) for p in problems):
+                continue
+            what = "is missing" if (level, index) not in stored else "differs"
+            if level == 0:
+                message = (
+                    f"entry {index}: its leaf hash {what} in tree_nodes (the leaf or its "
+                    "node was changed, or entries were reordered)"
+                )
+            else:
+                message = (
+                    f"stored tree node (level {level}, index {index}) covering entries "
+                    f"{first}..{first + (1 << level) - 1} {what} from the recomputed one"
+                )
+            problems.append(Problem(first, message))
+        return problems
+
+    def _finish(self) -> None:
+        if self._next_checkpoint is not None:
+            size = self._next_checkpoint[0]
+            raise _Found(
+                Problem(
+                    self.size,
+                    f"checkpoint {size} covers entries past the last stored one "
+                    f"({self.size - 1}): entries {self.size}.. are missing",
+                )
+            )
+        if self._next_link is not None:
+            raise _Found(
+                Problem(
+                    self._next_link[0],
+                    f"audit_certificates links to entry {self._next_link[0]}, which is not stored",
+                )
+            )
+        head = self.session.execute(
+            select(LogHead.size, LogHead.root, LogHead.frontier).where(LogHead.id == _HEAD_ID)
+        ).one_or_none()
+        frontier = b"".join(h for _, h in self.stack)
+        if head is None or (head[0], bytes(head[1]), bytes(head[2])) != (
+            self.size,
+            self.root(),
+            frontier,
+        ):
+            raise _Found(
+                Problem(
+                    min(self.size, head[0]) if head else 0,
+                    "log_head (size, root, frontier) does not match the recomputed tree "
+                    f"of {self.size} entries",
+                )
+            )
+        expected_nodes = 2 * self.size - self.size.bit_count()
+        stored_nodes = self.session.execute(select(func.count()).select_from(TreeNode)).scalar_one()
+        if stored_nodes != expected_nodes:
+            raise _Found(
+                Problem(
+                    self.size,
+                    f"tree_nodes holds {stored_nodes} nodes, a tree of {self.size} entries has "
+                    f"{expected_nodes}",
+                )
+            )
+
+
+def _check_columns(
+    index: int, leaf: bytes, columns: tuple[object, ...], certificate_ids: list[str]
+) -> Problem | None:
+    try:
+        fields = json.loads(leaf)
+    except ValueError:
+        return Problem(index, f"entry {index}: leaf is not JSON")
+    if not isinstance(fields, dict):
+        return Problem(index, f"entry {index}: leaf is not a JSON object")
+    time = columns[0]
+    if not isinstance(time, dt.datetime) or fields.get("time") != format_time(_utc(time)):
+        return Problem(index, f"entry {index}: column time disagrees with the leaf")
+    for (column, key), value in zip(_INDEXED, columns[1:], strict=True):
+        if fields.get(key) != value:
+            return Problem(index, f"entry {index}: column {column} disagrees with the leaf")
+    listed = fields.get("certificate_ids")
+    if not isinstance(listed, list) or sorted(set(listed)) != certificate_ids:
+        return Problem(
+            index, f"entry {index}: audit_certificates links disagree with the leaf's ids"
+        )
+    return None
+
+
+def _utc(t: dt.datetime) -> dt.datetime:
+    # SQLite hands back the stored UTC time without its zone.
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
+
+
+def _push(
+    stack: list[tuple[int, bytes]],
+    position: int,
+    h: bytes,
+    completed: dict[merkle.NodeId, bytes],
+) -> None:
+    level = 0
+    completed[(0, position)] = h
+    while stack and stack[-1][0] == level:
+        _, left = stack.pop()
+        h = merkle.node_hash(left, h)
+        level += 1
+        completed[(level, position >> level)] = h
+    stack.append((level, h))
+
+
+def _fold(stack: list[tuple[int, bytes]]) -> bytes:
+    if not stack:
+        return merkle.EMPTY_ROOT
+    result = stack[-1][1]
+    for _, left in reversed(stack[:-1]):
+        result = merkle.node_hash(left, result)
+    return result
+
+
+def _checkpoints(session: Session) -> Iterator[tuple[int, bytes, str]]:
+    last = 0
+    while True:
+        rows = session.execute(
+            select(LogCheckpoint.size, LogCheckpoint.root, LogCheckpoint.note)
+            .where(LogCheckpoint.size > last)
+            .order_by(LogCheckpoint.size)
+            .limit(CHECKPOINT_CHUNK)
+        ).all()
+        if not rows:
+            return
+        for size, root, note in rows:
+            yield size, bytes(root), note
+        last = rows[-1][0]
+
+
+def _links(session: Session) -> Iterator[tuple[int, str]]:
+    """audit_certificates in (index, certificate id) order, streamed."""
+    result = session.execute(
+        select(AuditCertificate.idx, AuditCertificate.certificate_id)
+        .order_by(AuditCertificate.idx, AuditCertificate.certificate_id)
+        .execution_options(yield_per=CHUNK)
+    )
+    for index, certificate_id in result:
+        yield int(index), str(certificate_id)
