@@ -1,0 +1,549 @@
+"""FetchCertificates throughput and latency against an empty gRPC echo server (not a test).
+
+One run, on one machine, with the same client for every target:
+
+* ``echo``: bench/echo_server.py, N processes on one port, mTLS, a reply the size of a
+  real fetch answer: the practical limit of grpcio on this machine;
+* ``warm``: ``certhub serve --workers N --redis URL`` with every fetched holder cached;
+* ``cache off``: ``certhub serve --workers N --no-cache`` (every fetch reads PostgreSQL);
+* fetch latency with one sequential client, cache off, at ``--small`` and ``--big``
+  certificates stored (does the holder index stay flat as the table grows?).
+
+Certificates are real: each one is a payload signed by its department's key (Ed25519),
+inserted in bulk with SQLAlchemy (the columns a push would write), so the hub serves and
+a client could verify every envelope. Every fetch is audited (one group-committed write).
+
+    PYTHONPATH=. /work/venv/bin/python bench/fetch_bench.py \
+        --db postgresql+psycopg://postgres@127.0.0.1:5432/test \
+        --redis redis://127.0.0.1:6379/0 [--scale 711100] [--big 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import queue
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from sqlalchemy import create_engine, insert, text
+from sqlalchemy.engine import make_url
+
+from certhub.v1 import common_pb2, intake_pb2
+from hub.demo.world import (
+    DemoWorld,
+    build_world,
+    certificate_payload,
+    enterprise,
+    sign_certificate,
+)
+from hub.pki import PkiPaths, init_hub_secrets, init_pki, issue_client_certificate
+from hub.services.registry_store import apply_registry
+from hub.store import migrate
+from hub.store.engine import make_engine, make_session_factory, session_scope
+from hub.store.models import Certificate
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The issue's figures: 100,000 certificates stored, 32 concurrent callers, 2 workers.
+DEFAULT_SCALE = 100_000
+DEFAULT_CONCURRENCY = 32
+DEFAULT_WORKERS = 2
+# Callers are spread over this many client processes (each its own GIL) so that the
+# Python client is not what limits the rate; each caller has its own connection.
+DEFAULT_CLIENT_PROCESSES = 2
+# Holders fetched in the throughput runs: a service centre's working set (the cache test
+# is about a warm set, the no-cache run reads the same holders from PostgreSQL).
+HOT_HOLDERS = 1_000
+WARMUP_SECONDS = 3.0
+DURATION_SECONDS = 10.0
+# The scale comparison: single sequential caller over random holders of the whole table.
+DEFAULT_SMALL = 10_000
+DEFAULT_BIG = 1_000_000
+LATENCY_SECONDS = 6.0
+# Rows per INSERT batch: big enough to amortise round trips, small enough to stream.
+INSERT_BATCH = 5_000
+START_TIMEOUT = 120.0
+WINDOW = "gulou-service-centre"
+ITEM_NAME = "公共场所卫生许可（新办）"
+FETCH_METHOD = "/certhub.v1.IntakeService/FetchCertificates"
+ECHO_METHOD = "/bench.Echo/Echo"
+# Each holder has a business licence (what the fetched item needs) and a food licence
+# (what data minimisation must filter out): two certificates per holder.
+CERTS_PER_HOLDER = 2
+
+
+# --- population -----------------------------------------------------------------------
+
+# The world whose keys sign the rows; filled before the signing pool forks (its workers
+# inherit it: department keys are not picklable).
+_SIGNER: dict[str, DemoWorld] = {}
+
+
+def _rows(span: tuple[int, int]) -> list[dict[str, Any]]:
+    """Signed certificate rows for holders [start, end)."""
+    world = _SIGNER["world"]
+    types = [world.type_by_name("营业执照"), world.type_by_name("食品经营许可证")]
+    now = dt.datetime.now(dt.UTC)
+    rows = []
+    for n in range(*span):
+        holder = enterprise(n)
+        for k, ctype in enumerate(types):
+            dept = world.departments[ctype.issuer]
+            p = certificate_payload(world, ctype.code, holder, serial=n * CERTS_PER_HOLDER + k)
+            envelope = sign_certificate(p, [dept.key])
+            rows.append(
+                {
+                    "certificate_id": p.certificate_id,
+                    "version": p.version,
+                    "lineage": p.lineage,
+                    "is_current": True,
+                    "holder_key": p.holder.key(),
+                    "type_code": p.type_code,
+                    "kind": str(p.kind),
+                    "issuer_code": p.issuer_code,
+                    "issued_on": p.issued_on,
+                    "valid_from": p.valid_from,
+                    "valid_until": p.valid_until,
+                    "envelope": envelope,
+                    "envelope_sha256": hashlib.sha256(envelope).hexdigest(),
+                    "key_id": dept.key.public_key.key_id,
+                    "attachment_sha256": None,
+                    "legacy_uscc": False,
+                    "stored_at": now,
+                }
+            )
+    return rows
+
+
+def _spans(holders: int) -> Iterator[tuple[int, int]]:
+    step = INSERT_BATCH // CERTS_PER_HOLDER
+    for start in range(0, holders, step):
+        yield start, min(holders, start + step)
+
+
+@dataclass
+class Deployment:
+    data_dir: Path
+    db_url: str
+    holders: int
+
+
+def prepare(base_url: str, world: DemoWorld, certificates: int, data_dir: Path) -> Deployment:
+    """A new PostgreSQL database with the demo registry and ``certificates`` rows."""
+    _SIGNER["world"] = world
+    holders = certificates // CERTS_PER_HOLDER
+    name = f"certhub_bench_{holders * CERTS_PER_HOLDER}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(make_url(base_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
+    started = time.monotonic()
+    with mp.get_context("fork").Pool(os.cpu_count() or 1) as pool:  # before any connection
+        engine = make_engine(url)
+        migrate.upgrade(engine)
+        with session_scope(make_session_factory(engine), write=True) as session:
+            apply_registry(session, world.registry_toml(), now=dt.datetime.now(dt.UTC))
+        done = 0
+        for rows in pool.imap(_rows, _spans(holders)):
+            with engine.begin() as conn:
+                conn.execute(insert(Certificate), rows)
+            done += len(rows)
+            if done % 100_000 < INSERT_BATCH:
+                _say(f"  {done:,} certificates stored")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE certificates"))
+    engine.dispose()
+    pki = init_pki(data_dir)
+    init_hub_secrets(data_dir)
+    issue_client_certificate(pki, WINDOW)
+    _say(f"  {name}: {done:,} certificates in {time.monotonic() - started:.0f} s")
+    return Deployment(data_dir=data_dir, db_url=url, holders=holders)
+
+
+def drop(base_url: str, db_url: str) -> None:
+    name = make_url(db_url).database
+    admin = create_engine(make_url(base_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def fetch_requests(world: DemoWorld, holders: Sequence[int]) -> list[bytes]:
+    item = world.item_by_name(ITEM_NAME).code
+    return [
+        intake_pb2.FetchRequest(
+            holder=common_pb2.Holder(id_type=common_pb2.USCC, id=enterprise(n).holder.id),
+            service_item_code=item,
+            case_number=f"BENCH-{n}",
+        ).SerializeToString()
+        for n in holders
+    ]
+
+
+# --- servers --------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A server subprocess; ``ready`` lines on stdout say it serves."""
+
+    def __init__(self, argv: list[str], *, marker: str, count: int, log: Path) -> None:
+        self._log = log.open("w")
+        self.process = subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+        )
+        seen = 0
+        deadline = time.monotonic() + START_TIMEOUT
+        assert self.process.stdout is not None
+        while seen < count:
+            line = self.process.stdout.readline()
+            if not line or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{argv[:4]} did not start; see {log}")
+            seen += marker in line
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+def start_hub(dep: Deployment, port: int, workers: int, *extra: str, log: Path) -> Server:
+    argv = [sys.executable, "-m", "hub.cli.main", "serve", "--data-dir", str(dep.data_dir)]
+    argv += ["--db", dep.db_url, "--address", f"127.0.0.1:{port}", "--workers", str(workers)]
+    return Server([*argv, *extra], marker="certhub serving on", count=1, log=log)
+
+
+def start_echo(dep: Deployment, port: int, workers: int, reply_bytes: int, log: Path) -> Server:
+    argv = [sys.executable, str(REPO / "bench" / "echo_server.py"), "--data-dir", str(dep.data_dir)]
+    argv += ["--address", f"127.0.0.1:{port}", "--workers", str(workers)]
+    argv += ["--response-bytes", str(reply_bytes)]
+    return Server(argv, marker="echo serving on", count=workers, log=log)
+
+
+# --- load -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    address: str
+    data_dir: str
+    method: str
+    requests: list[bytes]
+    threads: int
+    stride: int
+    offset: int
+    warmup: float
+    duration: float
+    shuffle: bool
+
+
+def _caller(spec: LoadSpec, index: int, start_at: float, out: list[Any]) -> None:
+    pki = PkiPaths(Path(spec.data_dir))
+    cert, key = pki.client(WINDOW)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=pki.ca_cert.read_bytes(),
+        private_key=key.read_bytes(),
+        certificate_chain=cert.read_bytes(),
+    )
+    # Its own connection per caller: channels to one target otherwise share one, and
+    # SO_REUSEPORT spreads connections (not calls) over the server's processes.
+    channel = grpc.secure_channel(
+        spec.address, creds, options=[("grpc.use_local_subchannel_pool", 1)]
+    )
+    call: Any = channel.unary_unary(spec.method)
+    rng = random.Random(spec.offset + index)
+    n = len(spec.requests)
+    i = spec.offset + index
+    latencies: list[float] = []
+    size = 0
+    grpc.channel_ready_future(channel).result(timeout=30)
+    measure_from = start_at + spec.warmup
+    until = measure_from + spec.duration
+    while True:
+        request = spec.requests[rng.randrange(n) if spec.shuffle else i % n]
+        i += spec.stride
+        began = time.perf_counter()
+        reply = call(request, timeout=30)
+        ended = time.perf_counter()
+        if ended > until:
+            break
+        if began >= measure_from:
+            latencies.append(ended - began)
+            size = len(reply)
+    channel.close()
+    out.append((latencies, size))
+
+
+def _client_process(spec: LoadSpec, start_at: float, results: Any) -> None:
+    out: list[Any] = []
+    threads = [
+        threading.Thread(target=_caller, args=(spec, t, start_at, out)) for t in range(spec.threads)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results.put(out)
+
+
+@dataclass(frozen=True)
+class Figures:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    calls: int
+    reply_bytes: int
+
+
+def run_load(
+    name: str,
+    *,
+    address: str,
+    dep: Deployment,
+    method: str,
+    requests: list[bytes],
+    concurrency: int,
+    processes: int,
+    warmup: float,
+    duration: float,
+    shuffle: bool = False,
+) -> Figures:
+    """``concurrency`` sequential callers in ``processes`` spawned processes."""
+    ctx = mp.get_context("spawn")  # a fresh interpreter: no gRPC state from this process
+    results = ctx.Queue()
+    per = [concurrency // processes + (p < concurrency % processes) for p in range(processes)]
+    # Spawned interpreters take ~1 s to import grpc: everyone starts the clock together.
+    start_at = time.perf_counter() + 3.0
+    procs = []
+    offset = 0
+    for threads in per:
+        spec = LoadSpec(
+            address=address,
+            data_dir=str(dep.data_dir),
+            method=method,
+            requests=requests,
+            threads=threads,
+            stride=concurrency,
+            offset=offset,
+            warmup=warmup,
+            duration=duration,
+            shuffle=shuffle,
+        )
+        offset += threads
+        p = ctx.Process(target=_client_process, args=(spec, start_at, results))
+        p.start()
+        procs.append(p)
+    latencies: list[float] = []
+    size = 0
+    for _ in procs:
+        try:
+            for lat, reply in results.get(timeout=warmup + duration + 120):
+                latencies += lat
+                size = max(size, reply)
+        except queue.Empty:
+            raise RuntimeError(f"{name}: a client process gave no answer") from None
+    for p in procs:
+        p.join()
+    latencies.sort()
+    figures = Figures(
+        name=name,
+        rps=len(latencies) / duration,
+        p50_ms=1000 * statistics.median(latencies),
+        p99_ms=1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        calls=len(latencies),
+        reply_bytes=size,
+    )
+    _say(
+        f"  {name:<28} {figures.rps:8.0f} req/s  p50 {figures.p50_ms:6.2f} ms  "
+        f"p99 {figures.p99_ms:6.2f} ms  ({figures.calls} calls, reply {size} B)"
+    )
+    return figures
+
+
+# --- the run --------------------------------------------------------------------------
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def throughput(args: argparse.Namespace, world: DemoWorld, work: Path) -> dict[str, Figures]:
+    _say(f"populating {args.scale:,} certificates")
+    dep = prepare(args.db, world, args.scale, work / "main")
+    rng = random.Random(1)
+    hot = rng.sample(range(dep.holders), min(HOT_HOLDERS, dep.holders))
+    requests = fetch_requests(world, hot)
+    load = {
+        "dep": dep,
+        "requests": requests,
+        "concurrency": args.concurrency,
+        "processes": args.client_processes,
+        "warmup": args.warmup,
+        "duration": args.duration,
+    }
+    out: dict[str, Figures] = {}
+    try:
+        prefix = f"bench{uuid.uuid4().hex[:8]}"
+        port = _free_port()
+        hub = start_hub(
+            dep,
+            port,
+            args.workers,
+            "--redis",
+            args.redis,
+            "--cache-prefix",
+            prefix,
+            log=work / "hub-warm.log",
+        )
+        try:
+            address = f"127.0.0.1:{port}"
+            # Every hot holder fetched once before the clock starts: the cache is warm.
+            run_load("(warming the cache)", address=address, method=FETCH_METHOD,
+                     **{**load, "warmup": 0.0, "duration": 3.0})  # fmt: skip
+            out["warm"] = run_load("fetch, warm cache (Redis)", address=address,
+                                   method=FETCH_METHOD, **load)  # fmt: skip
+        finally:
+            hub.stop()
+        port = _free_port()
+        hub = start_hub(dep, port, args.workers, "--no-cache", log=work / "hub-nocache.log")
+        try:
+            out["off"] = run_load("fetch, cache off (PostgreSQL)", address=f"127.0.0.1:{port}",
+                                  method=FETCH_METHOD, **load)  # fmt: skip
+        finally:
+            hub.stop()
+        port = _free_port()
+        echo = start_echo(dep, port, args.workers, out["warm"].reply_bytes, work / "echo.log")
+        try:
+            out["echo"] = run_load("echo (empty gRPC server)", address=f"127.0.0.1:{port}",
+                                   method=ECHO_METHOD, **load)  # fmt: skip
+        finally:
+            echo.stop()
+    finally:
+        if not args.keep:
+            drop(args.db, dep.db_url)
+    return out
+
+
+def scale_latency(args: argparse.Namespace, world: DemoWorld, work: Path) -> dict[str, Figures]:
+    out: dict[str, Figures] = {}
+    for label, count in (("small", args.small), ("big", args.big)):
+        _say(f"populating {count:,} certificates for the latency comparison")
+        dep = prepare(args.db, world, count, work / label)
+        try:
+            rng = random.Random(2)
+            holders = [rng.randrange(dep.holders) for _ in range(5_000)]
+            port = _free_port()
+            hub = start_hub(dep, port, 1, "--no-cache", log=work / f"hub-{label}.log")
+            try:
+                out[label] = run_load(f"fetch, 1 caller, {count:,} stored",
+                                      address=f"127.0.0.1:{port}", dep=dep, method=FETCH_METHOD,
+                                      requests=fetch_requests(world, holders), concurrency=1,
+                                      processes=1, warmup=1.0, duration=LATENCY_SECONDS,
+                                      shuffle=True)  # fmt: skip
+            finally:
+                hub.stop()
+        finally:
+            if not args.keep:
+                drop(args.db, dep.db_url)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", required=True, help="PostgreSQL URL; bench databases go beside it")
+    parser.add_argument("--redis", required=True, help="Redis URL for the warm-cache run")
+    parser.add_argument("--scale", type=int, default=DEFAULT_SCALE, help="certificates stored")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    parser.add_argument("--client-processes", type=int, default=DEFAULT_CLIENT_PROCESSES)
+    parser.add_argument("--warmup", type=float, default=WARMUP_SECONDS)
+    parser.add_argument("--duration", type=float, default=DURATION_SECONDS)
+    parser.add_argument("--small", type=int, default=DEFAULT_SMALL)
+    parser.add_argument("--big", type=int, default=DEFAULT_BIG)
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-scale", action="store_true", help="no 10k-vs-1M comparison")
+    parser.add_argument("--keep", action="store_true", help="keep the bench databases")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+
+    world = build_world()
+    with tempfile.TemporaryDirectory(prefix="certhub-bench-") as tmp:
+        work = Path(tmp)
+        figures: dict[str, Figures] = {}
+        if not args.skip_throughput:
+            figures |= throughput(args, world, work)
+        if not args.skip_scale:
+            figures |= scale_latency(args, world, work)
+    _report(figures, args)
+    if args.json:
+        args.json.write_text(
+            json.dumps({k: asdict(v) for k, v in figures.items()}, indent=2) + "\n"
+        )
+    return 0
+
+
+def _report(f: dict[str, Figures], args: argparse.Namespace) -> None:
+    _say("")
+    _say(f"cores {os.cpu_count()}, workers {args.workers}, {args.concurrency} callers in "
+         f"{args.client_processes} client processes, {args.scale:,} certificates")  # fmt: skip
+    if "echo" in f:
+        echo = f["echo"]
+        for key, label, rps_target, p99_target in (
+            ("warm", "warm cache", 0.8, 2.0),
+            ("off", "cache off", 0.5, None),
+        ):
+            x = f[key]
+            rps_ratio = x.rps / echo.rps
+            p99_ratio = x.p99_ms / echo.p99_ms
+            verdict = "met" if rps_ratio >= rps_target else "MISSED"
+            line = f"  {label:<11} {rps_ratio:5.2f}x echo req/s (target >= {rps_target}: {verdict})"
+            if p99_target is not None:
+                ok = "met" if p99_ratio <= p99_target else "MISSED"
+                line += f", p99 {p99_ratio:5.2f}x echo (target <= {p99_target}: {ok})"
+            else:
+                line += f", p99 {p99_ratio:5.2f}x echo"
+            _say(line)
+    if "small" in f and "big" in f:
+        ratio = f["big"].p50_ms / f["small"].p50_ms
+        ok = "met" if ratio <= 1.2 else "MISSED"
+        _say(f"  p50 at {args.big:,} / at {args.small:,}: {ratio:5.2f}x (target <= 1.2: {ok})")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
