@@ -20,7 +20,7 @@ from hub.cli.main import main
 from hub.demo.world import DemoWorld, citizen
 from hub.store.engine import make_session_factory, session_scope
 from hub.store.models import AuditCertificate, AuditEntry, LogCheckpoint, LogHead, TreeNode
-from signing import Algorithm, NoteSigner, PrivateKey
+from signing import Algorithm, NoteSigner, PrivateKey, merkle
 from signing.note import Checkpoint
 
 # Entries in the log under test and the batch they are appended in: several checkpoints,
@@ -86,30 +86,38 @@ def test_changed_leaf_is_named(logged: RunningHub, capsys: pytest.CaptureFixture
     assert "first bad index 5000" in output
 
 
-def test_changed_leaf_with_its_tree_node_is_caught_by_the_checkpoint(
+def test_changed_leaf_with_every_node_above_it_is_caught_by_the_checkpoint(
     logged: RunningHub, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # A careful operator rewrites the leaf and every stored node above it: only the signed
-    # checkpoints still tell. The first checkpoint after the entry fails.
+    # A careful operator rewrites the leaf and every stored perfect node above it: only the
+    # signed checkpoints still tell, and the first one covering the entry fails.
     def change(session: Session) -> None:
-        from signing import merkle
-
         leaf = _leaf(session, 100).replace(b"GL-00000100", b"GL-99999999")
         session.execute(
             update(AuditEntry)
             .where(AuditEntry.idx == 100)
             .values(leaf=leaf, case_number="GL-99999999")
         )
-        h = merkle.leaf_hash(leaf)
-        session.execute(
-            update(TreeNode).where(TreeNode.level == 0, TreeNode.idx == 100).values(hash=h)
-        )
+        h, level, index = merkle.leaf_hash(leaf), 0, 100
+        while True:
+            session.execute(
+                update(TreeNode)
+                .where(TreeNode.level == level, TreeNode.idx == index)
+                .values(hash=h)
+            )
+            sibling = session.execute(
+                select(TreeNode.hash).where(TreeNode.level == level, TreeNode.idx == index ^ 1)
+            ).scalar_one_or_none()
+            if sibling is None:
+                break
+            h = merkle.node_hash(h, sibling) if index % 2 == 0 else merkle.node_hash(sibling, h)
+            level, index = level + 1, index >> 1
 
     _tamper(logged, change)
     status, output = _verify(logged, capsys)
     assert status == 1
-    # Node (1, 50) above the leaf was not rewritten, so the recomputation names entry 100's pair.
-    assert "first bad index 100" in output
+    assert f"checkpoint {BATCH} (first bad index at or before {BATCH - 1})" in output
+    assert "signed root is not the root" in output
 
 
 def test_changed_column_is_named(logged: RunningHub, capsys: pytest.CaptureFixture[str]) -> None:
@@ -228,8 +236,8 @@ def test_checkpoint_signed_by_another_key_is_named(
     _tamper(logged, change)
     status, output = _verify(logged, capsys)
     assert status == 1
-    assert f"checkpoint {sizes[0]}" in output
-    assert f"first bad index {sizes[0] - 1}" in output
+    assert f"checkpoint {sizes[0]} (first bad index at or before {sizes[0] - 1})" in output
+    assert "does not verify with the log key" in output
 
 
 def test_checkpoint_replaced_with_a_forked_root_is_named(
@@ -273,7 +281,7 @@ def test_verify_with_a_public_vkey_and_a_wrong_one(
     capsys.readouterr()
     other = NoteSigner(logged.hub.audit_log.keys.origin, PrivateKey.generate(Algorithm.ED25519))
     assert main(_cli(logged, "verify", "--quiet", "--vkey", other.vkey)) == 1
-    assert "first bad index" in capsys.readouterr().err
+    assert "no signature by a known key" in capsys.readouterr().err
 
 
 def test_prove_prints_a_checked_proof(
