@@ -296,6 +296,7 @@ class MetricsSampler:
         self._interval = interval
         self._clock = clock
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # sample() may also be called from outside the thread
         self._thread = threading.Thread(target=self._run, name="metrics-sampler", daemon=True)
 
     def start(self) -> None:
@@ -308,6 +309,10 @@ class MetricsSampler:
 
     def sample(self) -> None:
         """One round: counters first (they cannot fail), then the database gauges."""
+        with self._lock:
+            self._sample()
+
+    def _sample(self) -> None:
         for i, source in enumerate(self._counters):
             with contextlib.suppress(Exception):
                 value = source.read()

@@ -1,0 +1,137 @@
+"""JSON log lines, holder-ID scrubbing, and a real fetch whose logs never carry the holder ID."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import sys
+from collections.abc import Iterator
+
+import pytest
+from support.hubs import RunningHub
+from support.intake import WINDOW, push_licence
+
+from hub.client import InvalidArgumentError
+from hub.demo.world import DemoWorld, citizen
+from hub.observability.logs import (
+    REDACTED,
+    JsonFormatter,
+    TextFormatter,
+    configure_logging,
+    redact,
+    request_id_var,
+)
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(JsonFormatter())
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@pytest.fixture
+def captured() -> Iterator[_Lines]:
+    """Every log line of every logger, at debug, formatted as the hub writes them."""
+    handler = _Lines()
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield handler
+    root.removeHandler(handler)
+    root.setLevel(previous)
+
+
+def test_redact_scrubs_resident_ids_and_usccs_but_not_hashes_or_longer_numbers() -> None:
+    resident = citizen(1).holder.id
+    text = f"params ('{resident}', '91350100M000100Y43', 'abc') key 0123456789abcdef01"
+    scrubbed = redact(text)
+    assert resident not in scrubbed
+    assert "91350100M000100Y43" not in scrubbed
+    assert scrubbed.count(REDACTED) == 2
+    hexdigest = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    assert redact(hexdigest) == hexdigest
+    assert redact("1" * 19) == "1" * 19  # longer than an ID: not an ID
+    assert redact(resident.lower()) == REDACTED  # a lowercase x check char too
+
+
+def test_json_line_has_extras_request_id_and_scrubbed_traceback() -> None:
+    record = logging.LogRecord("certhub.t", logging.ERROR, __file__, 1, "failed %s", ("x",), None)
+    record.method = "/certhub.v1.IntakeService/FetchCertificates"
+    try:
+        raise ValueError(f"bad row {citizen(2).holder.id}")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    token = request_id_var.set("req-1")
+    try:
+        line = json.loads(JsonFormatter().format(record))
+    finally:
+        request_id_var.reset(token)
+    assert line["msg"] == "failed x"
+    assert line["level"] == "error"
+    assert line["method"] == "/certhub.v1.IntakeService/FetchCertificates"
+    assert line["request_id"] == "req-1"
+    assert "ValueError" in line["exc"]
+    assert citizen(2).holder.id not in line["exc"]
+
+
+def test_text_format_and_configure_logging_write_one_line_per_record() -> None:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging(log_format="json", stream=stream)
+        logging.getLogger("certhub.t").info("holder %s", "91350100M000100Y43", extra={"n": 1})
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    [line] = stream.getvalue().splitlines()
+    assert json.loads(line)["msg"] == f"holder {REDACTED}"
+    assert json.loads(line)["n"] == 1
+    text = TextFormatter().format(
+        logging.LogRecord("certhub.t", logging.INFO, __file__, 1, "hello", None, None)
+    )
+    assert text.endswith("INFO certhub.t: hello")
+
+
+def test_a_fetch_logs_method_principal_status_latency_request_id_and_never_the_holder_id(
+    running_hub: RunningHub, world: DemoWorld, captured: _Lines
+) -> None:
+    pushed = push_licence(running_hub, world, 21)
+    with running_hub.client(WINDOW) as window:
+        fetched = window.fetch(
+            id_type="USCC",
+            holder_id=pushed.holder_id,
+            service_item=pushed.item_code,
+            case_number="GL-LOG-1",
+        )
+        assert fetched.certificates
+        # A refused fetch quotes nothing of the bad ID in the logs either.
+        good = citizen(5).holder.id
+        wrong_check = good[:-1] + ("X" if good[-1] != "X" else "0")
+        with pytest.raises(InvalidArgumentError):
+            window.fetch(
+                id_type="RESIDENT_ID",
+                holder_id=wrong_check,
+                service_item=pushed.item_code,
+                case_number="GL-LOG-2",
+            )
+    lines = [json.loads(line) for line in captured.lines]
+    access = [
+        line for line in lines if line["logger"] == "certhub.access" and "Fetch" in line["method"]
+    ]
+    assert [line["status"] for line in access] == ["OK", "INVALID_ARGUMENT"]
+    for line in access:
+        assert line["method"] == "/certhub.v1.IntakeService/FetchCertificates"
+        assert line["principal"] == WINDOW
+        assert line["latency_ms"] > 0
+        assert len(line["request_id"]) == 16
+    everything = "\n".join(captured.lines)
+    assert pushed.holder_id not in everything
+    assert good[:-1] not in everything
+    assert pushed.number not in everything  # nothing of the certificate payload either

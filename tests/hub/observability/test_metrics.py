@@ -1,0 +1,116 @@
+"""Metrics as Prometheus sees them: gauges sampled from the database, cache counters copied
+from the cache objects, the /metrics endpoint, and one endpoint summing two worker processes."""
+
+from __future__ import annotations
+
+import re
+import urllib.request
+from pathlib import Path
+
+from prometheus_client import REGISTRY
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+from support.hubs import RunningHub
+from support.intake import WINDOW, push_licence
+from support.served import prepare_deployment, serve, wait_for
+
+from certhub.v1 import common_pb2, intake_pb2
+from hub.demo.world import DemoWorld
+from hub.observability.metrics import MetricsSampler, serve_metrics
+from hub.store.models import AuditEntry
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def _sampler(running: RunningHub) -> MetricsSampler:
+    return next(w for w in running.server.watchers if isinstance(w, MetricsSampler))
+
+
+def _scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:  # loopback only
+        body: bytes = response.read()
+    return body.decode()
+
+
+def test_audit_log_size_checkpoint_age_and_cache_hits_are_sampled(
+    running_hub: RunningHub, world: DemoWorld, engine: Engine
+) -> None:
+    sampler = _sampler(running_hub)
+    pushed = push_licence(running_hub, world, 41)
+    sampler.sample()
+    hits, misses = _sample("certhub_cache_hits_total"), _sample("certhub_cache_misses_total")
+    with running_hub.client(WINDOW) as window:
+        for case in ("GL-C-1", "GL-C-2"):  # the first reads the database, the second the cache
+            window.fetch(
+                id_type="USCC",
+                holder_id=pushed.holder_id,
+                service_item=pushed.item_code,
+                case_number=case,
+            )
+    sampler.sample()
+    assert _sample("certhub_cache_misses_total") - misses == 1
+    assert _sample("certhub_cache_hits_total") - hits == 1
+    with engine.connect() as conn:
+        entries = conn.execute(select(func.count()).select_from(AuditEntry)).scalar_one()
+    assert _sample("certhub_audit_log_size") == entries > 0
+    assert 0 <= _sample("certhub_audit_checkpoint_age_seconds") < 60
+    assert _sample("certhub_serving") == 1
+
+
+def test_metrics_endpoint_serves_the_hub_metrics(running_hub: RunningHub) -> None:
+    endpoint = serve_metrics(port=0)
+    try:
+        text = _scrape(f"http://127.0.0.1:{endpoint.port}/metrics")
+    finally:
+        endpoint.stop()
+    for name in (
+        "certhub_grpc_requests_total",
+        "certhub_grpc_request_duration_seconds_bucket",
+        "certhub_audit_log_size",
+        "certhub_serving",
+    ):
+        assert name in text
+
+
+def test_one_endpoint_sums_the_workers_of_certhub_serve(
+    tmp_path: Path, world: DemoWorld, database_url: str, engine: Engine
+) -> None:
+    data_dir = tmp_path / "data"
+    prepare_deployment(data_dir, engine, world.registry_toml())
+    served = serve(data_dir, database_url, "--metrics-port", "0", workers=2)
+    try:
+        wait_for(
+            lambda: any("certhub metrics on" in line for line in served.output),
+            timeout=10,
+            what="the metrics endpoint",
+        )
+        url = next(
+            line.split()[-1] for line in served.output if line.startswith("certhub metrics on")
+        )
+        item = world.item_by_name("公共场所卫生许可（新办）").code
+        calls = 12
+        for n in range(calls):  # new connections: the kernel spreads them over the workers
+            with served.client(WINDOW) as window:
+                window.call(
+                    window.intake.FetchCertificates,
+                    intake_pb2.FetchRequest(
+                        holder=common_pb2.Holder(id_type=common_pb2.USCC, id="91350100M000100Y43"),
+                        service_item_code=item,
+                        case_number=f"GL-W-{n}",
+                    ),
+                )
+        text = _scrape(url)
+        served_fetches = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("certhub_grpc_requests_total{")
+            and 'method="FetchCertificates"' in line
+            and 'code="OK"' in line
+        )
+        assert served_fetches == calls, text
+        assert re.search(r"^certhub_serving(\{[^}]*\})? 1\.0$", text, re.MULTILINE), text
+        assert served.stop() == 0
+    finally:
+        served.kill()
