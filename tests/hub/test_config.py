@@ -1,0 +1,126 @@
+"""Configuration layering of `certhub serve` on its real parser: CLI > CERTHUB_* > file >
+defaults, typed and checked values, errors naming the setting, secrets masked; and
+`certhub config show` printing it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from hub.cli.main import build_parser, main
+from hub.config import ConfigError, Setting, apply_config, mask_secret
+
+
+def _serve(
+    argv: list[str], environ: dict[str, str]
+) -> tuple[argparse.Namespace, dict[str, Setting]]:
+    args = build_parser().parse_args(["serve", *argv])
+    settings = apply_config(args, environ=environ)
+    return args, {s.name: s for s in settings}
+
+
+def test_precedence_is_command_line_then_environment_then_file_then_defaults(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text(
+        'address = "0.0.0.0:6000"\nworkers = 3\nmetrics-port = 9464\nredis = "redis://file"\n'
+        "reflection = false\n"
+    )
+    env = {"CERTHUB_WORKERS": "5", "CERTHUB_REDIS": "redis://env", "CERTHUB_CONFIG": str(config)}
+    args, settings = _serve(["--redis", "redis://cli"], env)
+    assert args.redis == "redis://cli"
+    assert settings["redis"].source == "command line"
+    assert args.workers == 5
+    assert settings["workers"].source == "environment CERTHUB_WORKERS"
+    assert args.address == "0.0.0.0:6000"
+    assert args.metrics_port == 9464
+    assert args.reflection is False
+    assert settings["metrics_port"].source == f"file {config}"
+    assert args.cache_prefix == "certhub"
+    assert settings["cache_prefix"].source == "default"
+    assert args.data_dir == Path("certhub-data")  # typed like the option
+    assert isinstance(args.workers, int)
+
+
+def test_switches_take_booleans_and_the_setting_is_the_destination() -> None:
+    args, _ = _serve([], {"CERTHUB_REFLECTION": "false", "CERTHUB_NO_CACHE": "yes"})
+    assert args.reflection is False
+    assert args.no_cache is True
+    args, _ = _serve(["--no-reflection"], {"CERTHUB_REFLECTION": "true"})
+    assert args.reflection is False  # the command line wins
+    with pytest.raises(ConfigError, match="CERTHUB_INSECURE: 'maybe' is not a boolean"):
+        _serve([], {"CERTHUB_INSECURE": "maybe"})
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("wrokers = 2\n", "unknown setting 'wrokers'"),
+        ("workers = 'two'\n", "invalid value 'two' for --workers"),
+        ("log_format = 'xml'\n", "'xml' is not one of json, text"),
+        ("insecure = 'yes'\n", "insecure must be true or false"),
+        ("workers = [\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_file_is_refused_naming_the_setting(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text(content)
+    with pytest.raises(ConfigError, match=message) as caught:
+        _serve(["--config", str(config)], {})
+    assert str(config) in str(caught.value)
+
+
+def test_bad_environment_values_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match="environment CERTHUB_METRICS_PORT: invalid value"):
+        _serve([], {"CERTHUB_METRICS_PORT": "ninety"})
+
+
+def test_secrets_are_masked() -> None:
+    assert (
+        mask_secret("db", "postgresql+psycopg://hub:s3cr%40t@db.internal:5432/certhub")
+        == "postgresql+psycopg://hub:***@db.internal:5432/certhub"
+    )
+    assert mask_secret("redis", "redis://:p4ss@cache:6379/0") == "redis://:***@cache:6379/0"
+    assert mask_secret("redis", "redis://cache:6379/0") == "redis://cache:6379/0"
+    assert mask_secret("api_token", "abc") == "***"
+    assert mask_secret("workers", 4) == 4
+
+
+def test_config_show_prints_toml_with_sources_and_masked_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text('db = "postgresql+psycopg://hub:hunter2@db/certhub"\nworkers = 4\n')
+    monkeypatch.setenv("CERTHUB_METRICS_PORT", "9464")
+    assert main(["config", "show", "--config", str(config), "--address", "0.0.0.0:7000"]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out
+    assert 'db = "postgresql+psycopg://hub:***@db/certhub"' in out
+    assert "# environment CERTHUB_METRICS_PORT" in out
+    assert "# command line" in out
+    # Everything but the masked secret and the unset options is a valid config file.
+    parsed = tomllib.loads(out)
+    assert parsed["workers"] == 4
+    assert parsed["metrics_port"] == 9464
+    assert parsed["address"] == "0.0.0.0:7000"
+
+    assert main(["config", "show", "--json", "--config", str(config)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["workers"] == {"value": 4, "source": f"file {config}", "env": "CERTHUB_WORKERS"}
+    assert shown["db"]["value"] == "postgresql+psycopg://hub:***@db/certhub"
+
+
+def test_config_show_reports_a_bad_file_as_a_command_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "hub.toml"
+    config.write_text("nope = 1\n")
+    assert main(["config", "show", "--config", str(config)]) == 1
+    assert "unknown setting 'nope'" in capsys.readouterr().err
