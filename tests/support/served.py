@@ -96,8 +96,11 @@ class ServedHub:
                 os.kill(pid, signal.SIGKILL)
 
 
-def serve(data_dir: Path, db_url: str, *extra: str, workers: int = 2) -> ServedHub:
-    """Start `certhub serve` on a free loopback port; returns once every worker serves."""
+def serve(
+    data_dir: Path, db_url: str, *extra: str, workers: int = 2, address: str = "127.0.0.1:0"
+) -> ServedHub:
+    """Start `certhub serve` on ``address`` (default: a free loopback port); returns once every
+    worker serves. A fixed address lets a test restart a killed hub where its clients expect it."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
         [
@@ -110,7 +113,7 @@ def serve(data_dir: Path, db_url: str, *extra: str, workers: int = 2) -> ServedH
             "--db",
             db_url,
             "--address",
-            "127.0.0.1:0",
+            address,
             "--workers",
             str(workers),
             *extra,
