@@ -1,6 +1,5 @@
 """Rich error details as the Python client receives them over real mTLS: BadRequest field
-violations, ErrorInfo reason and audit index, RetryInfo on a rate limit; the request id
-travels with each error."""
+violations, ErrorInfo reason and audit index, RetryInfo on a rate limit."""
 
 from __future__ import annotations
 
