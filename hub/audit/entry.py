@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from hub.store.models import CODE_WIDTH, ID_WIDTH, NAME_WIDTH
+
 # Version of the leaf format, inside every leaf so that a future format is distinguishable.
 LEAF_FORMAT = 1
 
@@ -48,6 +50,16 @@ class AuditRecord:
     # The RPC method, for entries whose action alone does not say (refusals).
     method: str | None = None
 
+    def __post_init__(self) -> None:
+        # A refusal records what the caller asked before it was validated, so hostile text
+        # reaches here; it must fit its column, or it fails the whole group commit it shares.
+        for name, width in _COLUMN_WIDTHS:
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, auditable(value, width))
+        ids = tuple(auditable(c, ID_WIDTH) for c in self.certificate_ids)
+        object.__setattr__(self, "certificate_ids", ids)
+
     def leaf(self) -> bytes:
         """The canonical JSON bytes hashed into the tree."""
         body: dict[str, object] = {
@@ -63,6 +75,21 @@ class AuditRecord:
             "method": self.method,
         }
         return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# Text fields of an entry that are also index columns (hub.store.models), with their widths.
+_COLUMN_WIDTHS = (
+    ("principal", NAME_WIDTH),
+    ("service_item_code", CODE_WIDTH),
+    ("case_number", CODE_WIDTH * 2),
+)
+
+
+def auditable(text: str, width: int) -> str:
+    """``text`` as an audit column can hold it: no NUL (PostgreSQL text cannot store it) and
+    at most ``width`` characters (longer values are cut and marked with an ellipsis)."""
+    text = text.replace("\x00", "\ufffd")
+    return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 
 def format_time(t: dt.datetime) -> str:
