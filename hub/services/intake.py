@@ -113,9 +113,15 @@ def check_purpose(registry: Registry, caller: Principal, purpose: Purpose) -> Se
     """An intake system may act only for its own service items, and only for a named case."""
     require_role(caller, Role.INTAKE, "fetching certificates")
     code = purpose.service_item_code
-    if not code or len(code) > MAX_ITEM_CODE_LENGTH:
+    if not code:
         raise InvalidArgument.field(
             "service_item_code", "is required", reason="MISSING_SERVICE_ITEM"
+        )
+    if len(code) > MAX_ITEM_CODE_LENGTH:
+        raise InvalidArgument.field(
+            "service_item_code",
+            f"is longer than {MAX_ITEM_CODE_LENGTH} characters",
+            reason="BAD_SERVICE_ITEM",
         )
     case = purpose.case_number
     if not case.strip():
