@@ -15,6 +15,7 @@ from typing import Any
 
 from adapters.config import load_config
 from adapters.errors import AdapterError
+from adapters.metrics import serve_outbox_metrics
 from adapters.outbox import Outbox, StatusReport
 from adapters.progress import Progress
 from adapters.runner import Adapter, describe
@@ -71,6 +72,14 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument(
         "--no-progress", action="store_true", help="no progress bar or progress log lines"
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics (outbox depth, rejections, last success) on "
+        "127.0.0.1:PORT/metrics while running",
     )
     run.set_defaults(func=_run)
 
@@ -143,6 +152,11 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     progress = None if args.no_progress else Progress()
     adapter = Adapter(config, stop=stop, progress=progress)
+    metrics = (
+        None
+        if args.metrics_port is None
+        else serve_outbox_metrics(config.outbox.path, port=args.metrics_port)
+    )
     try:
         if args.once:
             report = adapter.run_once()
@@ -158,6 +172,8 @@ def _run(args: argparse.Namespace) -> int:
             adapter.run_forever()
     finally:
         adapter.close()
+        if metrics is not None:
+            metrics.stop()
     if stop.is_set():
         log.info("stopped; pending items stay in %s for the next run", config.outbox.path)
     return 0
