@@ -37,7 +37,7 @@ from hub.runtime import HubConfig, build_hub
 from hub.services import ingest, intake
 from hub.services.registry_store import apply_registry
 from hub.store.engine import make_session_factory, session_scope
-from hub.store.models import AuditEntry
+from hub.store.models import AuditEntry, Case
 
 ITEM = "公共场所卫生许可（新办）"
 WINDOW = "gulou-service-centre"
@@ -141,7 +141,24 @@ def test_warm_fetch_reads_no_certificate_rows(deployment: Deployment, engine: En
         assert deployment.statuses(company) == ["VALID"]
     assert seen, "the audited fetch must still write its audit entry"
     assert [s for s in seen if _reads_certificates(s)] == []
+    # The same case again: its KPI row cannot change, so the fetch skips writing it.
+    assert [s for s in seen if "INTO cases" in s] == []
     assert _cache(deployment).hits >= 1
+
+
+def test_a_case_first_unserved_then_served_is_counted_served(
+    deployment: Deployment, engine: Engine
+) -> None:
+    company = enterprise(14)
+    assert deployment.statuses(company) == []  # nothing yet: the case is not served
+    deployment.push(company, serial=4)
+    assert deployment.statuses(company) == ["VALID"]  # same case, now served
+    assert deployment.statuses(company) == ["VALID"]
+    with engine.connect() as conn:
+        served = conn.execute(
+            select(Case.served).where(Case.case_number == "GL-CACHE")
+        ).scalar_one()
+    assert served is True
 
 
 def test_a_fetch_racing_a_revocation_cannot_put_the_valid_view_back(
