@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextvars
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
 from hub.app import Hub
-from hub.errors import HubError
+from hub.errors import HubError, InvalidArgument
 from hub.grpc.errors import internal_status, to_status
 from hub.registry import Principal
 
@@ -43,6 +44,37 @@ def _claimed_name(context: grpc.ServicerContext, *, insecure: bool) -> str | Non
     return names[0].decode() if isinstance(names, list) and names else None
 
 
+@dataclass(frozen=True, slots=True)
+class _Undecodable:
+    """Request bytes that are not a valid message (bad wire format, invalid UTF-8 in a string
+    field). gRPC answers a failing deserializer with INTERNAL; this lets the call answer
+    INVALID_ARGUMENT instead, after authentication like any other bad input."""
+
+    error: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as e:  # any parse failure is the client's bad input
+            return _Undecodable(str(e) or type(e).__name__)
+
+    return parse
+
+
+def _decoded(method: str, request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument(
+            f"request to {method} is not a valid protobuf message: {request.error}",
+            reason="MALFORMED_REQUEST",
+        )
+    return request
+
+
 class EdgeInterceptor(grpc.ServerInterceptor):
     def __init__(self, hub: Hub, *, insecure: bool = False) -> None:
         self._hub = hub
@@ -60,13 +92,13 @@ class EdgeInterceptor(grpc.ServerInterceptor):
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
                 self._streaming(method, handler.stream_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         raise TypeError(f"{method}: unsupported handler kind")  # pragma: no cover
@@ -85,7 +117,7 @@ class EdgeInterceptor(grpc.ServerInterceptor):
         def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
             try:
                 _principal.set(self._authenticate(method, context))
-                return behaviour(request, context)
+                return behaviour(_decoded(method, request), context)
             except HubError as error:
                 context.abort_with_status(to_status(error))
             except Exception:
@@ -100,7 +132,7 @@ class EdgeInterceptor(grpc.ServerInterceptor):
         def wrapped(requests: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             try:
                 _principal.set(self._authenticate(method, context))
-                yield from behaviour(requests, context)
+                yield from behaviour((_decoded(method, r) for r in requests), context)
             except HubError as error:
                 context.abort_with_status(to_status(error))
             except Exception:
