@@ -56,24 +56,35 @@ def render(stats: Stats, registry: Registry) -> str:
     """A plain-text table, as printed in a district's monthly report."""
     rows: list[tuple[str, str]] = [
         ("电子证照 certificates (current versions)", f"{stats.certificates_total:,}"),
+        ("  by kind", ""),
     ]
-    rows += [(f"  {kind}", f"{n:,}") for kind, n in sorted(stats.certificates_by_kind.items())]
+    rows += [(f"    {kind}", f"{n:,}") for kind, n in sorted(stats.certificates_by_kind.items())]
+    rows.append(("  by issuing department", ""))
     for code, n in sorted(stats.certificates_by_department.items(), key=lambda kv: -kv[1]):
         department = registry.departments.get(code)
-        rows.append((f"  {department.name if department else code}", f"{n:,}"))
+        rows.append((f"    {department.name if department else code}", f"{n:,}"))
     rows.append(("证照类型 certificate types", f"{sum(stats.types_by_kind.values()):,}"))
-    rows += [(f"  {kind}", f"{n:,}") for kind, n in sorted(stats.types_by_kind.items())]
+    rows.append(("  by kind", ""))
+    rows += [(f"    {kind}", f"{n:,}") for kind, n in sorted(stats.types_by_kind.items())]
     rows += [
         ("事项 service items", f"{stats.service_items:,}"),
-        ("免证事项 exempt items", f"{stats.exempt_service_items:,}"),
+        (
+            "免证事项 exempt items",
+            f"{stats.exempt_service_items:,} of {stats.service_items:,}",
+        ),
         ("免证率 exemption rate", f"{stats.exemption_rate:.2%}"),
-        ("paper materials left per item", f"{stats.paper_materials_per_item:.2f}"),
+        ("paper materials left per item (average)", f"{stats.paper_materials_per_item:.2f}"),
         ("办件 cases that fetched", f"{stats.cases_fetched:,}"),
-        ("cases served by e-certificates", f"{stats.cases_with_certificates:,}"),
+        (
+            "cases served by e-certificates",
+            f"{stats.cases_with_certificates:,} of {stats.cases_fetched:,}",
+        ),
         ("用证率 usage rate", f"{stats.usage_rate:.2%}"),
     ]
     width = max(_display_width(label) for label, _ in rows) + 2
-    return "\n".join(label + " " * (width - _display_width(label)) + value for label, value in rows)
+    return "\n".join(
+        (label + " " * (width - _display_width(label)) + value).rstrip() for label, value in rows
+    )
 
 
 def _display_width(text: str) -> int:

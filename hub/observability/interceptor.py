@@ -21,12 +21,16 @@ from typing import Any
 import grpc
 
 from certhub.v1 import ingest_pb2
-from hub.observability.logs import request_id_var
+from hub.observability.logs import ACCESS_LOGGER, request_id_var
 from hub.observability.metrics import HubMetrics, metrics
 
 __all__ = ["REQUEST_ID_HEADER", "ObservabilityInterceptor"]
 
-access_log = logging.getLogger("certhub.access")
+access_log = logging.getLogger(ACCESS_LOGGER)
+# One line per call is what `certhub serve` wants (``configure_logging`` turns this logger
+# on); hubs embedded in the demo, benchmarks and tests stay quiet unless they ask.
+if access_log.level == logging.NOTSET:
+    access_log.setLevel(logging.WARNING)
 
 REQUEST_ID_HEADER = "x-request-id"
 # A caller's request id is echoed only if it is a short token: it ends up in log lines and

@@ -24,6 +24,7 @@ import sys
 from typing import Literal, TextIO
 
 __all__ = [
+    "ACCESS_LOGGER",
     "REDACTED",
     "JsonFormatter",
     "LogFormat",
@@ -34,6 +35,8 @@ __all__ = [
 ]
 
 LogFormat = Literal["json", "text"]
+# The logger of the one-line-per-call access log (hub.observability.interceptor).
+ACCESS_LOGGER = "certhub.access"
 REDACTED = "[redacted-id]"
 
 # Resident ID: 17 digits and a check char (GB 11643-1999). USCC: 18 chars of the GB 32100
@@ -104,9 +107,14 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(
-    *, log_format: LogFormat = "json", level: int = logging.INFO, stream: TextIO | None = None
+    *,
+    log_format: LogFormat = "json",
+    level: int = logging.INFO,
+    stream: TextIO | None = None,
+    access_log: bool = True,
 ) -> logging.Handler:
-    """Send every logger's records to ``stream`` (stderr) in ``log_format``; returns the handler."""
+    """Send every logger's records to ``stream`` (stderr) in ``log_format``, with one access
+    line per gRPC call unless ``access_log`` is False; returns the handler."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
@@ -114,4 +122,5 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.NOTSET if access_log else logging.WARNING)
     return handler

@@ -15,6 +15,7 @@ from support.intake import WINDOW, push_licence
 from hub.client import InvalidArgumentError
 from hub.demo.world import DemoWorld, citizen
 from hub.observability.logs import (
+    ACCESS_LOGGER,
     REDACTED,
     JsonFormatter,
     TextFormatter,
@@ -38,13 +39,15 @@ class _Lines(logging.Handler):
 def captured() -> Iterator[_Lines]:
     """Every log line of every logger, at debug, formatted as the hub writes them."""
     handler = _Lines()
-    root = logging.getLogger()
-    previous = root.level
+    root, access = logging.getLogger(), logging.getLogger(ACCESS_LOGGER)
+    previous = root.level, access.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
+    access.setLevel(logging.DEBUG)
     yield handler
     root.removeHandler(handler)
-    root.setLevel(previous)
+    root.setLevel(previous[0])
+    access.setLevel(previous[1])
 
 
 def test_redact_scrubs_resident_ids_and_usccs_but_not_hashes_or_longer_numbers() -> None:
@@ -83,13 +86,14 @@ def test_json_line_has_extras_request_id_and_scrubbed_traceback() -> None:
 def test_text_format_and_configure_logging_write_one_line_per_record() -> None:
     stream = io.StringIO()
     root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
+    saved = (list(root.handlers), root.level, logging.getLogger(ACCESS_LOGGER).level)
     try:
         configure_logging(log_format="json", stream=stream)
         logging.getLogger("certhub.t").info("holder %s", "91350100M000100Y43", extra={"n": 1})
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+        logging.getLogger(ACCESS_LOGGER).setLevel(saved[2])
     [line] = stream.getvalue().splitlines()
     assert json.loads(line)["msg"] == f"holder {REDACTED}"
     assert json.loads(line)["n"] == 1
