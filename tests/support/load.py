@@ -7,6 +7,7 @@ Used by the fault tests (a handful of threads) and by bench/load_test.py (64 cli
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import threading
@@ -156,7 +157,9 @@ class Load:
                 service_item_code=item,
                 case_number=f"LOAD-{n}-{k}",
             )
-            self._timed("fetch", lambda r=request: stub.FetchCertificates(r, timeout=self.deadline))
+            self._timed(
+                "fetch", functools.partial(stub.FetchCertificates, request, timeout=self.deadline)
+            )
             if self.pause:
                 self._stop.wait(self.pause)
 
@@ -167,7 +170,7 @@ class Load:
             envelope = self._envelope(self.first_push_holder + serial, serial=serial)
             request = ingest_pb2.PushRequest(envelope=envelope, client_ref=f"{n}-{serial}")
             result = self._timed(
-                "push", lambda r=request: stub.PushCertificate(r, timeout=self.deadline)
+                "push", functools.partial(stub.PushCertificate, request, timeout=self.deadline)
             )
             if isinstance(result, ingest_pb2.PushResult) and result.outcome == ingest_pb2.ACCEPTED:
                 with self._lock:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import pytest
 import redis
 
 if TYPE_CHECKING:
@@ -86,3 +91,20 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+
+@contextlib.contextmanager
+def own_redis_server(directory: Path) -> Iterator[RedisServer]:
+    """A started redis-server of the test's own on a spare port, always stopped afterwards
+    (skips the test when redis-server is not installed)."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.skip("redis-server is not on PATH; the outage tests start their own server")
+    server = RedisServer(executable=executable, directory=directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.process.send_signal(signal.SIGCONT)  # a paused server cannot be killed cleanly
+        server.kill()

@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import shutil
-import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from support.redis_server import RedisServer
+from support.redis_server import RedisServer, own_redis_server
 from support.served import Deployment
 
 from hub.store.engine import make_engine
@@ -46,14 +44,5 @@ def deployment(tmp_path: Path, database_url: str) -> Iterator[Deployment]:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A redis-server this test starts on its own port, so it can stop it mid-run."""
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.skip("redis-server is not on PATH; the outage tests start their own server")
-    server = RedisServer(executable=executable, directory=tmp_path)
-    server.start()
-    try:
+    with own_redis_server(tmp_path) as server:
         yield server
-    finally:
-        if server.process is not None and server.process.poll() is None:
-            server.process.send_signal(signal.SIGCONT)  # a paused server cannot be killed cleanly
-        server.kill()
