@@ -16,6 +16,15 @@ log = logging.getLogger("certhub.grpc")
 # google.rpc.ErrorInfo.domain: names the service that defines the reasons.
 ERROR_DOMAIN = "certhub.gov.cn"
 
+# A status travels in trailers, which gRPC clients refuse above 16 KiB by default
+# (grpc.max_metadata_size): then the caller sees RESOURCE_EXHAUSTED "Stream removed" instead
+# of the real answer. The message is sent twice: percent-encoded in grpc-message (up to 9
+# bytes per CJK character) and inside grpc-status-details-bin (base64). Messages echo request
+# values, which can be huge; these bounds keep the whole status near 10 KiB at worst.
+MAX_STATUS_MESSAGE_CHARS = 512
+MAX_VIOLATION_TEXT_CHARS = 256
+MAX_STATUS_DETAILS_BYTES = 4096
+
 
 def status_code(error: HubError) -> grpc.StatusCode:
     return grpc.StatusCode[error.status_name]
@@ -30,23 +39,25 @@ def to_status(error: HubError) -> grpc.Status:
         info.metadata["audit_index"] = str(error.audit_index)
     details.append(_pack(info))
     if isinstance(error, InvalidArgument) and error.violations:
-        details.append(
-            _pack(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description
-                        )
-                        for v in error.violations
-                    ]
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=_clip(v.field, MAX_VIOLATION_TEXT_CHARS),
+                    description=_clip(v.description, MAX_VIOLATION_TEXT_CHARS),
                 )
-            )
+                for v in error.violations
+            ]
         )
+        # The first violations are kept: they are the ones the message names.
+        while len(bad.field_violations) > 1 and bad.ByteSize() > MAX_STATUS_DETAILS_BYTES:
+            del bad.field_violations[-1]
+        details.append(_pack(bad))
     if isinstance(error, ResourceExhausted) and error.retry_after is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(error.retry_after * 1e9))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-    status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
+    message = _clip(error.message, MAX_STATUS_MESSAGE_CHARS)
+    status = status_pb2.Status(code=code.value[0], message=message, details=details)
     result: grpc.Status = rpc_status.to_status(status)
     return result
 
@@ -57,6 +68,10 @@ def internal_status() -> grpc.Status:
         status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; it has been logged")
     )
     return result
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def _pack(message: object) -> any_pb2.Any:
