@@ -13,10 +13,11 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, TextClause, func, select, text
 from sqlalchemy.orm import Session
 
 from hub.audit.entry import parse_leaf
@@ -213,20 +214,26 @@ def log_size(session: Session) -> int:
 
 
 def fetch_nodes(session: Session, nodes: Sequence[merkle.NodeId]) -> dict[merkle.NodeId, bytes]:
-    """The stored hashes of ``nodes``, in one query."""
+    """The stored hashes of ``nodes``, in one query of primary-key point lookups."""
     if not nodes:
         return {}
-    by_level: dict[int, list[int]] = {}
-    for level, index in nodes:
-        by_level.setdefault(level, []).append(index)
-    condition = or_(
-        *(
-            and_(TreeNode.level == level, TreeNode.idx.in_(indices))
-            for level, indices in by_level.items()
-        )
-    )
-    rows = session.execute(select(TreeNode.level, TreeNode.idx, TreeNode.hash).where(condition))
-    return {(level, index): h for level, index, h in rows}
+    params: dict[str, int] = {}
+    for n, (level, index) in enumerate(nodes):
+        params[f"l{n}"] = level
+        params[f"i{n}"] = index
+    rows = session.connection().execute(_nodes_statement(len(nodes)), params)
+    return {(level, index): bytes(h) for level, index, h in rows}
+
+
+@functools.cache
+def _nodes_statement(count: int) -> TextClause:
+    # The proof hot path: a prepared text per node count (at most ~2 log2 n of them) costs
+    # a fifth of compiling the equivalent expression each time (0.2 ms against 1 ms per
+    # proof, measured by bench/audit_bench.py), and an OR of point lookups is the form both
+    # SQLite and PostgreSQL answer from the primary key (SQLite scans for row-value IN).
+    condition = " OR ".join(f"(level = :l{n} AND idx = :i{n})" for n in range(count))
+    table = TreeNode.__tablename__
+    return text(f"SELECT level, idx, hash FROM {table} WHERE {condition}")  # noqa: S608
 
 
 def _assemble(session: Session, plan: merkle.ProofPlan) -> list[bytes]:
