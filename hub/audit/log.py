@@ -47,9 +47,12 @@ class AuditLog:
 
     def append(self, session: Session, records: Sequence[AuditRecord]) -> int:
         """Append ``records`` in order; return the index of the first. Caller commits."""
-        head = self._lock_head(session)
-        size = head.size
-        frontier = _split(head.frontier)
+        # Core statements on the session's connection: the ORM's bulk-insert layer cost more
+        # than the SQL itself here (3 s of 5 s per 50,000 entries, measured), and nothing
+        # appended is ever loaded as an ORM object.
+        conn = session.connection()
+        size, packed_frontier = self._lock_head(session)
+        frontier = _split(packed_frontier)
         leaves = [r.leaf() for r in records]
         nodes, new_frontier = merkle.append_leaves(
             size, frontier, [merkle.leaf_hash(x) for x in leaves]
@@ -57,7 +60,7 @@ class AuditLog:
         new_size = size + len(records)
         root = merkle.root_from_frontier(new_size, new_frontier)
 
-        session.execute(
+        conn.execute(
             insert(AuditEntry),
             [
                 {
@@ -80,23 +83,19 @@ class AuditLog:
             for cid in dict.fromkeys(r.certificate_ids)
         ]
         if links:
-            session.execute(insert(AuditCertificate), links)
-        session.execute(
-            insert(TreeNode), [{"level": lvl, "idx": idx, "hash": h} for (lvl, idx), h in nodes]
+            conn.execute(insert(AuditCertificate), links)
+        conn.execute(
+            insert(TreeNode),
+            [{"level": lvl, "idx": idx, "hash": h} for (lvl, idx), h in nodes],
         )
         packed = b"".join(new_frontier)
-        if head is None:
-            session.execute(
-                insert(LogHead).values(id=HEAD_ID, size=new_size, root=root, frontier=packed)
-            )
-        else:
-            session.execute(
-                update(LogHead)
-                .where(LogHead.id == HEAD_ID)
-                .values(size=new_size, root=root, frontier=packed)
-            )
+        conn.execute(
+            update(LogHead)
+            .where(LogHead.id == HEAD_ID)
+            .values(size=new_size, root=root, frontier=packed)
+        )
         signed = self.sign(Checkpoint(origin=self.keys.origin, size=new_size, root_hash=root))
-        session.execute(
+        conn.execute(
             insert(LogCheckpoint).values(
                 size=new_size, root=root, note=signed.note, created_at=dt.datetime.now(dt.UTC)
             )
@@ -109,12 +108,14 @@ class AuditLog:
         )
 
     @staticmethod
-    def _lock_head(session: Session) -> LogHead:
+    def _lock_head(session: Session) -> tuple[int, bytes]:
+        """(size, packed frontier) of the head row, locked for this transaction."""
         # FOR UPDATE serialises appenders on PostgreSQL; SQLite ignores it and relies on the
         # write lock its IMMEDIATE transactions already hold. The migration creates the row.
-        return session.execute(
-            select(LogHead).where(LogHead.id == HEAD_ID).with_for_update()
-        ).scalar_one()
+        size, frontier = session.execute(
+            select(LogHead.size, LogHead.frontier).where(LogHead.id == HEAD_ID).with_for_update()
+        ).one()
+        return int(size), bytes(frontier)
 
 
 def latest_checkpoint(session: Session) -> LogCheckpoint | None:
