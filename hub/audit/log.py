@@ -66,7 +66,8 @@ class AuditLog:
                 {
                     "idx": size + i,
                     "leaf": leaf,
-                    "time": r.time,
+                    # UTC, as the leaf says: SQLite keeps no zone, so the column must not vary.
+                    "time": r.time.astimezone(dt.UTC),
                     "principal": r.principal,
                     "action": str(r.action),
                     "outcome": r.outcome,
