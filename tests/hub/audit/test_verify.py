@@ -361,3 +361,23 @@ def test_query_paging_and_bad_flags(logged: RunningHub, capsys: pytest.CaptureFi
     assert main(_cli(logged, "query", "--page-token", "garbage")) == 1
     assert "page_token" in capsys.readouterr().err
     assert main(_cli(logged, "query", "--holder-id", "x")) == 1
+
+
+def test_entries_stamped_in_local_time_verify_and_filter(
+    logged: RunningHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A clock in China Standard Time: the column must hold the same instant as the leaf.
+    cst = dt.timezone(dt.timedelta(hours=8))
+    record = AuditRecord(
+        time=dt.datetime(2026, 6, 1, 9, 0, tzinfo=cst),
+        principal="local-clock",
+        action=Action.GET,
+        outcome=OK,
+    )
+    append_all(logged.hub.sessions, logged.hub.audit_log, [record])
+    assert main(_cli(logged, "verify", "--quiet")) == 0
+    capsys.readouterr()
+    window = ["--since", "2026-06-01T01:00:00Z", "--until", "2026-06-01T01:00:01Z", "--json"]
+    assert main(_cli(logged, "query", *window)) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert '"principal": "local-clock"' in line
