@@ -4,8 +4,9 @@
 and the schema revision, bounded by a short timeout) and sets every certhub service of the
 standard ``grpc.health.v1`` servicer to NOT_SERVING while the database is unreachable or its
 schema is behind this code's migrations (``certhub db upgrade`` not run yet), SERVING again
-when the probe passes. A probe that hangs (a frozen database server) counts as a failure
-once the timeout passes; no new probe starts while it hangs.
+when the probe passes. A schema ahead of the code (a rolling upgrade in progress) serves.
+A probe that hangs (a frozen database server) counts as a failure once the timeout passes;
+no new probe starts while it hangs.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from grpc_health.v1 import health, health_pb2
 from sqlalchemy import text
 
@@ -46,21 +49,37 @@ class Probe:
     problem: str = ""
 
 
-def probe_database(sessions: sessionmaker[Session], head: str) -> Probe:
-    """``SELECT 1`` and compare the schema revision with ``head``; never raises."""
+def known_revisions() -> frozenset[str]:
+    """Every migration revision this code ships."""
+    config = Config()
+    config.set_main_option("script_location", str(migrate.MIGRATIONS))
+    return frozenset(s.revision for s in ScriptDirectory.from_config(config).walk_revisions())
+
+
+def probe_database(
+    sessions: sessionmaker[Session], head: str, known: frozenset[str] = frozenset()
+) -> Probe:
+    """``SELECT 1`` and compare the schema revision with ``head``; never raises.
+
+    A revision this code does not know is a schema AHEAD of it: during a rolling upgrade
+    the new release migrated first (migrations are additive, so the old release keeps
+    working) and this process is about to be replaced. That serves, with a note.
+    """
     try:
         with sessions() as session:
             session.execute(text("SELECT 1"))
             current = MigrationContext.configure(session.connection()).get_current_revision()
     except Exception as error:  # any failure to reach the database means not serving
         return Probe(serving=False, problem=f"database unreachable ({type(error).__name__})")
-    if current != head:
-        return Probe(
-            serving=False,
-            problem=f"schema behind (at {current or 'empty'}, code needs {head}): "
-            "run `certhub db upgrade`",
-        )
-    return Probe(serving=True)
+    if current == head:
+        return Probe(serving=True)
+    if current is not None and current not in known:
+        return Probe(serving=True, problem=f"schema {current} is newer than this code ({head})")
+    return Probe(
+        serving=False,
+        problem=f"schema behind (at {current or 'empty'}, code needs {head}): "
+        "run `certhub db upgrade`",
+    )
 
 
 class HealthChecker:
@@ -83,7 +102,9 @@ class HealthChecker:
         self._timeout = timeout
         self._m = m or metrics()
         self._head = migrate.head_revision()
+        self._known = known_revisions()
         self._serving: bool | None = None
+        self._last: Probe | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="health-checker", daemon=True)
         self._probing: threading.Thread | None = None
@@ -114,7 +135,7 @@ class HealthChecker:
             return Probe(serving=False, problem="database probe still hanging")
         result: list[Probe] = []
         self._probing = threading.Thread(
-            target=lambda: result.append(probe_database(self._sessions, self._head)),
+            target=lambda: result.append(probe_database(self._sessions, self._head, self._known)),
             name="health-probe",
             daemon=True,
         )
@@ -125,11 +146,14 @@ class HealthChecker:
         return result[0]
 
     def _publish(self, verdict: Probe) -> None:
-        if verdict.serving != self._serving:
-            if verdict.serving:
+        if verdict != self._last:
+            if verdict.serving and verdict.problem:
+                log.warning("SERVING: %s", verdict.problem)
+            elif verdict.serving:
                 log.info("SERVING: database reachable and schema current")
             else:
                 log.warning("NOT_SERVING: %s", verdict.problem)
+        self._last = verdict
         self._serving = verdict.serving
         self._m.serving.set(1 if verdict.serving else 0)
         status = (

@@ -176,3 +176,20 @@ def test_certhub_health_exit_codes_for_unknown_services_and_unreachable_hubs(
     nobody = _certhub_health(running_hub, "--address", "127.0.0.1:1", "--timeout", "2")
     assert nobody.returncode == 2
     assert "UNREACHABLE" in nobody.stdout
+
+
+def test_a_schema_newer_than_the_code_keeps_serving_during_a_rolling_upgrade(
+    running_hub: RunningHub, engine: Engine
+) -> None:
+    checker = _checker(running_hub)
+    with engine.begin() as conn:
+        revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+        conn.execute(text("UPDATE alembic_version SET version_num = 'f00dfeed0099'"))
+    try:
+        verdict = checker.check()
+        assert verdict.serving
+        assert "newer than this code" in verdict.problem
+        assert _statuses(running_hub) == {SERVING}
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
