@@ -11,8 +11,12 @@ import dataclasses
 import logging
 import os
 import signal
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import make_url
 
 from cache.port import check_prefix
 from hub.cli.main import CommandError
@@ -110,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     )
     config = serve_config(args)
     tls = _server_tls(config)
+    _check_writable(config)
     if config.workers == 1:
         endpoint = _metrics_endpoint(args)
         try:
@@ -181,6 +186,23 @@ def _metrics_endpoint(args: argparse.Namespace) -> MetricsEndpoint | None:
         ) from e
     print(f"certhub metrics on http://{args.metrics_host}:{endpoint.port}/metrics", flush=True)
     return endpoint
+
+
+def _check_writable(config: HubConfig) -> None:
+    """SQLite writes its database, WAL and lock files beside each other: a read-only or
+    unwritable directory is one clear line here, not a driver traceback from each worker."""
+    url = make_url(config.database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return
+    directory = Path(url.database).parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise CommandError(
+            f"cannot write the SQLite database's directory {directory}: {e.strerror}"
+        ) from e
 
 
 def _server_tls(config: HubConfig) -> ServerTLS | None:
