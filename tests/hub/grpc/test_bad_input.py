@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -29,7 +30,7 @@ from support.probes import (
     with_payload,
 )
 
-from certhub.v1 import ingest_pb2
+from certhub.v1 import directory_pb2, ingest_pb2
 from hub.client import ClientTLS, HubClient, HubClientError
 from hub.demo.world import (
     DemoDepartment,
@@ -396,3 +397,68 @@ def test_revocation_envelope_is_not_read_as_garbage_base64(
     assert error.reason == "MALFORMED_ENVELOPE"
     assert snapshot(running_hub.engine) == before
     assert_audited_refusal(running_hub.engine, error, principal=amr.principal)
+
+
+# --- hostile text that is echoed or audited -------------------------------------------------
+
+
+def test_hostile_text_in_refused_requests_is_answered_and_audited(
+    running_hub: RunningHub, world: DemoWorld
+) -> None:
+    """Refusals record what was asked; over-long or NUL-bearing text must neither fail the
+    audit commit (PostgreSQL bounds and rejects it) nor blow the status trailers."""
+    holder = enterprise(1).holder.id
+    item = next(iter(world.items))
+    before = snapshot(running_hub.engine)
+    with running_hub.client(WINDOW) as window:
+        for case in ("案" * 200, "GL-\x00-1"):
+            error = refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                lambda c=case: window.fetch(  # type: ignore[misc]
+                    id_type="USCC", holder_id=holder, service_item=item, case_number=c
+                ),
+            )
+            assert violation_fields(error) == ["case_number"]
+            row = assert_audited_refusal(running_hub.engine, error, principal=WINDOW)
+            assert "\x00" not in (row.leaf["case"] or "")
+            assert len(row.leaf["case"]) <= 128
+        error = refused(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            lambda: window.fetch(
+                id_type="USCC", holder_id=holder, service_item="x" * 100, case_number="GL-1"
+            ),
+        )
+        assert "longer than 64" in error.message
+        missing = refused(
+            grpc.StatusCode.NOT_FOUND,
+            lambda: window.get(
+                "9" * 1000, id_type="USCC", holder_id=holder, service_item=item, case_number="GL-1"
+            ),
+        )
+        assert_audited_refusal(running_hub.engine, missing, principal=WINDOW)
+        unknown = refused(
+            grpc.StatusCode.NOT_FOUND,
+            lambda: window.call(
+                window.directory.GetServiceItem,
+                directory_pb2.GetServiceItemRequest(code="中" * 100_000),
+            ),
+        )
+        assert len(unknown.message) <= 512
+        assert unknown.reason == "UNKNOWN_SERVICE_ITEM"
+    assert snapshot(running_hub.engine) == before
+
+
+def test_undecodable_request_is_invalid_argument(running_hub: RunningHub) -> None:
+    """Invalid UTF-8 in a string field cannot be built with the protobuf library: send the
+    wire bytes. gRPC's own answer would be INTERNAL."""
+    with running_hub.client(WINDOW) as window:
+        fetch = window.channel.unary_unary(
+            "/certhub.v1.IntakeService/FetchCertificates",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            fetch(bytes([0x1A, 0x02, 0xFF, 0xFE]), timeout=10)  # case_number = b"\xff\xfe"
+    error: Any = caught.value
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "UTF-8" in error.details()
