@@ -25,6 +25,8 @@ from signing import CERTIFICATE_PAYLOAD_TYPE, verify_envelope
 
 # Case numbers are printed on forms and typed at windows; the city platform's are ~30 chars.
 MAX_CASE_NUMBER_LENGTH = 64
+# Service item codes come from the registry, which admits codes of at most 64 characters;
+# anything longer cannot name an item, and refusing it early keeps it out of the audit log.
 MAX_ITEM_CODE_LENGTH = 64
 
 
