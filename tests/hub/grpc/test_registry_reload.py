@@ -4,6 +4,7 @@ applied file takes effect in the running hub without a restart (issue 2, item 6)
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import grpc
@@ -15,6 +16,7 @@ from support.probes import assert_audited_refusal, refused, snapshot
 
 from certhub.v1 import ingest_pb2
 from hub.cli.main import main
+from hub.client import HubClientError
 from hub.demo.world import (
     KEYS_VALID_FROM,
     DemoWorld,
@@ -22,6 +24,7 @@ from hub.demo.world import (
     enterprise,
     sign_certificate,
 )
+from hub.services.registry_store import RELOAD_INTERVAL_SECONDS
 from hub.store.models import RegistryVersion
 from signing import Algorithm, PrivateKey
 
@@ -121,3 +124,40 @@ def test_key_marked_compromised_stops_verifying_new_pushes(
     with running_hub.client("gulou-service-centre") as window:
         keys = window.issuer_keys()
     assert keys[old_key.public_key.key_id].status.name == "COMPROMISED"
+
+
+def test_cli_applied_registry_reaches_the_running_hub_within_the_reload_interval(
+    running_hub: RunningHub, world: DemoWorld, tmp_path: Path
+) -> None:
+    """No refresh() here: the serving hub must notice the new version by itself."""
+    amr = world.department_by_name("市场监督管理局")
+    licence = world.type_by_name("营业执照").code
+    rotated = DemoWorld(
+        departments={
+            **world.departments,
+            amr.code: dataclasses.replace(amr, key=PrivateKey.generate(Algorithm.ED25519)),
+        },
+        types=world.types,
+        items=world.items,
+        principals=world.principals,
+        extra_keys={amr.code: [(amr.key, KEYS_VALID_FROM, None, "compromised")]},
+    )
+    path = tmp_path / "registry.toml"
+    path.write_text(rotated.registry_toml(), encoding="utf-8")
+    assert main(["registry", "apply", str(path), *_cli_data_options(running_hub)]) == 0
+    applied = time.monotonic()
+    refused_after, reason = None, ""
+    with running_hub.client(amr.principal) as department:
+        for serial in range(1, 1000):
+            payload = certificate_payload(world, licence, enterprise(serial), serial=serial)
+            try:
+                department.push(sign_certificate(payload, [amr.key]))
+            except HubClientError as error:
+                refused_after, reason = time.monotonic() - applied, error.reason
+                break
+            if time.monotonic() - applied > 3 * RELOAD_INTERVAL_SECONDS + 2:
+                break
+            time.sleep(RELOAD_INTERVAL_SECONDS / 10)
+    assert refused_after is not None, "the compromised key still verifies"
+    assert reason == "BAD_SIGNATURE"
+    assert refused_after <= RELOAD_INTERVAL_SECONDS + 1
