@@ -8,8 +8,10 @@ development hub on loopback.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
+from hub.cli.options import DATA_DIR_ENV
 from hub.client import ClientTLS, HubClient
 from hub.pki import PkiPaths
 from hub.runtime import DEFAULT_ADDRESS, DEFAULT_DATA_DIR
@@ -30,8 +32,9 @@ def add_connection_options(parser: argparse.ArgumentParser, *, principal_help: s
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=DEFAULT_DATA_DIR,
-        help=f"whose pki/ holds the CA and client certificates (default: ./{DEFAULT_DATA_DIR})",
+        default=Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR),
+        help="whose pki/ holds the CA and client certificates (default: "
+        f"${DATA_DIR_ENV}, else ./{DEFAULT_DATA_DIR})",
     )
     parser.add_argument("--principal", metavar="NAME", default=None, help=principal_help)
     parser.add_argument(

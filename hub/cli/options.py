@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from hub.runtime import DEFAULT_ADDRESS, DEFAULT_DATA_DIR, HubConfig
+
+# Every command that opens the data dir or the database also reads these, so an operator
+# who exports CERTHUB_DB once reaches the same database with `db`, `registry`, `stats`,
+# `audit` and `serve` (which layers all its options the same way, see hub.config).
+DATA_DIR_ENV = "CERTHUB_DATA_DIR"
+DB_ENV = "CERTHUB_DB"
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=DEFAULT_DATA_DIR,
-        help=f"where the SQLite database, PKI and keys live (default: ./{DEFAULT_DATA_DIR})",
+        default=Path(os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR),
+        help=f"where the SQLite database, PKI and keys live (default: ${DATA_DIR_ENV}, "
+        f"else ./{DEFAULT_DATA_DIR})",
     )
     parser.add_argument(
         "--db",
         metavar="URL",
-        default=None,
+        default=os.environ.get(DB_ENV) or None,
         help="SQLAlchemy database URL, e.g. postgresql+psycopg://user@host/certhub "
-        "(default: SQLite in the data dir)",
+        f"(default: ${DB_ENV}, else SQLite in the data dir)",
     )
 
 

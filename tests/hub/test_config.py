@@ -124,3 +124,17 @@ def test_config_show_reports_a_bad_file_as_a_command_error(
     config.write_text("nope = 1\n")
     assert main(["config", "show", "--config", str(config)]) == 1
     assert "unknown setting 'nope'" in capsys.readouterr().err
+
+
+def test_every_command_reaches_the_database_named_in_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = tmp_path / "elsewhere.db"
+    monkeypatch.setenv("CERTHUB_DB", f"sqlite:///{database}")
+    monkeypatch.setenv("CERTHUB_DATA_DIR", str(tmp_path / "data"))
+    assert main(["db", "status"]) == 1  # empty: behind
+    assert main(["db", "upgrade"]) == 0
+    assert main(["db", "status"]) == 0
+    assert database.exists()
+    assert "schema: empty -> " in capsys.readouterr().out
+    assert main(["db", "status", "--db", f"sqlite:///{tmp_path / 'other.db'}"]) == 1
