@@ -26,10 +26,12 @@ dropped afterwards; otherwise a SQLite file in a temporary directory is used.
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as dt
 import multiprocessing as mp
 import os
 import random
+import resource
 import socket
 import statistics
 import subprocess
@@ -48,6 +50,7 @@ from sqlalchemy.engine import make_url
 from certhub.v1 import audit_pb2, common_pb2
 from hub.audit.committer import GroupCommitter
 from hub.audit.entry import OK, Action, AuditRecord
+from hub.audit.verify import verify_log
 from hub.client import HubClient, HubClientError
 from hub.demo.world import build_world, certificate_payload, citizen, sign_certificate
 from hub.pki import init_pki
@@ -57,6 +60,7 @@ from hub.services.ingest import PushInput
 from hub.services.registry_store import apply_registry
 from hub.store import migrate
 from hub.store.engine import make_engine, make_session_factory, session_scope
+from signing import NoteVerifier
 
 REPO = Path(__file__).resolve().parents[1]
 DATABASE_ENV = "CERTHUB_BENCH_DATABASE_URL"
@@ -75,6 +79,9 @@ BUILD_BATCH = 10_000
 DEFAULT_THREADS = 32
 DEFAULT_CLIENT_PROCESSES = 2
 DEFAULT_SECONDS = 10.0
+# Units each appender keeps in flight when measuring the log's capacity: 32 x 8 = 256 fills
+# one group-commit batch (committer.MAX_BATCH), as a push stream's reader does.
+APPEND_WINDOW = 8
 # Latency samples per measurement: enough for a stable median on a noisy machine.
 SAMPLES = 1000
 # Citizens with pushed certificates, fetched in the throughput run.
@@ -142,7 +149,9 @@ def free_port() -> int:
 # --- rates ------------------------------------------------------------------------------------
 
 
-def append_rate(committer: GroupCommitter, threads: int, seconds: float) -> float:
+def append_rate(committer: GroupCommitter, threads: int, seconds: float, window: int) -> float:
+    """Entries/s committed when ``threads`` submitters each keep ``window`` units in flight
+    (window 1: each waits for its commit, like a unary call; larger: like a push stream)."""
     stop = time.monotonic() + seconds
     counts = [0] * threads
 
@@ -154,8 +163,14 @@ def append_rate(committer: GroupCommitter, threads: int, seconds: float) -> floa
             outcome=OK,
             holder_commitment="00" * 32,
         )
+        inflight: collections.deque[Any] = collections.deque()
         while time.monotonic() < stop:
-            committer.submit_entry(record).result()
+            inflight.append(committer.submit_entry(record))
+            if len(inflight) >= window:
+                inflight.popleft().result()
+                counts[slot] += 1
+        while inflight:
+            inflight.popleft().result()
             counts[slot] += 1
 
     started = time.monotonic()
@@ -229,6 +244,9 @@ def main() -> int:
     parser.add_argument("--client-processes", type=int, default=DEFAULT_CLIENT_PROCESSES)
     parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS)
     parser.add_argument("--samples", type=int, default=SAMPLES)
+    parser.add_argument(
+        "--verify", action="store_true", help="also time a full `certhub audit verify` pass"
+    )
     args = parser.parse_args()
 
     rng = random.Random(6962)
@@ -270,6 +288,23 @@ def run(args: argparse.Namespace, rng: random.Random, world: Any, tmp: Path, db_
             log(f"built {built:,} entries")
     build_seconds = time.monotonic() - started
     log(f"built {built:,} entries in {build_seconds:.0f} s ({built / build_seconds:,.0f}/s)")
+
+    verify_line = ""
+    if args.verify:
+        verifier = NoteVerifier.from_vkey(hub.audit_log.keys.signer.vkey)
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.monotonic()
+        with session_scope(sessions) as session:
+            report = verify_log(session, verifier)
+        seconds = time.monotonic() - started
+        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        assert report.ok, report.problem
+        verify_line = (
+            f"audit verify (full pass)         {seconds:.0f} s for {report.entries:,} entries and "
+            f"{report.checkpoints:,} checkpoints ({report.entries / seconds:,.0f}/s; peak RSS "
+            f"{rss_before // 1024} -> {rss_after // 1024} MiB)"
+        )
+        log(verify_line)
 
     # 2. Certificates to fetch, pushed through the hub's own path.
     card = world.type_by_name("居民身份证")
@@ -323,7 +358,9 @@ def run(args: argparse.Namespace, rng: random.Random, world: Any, tmp: Path, db_
 
     # 4a. The log's own append rate, group-committed, audit-only units.
     committer = GroupCommitter(sessions=sessions, audit_log=hub.audit_log)
-    appends = append_rate(committer, args.threads, args.seconds)
+    appends_unary = append_rate(committer, args.threads, args.seconds, 1)
+    log(f"append rate, {args.threads} waiting callers: {appends_unary:,.0f}/s")
+    appends = append_rate(committer, args.threads, args.seconds, APPEND_WINDOW)
     committer.close()
     hub.close()
     engine.dispose()
@@ -399,9 +436,17 @@ def run(args: argparse.Namespace, rng: random.Random, world: Any, tmp: Path, db_
     print(
         f"QueryAudit by holder, gRPC       {query_grpc:.2f} ms   (includes appending its own entry)"
     )
-    print(f"append rate, group commit        {appends:,.0f} entries/s ({args.threads} threads)")
+    in_flight = args.threads * APPEND_WINDOW
+    print(f"append rate, group commit        {appends:,.0f} entries/s ({in_flight} in flight)")
+    print(
+        f"  ... callers waiting each        {appends_unary:,.0f} entries/s "
+        f"({args.threads} callers, "
+        f"ratio {appends_unary / fetches if fetches else 0:.1f}x)"
+    )
     callers = f"{args.threads} callers, {errors} errors"
     print(f"fetch rate, gRPC                 {fetches:,.0f} fetches/s ({callers})")
+    if verify_line:
+        print(verify_line)
     print(
         f"append / fetch                   {ratio:.1f}x   (target >= {TARGET_APPEND_OVER_FETCH}x)"
     )
