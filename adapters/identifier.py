@@ -33,15 +33,17 @@ DERIVED_SERIAL_HEX_DIGITS = 24
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _VALUES = {c: i for i, c in enumerate(_ALPHABET)}
 _SERIAL_RE = re.compile(r"[0-9A-Z]{1,64}")
+_PART_RE = re.compile(r"[0-9A-Z]+")
 
 
 def check_char_mod37_36(data: str) -> str:
     """ISO 7064 MOD 37,36 check character over ``data`` (characters 0-9 A-Z)."""
-    if not data or any(c not in _VALUES for c in data):
+    if _PART_RE.fullmatch(data) is None:
         raise ValueError(f"expected one or more characters of 0-9A-Z, got {data!r}")
     p = 36
+    values = _VALUES
     for c in data:
-        t = (p + _VALUES[c]) % 36 or 36
+        t = (p + values[c]) % 36 or 36
         p = (2 * t) % 37
     return _ALPHABET[(37 - p) % 36]
 
@@ -63,7 +65,7 @@ def gbt_identifier(*, type_code: str, issuer: str, serial: str, version: int) ->
     if not 1 <= version <= MAX_VERSION:
         raise ValueError(f"version must be 1-{MAX_VERSION}, got {version}")
     for name, part in (("type code", type_code), ("issuer", issuer), ("serial", serial)):
-        if not part or any(c not in _VALUES for c in part):
+        if _PART_RE.fullmatch(part) is None:
             raise ValueError(f"{name} {part!r} has characters outside 0-9A-Z")
     if len(serial) > MAX_SERIAL_LENGTH:
         raise ValueError(f"serial {serial!r} is longer than {MAX_SERIAL_LENGTH} characters")

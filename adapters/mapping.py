@@ -30,6 +30,10 @@ _MEDIA_TYPES = {
 }
 
 
+_ISO_FORMAT = "%Y-%m-%d"
+_ISO_LENGTH = len("2024-03-01")
+
+
 class MappingFailed(Exception):
     """A record the mapping cannot turn into a payload; the message names field and column."""
 
@@ -61,9 +65,9 @@ class Mapped:
             type_code=self.type_code, issuer=self.issuer, serial=self.serial, version=version
         )
 
-    def payload(self, version: int) -> bytes:
+    def payload(self, certificate_id: str, version: int) -> bytes:
         return canonical_json(
-            {**self.document, "certificate_id": self.certificate_id(version), "version": version}
+            {**self.document, "certificate_id": certificate_id, "version": version}
         )
 
 
@@ -229,6 +233,12 @@ def _optional_date(
             return None
         raise MappingFailed(f"{what}: missing{_from(spec)}")
     for fmt in spec.formats:
+        if fmt == _ISO_FORMAT and len(text) == _ISO_LENGTH:
+            # The common case, an order of magnitude faster than strptime.
+            try:
+                return dt.date.fromisoformat(text)
+            except ValueError:
+                continue
         try:
             return dt.datetime.strptime(text, fmt).date()
         except ValueError:

@@ -145,7 +145,7 @@ class Producer:
             raise MappingFailed(f"version: the record changed more than {MAX_VERSION} times")
         certificate_id = mapped.certificate_id(version)
         envelope = sign_envelope(
-            CERTIFICATE_PAYLOAD_TYPE, mapped.payload(version), self._key
+            CERTIFICATE_PAYLOAD_TYPE, mapped.payload(certificate_id, version), self._key
         ).to_json()
         batch.items.append(
             NewItem(

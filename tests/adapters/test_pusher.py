@@ -1,0 +1,82 @@
+"""The pusher against a hub that goes away and comes back."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy import text
+from support.adapters import (
+    create_registrations,
+    outbox_counts,
+    registration,
+    restart_hub,
+    sql_source,
+    write_config,
+)
+from support.hubs import RunningHub
+
+from adapters import Adapter, PassReport, load_config
+from adapters.pusher import Backoff
+from hub.demo.world import DemoDepartment, DemoWorld
+from signing import parse_envelope
+
+ROWS = 3000
+
+
+def test_hub_restarted_halfway_all_rows_arrive_none_twice(
+    running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'department.db'}"
+    create_registrations(url, (registration(n) for n in range(ROWS)))
+    files = write_config(
+        tmp_path / "adapter",
+        world=world,
+        department=amr,
+        address=running_hub.address,
+        tls=running_hub.tls_for(amr.principal),
+        source=sql_source(url),
+    )
+    adapter = Adapter(load_config(files.config))
+    reports: list[PassReport] = []
+    runner = threading.Thread(target=lambda: reports.append(adapter.run_once()), daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 60
+        while outbox_counts(files.outbox).get("acked", 0) < ROWS // 3:
+            assert time.monotonic() < deadline
+            assert runner.is_alive()
+            time.sleep(0.02)
+
+        restart_hub(running_hub, down_seconds=1.5)
+        acked_while_down = outbox_counts(files.outbox).get("acked", 0)
+        assert acked_while_down < ROWS, "the hub went down too late to test anything"
+
+        runner.join(timeout=60)
+    finally:
+        adapter.stop.set()
+        runner.join(timeout=10)
+    assert not runner.is_alive()
+    (report,) = reports
+    assert (report.status.acked, report.status.rejected, report.status.depth) == (ROWS, 0, 0)
+    assert report.status.last_error is not None  # the outage was noticed and retried
+    with running_hub.engine.connect() as conn:
+        rows = conn.execute(text("SELECT version, envelope FROM certificates")).all()
+    numbers = [json.loads(parse_envelope(bytes(env)).payload)["number"] for _, env in rows]
+    assert len(numbers) == ROWS
+    assert set(numbers) == {f"GL{n:08d}" for n in range(ROWS)}
+    assert {version for version, _ in rows} == {1}
+
+
+def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
+    low = Backoff(rng=lambda: 0.0)
+    high = Backoff(rng=lambda: 1.0)
+    lows = [low.next_delay() for _ in range(10)]
+    highs = [high.next_delay() for _ in range(10)]
+    assert highs[:4] == [0.5, 1.0, 2.0, 4.0]
+    assert lows[:2] == [0.25, 0.5]
+    assert max(highs) == 30.0
+    high.reset()
+    assert high.next_delay() == 0.5
