@@ -83,3 +83,10 @@ def add_operations_options(parser: argparse.ArgumentParser) -> None:
         default="json",
         help="json: one JSON object per line, for log shippers (default); text: for people",
     )
+    parser.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        help="no log line per call (the audit log still records every push, fetch and "
+        "refusal); for very high call rates",
+    )

@@ -110,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as e:
         raise CommandError(str(e)) from e
     configure_logging(
-        log_format=args.log_format, level=logging.DEBUG if args.verbose else logging.INFO
+        log_format=args.log_format,
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        access_log=args.access_log,
     )
     config = serve_config(args)
     tls = _server_tls(config)
