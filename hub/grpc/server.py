@@ -93,9 +93,10 @@ class RunningServer:
     watchers: tuple[HealthChecker | MetricsSampler, ...] = ()
 
     def stop(self, grace: float | None = None) -> None:
+        # NOT_SERVING first, so load balancers move away while in-flight calls drain.
+        self.health.enter_graceful_shutdown()
         for watcher in self.watchers:
             watcher.stop()
-        self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
 
 
