@@ -148,8 +148,8 @@ def _run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # Restored on return: `main()` may run inside a longer-lived process (tests, the demo).
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     progress = None if args.no_progress else Progress()
     adapter = Adapter(config, stop=stop, progress=progress)
     metrics = (
@@ -174,6 +174,8 @@ def _run(args: argparse.Namespace) -> int:
         adapter.close()
         if metrics is not None:
             metrics.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if stop.is_set():
         log.info("stopped; pending items stay in %s for the next run", config.outbox.path)
     return 0
