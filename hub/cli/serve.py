@@ -124,9 +124,6 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if endpoint is not None:
                 endpoint.stop()
-    if args.metrics_port is not None:
-        prepare_multiprocess()  # before the fork: workers write their samples as files
-
     # Everything a worker would fail on identically is checked once here, so a bad setup
     # is one clear error rather than N workers in a restart loop.
     config = dataclasses.replace(config, address=resolve_port(config.address))
@@ -153,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
             log.error("worker %d: %s", slot, e)
             return 1
 
+    # Before the fork: workers write their samples as files the parent's endpoint sums.
+    samples = prepare_multiprocess() if args.metrics_port is not None else None
     endpoints: list[MetricsEndpoint] = []
 
     def ready() -> None:
@@ -175,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for endpoint in endpoints:
             endpoint.stop()
+        if samples is not None:
+            samples.cleanup()
 
 
 def _metrics_endpoint(args: argparse.Namespace) -> MetricsEndpoint | None:

@@ -52,6 +52,7 @@ __all__ = [
     "HubMetrics",
     "MetricsEndpoint",
     "MetricsSampler",
+    "MultiprocessDir",
     "hub_counter_sources",
     "metrics",
     "prepare_multiprocess",
@@ -141,14 +142,28 @@ def metrics() -> HubMetrics:
 # --- processes ------------------------------------------------------------------------------
 
 
-def prepare_multiprocess(directory: Path | None = None) -> Path:
+@dataclass(frozen=True)
+class MultiprocessDir:
+    """Where the workers write their samples; ``owned`` when this process made it."""
+
+    path: Path
+    owned: bool
+
+    def cleanup(self) -> None:
+        """At the parent's exit: remove the directory if it was a temporary one."""
+        if self.owned:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def prepare_multiprocess(directory: Path | None = None) -> MultiprocessDir:
     """Call in the parent before forking workers: every process then writes its samples
     into one directory, emptied here (stale files of a previous run would be summed in).
 
     Uses ``$PROMETHEUS_MULTIPROC_DIR`` if the operator set it, else ``directory``, else a new
-    temporary directory. Returns the directory.
+    temporary directory (removed by ``cleanup``).
     """
-    chosen = Path(os.environ.get(MULTIPROC_ENV) or directory or tempfile.mkdtemp("-metrics"))
+    given = os.environ.get(MULTIPROC_ENV) or directory
+    chosen = Path(given) if given else Path(tempfile.mkdtemp(prefix="certhub-metrics-"))
     chosen.mkdir(parents=True, exist_ok=True)
     for stale in chosen.glob("*.db"):
         stale.unlink()
@@ -156,7 +171,7 @@ def prepare_multiprocess(directory: Path | None = None) -> Path:
     # prometheus_client picks its value class when it is imported, which happened before the
     # environment variable was set; pick again so metrics created after the fork use files.
     values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
-    return chosen
+    return MultiprocessDir(path=chosen, owned=not given)
 
 
 def worker_exited(pid: int) -> None:
@@ -220,11 +235,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def cleanup_multiprocess(directory: Path) -> None:
-    """Remove a directory ``prepare_multiprocess`` created, at the parent's exit."""
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 # --- counters kept elsewhere ----------------------------------------------------------------
