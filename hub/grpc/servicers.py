@@ -70,7 +70,15 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             except BaseException as exc:
                 failure.append(exc)
             finally:
-                inflight.put(None)
+                # Once the call is over (cancelled, deadline passed) nobody reads the queue:
+                # a full one must not hold this thread (and its pushes) forever.
+                while True:
+                    try:
+                        inflight.put(None, timeout=STREAM_POLL_SECONDS)
+                        break
+                    except queue.Full:
+                        if not context.is_active():
+                            break
 
         reader = threading.Thread(target=read, name="push-stream-reader", daemon=True)
         reader.start()
