@@ -60,8 +60,8 @@ def certhub(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[s
     )
 
 
-def start_adapter(config: Path, *, log: Path) -> subprocess.Popen[bytes]:
-    """`certhub adapter run --once` in the background; its output goes to ``log``."""
+def start_adapter(config: Path, *, log: Path, once: bool = True) -> subprocess.Popen[bytes]:
+    """`certhub adapter run [--once]` in the background; its output goes to ``log``."""
     with log.open("wb") as out:
         return subprocess.Popen(
             [
@@ -70,7 +70,7 @@ def start_adapter(config: Path, *, log: Path) -> subprocess.Popen[bytes]:
                 "hub.cli.main",
                 "adapter",
                 "run",
-                "--once",
+                *(["--once"] if once else []),
                 "--no-progress",
                 "--config",
                 str(config),
