@@ -304,6 +304,7 @@ class Hub:
             holder = intake.checked_holder(registry, request.id_type, request.holder_id)
             commitment = self.commitment(holder.key())
             item = intake.check_purpose(registry, caller, purpose)
+            intake.check_certificate_id(request.certificate_id)
             with session_scope(self.sessions) as session:
                 found = intake.load_certificate(session, request.certificate_id)
             if found is None or found[1] != holder.key():

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from hub.domain.certificate import CertificatePayload, parse_certificate_payload
 from hub.domain.holder import Holder, check_holder
+from hub.domain.identifier import MAX_CERTIFICATE_ID_LENGTH
 from hub.domain.status import CertificateStatus, compute_status
 from hub.errors import HubError, InvalidArgument, NotFound, PermissionDenied
 from hub.registry import Principal, Registry, Role, ServiceItem
@@ -146,6 +147,21 @@ def check_purpose(registry: Registry, caller: Principal, purpose: Purpose) -> Se
     if item is None:
         raise NotFound(f"service item {code} is not in the registry", reason="UNKNOWN_SERVICE_ITEM")
     return item
+
+
+def check_certificate_id(certificate_id: str) -> None:
+    """A certificate id the hub could have stored: non-empty, bounded, printable. (Checked
+    before any query: PostgreSQL rejects text containing NUL outright.)"""
+    if not certificate_id:
+        raise InvalidArgument.field(
+            "certificate_id", "is required", reason="MISSING_CERTIFICATE_ID"
+        )
+    if len(certificate_id) > MAX_CERTIFICATE_ID_LENGTH or not certificate_id.isprintable():
+        raise InvalidArgument.field(
+            "certificate_id",
+            f"must be at most {MAX_CERTIFICATE_ID_LENGTH} printable characters",
+            reason="BAD_CERTIFICATE_ID",
+        )
 
 
 def checked_holder(registry: Registry, id_type: str, holder_id: str) -> Holder:
