@@ -429,13 +429,15 @@ def test_hostile_text_in_refused_requests_is_answered_and_audited(
             ),
         )
         assert "longer than 64" in error.message
-        missing = refused(
-            grpc.StatusCode.NOT_FOUND,
-            lambda: window.get(
-                "9" * 1000, id_type="USCC", holder_id=holder, service_item=item, case_number="GL-1"
-            ),
-        )
-        assert_audited_refusal(running_hub.engine, missing, principal=WINDOW)
+        for cid in ("9" * 1000, "1.2.156\x00", ""):
+            bad_id = refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                lambda c=cid: window.get(  # type: ignore[misc]
+                    c, id_type="USCC", holder_id=holder, service_item=item, case_number="GL-1"
+                ),
+            )
+            assert violation_fields(bad_id) == ["certificate_id"]
+            assert_audited_refusal(running_hub.engine, bad_id, principal=WINDOW)
         unknown = refused(
             grpc.StatusCode.NOT_FOUND,
             lambda: window.call(
