@@ -117,6 +117,9 @@ def check_filter_text(value: str, *, field: str) -> str | None:
         raise InvalidArgument.field(
             field, f"is {len(value)} characters, more than {_MAX_FILTER_LENGTH}"
         )
+    if not value.isprintable():
+        # PostgreSQL rejects text containing NUL outright (a DataError, not an answer).
+        raise InvalidArgument.field(field, "contains control or other non-printable characters")
     return value
 
 
