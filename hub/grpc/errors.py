@@ -16,14 +16,15 @@ log = logging.getLogger("certhub.grpc")
 # google.rpc.ErrorInfo.domain: names the service that defines the reasons.
 ERROR_DOMAIN = "certhub.gov.cn"
 
-# A status travels in trailers, which gRPC clients refuse above 16 KiB by default
-# (grpc.max_metadata_size): then the caller sees RESOURCE_EXHAUSTED "Stream removed" instead
-# of the real answer. The message is sent twice: percent-encoded in grpc-message (up to 9
-# bytes per CJK character) and inside grpc-status-details-bin (base64). Messages echo request
-# values, which can be huge; these bounds keep the whole status near 10 KiB at worst.
-MAX_STATUS_MESSAGE_CHARS = 512
-MAX_VIOLATION_TEXT_CHARS = 256
-MAX_STATUS_DETAILS_BYTES = 4096
+# A status travels in trailers. gRPC clients start refusing trailers above 8 KiB (the soft
+# limit of grpc.max_metadata_size: refusals become likelier up to the 16 KiB hard limit), and
+# then the caller sees RESOURCE_EXHAUSTED "Stream removed" instead of the real answer. The
+# message is sent twice: percent-encoded in grpc-message (3 bytes per UTF-8 byte) and inside
+# grpc-status-details-bin (base64, 4 bytes per 3). Messages echo request values, which can be
+# huge: with these bounds a whole status stays under 6.5 KiB.
+MAX_STATUS_MESSAGE_BYTES = 1024
+MAX_VIOLATION_TEXT_CHARS = 128
+MAX_STATUS_DETAILS_BYTES = 1536
 
 
 def status_code(error: HubError) -> grpc.StatusCode:
@@ -42,8 +43,8 @@ def to_status(error: HubError) -> grpc.Status:
         bad = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
-                    field=_clip(v.field, MAX_VIOLATION_TEXT_CHARS),
-                    description=_clip(v.description, MAX_VIOLATION_TEXT_CHARS),
+                    field=_clip_chars(v.field, MAX_VIOLATION_TEXT_CHARS),
+                    description=_clip_chars(v.description, MAX_VIOLATION_TEXT_CHARS),
                 )
                 for v in error.violations
             ]
@@ -56,7 +57,7 @@ def to_status(error: HubError) -> grpc.Status:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(error.retry_after * 1e9))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-    message = _clip(error.message, MAX_STATUS_MESSAGE_CHARS)
+    message = _clip_utf8(error.message, MAX_STATUS_MESSAGE_BYTES)
     status = status_pb2.Status(code=code.value[0], message=message, details=details)
     result: grpc.Status = rpc_status.to_status(status)
     return result
@@ -70,8 +71,16 @@ def internal_status() -> grpc.Status:
     return result
 
 
-def _clip(text: str, limit: int) -> str:
+def _clip_chars(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def _clip_utf8(text: str, limit: int) -> str:
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    # Room for the ellipsis (3 bytes); a character cut in half is dropped.
+    return data[: limit - 3].decode(errors="ignore") + "\u2026"
 
 
 def _pack(message: object) -> any_pb2.Any:
