@@ -141,7 +141,12 @@ def _raise_typed(error: grpc.RpcError) -> NoReturn:
     code: grpc.StatusCode = error.code()
     message: str = error.details() or ""
     reason, violations, retry_after, audit_index = "", [], None, None
-    status = rpc_status.from_call(error)
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:
+        # The details disagree with the code: the status was made by the transport (e.g. a
+        # refused oversized message), not by the hub. The code and text are still the answer.
+        status = None
     for detail in status.details if status else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
