@@ -11,7 +11,6 @@ import pytest
 from hub.domain import certificate as payload_rules
 from hub.grpc import errors as grpc_errors
 from hub.grpc import server
-from hub.services import intake
 from signing import MAX_ENVELOPE_BYTES, MAX_SIGNATURES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,5 +69,7 @@ def test_limits_are_consistent_with_each_other() -> None:
     # The JSON depth limit admits the deepest valid payload (payload > holder > value).
     assert payload_rules.MAX_JSON_DEPTH >= 2
     assert MAX_SIGNATURES >= 2  # a rotation overlap signs with two keys
-    # Echoed request text is bounded below what the audit columns and trailers hold.
-    assert intake.MAX_CASE_NUMBER_LENGTH <= grpc_errors.MAX_STATUS_MESSAGE_CHARS
+    # A whole status (message twice: percent-encoded, and in base64 details) stays under the
+    # 8 KiB soft limit of gRPC clients' trailers.
+    message, details = grpc_errors.MAX_STATUS_MESSAGE_BYTES, grpc_errors.MAX_STATUS_DETAILS_BYTES
+    assert 3 * message + (message + details + 256) * 4 // 3 < 8 * 1024 - 512

@@ -438,15 +438,16 @@ def test_hostile_text_in_refused_requests_is_answered_and_audited(
             )
             assert violation_fields(bad_id) == ["certificate_id"]
             assert_audited_refusal(running_hub.engine, bad_id, principal=WINDOW)
-        unknown = refused(
-            grpc.StatusCode.NOT_FOUND,
-            lambda: window.call(
-                window.directory.GetServiceItem,
-                directory_pb2.GetServiceItemRequest(code="中" * 100_000),
-            ),
-        )
-        assert len(unknown.message) <= 512
-        assert unknown.reason == "UNKNOWN_SERVICE_ITEM"
+        # Echoed in the message: four-byte characters cost 12 bytes each in grpc-message.
+        for huge in ("中" * 100_000, "\U0001f600" * 1500, "%" * 5000):
+            unknown = refused(
+                grpc.StatusCode.NOT_FOUND,
+                lambda h=huge: window.call(  # type: ignore[misc]
+                    window.directory.GetServiceItem, directory_pb2.GetServiceItemRequest(code=h)
+                ),
+            )
+            assert len(unknown.message.encode()) <= 1024
+            assert unknown.reason == "UNKNOWN_SERVICE_ITEM"
     assert snapshot(running_hub.engine) == before
 
 
