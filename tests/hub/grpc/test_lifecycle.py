@@ -333,3 +333,56 @@ def test_revocation_after_a_fetch_is_not_hidden_by_the_holder_cache(
         assert department.revoke(sign_revocation(v1.certificate_id, amr.key)).newly_revoked
     with running_hub.client(WINDOW) as window:
         assert [c.status for c in fetch(window, world, company, "C-2").certificates] == ["REVOKED"]
+
+
+def test_attachments_are_served_only_when_asked(
+    running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, company: DemoHolder
+) -> None:
+    pdf = b"%PDF-1.7\n" + bytes(range(256)) * 8
+    payload = certificate_payload(
+        world, world.type_by_name("营业执照").code, company, serial=8, attachment=pdf
+    )
+    with running_hub.client(amr.principal) as department:
+        pushed = department.push(sign_certificate(payload, [amr.key]), attachment=pdf)
+        again = department.push(sign_certificate(payload, [amr.key]), attachment=pdf)
+    assert (pushed.outcome, again.outcome) == (ingest_pb2.ACCEPTED, ingest_pb2.DUPLICATE)
+    assert audit_row(running_hub.engine, again.audit_index).outcome == "ok"
+    assert snapshot(running_hub.engine).attachments == 1
+    item = world.item_by_name(CHANGE_ITEM).code
+    with running_hub.client(WINDOW) as window:
+        plain = fetch(window, world, company)
+        full = window.fetch(
+            id_type="USCC",
+            holder_id=company.holder.id,
+            service_item=item,
+            case_number="GL-9",
+            include_attachments=True,
+        )
+        one = window.get(
+            payload.certificate_id,
+            id_type="USCC",
+            holder_id=company.holder.id,
+            service_item=item,
+            case_number="GL-9",
+            include_attachments=True,
+        )
+    assert plain.certificates[0].record.attachment == b""
+    assert full.certificates[0].record.attachment == pdf
+    assert one.record.attachment == pdf
+    assert full.certificates[0].record.summary.attachment_size == len(pdf)
+
+
+def test_verify_an_older_version_says_superseded(
+    running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, company: DemoHolder
+) -> None:
+    v1, v2 = licence(world, company), licence(world, company, version=2)
+    old = sign_certificate(v1, [amr.key])
+    with running_hub.client(amr.principal) as department:
+        department.push(old)
+        department.push(sign_certificate(v2, [amr.key]))
+    with running_hub.client(WINDOW) as window:
+        verdict = window.verify(old)
+    assert not verdict.valid
+    assert verdict.stored
+    assert common_pb2.CertificateStatus.Name(verdict.status) == "SUPERSEDED"
+    assert "status is SUPERSEDED" in verdict.reasons
