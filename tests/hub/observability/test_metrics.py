@@ -3,6 +3,7 @@ from the cache objects, the /metrics endpoint, and one endpoint summing two work
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import urllib.request
 from pathlib import Path
@@ -12,11 +13,15 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from support.hubs import RunningHub
 from support.intake import WINDOW, push_licence
+from support.redis_server import own_redis_server
 from support.served import prepare_deployment, serve, wait_for
 
 from certhub.v1 import common_pb2, intake_pb2
+from hub.client import HubClient
 from hub.demo.world import DemoWorld
+from hub.grpc.server import ServerTLS, build_server
 from hub.observability.metrics import MetricsSampler, serve_metrics
+from hub.runtime import build_hub
 from hub.store.models import AuditEntry
 
 
@@ -114,3 +119,41 @@ def test_one_endpoint_sums_the_workers_of_certhub_serve(
         assert served.stop() == 0
     finally:
         served.kill()
+
+
+def test_a_redis_outage_is_counted_and_fetches_go_on(
+    running_hub: RunningHub, world: DemoWorld, tmp_path: Path
+) -> None:
+    pushed = push_licence(running_hub, world, 42)
+    with own_redis_server(tmp_path) as redis_server:
+        config = dataclasses.replace(running_hub.config, redis_url=redis_server.url)
+        hub = build_hub(config, running_hub.engine)
+        pki = config.pki
+        server = build_server(
+            hub,
+            address="127.0.0.1:0",
+            tls=ServerTLS(cert=pki.server_cert, key=pki.server_key, client_ca=pki.ca_cert),
+        )
+        try:
+            sampler = next(w for w in server.watchers if isinstance(w, MetricsSampler))
+            sampler.sample()
+            before = _sample("certhub_redis_outages_total", backend="cache")
+            client = HubClient.connect(f"localhost:{server.port}", running_hub.tls_for(WINDOW))
+            with client:
+                for case in ("GL-R-1", "GL-R-2"):
+                    if case == "GL-R-2":
+                        redis_server.kill()
+                    fetched = client.fetch(
+                        id_type="USCC",
+                        holder_id=pushed.holder_id,
+                        service_item=pushed.item_code,
+                        case_number=case,
+                    )
+                    assert [c.certificate_id for c in fetched.certificates] == [
+                        pushed.certificate_id
+                    ]
+            sampler.sample()
+            assert _sample("certhub_redis_outages_total", backend="cache") - before == 1
+        finally:
+            server.stop(grace=None)
+            hub.close()
