@@ -68,7 +68,14 @@ _RETRYABLE = frozenset(
         grpc.StatusCode.UNKNOWN,
     }
 )
-_RETRYABLE_NUMBERS = frozenset(code.value[0] for code in _RETRYABLE)
+#: For one item's answer (a REJECTED result, a failed revocation) the set is narrower: an
+#: INTERNAL or a size limit will not go away by itself and must not hold up the queue; it is
+#: recorded for the operator. RESOURCE_EXHAUSTED is retried only when it is the rate limit.
+_RETRYABLE_ITEM = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED}
+)
+_RETRYABLE_ITEM_NUMBERS = frozenset(code.value[0] for code in _RETRYABLE_ITEM)
+_RATE_LIMITED = (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
@@ -173,8 +180,8 @@ class Pusher:
 
     def _has_ready_work(self) -> bool:
         return bool(
-            self._reader.pending_pushes(after_id=0, limit=1)
-            or self._reader.ready_revocations(limit=1)
+            self._writer.pending_pushes(after_id=0, limit=1)
+            or self._writer.ready_revocations(limit=1)
         )
 
     # --- pushes ---------------------------------------------------------------------------
@@ -188,7 +195,9 @@ class Pusher:
         """Send every revocation whose certificate push is settled; how many were settled."""
         settled = 0
         while not self._stop.is_set():
-            batch = self._reader.ready_revocations(limit=self._in_flight)
+            # The drain thread's own connection: the stream's request thread may still be
+            # finishing with the reader's.
+            batch = self._writer.ready_revocations(limit=self._in_flight)
             if not batch:
                 return settled
             for item in batch:
@@ -211,12 +220,18 @@ class Pusher:
             )
         except grpc.RpcError as error:
             code = error.code()
-            if self._stop.is_set() or code in _RETRYABLE:
+            reason = _error_reason(error)
+            if (
+                self._stop.is_set()
+                or code in _RETRYABLE_ITEM
+                or code is grpc.StatusCode.CANCELLED
+                or (code, reason) == _RATE_LIMITED
+            ):
                 raise _Transient(f"revocation: {code.name}: {error.details()}") from error
             if (
                 code is grpc.StatusCode.NOT_FOUND
                 and item.after_id is not None
-                and self._reader.item_state(item.after_id) is ItemState.PENDING
+                and self._writer.item_state(item.after_id) is ItemState.PENDING
             ):
                 # The certificate is still on its way; try again after its push.
                 return Settlement(id=item.id, state=ItemState.PENDING)
@@ -229,7 +244,7 @@ class Pusher:
                 state=ItemState.REJECTED,
                 outcome="REJECTED",
                 code=code.name,
-                reason=_error_reason(error),
+                reason=reason,
                 message=error.details() or "",
             )
         return Settlement(
@@ -344,7 +359,10 @@ def _push_settlement(item: OutboxItem, result: ingest_pb2.PushResult) -> Settlem
             audit_index=result.audit_index,
         )
     code = _CODE_NAMES.get(result.code, str(result.code))
-    state = ItemState.PENDING if result.code in _RETRYABLE_NUMBERS else ItemState.REJECTED
+    retry = result.code in _RETRYABLE_ITEM_NUMBERS or (
+        result.code == _RATE_LIMITED[0].value[0] and result.reason == _RATE_LIMITED[1]
+    )
+    state = ItemState.PENDING if retry else ItemState.REJECTED
     return Settlement(
         id=item.id,
         state=state,

@@ -7,6 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
+import pytest
 from sqlalchemy import text
 from support.adapters import (
     create_registrations,
@@ -19,7 +21,9 @@ from support.adapters import (
 from support.hubs import RunningHub
 
 from adapters import Adapter, PassReport, load_config
-from adapters.pusher import Backoff
+from adapters.outbox import ItemKind, ItemState, OutboxItem
+from adapters.pusher import Backoff, _push_settlement
+from certhub.v1 import ingest_pb2
 from hub.demo.world import DemoDepartment, DemoWorld
 from signing import parse_envelope
 
@@ -80,3 +84,35 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
     assert max(highs) == 30.0
     high.reset()
     assert high.next_delay() == 0.5
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "state"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, "COMMIT_FAILED", ItemState.PENDING),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED", ItemState.PENDING),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "ENVELOPE_TOO_LARGE", ItemState.REJECTED),
+        (grpc.StatusCode.INVALID_ARGUMENT, "BAD_SIGNATURE", ItemState.REJECTED),
+        (grpc.StatusCode.INTERNAL, "", ItemState.REJECTED),
+    ],
+)
+def test_a_rejected_item_is_retried_only_when_waiting_can_help(
+    code: grpc.StatusCode, reason: str, state: ItemState
+) -> None:
+    item = OutboxItem(
+        id=7,
+        kind=ItemKind.PUSH,
+        source_key="k",
+        location="t [k]",
+        certificate_id="ID",
+        version=1,
+        envelope=b"{}",
+        attachment=None,
+        after_id=None,
+    )
+    result = ingest_pb2.PushResult(
+        client_ref="7", outcome=ingest_pb2.REJECTED, code=code.value[0], reason=reason, message="m"
+    )
+    settlement = _push_settlement(item, result)
+    assert settlement.state is state
+    assert (settlement.code, settlement.reason) == (code.name, reason)
