@@ -4,8 +4,10 @@ One process: ``serve_metrics(port=...)`` serves the default registry. Several pr
 (``certhub serve --workers N``): the parent calls ``prepare_multiprocess()`` BEFORE it forks
 (prometheus_client decides at metric creation where values live, and every worker must write
 its samples as files into one directory), then ``serve_metrics`` AFTER forking (one endpoint
-for the whole machine that sums the workers' files), and ``worker_exited(pid)`` whenever it
-reaps a worker so the dead worker's live gauges disappear. Workers only build their server.
+for the whole machine that sums the workers' files). A dead worker's live gauges disappear
+at the next scrape (the endpoint checks which writers still live); a supervisor may also say
+so at once with ``worker_exited(pid)``. Workers only build their server. ``certhub serve``
+(``hub.cli.serve``) does all of this.
 
 Counters the hub's other parts keep themselves (cache hits, Redis outages) and gauges that
 live in the database (audit log size, last checkpoint) are copied into metrics by a
