@@ -17,7 +17,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from support.hubs import RunningHub
 
-from hub.grpc.server import AUDIT_SERVICE_NAME, SERVICE_NAMES
+from hub.cli.main import main
+from hub.grpc.server import AUDIT_SERVICE_NAME, SERVICE_NAMES, build_server
 from hub.health import HealthChecker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -193,3 +194,14 @@ def test_a_schema_newer_than_the_code_keeps_serving_during_a_rolling_upgrade(
     finally:
         with engine.begin() as conn:
             conn.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
+
+
+def test_certhub_health_against_an_insecure_development_hub(
+    running_hub: RunningHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = build_server(running_hub.hub, address="127.0.0.1:0", tls=None)
+    try:
+        status = main(["health", "--insecure", "--address", f"127.0.0.1:{server.port}"])
+    finally:
+        server.stop(grace=None)
+    assert (status, capsys.readouterr().out.strip()) == (0, "(server): SERVING")
