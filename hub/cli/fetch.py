@@ -64,7 +64,7 @@ def parse_holder(text: str) -> tuple[str, str]:
 def run(args: argparse.Namespace) -> int:
     id_type, holder_id = parse_holder(args.holder)
     try:
-        client, principal = connect(args, prefer="service")
+        client, principal = connect(args)
     except ConnectionProblem as e:
         raise CommandError(str(e)) from e
     request = intake_pb2.FetchRequest(
