@@ -39,6 +39,9 @@ REQUEST_ID_HEADER = "x-request-id"
 _INCOMING_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Random request ids: 16 hex chars (64 bits) make a collision within a day's calls unlikely.
 _REQUEST_ID_BYTES = 8
+# The unary push method, and the outcome its refusals count as (ingest.proto's PushOutcome).
+_UNARY_PUSH = "PushCertificate"
+_REJECTED = ingest_pb2.PushOutcome.Name(ingest_pb2.REJECTED)
 # Health checks arrive every few seconds from every load balancer: counted, logged at debug.
 _QUIET_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 # The principal's name as a client certificate carries it (mTLS) or as the development mode's
@@ -162,6 +165,10 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):
         context.set_trailing_metadata((*trailing, (REQUEST_ID_HEADER, call.request_id)))
         service, name = _split(call.method)
         self._m.requests.labels(service, name, code.name).inc()
+        if name == _UNARY_PUSH and code is not grpc.StatusCode.OK:
+            # A refused single push answers with a status, not a REJECTED result: count it
+            # with the streamed rejections so the outcome counter covers every push.
+            self._m.pushes.labels(_REJECTED).inc()
         self._m.latency.labels(service, name).observe(elapsed)
         quiet = call.method.startswith(_QUIET_PREFIXES)
         level = logging.DEBUG if quiet and code is grpc.StatusCode.OK else logging.INFO

@@ -12,6 +12,7 @@ from support.hubs import RunningHub
 from support.intake import WINDOW, push_licence
 
 from certhub.v1 import common_pb2, directory_pb2, intake_pb2
+from hub.client import InvalidArgumentError
 from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
 from hub.observability.interceptor import REQUEST_ID_HEADER
 
@@ -100,9 +101,12 @@ def test_requests_latency_and_push_outcomes_are_counted(
     envelope = sign_certificate(
         certificate_payload(world, licence.code, company, serial=1), [department.key]
     )
+    rejected_before = _sample("certhub_pushes_total", outcome="REJECTED")
     with running_hub.client(department.principal) as client:
         client.push(envelope)
         client.push(envelope)  # the same bytes again: DUPLICATE
+        with pytest.raises(InvalidArgumentError):
+            client.push(b"{not json")  # refused with a status: counted as REJECTED
     item = world.item_by_name("公共场所卫生许可（新办）").code
     with running_hub.client(WINDOW) as window:
         for case in ("GL-M-1", "GL-M-2"):
@@ -136,3 +140,4 @@ def test_requests_latency_and_push_outcomes_are_counted(
     )
     assert _sample("certhub_pushes_total", outcome="ACCEPTED") - accepted_before == 1
     assert _sample("certhub_pushes_total", outcome="DUPLICATE") - duplicate_before == 1
+    assert _sample("certhub_pushes_total", outcome="REJECTED") - rejected_before == 1
