@@ -37,6 +37,8 @@ MAX_ENTRIES_PER_CALL = 1000
 _TOKEN_PREFIX = "a1:"  # noqa: S105 - a format tag, not a secret
 # Longest page token we decode: the prefix plus a 20-digit index, base64 with padding.
 _MAX_TOKEN_LENGTH = 64
+# Indices are BIGINT columns: a larger value must be refused before it reaches the database.
+_MAX_INDEX = 2**63 - 1
 # Longest filter string accepted; wider than any column it is compared with.
 _MAX_FILTER_LENGTH = 256
 
@@ -155,7 +157,10 @@ def decode_page_token(token: str) -> int | None:
     digits = text.removeprefix(_TOKEN_PREFIX)
     if digits == text or not digits.isdigit() or not digits.isascii():
         raise bad
-    return int(digits)
+    index = int(digits)
+    if index > _MAX_INDEX:
+        raise bad
+    return index
 
 
 def query(session: Session, where: QueryFilter, *, page_size: int, before: int | None) -> Page:
