@@ -124,6 +124,7 @@ def test_filters_principal_action_certificate_and_time(running_hub: RunningHub) 
     [
         ({"page_token": "not-a-token"}, "page_token"),
         ({"page_token": "YTE6eHl6"}, "page_token"),  # "a1:xyz"
+        ({"page_token": "YTE6OTk5OTk5OTk5OTk5OTk5OTk5OTk="}, "page_token"),  # past BIGINT
         ({"page_size": MAX_PAGE_SIZE + 1}, "page_size"),
         ({"since": "yesterday"}, "since"),
         ({"since": "2026-01-01T00:00:00"}, "since"),
@@ -237,6 +238,9 @@ def test_inclusion_and_consistency_proofs_verify(running_hub: RunningHub) -> Non
         ("GetConsistencyProof", {"first_size": 2, "second_size": 10_000}, OutOfRangeError),
         ("GetEntries", {"start": 10_000, "end": 10_001}, OutOfRangeError),
         ("GetEntries", {"start": 3, "end": 3}, InvalidArgumentError),
+        ("GetInclusionProof", {"leaf_index": 2**64 - 1}, OutOfRangeError),
+        ("GetConsistencyProof", {"first_size": 2**64 - 1}, OutOfRangeError),
+        ("GetEntries", {"start": 2**64 - 1, "end": 2**64 - 1}, InvalidArgumentError),
     ],
 )
 def test_bad_sizes_are_out_of_range_or_invalid_never_internal(

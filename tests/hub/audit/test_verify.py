@@ -25,8 +25,8 @@ from signing.note import Checkpoint
 
 # Entries in the log under test and the batch they are appended in: several checkpoints,
 # several verifier chunks (the CLI reads 4,096 leaves per query), a ragged right edge.
-SIZE = 9_000
-BATCH = 700
+SIZE = 4_500
+BATCH = 500
 
 
 @pytest.fixture
@@ -77,13 +77,13 @@ def test_intact_log_verifies(logged: RunningHub, capsys: pytest.CaptureFixture[s
 
 def test_changed_leaf_is_named(logged: RunningHub, capsys: pytest.CaptureFixture[str]) -> None:
     def change(session: Session) -> None:
-        leaf = _leaf(session, 5_000).replace(b"gulou-service-centre", b"gulou-service-centrX")
-        session.execute(update(AuditEntry).where(AuditEntry.idx == 5_000).values(leaf=leaf))
+        leaf = _leaf(session, 4_200).replace(b"gulou-service-centre", b"gulou-service-centrX")
+        session.execute(update(AuditEntry).where(AuditEntry.idx == 4_200).values(leaf=leaf))
 
     _tamper(logged, change)
     status, output = _verify(logged, capsys)
     assert status == 1
-    assert "first bad index 5000" in output
+    assert "first bad index 4200" in output
 
 
 def test_changed_leaf_with_every_node_above_it_is_caught_by_the_checkpoint(
@@ -147,13 +147,13 @@ def test_removed_certificate_link_is_named(
 
 def test_deleted_leaf_is_named(logged: RunningHub, capsys: pytest.CaptureFixture[str]) -> None:
     def change(session: Session) -> None:
-        session.execute(delete(AuditCertificate).where(AuditCertificate.idx == 6_001))
-        session.execute(delete(AuditEntry).where(AuditEntry.idx == 6_001))
+        session.execute(delete(AuditCertificate).where(AuditCertificate.idx == 4_401))
+        session.execute(delete(AuditEntry).where(AuditEntry.idx == 4_401))
 
     _tamper(logged, change)
     status, output = _verify(logged, capsys)
     assert status == 1
-    assert "first bad index 6001" in output
+    assert "first bad index 4401" in output
     assert "missing" in output
 
 
@@ -175,7 +175,7 @@ def test_reordered_leaves_name_the_first(
     def change(session: Session) -> None:
         rows = {
             r.idx: r
-            for r in session.execute(select(AuditEntry).where(AuditEntry.idx.in_([2_000, 8_000])))
+            for r in session.execute(select(AuditEntry).where(AuditEntry.idx.in_([2_000, 4_400])))
             .scalars()
             .all()
         }
@@ -205,8 +205,8 @@ def test_reordered_leaves_name_the_first(
             for i in rows
         }
         session.expunge_all()
-        session.execute(delete(AuditCertificate).where(AuditCertificate.idx.in_([2_000, 8_000])))
-        for a, b in ((2_000, 8_000), (8_000, 2_000)):
+        session.execute(delete(AuditCertificate).where(AuditCertificate.idx.in_([2_000, 4_400])))
+        for a, b in ((2_000, 4_400), (4_400, 2_000)):
             session.execute(update(AuditEntry).where(AuditEntry.idx == a).values(**values[b]))
             for c in links[b]:
                 session.add(AuditCertificate(certificate_id=c, idx=a))
