@@ -1,0 +1,259 @@
+"""Adapter backfill: N generated certificates from a `sql` source into a hub on PostgreSQL
+(not a test).
+
+One run measures, on the same machine and at the same time:
+
+* the baseline: single-core Ed25519 verify rate of ``cryptography`` over a message the
+  size of a real certificate's PAE (the hub verifies one signature per push);
+* the end-to-end backfill: ``certhub adapter run --once`` reading a PostgreSQL table of N
+  business registrations (server-side cursor), signing each into its outbox and streaming
+  it to ``certhub serve`` (one worker, PostgreSQL), which verifies, stores and audits it.
+  Timed from the adapter's start to its exit (everything acknowledged);
+* peak resident memory (VmHWM) of the adapter and of the hub process.
+
+Target (issue 5): end-to-end rate >= 0.5x the verify rate; each process < 500 MB.
+
+    CERTHUB_BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
+        PYTHONPATH=.:tests /work/venv/bin/python bench/backfill_bench.py [--rows 711100]
+
+Two fresh databases are created next to the one in the URL (hub and department) and
+dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from sqlalchemy import create_engine, text
+from support.adapters import create_registrations, registration, sql_source, write_config
+from support.databases import fresh_postgres_database
+
+from hub.client import ClientTLS
+from hub.demo.world import build_world
+from hub.pki import PkiPaths
+from signing import CERTIFICATE_PAYLOAD_TYPE, pae
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_ROWS = 100_000
+# Rough size of one certificate payload (JSON with Chinese names and two face fields).
+PAYLOAD_BYTES = 900
+VERIFY_SECONDS = 3.0
+MB = 1024 * 1024
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def verify_rate(seconds: float) -> float:
+    """Single-core Ed25519 verifications per second over a certificate-sized message."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    public = key.public_key()
+    message = pae(CERTIFICATE_PAYLOAD_TYPE, b"x" * PAYLOAD_BYTES)
+    signature = key.sign(message)
+    count, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for _ in range(500):
+            public.verify(signature, message)
+        count += 500
+    return count / elapsed
+
+
+def certhub(*args: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "hub.cli.main", *args],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"certhub {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class PeakRss:
+    """Polls /proc/<pid>/status for VmHWM (the kernel's own peak RSS) until the process ends."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_kb = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.2):
+            self.sample()
+
+    def sample(self) -> None:
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+
+    def stop(self) -> float:
+        self.sample()
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kb * 1024 / MB
+
+
+def rows(count: int, type_names: list[str]) -> Iterator[dict[str, object]]:
+    for n in range(count):
+        yield registration(n, licence_type=type_names[n % len(type_names)])
+
+
+def run(args: argparse.Namespace, base_url: str, tmp: Path) -> int:
+    world = build_world()
+    amr = world.department_by_name("市场监督")
+    type_names = [t.name for t in world.types.values() if t.issuer == amr.code]
+    baseline = verify_rate(VERIFY_SECONDS)
+    say(f"baseline: Ed25519 verify, one core: {baseline:,.0f}/s")
+
+    with (
+        fresh_postgres_database(base_url, prefix="certhub_bench_hub") as hub_url,
+        fresh_postgres_database(base_url, prefix="certhub_bench_dept") as dept_url,
+    ):
+        started = time.perf_counter()
+        create_registrations(dept_url, rows(args.rows, type_names), chunk=10_000).dispose()
+        say(f"department table: {args.rows:,} rows in {time.perf_counter() - started:.0f}s")
+
+        data = tmp / "hub"
+        registry = tmp / "registry.toml"
+        registry.write_text(world.registry_toml(), encoding="utf-8")
+        certhub("init", "--data-dir", str(data), "--registry", str(registry))
+        certhub("db", "upgrade", "--data-dir", str(data), "--db", hub_url)
+        certhub("registry", "apply", str(registry), "--data-dir", str(data), "--db", hub_url)
+        port = free_port()
+        hub_log = (tmp / "hub.log").open("w")
+        hub = subprocess.Popen(
+            [sys.executable, "-m", "hub.cli.main", "serve", "--data-dir", str(data), "--db",
+             hub_url, "--address", f"127.0.0.1:{port}", "--workers", str(args.hub_workers)],
+            cwd=REPO, env=_env(), stdout=hub_log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        hub_rss = PeakRss(hub.pid)
+        try:
+            _wait_for_port(port)
+            pki = PkiPaths(data)
+            cert, key = pki.client(amr.principal)
+            files = write_config(
+                tmp / "adapter",
+                world=world,
+                department=amr,
+                address=f"127.0.0.1:{port}",
+                tls=ClientTLS(ca=pki.ca_cert, cert=cert, key=key),
+                source=sql_source(dept_url, batch_size=1000),
+            )
+            say(f"backfill: certhub adapter run --once ({args.rows:,} rows) ...")
+            started = time.perf_counter()
+            adapter = subprocess.Popen(
+                [sys.executable, "-m", "hub.cli.main", "adapter", "run", "--once",
+                 "--config", str(files.config)],
+                cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=sys.stderr, text=True,
+            )  # fmt: skip
+            adapter_rss = PeakRss(adapter.pid)
+            spies = [] if args.py_spy is None else [
+                _py_spy(args.py_spy / f"{name}.txt", pid)
+                for name, pid in (("hub", hub.pid), ("adapter", adapter.pid))
+            ]  # fmt: skip
+            out, _ = adapter.communicate()
+            for spy in spies:
+                if spy.poll() is None:  # the hub's: still running; SIGINT makes it write
+                    spy.send_signal(signal.SIGINT)
+                spy.wait(60)
+            elapsed = time.perf_counter() - started
+            adapter_peak = adapter_rss.stop()
+            if adapter.returncode != 0:
+                raise SystemExit(f"adapter failed ({adapter.returncode})")
+            say(f"adapter: {out.strip()}")
+            hub_peak = hub_rss.stop()
+        finally:
+            hub.send_signal(signal.SIGTERM)
+            hub.wait(60)
+            hub_log.close()
+        engine = create_engine(hub_url)
+        with engine.connect() as conn:
+            stored = conn.execute(text("SELECT count(*) FROM certificates")).scalar_one()
+        engine.dispose()
+
+    rate = args.rows / elapsed
+    ratio = rate / baseline
+    print()
+    print(f"rows                      {args.rows:,} (stored in the hub: {stored:,})")
+    print(f"Ed25519 verify, one core  {baseline:,.0f}/s")
+    print(f"backfill end to end       {rate:,.0f}/s in {elapsed:,.1f}s")
+    print(f"ratio                     {ratio:.3f}x  (target >= 0.5x: {_met(ratio >= 0.5)})")
+    print(
+        f"peak RSS adapter          {adapter_peak:,.0f} MB  (< 500 MB: {_met(adapter_peak < 500)})"
+    )
+    print(f"peak RSS hub              {hub_peak:,.0f} MB  (< 500 MB: {_met(hub_peak < 500)})")
+    return 0 if stored == args.rows else 1
+
+
+def _py_spy(out: Path, pid: int) -> subprocess.Popen[bytes]:
+    """Sample ``pid`` until it exits; collapsed stacks (one line per stack, with a count)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "--threads",
+         "--format", "raw", "--rate", "50", "--output", str(out), "--pid", str(pid)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def _wait_for_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"hub did not listen on {port} within {timeout:.0f}s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS)
+    parser.add_argument("--hub-workers", type=int, default=1)
+    parser.add_argument(
+        "--py-spy", type=Path, metavar="DIR", help="profile hub and adapter with py-spy into DIR"
+    )
+    args = parser.parse_args()
+    base_url = os.environ.get("CERTHUB_BENCH_DATABASE_URL")
+    if not base_url:
+        raise SystemExit("set CERTHUB_BENCH_DATABASE_URL (PostgreSQL) to run this benchmark")
+    with tempfile.TemporaryDirectory(prefix="certhub-backfill-") as tmp:
+        return run(args, base_url, Path(tmp))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
