@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from hub.pki import init_pki, issue_client_certificate
 from hub.runtime import HubConfig, build_hub
 from hub.services.registry_store import apply_registry
 from hub.store.engine import make_session_factory, session_scope
+
+_ISSUING = threading.Lock()
 
 
 @dataclass
@@ -33,7 +36,10 @@ class RunningHub:
         return f"localhost:{self.server.port}"
 
     def tls_for(self, principal: str) -> ClientTLS:
-        cert, key = issue_client_certificate(self.config.pki, principal)
+        # Issuing rewrites the principal's files: two threads doing it at once could pair one
+        # thread's certificate with the other's key (TLS then fails to start).
+        with _ISSUING:
+            cert, key = issue_client_certificate(self.config.pki, principal)
         return ClientTLS(ca=self.config.pki.ca_cert, cert=cert, key=key)
 
     def client(self, principal: str) -> HubClient:
