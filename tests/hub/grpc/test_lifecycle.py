@@ -3,7 +3,10 @@ minimisation and verification at the window (issue 2), on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
@@ -18,7 +21,7 @@ from support.probes import (
 )
 
 from certhub.v1 import common_pb2, ingest_pb2
-from hub.client import Fetched, HubClient, VerifiedCertificate
+from hub.client import Fetched, HubClient, HubClientError, VerifiedCertificate
 from hub.demo.world import (
     DemoDepartment,
     DemoHolder,
@@ -29,6 +32,7 @@ from hub.demo.world import (
     sign_revocation,
 )
 from hub.domain.certificate import CertificatePayload
+from hub.grpc.servicers import STREAM_IN_FLIGHT
 from signing import Algorithm, PrivateKey
 
 WINDOW = "gulou-service-centre"
@@ -386,3 +390,51 @@ def test_verify_an_older_version_says_superseded(
     assert verdict.stored
     assert common_pb2.CertificateStatus.Name(verdict.status) == "SUPERSEDED"
     assert "status is SUPERSEDED" in verdict.reasons
+
+
+def test_concurrent_pushes_of_one_version_store_it_once(
+    running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, company: DemoHolder
+) -> None:
+    same = sign_certificate(licence(world, company), [amr.key])
+    other = sign_certificate(
+        dataclasses.replace(licence(world, company), number="JY-OTHER-BYTES"), [amr.key]
+    )
+    envelopes = [same] * 6 + [other] * 6
+
+    # One channel shared by all threads (gRPC channels are thread-safe): concurrent calls.
+    with running_hub.client(amr.principal) as department:
+
+        def push(envelope: bytes) -> str:
+            try:
+                return ingest_pb2.PushOutcome.Name(department.push(envelope).outcome)
+            except HubClientError as error:
+                return error.code.name
+
+        with ThreadPoolExecutor(max_workers=len(envelopes)) as pool:
+            outcomes = Counter(pool.map(push, envelopes))
+    assert outcomes["ACCEPTED"] == 1
+    # Whichever bytes won, the other six conflict and the rest of the winner's are duplicates.
+    assert outcomes["ALREADY_EXISTS"] == 6
+    assert outcomes["DUPLICATE"] == 5
+    assert snapshot(running_hub.engine).certificates == 1
+
+
+def test_a_long_stream_is_answered_in_order(
+    running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment
+) -> None:
+    """More requests than the stream keeps in flight (back-pressure), every third one bad."""
+    count = 3 * STREAM_IN_FLIGHT
+    requests = [
+        ingest_pb2.PushRequest(
+            envelope=b"not an envelope"
+            if n % 3 == 0
+            else sign_certificate(licence(world, enterprise(n), serial=n), [amr.key]),
+            client_ref=f"ref-{n}",
+        )
+        for n in range(count)
+    ]
+    with running_hub.client(amr.principal) as department:
+        results = list(department.push_stream(requests, timeout=120))
+    assert [r.client_ref for r in results] == [f"ref-{n}" for n in range(count)]
+    assert [r.outcome == ingest_pb2.REJECTED for r in results] == [n % 3 == 0 for n in range(count)]
+    assert snapshot(running_hub.engine).certificates == count - count // 3
