@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 
 from sqlalchemy import text
-from support.adapters import csv_lines, files_source, registration, write_config
+from support.adapters import (
+    REGISTRATION_MAPPING,
+    csv_lines,
+    files_source,
+    registration,
+    write_config,
+)
 from support.hubs import RunningHub
 
 from adapters import Adapter, PassReport, load_config
@@ -124,3 +131,61 @@ def test_each_file_is_processed_once_by_content_and_a_changed_row_becomes_a_new_
     assert (changed.counts.read, changed.counts.unchanged, changed.counts.pushes) == (3, 2, 1)
     versions = sorted((str(p["number"]), int(p["version"])) for p in _hub_payloads(running_hub))  # type: ignore[call-overload]
     assert versions == [("GL00000000", 1), ("GL00000001", 1), ("GL00000001", 2), ("GL00000002", 1)]
+
+
+def test_attachment_is_bound_by_digest_and_issuer_unique_ids_keep_one_id(
+    running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, tmp_path: Path
+) -> None:
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    pdf = b"%PDF-1.7\n% licence scan\n" + bytes(range(256)) * 8
+    (scans / "GL00000000.pdf").write_bytes(pdf)
+    row = {
+        **registration(0),
+        "issue_date": "2021-01-01",
+        "expiry_date": "",
+        "pdf": "GL00000000.pdf",
+    }
+    _write(
+        tmp_path / "exports" / "a.jsonl", [json.dumps(row, ensure_ascii=False)], encoding="utf-8"
+    )
+    mapping = (
+        REGISTRATION_MAPPING.replace(
+            "[mapping]\n", '[mapping]\ncertificate_id_template = "GL-AMR-{key}"\n', 1
+        )
+        + f'\n[mapping.attachment]\ncolumn = "pdf"\nbase = "{scans}"\n'
+    )
+    files = write_config(
+        tmp_path / "adapter",
+        world=world,
+        department=amr,
+        address=running_hub.address,
+        tls=running_hub.tls_for(amr.principal),
+        source=files_source(tmp_path / "exports"),
+        mapping=mapping,
+    )
+    assert Adapter(load_config(files.config)).run_once().status.acked == 1
+    changed = {**row, "address": "福州市鼓楼区湖东路1号"}
+    _write(
+        tmp_path / "exports" / "b.jsonl",
+        [json.dumps(changed, ensure_ascii=False)],
+        encoding="utf-8",
+    )
+    assert Adapter(load_config(files.config)).run_once().status.acked == 2
+
+    digest = hashlib.sha256(pdf).hexdigest()
+    with running_hub.engine.connect() as conn:
+        stored = conn.execute(
+            text(
+                "SELECT certificate_id, version, attachment_sha256 FROM certificates "
+                "ORDER BY version"
+            )
+        ).all()
+        data = conn.execute(
+            text("SELECT data FROM attachments WHERE sha256 = :d"), {"d": digest}
+        ).scalar_one()
+    assert [tuple(r) for r in stored] == [
+        ("GL-AMR-GL00000000", 1, digest),
+        ("GL-AMR-GL00000000", 2, digest),
+    ]
+    assert bytes(data) == pdf
