@@ -83,7 +83,9 @@ def connect(
 ) -> tuple[HubClient, str]:
     """A client for ``args``' hub and the principal it acts as."""
     if args.insecure:
-        principal = args.principal or prefer or "operator"
+        if args.principal is None and not any_will_do:
+            raise ConnectionProblem("--insecure: name the principal to act as with --principal")
+        principal = args.principal or "certhub-cli"
         return HubClient.insecure(args.address, principal), principal
     pki = PkiPaths(args.data_dir)
     if not pki.ca_cert.exists():
