@@ -5,7 +5,6 @@ and refuses callers that send none."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -63,10 +62,7 @@ def test_insecure_mode_needs_a_registered_principal_header(
         assert auditor.stats().service_items == len(world.items)
 
 
-def test_insecure_mode_refuses_non_loopback_addresses(
-    running_hub: RunningHub, tmp_path: Path
-) -> None:
-    del tmp_path
+def test_insecure_mode_refuses_non_loopback_addresses(running_hub: RunningHub) -> None:
     for address in ("0.0.0.0:0", "[::]:0", "192.0.2.1:0", "example.org:0"):
         with pytest.raises(InsecureRefused):
             build_server(running_hub.hub, address=address, tls=None)
