@@ -238,18 +238,24 @@ def _serve(
     keep_going: Any = lambda: True,
 ) -> int:
     """Serve in this process until SIGTERM/SIGINT (or ``keep_going()`` turns False)."""
+    # First, so a SIGTERM during start-up still ends in a drain rather than the default kill.
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     engine = open_engine(config)
     try:
         hub = build_hub(config, engine)
     except RuntimeError as e:
         engine.dispose()
         raise CommandError(str(e)) from e
-    server = build_server(
-        hub, address=config.address, tls=tls, reflection_enabled=config.reflection
-    )
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    try:
+        server = build_server(
+            hub, address=config.address, tls=tls, reflection_enabled=config.reflection
+        )
+    except (OSError, RuntimeError) as e:  # grpcio reports a failed bind as RuntimeError
+        hub.close()
+        engine.dispose()
+        raise CommandError(f"cannot serve on {config.address}: {e}") from e
     log.info("serving on %s (%s)", config.address, "INSECURE" if tls is None else "mTLS")
     on_serving(server.port)
     while not stop.wait(PARENT_CHECK_SECONDS):
