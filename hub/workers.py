@@ -218,7 +218,9 @@ class Supervisor:
         while any(s.pid for s in self._slots):
             for slot, status in self._reap():
                 code = os.waitstatus_to_exitcode(status)
-                if code != 0:
+                # Killed by SIGTERM's default action: the worker had not installed its
+                # handler yet, so it had nothing in flight to lose.
+                if code not in (0, -signal.SIGTERM):
                     clean = False
                     log.error("worker %d stopped with %s", slot.index, _describe(status))
             if time.monotonic() > deadline:
