@@ -39,6 +39,7 @@ __all__ = [
     "HOLDER_SCHEMA_VERSION",
     "CacheChoice",
     "HolderScopes",
+    "announce_cache",
     "build_holder_cache",
     "build_rate_limiter",
     "holder_scope",
@@ -134,12 +135,25 @@ def choose_cache(*, enabled: bool, redis_url: str | None, workers: int) -> Cache
     return CacheChoice(kind="memory", reason="one process and no --redis: in-process LRU")
 
 
+# Decisions already logged in this process or, for forked workers, in their supervisor:
+# N workers making one decision should say it once, not N times (and again per restart).
+_announced: set[CacheChoice] = set()
+
+
+def announce_cache(*, enabled: bool, redis_url: str | None, workers: int) -> CacheChoice:
+    """Log where the holder cache will live; a supervisor calls this before forking."""
+    choice = choose_cache(enabled=enabled, redis_url=redis_url, workers=workers)
+    if choice not in _announced:
+        _announced.add(choice)
+        log.info("holder cache: %s (%s)", choice.kind, choice.reason)
+    return choice
+
+
 def build_holder_cache(
     *, enabled: bool, redis_url: str | None, workers: int, prefix: str
 ) -> HolderCache:
-    """The holder cache for this process; logs the decision (once per process)."""
-    choice = choose_cache(enabled=enabled, redis_url=redis_url, workers=workers)
-    log.info("holder cache: %s (%s)", choice.kind, choice.reason)
+    """The holder cache for this process (the decision is logged once, see announce_cache)."""
+    choice = announce_cache(enabled=enabled, redis_url=redis_url, workers=workers)
     backend: Cache
     if choice.kind == "off":
         return NoCache()
