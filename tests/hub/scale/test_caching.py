@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from support.redis_server import RedisServer
 
 from cache import MemoryRateLimiter, RedisRateLimiter
+from hub import caching
 from hub.app import Hub, NoCache
 from hub.audit.entry import Action
 from hub.caching import HolderScopes, build_holder_cache, build_rate_limiter, choose_cache
@@ -290,7 +291,10 @@ def test_redis_outage_costs_no_fetch_and_heals(
         built.hub.close()
 
 
-def test_cache_choice_per_configuration(caplog: pytest.LogCaptureFixture) -> None:
+def test_cache_choice_per_configuration(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(caching, "_announced", set())  # as in a fresh process
     assert choose_cache(enabled=True, redis_url=None, workers=1).kind == "memory"
     assert choose_cache(enabled=True, redis_url="redis://x", workers=4).kind == "redis"
     assert choose_cache(enabled=False, redis_url="redis://x", workers=1).kind == "off"
@@ -302,6 +306,9 @@ def test_cache_choice_per_configuration(caplog: pytest.LogCaptureFixture) -> Non
     assert isinstance(built, NoCache)
     [message] = [r.getMessage() for r in caplog.records]
     assert message.startswith("holder cache: off")
+    # A second hub in this process (or a forked worker) makes the same choice silently.
+    build_holder_cache(enabled=True, redis_url=None, workers=2, prefix="certhub")
+    assert len(caplog.records) == 1
 
 
 def test_rate_limiter_choice() -> None:
