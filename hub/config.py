@@ -94,6 +94,11 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
         action.default = _Default(action.default)
         layered.append(action)
     parser.set_defaults(**{_ACTIONS_ATTR: tuple(layered)})
+    parser.epilog = (
+        f"Every option is also a setting: {ENV_PREFIX}<OPTION> in the environment (e.g. "
+        f"{ENV_PREFIX}METRICS_PORT=9464) or `metrics_port = 9464` in the --config file. "
+        "`certhub config show` prints the effective settings and where each came from."
+    )
 
 
 def apply_config(
