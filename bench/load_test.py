@@ -271,11 +271,12 @@ def run(args: argparse.Namespace) -> int:
             pushed = stored(engine) - stored_at_start
             with Outbox(files.outbox) as outbox:
                 adapter_status = outbox.status()
-            adapter_retries = sum(
-                1
+            adapter_problems = [
+                line
                 for line in adapter_log.read_text(errors="replace").splitlines()
                 if " WARNING " in line or " ERROR " in line
-            )
+            ]
+            adapter_retries = len(adapter_problems)
             hub_errors = [
                 line for line in served.output if " ERROR " in line or "Traceback" in line
             ]
@@ -313,6 +314,8 @@ def run(args: argparse.Namespace) -> int:
         f"drained {drained}; outbox rejected {adapter_status.rejected}, "
         f"pending {adapter_status.depth}; adapter warnings/errors {adapter_retries}"
     )
+    for line in adapter_problems[:5]:
+        print(f"          {line.rstrip()}")
     print(f"hub log   {len(hub_errors)} ERROR/Traceback lines")
     for line in hub_errors[:5]:
         print(f"          {line.rstrip()}")
