@@ -49,6 +49,13 @@ T = TypeVar("T")
 
 # Default per-call deadline: a window clerk waits seconds, not minutes.
 DEFAULT_TIMEOUT_SECONDS = 10.0
+# Largest answer accepted: the hub's own message limit (hub.grpc.server.MAX_MESSAGE_BYTES),
+# since a certificate fetched with its attachment may carry a 20 MiB file. gRPC's default,
+# 4 MiB, refused every attachment above it.
+MAX_RECEIVE_MESSAGE_BYTES = 22 * 1024 * 1024
+_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES)
+]
 INSECURE_PRINCIPAL_HEADER = "x-certhub-principal"
 _KEY_STATUS = {
     directory_pb2.KEY_ACTIVE: KeyStatus.ACTIVE,
@@ -251,14 +258,17 @@ class HubClient:
 
     @classmethod
     def connect(cls, address: str, tls: ClientTLS, *, server_name: str | None = None) -> HubClient:
-        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        options = list(_CHANNEL_OPTIONS)
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
         return cls(grpc.secure_channel(address, tls.credentials(), options=options))
 
     @classmethod
     def insecure(cls, address: str, principal: str) -> HubClient:
         """Development only, against a hub started with --insecure on loopback."""
         return cls(
-            grpc.insecure_channel(address), metadata=((INSECURE_PRINCIPAL_HEADER, principal),)
+            grpc.insecure_channel(address, options=_CHANNEL_OPTIONS),
+            metadata=((INSECURE_PRINCIPAL_HEADER, principal),),
         )
 
     def __enter__(self) -> HubClient:
