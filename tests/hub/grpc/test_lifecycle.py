@@ -31,7 +31,7 @@ from hub.demo.world import (
     sign_certificate,
     sign_revocation,
 )
-from hub.domain.certificate import CertificatePayload
+from hub.domain.certificate import MAX_ATTACHMENT_BYTES, CertificatePayload
 from hub.grpc.servicers import STREAM_IN_FLIGHT
 from signing import Algorithm, PrivateKey
 
@@ -438,3 +438,25 @@ def test_a_long_stream_is_answered_in_order(
     assert [r.client_ref for r in results] == [f"ref-{n}" for n in range(count)]
     assert [r.outcome == ingest_pb2.REJECTED for r in results] == [n % 3 == 0 for n in range(count)]
     assert snapshot(running_hub.engine).certificates == count - count // 3
+
+
+def test_an_attachment_near_the_limit_reaches_the_window(
+    running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, company: DemoHolder
+) -> None:
+    """The typed client accepts what the hub may send (gRPC's default stops at 4 MiB)."""
+    pdf = b"%PDF-1.7\n" + b"\x01" * (MAX_ATTACHMENT_BYTES - 16)
+    payload = certificate_payload(
+        world, world.type_by_name("营业执照").code, company, serial=9, attachment=pdf
+    )
+    with running_hub.client(amr.principal) as department:
+        department.push(sign_certificate(payload, [amr.key]), attachment=pdf)
+    with running_hub.client(WINDOW) as window:
+        window.timeout = 60
+        fetched = window.fetch(
+            id_type="USCC",
+            holder_id=company.holder.id,
+            service_item=world.item_by_name(CHANGE_ITEM).code,
+            case_number="GL-BIG",
+            include_attachments=True,
+        )
+    assert fetched.certificates[0].record.attachment == pdf
