@@ -38,6 +38,10 @@ from signing import (
     verify_envelope,
 )
 
+# How far a revocation's date may precede the certificate's issue date: a revocation
+# timestamp in UTC can fall on the previous calendar day of an issue date in China time.
+REVOCATION_DATE_SLACK = dt.timedelta(days=1)
+
 
 class PushOutcome(StrEnum):
     ACCEPTED = "ACCEPTED"
@@ -334,7 +338,7 @@ def store_revoke(
     r = checked.payload
     lineage = lineage_of(r.certificate_id)
     row = session.execute(
-        select(Certificate.issuer_code, Certificate.holder_key)
+        select(Certificate.issuer_code, Certificate.holder_key, Certificate.issued_on)
         .where(Certificate.lineage == lineage)
         .order_by(Certificate.version.desc())
         .limit(1)
@@ -343,12 +347,21 @@ def store_revoke(
         raise NotFound(
             f"certificate {r.certificate_id} is not stored", reason="CERTIFICATE_NOT_FOUND"
         )
-    issuer, holder_key = row
+    issuer, holder_key, issued_on = row
     if issuer != caller.department_code:
         raise PermissionDenied(
             f"certificate {r.certificate_id} was issued by {issuer}, not by the department of "
             f"principal {caller.name!r}",
             reason="FOREIGN_CERTIFICATE",
+        )
+    # The key must be valid on the revocation's date: backdated before the (newest version
+    # of the) certificate existed, a retired key could revoke what was issued after it
+    # retired. One day of slack: revoked_at carries its own UTC offset, issued_on is a date.
+    if r.revoked_at.date() < issued_on - REVOCATION_DATE_SLACK:
+        raise InvalidArgument.field(
+            "payload.revoked_at",
+            f"{r.revoked_at.date()} is before the certificate was issued ({issued_on})",
+            reason="REVOKED_BEFORE_ISSUE",
         )
     verification = verify_envelope(
         checked.parsed,
