@@ -282,6 +282,7 @@ class RevokeAttack:
     relabel: bool
     code: grpc.StatusCode
     says: str
+    revoked_at: dt.datetime | None = None
 
     def __str__(self) -> str:
         return self.name
@@ -317,6 +318,15 @@ REVOKE_ATTACKS = [
         "expired after 2022-12-31",
     ),
     RevokeAttack(
+        # Dated inside the retired key's validity, before the certificate (2024) existed.
+        "retired-key-backdated-revocation",
+        lambda k: RETIRED,
+        False,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "before the certificate was issued",
+        revoked_at=dt.datetime(2021, 6, 1, tzinfo=dt.UTC),
+    ),
+    RevokeAttack(
         "revocation-signed-as-certificate-relabelled",
         lambda k: k.amr.key,
         True,
@@ -333,7 +343,9 @@ def test_revocation_attack_is_refused(
     target = licence(keys, serial=30)
     with running_hub.client(keys.amr.principal) as client:
         client.push(sign_certificate(target, [keys.amr.key]))
-        revocation = sign_revocation(target.certificate_id, attack.signer(keys))
+        revocation = sign_revocation(
+            target.certificate_id, attack.signer(keys), revoked_at=attack.revoked_at
+        )
         if attack.relabel:
             payload = decoded_payload(revocation)
             revocation = relabelled(
