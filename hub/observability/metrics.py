@@ -38,7 +38,7 @@ from prometheus_client import (
     start_http_server,
     values,
 )
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from hub.store.engine import session_scope
 from hub.store.models import LogCheckpoint, LogHead
@@ -335,7 +335,11 @@ class MetricsSampler:
                 self._seen[i] = value
         with session_scope(self._sessions) as session:
             size = session.scalar(select(LogHead.size).limit(1))
-            latest = session.scalar(select(func.max(LogCheckpoint.created_at)))
+            # The newest checkpoint is the largest tree: read through the primary key, not
+            # max(created_at), which would scan every checkpoint ever written.
+            latest = session.scalar(
+                select(LogCheckpoint.created_at).order_by(LogCheckpoint.size.desc()).limit(1)
+            )
         self._m.audit_log_size.set(size or 0)
         if latest is not None:
             if latest.tzinfo is None:  # SQLite returns naive datetimes, stored as UTC
