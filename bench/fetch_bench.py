@@ -270,9 +270,11 @@ class LoadSpec:
     warmup: float
     duration: float
     shuffle: bool
+    # Instead of running for a duration: every request once, spread over the callers.
+    one_pass: bool = False
 
 
-def _caller(spec: LoadSpec, index: int, start_at: float, out: list[Any]) -> None:
+def _caller(spec: LoadSpec, index: int, start: Any, out: list[Any]) -> None:
     pki = PkiPaths(Path(spec.data_dir))
     cert, key = pki.client(WINDOW)
     creds = grpc.ssl_channel_credentials(
@@ -292,9 +294,10 @@ def _caller(spec: LoadSpec, index: int, start_at: float, out: list[Any]) -> None
     latencies: list[float] = []
     size = 0
     grpc.channel_ready_future(channel).result(timeout=30)
-    measure_from = start_at + spec.warmup
-    until = measure_from + spec.duration
-    while True:
+    start.wait()  # every caller of every process connected: the clock starts together
+    measure_from = time.perf_counter() + spec.warmup
+    until = float("inf") if spec.one_pass else measure_from + spec.duration
+    while not (spec.one_pass and i >= n):
         request = spec.requests[rng.randrange(n) if spec.shuffle else i % n]
         i += spec.stride
         began = time.perf_counter()
@@ -309,10 +312,10 @@ def _caller(spec: LoadSpec, index: int, start_at: float, out: list[Any]) -> None
     out.append((latencies, size))
 
 
-def _client_process(spec: LoadSpec, start_at: float, results: Any) -> None:
+def _client_process(spec: LoadSpec, start: Any, results: Any) -> None:
     out: list[Any] = []
     threads = [
-        threading.Thread(target=_caller, args=(spec, t, start_at, out)) for t in range(spec.threads)
+        threading.Thread(target=_caller, args=(spec, t, start, out)) for t in range(spec.threads)
     ]
     for t in threads:
         t.start()
@@ -343,13 +346,15 @@ def run_load(
     warmup: float,
     duration: float,
     shuffle: bool = False,
+    one_pass: bool = False,
 ) -> Figures:
     """``concurrency`` sequential callers in ``processes`` spawned processes."""
     ctx = mp.get_context("spawn")  # a fresh interpreter: no gRPC state from this process
     results = ctx.Queue()
     per = [concurrency // processes + (p < concurrency % processes) for p in range(processes)]
-    # Spawned interpreters take ~1 s to import grpc: everyone starts the clock together.
-    start_at = time.perf_counter() + 3.0
+    # Spawned interpreters take seconds to import grpc on a busy machine: no caller starts
+    # before all are connected.
+    start = ctx.Barrier(concurrency)
     procs = []
     offset = 0
     for threads in per:
@@ -364,9 +369,10 @@ def run_load(
             warmup=warmup,
             duration=duration,
             shuffle=shuffle,
+            one_pass=one_pass,
         )
         offset += threads
-        p = ctx.Process(target=_client_process, args=(spec, start_at, results))
+        p = ctx.Process(target=_client_process, args=(spec, start, results))
         p.start()
         procs.append(p)
     latencies: list[float] = []
@@ -434,8 +440,8 @@ def throughput(args: argparse.Namespace, world: DemoWorld, work: Path) -> dict[s
         try:
             address = f"127.0.0.1:{port}"
             # Every hot holder fetched once before the clock starts: the cache is warm.
-            run_load("(warming the cache)", address=address, method=FETCH_METHOD,
-                     **{**load, "warmup": 0.0, "duration": 3.0})  # fmt: skip
+            run_load("(warming: each holder once)", address=address, method=FETCH_METHOD,
+                     one_pass=True, **{**load, "warmup": 0.0})  # fmt: skip
             out["warm"] = run_load("fetch, warm cache (Redis)", address=address,
                                    method=FETCH_METHOD, **load)  # fmt: skip
         finally:
