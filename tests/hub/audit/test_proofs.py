@@ -163,4 +163,4 @@ def test_proofs_read_one_query_of_log_n_nodes(built: tuple[Engine, list[bytes]])
     node_queries = [s for s in selects if "tree_nodes" in s]
     assert len(node_queries) == 1
     assert len(proof.hashes) <= LOG_SIZE.bit_length()
-    assert len(selects) == 3  # latest size, the nodes, the leaf
+    assert len(selects) == 2  # latest size with the leaf, then the nodes
