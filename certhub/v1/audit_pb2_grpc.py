@@ -93,7 +93,8 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCheckpoint(self, request, context):
-        """The latest signed checkpoint. Any authenticated principal.
+        """The latest signed checkpoint (size 0 with the empty tree's root while the log is empty).
+        Any authenticated principal.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -48,7 +48,9 @@ class AuditServiceStub:
     commitment and certificate id filtered by) and returns its index. Role AUDITOR.
     """
     GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.Checkpoint]
-    """The latest signed checkpoint. Any authenticated principal."""
+    """The latest signed checkpoint (size 0 with the empty tree's root while the log is empty).
+    Any authenticated principal.
+    """
     GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.InclusionProof]
     """RFC 9162 inclusion proof of one leaf in a tree of the given size. AUDITOR: any leaf;
     other principals: only leaves whose principal is the caller.
@@ -78,7 +80,9 @@ class AuditServiceAsyncStub(AuditServiceStub):
     commitment and certificate id filtered by) and returns its index. Role AUDITOR.
     """
     GetCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetCheckpointRequest, _audit_pb2.Checkpoint]  # type: ignore[assignment]
-    """The latest signed checkpoint. Any authenticated principal."""
+    """The latest signed checkpoint (size 0 with the empty tree's root while the log is empty).
+    Any authenticated principal.
+    """
     GetInclusionProof: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetInclusionProofRequest, _audit_pb2.InclusionProof]  # type: ignore[assignment]
     """RFC 9162 inclusion proof of one leaf in a tree of the given size. AUDITOR: any leaf;
     other principals: only leaves whose principal is the caller.
@@ -117,7 +121,9 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.GetCheckpointRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.Checkpoint, _abc.Awaitable[_audit_pb2.Checkpoint]]:
-        """The latest signed checkpoint. Any authenticated principal."""
+        """The latest signed checkpoint (size 0 with the empty tree's root while the log is empty).
+        Any authenticated principal.
+        """
 
     @_abc_1.abstractmethod
     def GetInclusionProof(

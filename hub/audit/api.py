@@ -34,6 +34,8 @@ from hub.registry import Principal, Role
 from hub.services import audit, intake
 from hub.services.ingest import require_role
 from hub.store.engine import session_scope
+from signing import merkle
+from signing.note import Checkpoint
 
 T = TypeVar("T")
 
@@ -105,8 +107,15 @@ class AuditApi:
         return QueryOutput(page=page, audit_index=index)
 
     def checkpoint(self, caller: Principal) -> CheckpointOutput:
-        stored = self._read(caller, "GetCheckpoint", audit.checkpoint)
+        stored = self._read(caller, "GetCheckpoint", audit.latest_checkpoint)
         keys = self._hub.audit_log.keys
+        if stored is None:
+            # An empty log still has a signed head (size 0, the empty root): monitors and
+            # clients start from it like from any other, and nothing is refused.
+            empty = Checkpoint(origin=keys.origin, size=0, root_hash=merkle.EMPTY_ROOT)
+            stored = audit.StoredCheckpoint(
+                size=0, root=empty.root_hash, note=self._hub.audit_log.sign(empty).note
+            )
         return CheckpointOutput(
             checkpoint=stored, origin=keys.origin, verifier_key=keys.signer.vkey
         )

@@ -340,3 +340,13 @@ def test_audit_entry_records_are_what_the_leaf_says(running_hub: RunningHub) -> 
     assert entry.time == "2026-03-01T08:30:00.000000Z"
     assert list(entry.certificate_ids) == ["c1", "c2"]
     assert entry.holder_commitment == "ab" * 32
+
+
+def test_an_empty_log_has_a_signed_empty_checkpoint(running_hub: RunningHub) -> None:
+    with running_hub.client(SMALL_WINDOW) as window:
+        window.log_verifier_key = running_hub.hub.audit_log.keys.signer.vkey
+        empty = window.checkpoint()
+        assert (empty.size, empty.root_hash) == (0, merkle.EMPTY_ROOT)
+        _fill(running_hub, 4)
+        grown = window.checkpoint()
+    assert grown.size == 4
