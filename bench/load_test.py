@@ -106,6 +106,7 @@ def client_process(
     holders: int,
     start_at: float,
     duration: float,
+    cases: int,
 ) -> dict[str, Any]:
     """One client process: ``fetchers`` threads fetching from ``start_at`` (time.time) on."""
     world = build_world()
@@ -122,6 +123,7 @@ def client_process(
         deadline=CALL_DEADLINE,
         holders=holders,
         first_holder=0,
+        cases=cases,
     )
     time.sleep(max(0.0, start_at - time.time()))
     with load:
@@ -251,7 +253,15 @@ def run(args: argparse.Namespace) -> int:
                 pending = pool.starmap_async(
                     client_process,
                     [
-                        (served.address, tls_files, k, args.holders, start_at, args.duration)
+                        (
+                            served.address,
+                            tls_files,
+                            k,
+                            args.holders,
+                            start_at,
+                            args.duration,
+                            args.cases,
+                        )
                         for k in per_process
                     ],
                 )
@@ -305,7 +315,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"date      {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores")
     print(
         f"fetches   {calls} in {args.duration:.0f} s ({calls / args.duration:.0f}/s) by "
-        f"{args.clients} clients; errors {sum(errors.values())}"
+        f"{args.clients} clients; errors {sum(errors.values())}; case numbers: "
+        f"{f'{args.cases} per client, reused' if args.cases else 'a new one every fetch'}"
     )
     for what, count in errors.most_common():
         print(f"          {count} x {what}")
@@ -332,6 +343,12 @@ def run(args: argparse.Namespace) -> int:
         if start is None or end is None or not series:
             print(f"          {name}: gone during the run")
             continue
+        every_minute = [
+            f"{sizes[name] / 1024:.0f}"
+            for t, sizes in samples
+            if sizes.get(name) is not None and int(t) % 60 < RSS_SAMPLE_SECONDS
+        ]
+        print(f"          {name}: each minute {' '.join(every_minute)} MiB")
         print(
             f"          {name}: {start / 1024:.1f} MiB -> {end / 1024:.1f} MiB "
             f"({end / start:.2f}x; max {max(series) / 1024:.1f} MiB)"
@@ -358,6 +375,14 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--push-rate", type=float, default=DEFAULT_PUSH_RATE, help="rows/s")
     parser.add_argument("--holders", type=int, default=DEFAULT_HOLDERS)
+    parser.add_argument(
+        "--cases",
+        type=int,
+        default=0,
+        help="distinct case numbers per client, reused in turn (default 0: a new case every "
+        "fetch; the hub remembers up to 100,000 recorded cases per process, so RSS grows "
+        "until that bound when every case is new)",
+    )
     args = parser.parse_args()
     if not args.db or not args.redis:
         parser.error("--db and --redis are needed (or CERTHUB_TEST_DATABASE_URL/_REDIS_URL)")

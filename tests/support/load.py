@@ -64,6 +64,10 @@ class Load:
     first_push_holder: int = 800_000
     # Seconds between one thread's calls (0: back to back).
     pause: float = 0.0
+    # Distinct case numbers per fetching thread, reused in turn (0: a new case every fetch,
+    # like windows taking new applicants; a bound keeps the hub's per-process memory of
+    # recorded cases from growing during a memory measurement).
+    cases: int = 0
     calls: list[Call] = field(default_factory=list)
     acknowledged: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -155,7 +159,7 @@ class Load:
             request = intake_pb2.FetchRequest(
                 holder=common_pb2.Holder(id_type=common_pb2.USCC, id=holder),
                 service_item_code=item,
-                case_number=f"LOAD-{n}-{k}",
+                case_number=f"LOAD-{n}-{k % self.cases if self.cases else k}",
             )
             self._timed(
                 "fetch", functools.partial(stub.FetchCertificates, request, timeout=self.deadline)
