@@ -180,18 +180,20 @@ class Supervisor:
                 self._ever_ready.add(byte)
 
     def _reap(self) -> list[tuple[_Slot, int]]:
+        """Workers that exited. Waits on each worker's pid, never on -1, so children other
+        parts of this process started (a metrics server, say) are not reaped behind their back."""
         exited: list[tuple[_Slot, int]] = []
-        while True:
+        for slot in self._slots:
+            if not slot.pid:
+                continue
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return exited
-            if pid == 0:
-                return exited
-            for slot in self._slots:
-                if slot.pid == pid:
-                    slot.last_pid, slot.pid = pid, 0
-                    exited.append((slot, status))
+                pid, status = os.waitpid(slot.pid, os.WNOHANG)
+            except ChildProcessError:  # already reaped elsewhere: gone all the same
+                pid, status = slot.pid, 0
+            if pid == slot.pid:
+                slot.last_pid, slot.pid = pid, 0
+                exited.append((slot, status))
+        return exited
 
     def _schedule_restart(self, slot: _Slot, status: int) -> None:
         lived = time.monotonic() - slot.started
