@@ -40,6 +40,7 @@ __all__ = [
     "CacheChoice",
     "HolderScopes",
     "announce_cache",
+    "announce_rate_limits",
     "build_holder_cache",
     "build_rate_limiter",
     "holder_scope",
@@ -170,10 +171,28 @@ def build_holder_cache(
     return HolderScopes(generational=generational, backend=backend, kind=choice.kind)
 
 
-def build_rate_limiter(*, redis_url: str | None, prefix: str) -> RateLimiter:
+# Worker counts whose per-process rate limits were already warned about (see _announced).
+_limits_announced: set[int] = set()
+
+
+def announce_rate_limits(*, redis_url: str | None, workers: int) -> None:
+    """Warn once when rate limits cannot be shared: each process then has its own buckets."""
+    if redis_url or workers <= 1 or workers in _limits_announced:
+        return
+    _limits_announced.add(workers)
+    log.warning(
+        "rate limits: no --redis, so each of the %d worker processes keeps its own token "
+        "buckets; a principal can get up to %d times its registry rate",
+        workers,
+        workers,
+    )
+
+
+def build_rate_limiter(*, redis_url: str | None, prefix: str, workers: int = 1) -> RateLimiter:
     """Shared buckets in Redis when there is one, else this process's own buckets."""
     if redis_url:
         return RedisRateLimiter.from_url(redis_url, prefix=prefix)
+    announce_rate_limits(redis_url=redis_url, workers=workers)
     return MemoryRateLimiter()
 
 

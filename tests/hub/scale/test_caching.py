@@ -311,8 +311,17 @@ def test_cache_choice_per_configuration(
     assert len(caplog.records) == 1
 
 
-def test_rate_limiter_choice() -> None:
+def test_rate_limiter_choice(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(caching, "_limits_announced", set())
+    caplog.set_level(logging.WARNING, logger="certhub.cache")
     assert isinstance(build_rate_limiter(redis_url=None, prefix="certhub"), MemoryRateLimiter)
+    assert caplog.records == []  # one process: its buckets are the only ones
+    for _ in range(2):
+        build_rate_limiter(redis_url=None, prefix="certhub", workers=3)
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "up to 3 times its registry rate" in warning
     limiter = build_rate_limiter(redis_url="redis://127.0.0.1:1/0", prefix="certhub")
     assert isinstance(limiter, RedisRateLimiter)
     limiter.close()
