@@ -83,7 +83,9 @@ def build_hub(config: HubConfig, engine: Engine, *, cache: HolderCache | None = 
             workers=config.workers,
             prefix=config.cache_prefix,
         )
-    limiter = build_rate_limiter(redis_url=config.redis_url, prefix=config.cache_prefix)
+    limiter = build_rate_limiter(
+        redis_url=config.redis_url, prefix=config.cache_prefix, workers=config.workers
+    )
     return Hub(
         sessions=sessions, registry=source, audit_keys=keys, cache=cache, rate_limiter=limiter
     )
