@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from cache.port import check_prefix
-from hub.caching import announce_cache
+from hub.caching import announce_cache, announce_rate_limits
 from hub.cli.main import CommandError
 from hub.cli.options import (
     add_data_options,
@@ -139,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         engine.dispose()  # no pooled connection may cross the fork
     # Said once here; the forked workers inherit that it was said.
     announce_cache(enabled=config.cache_enabled, redis_url=config.redis_url, workers=config.workers)
+    announce_rate_limits(redis_url=config.redis_url, workers=config.workers)
     parent = os.getpid()
 
     def worker(slot: int, ready_fd: int) -> int:
