@@ -42,23 +42,19 @@ class Stats:
 
 def compute_stats(session: Session, registry: Registry) -> Stats:
     """KPIs from the data: current certificate versions, the registry and fetched cases."""
-    by_kind = dict(
+    by_kind: dict[str, int] = dict(
         session.execute(
             select(Certificate.kind, func.count())
             .where(Certificate.is_current.is_(True))
             .group_by(Certificate.kind)
-        )
-        .tuples()
-        .all()
+        ).all()
     )
-    by_department = dict(
+    by_department: dict[str, int] = dict(
         session.execute(
             select(Certificate.issuer_code, func.count())
             .where(Certificate.is_current.is_(True))
             .group_by(Certificate.issuer_code)
-        )
-        .tuples()
-        .all()
+        ).all()
     )
     cases, served = session.execute(
         select(func.count(), func.coalesce(func.sum(case((Case.served.is_(True), 1), else_=0)), 0))

@@ -218,8 +218,8 @@ def load_attachments(session: Session, digests: Sequence[str]) -> dict[str, byte
         return {}
     rows = session.execute(
         select(Attachment.sha256, Attachment.data).where(Attachment.sha256.in_(digests))
-    )
-    return dict(rows.tuples().all())
+    ).all()
+    return {row.sha256: row.data for row in rows}
 
 
 def record_case(session: Session, purpose: Purpose, *, served: bool, now: dt.datetime) -> None:

@@ -529,7 +529,10 @@ def test_bad_values_are_quoted_only_in_part(
     [b'"' + b'\\"' * 300_000, b'"\\' * 300_000, b"[" * 1_000_000, b'{"a":"' + b"[" * 500_000],
 )
 def test_hostile_payloads_are_rejected_quickly(payload: bytes) -> None:
+    # A complexity guard, not a benchmark: the quadratic scan this replaced took minutes at
+    # these sizes and the linear one takes milliseconds, so a generous bound separates the
+    # two even on a loaded CI machine.
     started = time.monotonic()
     with pytest.raises(InvalidArgument):
         parse(payload)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 15.0
