@@ -17,14 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.audit.entry import AuditRecord
-from hub.audit.log import HEAD_ID, AuditLog
+from hub.audit.log import AuditLog
 from hub.errors import HubError, Unavailable
 from hub.store.engine import session_scope
-from hub.store.models import LogHead
 
 log = logging.getLogger("certhub.audit")
 
@@ -147,7 +145,12 @@ class GroupCommitter:
     def _commit(self, batch: list[_Unit[object]]) -> None:
         try:
             with session_scope(self._sessions, write=True) as session:
-                _lock_log_head(session)
+                # Lock the log head before the batch writes anything. Batches of two hub
+                # processes then run one after the other: upserting the same rows (a case
+                # fetched through both) in different orders, they deadlocked on PostgreSQL,
+                # which failed one batch and answered all its calls UNAVAILABLE. SQLite's
+                # IMMEDIATE transactions are serial already.
+                self._log.lock(session)
                 records = [self._apply(session, unit) for unit in batch]
                 first = self._log.append(session, records)
         except HubError as exc:
@@ -181,12 +184,3 @@ class GroupCommitter:
             unit.error = error
             unit.value = None
             unit.done.set()
-
-
-def _lock_log_head(session: Session) -> None:
-    """Lock the log head before the batch writes anything (``AuditLog.append`` locks it
-    again, harmlessly). Batches of two hub processes then run one after the other: upserting
-    the same rows (a case fetched through both) in different orders, they deadlocked on
-    PostgreSQL, which failed one batch and answered all its calls UNAVAILABLE. SQLite
-    ignores FOR UPDATE; its IMMEDIATE transactions are serial already."""
-    session.execute(select(LogHead.id).where(LogHead.id == HEAD_ID).with_for_update())
