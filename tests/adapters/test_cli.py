@@ -180,3 +180,40 @@ def test_config_problems_name_the_file_and_key(
     assert main(["adapter", "status", "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert f"{config}: [department].name: is required" in err
+
+
+def test_continuous_run_stops_cleanly_on_sigterm(
+    running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'department.db'}"
+    create_registrations(url, (registration(n) for n in range(20)))
+    files = write_config(
+        tmp_path / "adapter",
+        world=world,
+        department=amr,
+        address=running_hub.address,
+        tls=running_hub.tls_for(amr.principal),
+        source=sql_source(url),
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hub.cli.main", "adapter", "run", "--config", str(files.config)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while outbox_counts(files.outbox).get("acked", 0) < 20:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err.decode()
+    assert b"SIGTERM: stopping" in err
