@@ -271,7 +271,10 @@ class Hub:
             self._refuse(record(error.status_name), error)
         certificates = self._holder_certificates(holder.key(), commitment)
         chosen, materials = intake.select_for_item(
-            item, certificates, today=now.astimezone(SERVICE_TIMEZONE).date()
+            item,
+            certificates,
+            today=now.astimezone(SERVICE_TIMEZONE).date(),
+            distrusted=registry.compromised_key_ids,
         )
         attachments = self._attachments(chosen, request.include_attachments)
         served = tuple(
@@ -324,7 +327,9 @@ class Hub:
             ids = (request.certificate_id,) if request.certificate_id else ()
             self._refuse(record(error.status_name, holder=commitment, certificate_ids=ids), error)
         attachments = self._attachments([(stored, None)], request.include_attachments)
-        status = stored.status(now.astimezone(SERVICE_TIMEZONE).date())
+        status = stored.status(
+            now.astimezone(SERVICE_TIMEZONE).date(), distrusted=registry.compromised_key_ids
+        )
         entry = record(OK, holder=commitment, certificate_ids=(stored.certificate_id,))
         audit_index = self.committer.submit_entry(entry).result().audit_index
         return GetOutput(

@@ -49,7 +49,7 @@ __all__ = [
 
 # Bumped whenever hub.services.intake.encode_holder changes what the bytes mean, so hubs of
 # two releases on one Redis never decode each other's entries.
-HOLDER_SCHEMA_VERSION = 1
+HOLDER_SCHEMA_VERSION = 2
 
 # Longest a cached holder view may outlive an invalidation that was lost while Redis was
 # unreachable (see cache.port, "Residual window"). Invalidations that reach Redis take

@@ -185,11 +185,18 @@ def _raise_typed(error: grpc.RpcError) -> NoReturn:
 
 @dataclass(frozen=True, slots=True)
 class VerifiedCertificate:
-    """A certificate whose envelope verified offline; ``payload`` is its decoded JSON."""
+    """A certificate the client checked offline; ``payload`` is its decoded JSON.
+
+    A certificate the hub serves as VALID always verified (``key_id`` names the key). One
+    the hub serves as not valid (e.g. REVOKED because its key was later marked compromised)
+    may fail the check: it is kept, with ``key_id`` empty and ``verification_error`` saying
+    why, so the window sees it without being able to rely on it.
+    """
 
     record: common_pb2.CertificateRecord
     payload: dict[str, Any]
     key_id: str
+    verification_error: str = ""
 
     @property
     def certificate_id(self) -> str:
@@ -393,10 +400,7 @@ class HubClient:
             include_attachments=include_attachments,
         )
         response: intake_pb2.FetchResponse = self.call(self.intake.FetchCertificates, request)
-        verified = []
-        for record in response.certificates:
-            payload, key_id = self.verify_offline(record.envelope)
-            verified.append(VerifiedCertificate(record=record, payload=payload, key_id=key_id))
+        verified = [self._checked(record) for record in response.certificates]
         proof = None
         if prove_audit:
             proof = self.verify_audit_index(response.audit_index, self.checkpoint())
@@ -426,7 +430,25 @@ class HubClient:
             include_attachments=include_attachments,
         )
         record: common_pb2.CertificateRecord = self.call(self.intake.GetCertificate, request)
-        payload, key_id = self.verify_offline(record.envelope)
+        return self._checked(record)
+
+    def _checked(self, record: common_pb2.CertificateRecord) -> VerifiedCertificate:
+        """Verify a served record offline; a VALID record that does not verify raises."""
+        try:
+            payload, key_id = self.verify_offline(record.envelope)
+        except CertificateVerificationError as error:
+            if record.status == common_pb2.VALID:
+                raise
+            summary = record.summary
+            payload = {
+                "certificate_id": summary.certificate_id,
+                "type_code": summary.type_code,
+                "name": summary.name,
+                "issuer": {"code": summary.issuer_code, "name": summary.issuer_name},
+            }
+            return VerifiedCertificate(
+                record=record, payload=payload, key_id="", verification_error=str(error)
+            )
         return VerifiedCertificate(record=record, payload=payload, key_id=key_id)
 
     def verify(self, envelope: bytes) -> intake_pb2.VerifyResponse:

@@ -13,6 +13,7 @@ parsing is deterministic and touches nothing but its argument.
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import math
 import re
@@ -181,6 +182,11 @@ class Registry:
     keys: Mapping[str, TrustedKey]
     #: Hex SHA-256 of the source text (see ``registry_digest``).
     digest: str
+
+    @functools.cached_property
+    def compromised_key_ids(self) -> frozenset[str]:
+        """Keys whose signatures the hub no longer trusts, whatever they signed and when."""
+        return frozenset(k for k, key in self.keys.items() if key.status is KeyStatus.COMPROMISED)
 
     @classmethod
     def empty(cls) -> Registry:

@@ -69,13 +69,20 @@ class StoredCertificate:
     envelope: bytes
     attachment_sha256: str | None
     revocation_envelope: bytes | None
+    # The department key that verified the envelope when it was pushed.
+    key_id: str
 
-    def status(self, today: dt.date) -> CertificateStatus:
+    def status(
+        self, today: dt.date, *, distrusted: frozenset[str] = frozenset()
+    ) -> CertificateStatus:
+        """Status today. A certificate signed by a key now marked compromised (``distrusted``)
+        is REVOKED: its signature proves nothing any more, so it must not satisfy a material;
+        the department re-signs it as a new version with a good key."""
         return compute_status(
             valid_from=self.valid_from,
             valid_until=self.valid_until,
             today=today,
-            revoked=self.revocation_envelope is not None,
+            revoked=self.revocation_envelope is not None or self.key_id in distrusted,
             superseded=not self.is_current,
         )
 
@@ -183,20 +190,27 @@ def load_holder(session: Session, holder_key: str) -> list[StoredCertificate]:
             Certificate.envelope,
             Certificate.attachment_sha256,
             Revocation.envelope,
+            Certificate.key_id,
         )
         .outerjoin(Revocation, Revocation.lineage == Certificate.lineage)
         .where(Certificate.holder_key == holder_key, Certificate.is_current.is_(True))
         .order_by(Certificate.issued_on.desc(), Certificate.certificate_id)
     ).all()
-    return [StoredCertificate(*row) for row in rows]
+    return [_stored(row) for row in rows]
 
 
 def select_for_item(
-    item: ServiceItem, certificates: Sequence[StoredCertificate], *, today: dt.date
+    item: ServiceItem,
+    certificates: Sequence[StoredCertificate],
+    *,
+    today: dt.date,
+    distrusted: frozenset[str] = frozenset(),
 ) -> tuple[list[tuple[StoredCertificate, CertificateStatus]], tuple[MaterialResult, ...]]:
     """Data minimisation: only types that satisfy a material of the item leave the hub."""
     wanted = item.satisfying_types
-    chosen = [(c, c.status(today)) for c in certificates if c.type_code in wanted]
+    chosen = [
+        (c, c.status(today, distrusted=distrusted)) for c in certificates if c.type_code in wanted
+    ]
     materials = tuple(
         MaterialResult(
             code=m.code,
@@ -211,6 +225,11 @@ def select_for_item(
         for m in item.materials
     )
     return chosen, materials
+
+
+def _stored(columns: Sequence[Any]) -> StoredCertificate:
+    # The queries above select exactly StoredCertificate's fields, in order.
+    return StoredCertificate(*columns)
 
 
 def load_attachments(session: Session, digests: Sequence[str]) -> dict[str, bytes]:
@@ -254,6 +273,7 @@ def load_certificate(session: Session, certificate_id: str) -> tuple[StoredCerti
             Certificate.envelope,
             Certificate.attachment_sha256,
             Revocation.envelope,
+            Certificate.key_id,
             Certificate.holder_key,
         )
         .outerjoin(Revocation, Revocation.lineage == Certificate.lineage)
@@ -264,7 +284,7 @@ def load_certificate(session: Session, certificate_id: str) -> tuple[StoredCerti
     row = session.execute(query).one_or_none()
     if row is None:
         return None
-    return StoredCertificate(*row[:9]), row[9]
+    return _stored(row[:10]), row[10]
 
 
 def holder_key_of(session: Session, certificate_id: str, version: int) -> str | None:
@@ -374,6 +394,7 @@ def encode_holder(certificates: Sequence[StoredCertificate]) -> bytes:
                 base64.b64encode(c.envelope).decode(),
                 c.attachment_sha256,
                 base64.b64encode(c.revocation_envelope).decode() if c.revocation_envelope else None,
+                c.key_id,
             ]
             for c in certificates
         ],
@@ -397,6 +418,7 @@ def _decode_one(row: list[Any]) -> StoredCertificate:
         envelope,
         attachment,
         revocation,
+        key_id,
     ) = row
     return StoredCertificate(
         certificate_id=cid,
@@ -408,4 +430,5 @@ def _decode_one(row: list[Any]) -> StoredCertificate:
         envelope=base64.b64decode(envelope),
         attachment_sha256=attachment,
         revocation_envelope=base64.b64decode(revocation) if revocation else None,
+        key_id=key_id,
     )

@@ -394,12 +394,6 @@ def test_signature_bytes_are_not_malleable_into_acceptance(
     assert snapshot(running_hub.engine) == before
 
 
-@pytest.mark.xfail(
-    reason="open design question for the lead: fetch still serves certificates signed by a key "
-    "later marked compromised as VALID (and counts the material as satisfied), while "
-    "VerifyCertificate says invalid and hub.client.fetch raises for the whole fetch",
-    strict=False,
-)
 def test_a_key_marked_compromised_later_stops_satisfying_materials(
     running_hub: RunningHub, world: DemoWorld
 ) -> None:
@@ -428,4 +422,18 @@ def test_a_key_marked_compromised_later_stops_satisfying_materials(
                 case_number="GL-COMPROMISED",
             ),
         )
+    # Policy: a certificate whose signing key is later marked compromised is REVOKED (its
+    # signature proves nothing any more) and satisfies no material until re-signed.
     assert not answer.materials[0].satisfied
+    assert [c.status for c in answer.certificates] == [common_pb2.REVOKED]
+    with running_hub.client("gulou-service-centre") as window:
+        fetched = window.fetch(
+            id_type="USCC",
+            holder_id=company.holder.id,
+            service_item=world.item_by_name("食品经营许可（新办）").code,
+            case_number="GL-COMPROMISED-2",
+        )
+    (kept,) = fetched.certificates
+    assert kept.status == "REVOKED"
+    assert kept.key_id == ""
+    assert "compromised" in kept.verification_error
