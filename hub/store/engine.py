@@ -32,6 +32,9 @@ PG_CONNECT_TIMEOUT_S = 3
 # Statements slower than this are cancelled: no single query of the hub should take this long,
 # and a hung database must not hang calls past their deadlines.
 PG_STATEMENT_TIMEOUT_MS = 15_000
+# Characters of a driver's error message logged with an outage: its first line names the
+# cause; anything longer is a statement echo the log does not need.
+MAX_CAUSE_CHARS = 200
 # Pool size per process: gRPC worker threads share it; more connections than threads is waste.
 PG_POOL_SIZE = 16
 PG_MAX_OVERFLOW = 8
@@ -158,7 +161,11 @@ def translate_db_errors() -> Iterator[None]:
     except _DRIVER_ERRORS as e:
         if not _is_outage(e):
             raise
-        log.warning("database unavailable: %s", type(getattr(e, "orig", None) or e).__name__)
+        # The driver's first line names the cause ("database or disk is full", "connection
+        # refused", ...) for the operator; the statement and its parameters are not logged.
+        cause = getattr(e, "orig", None) or e
+        detail = (str(cause).strip().splitlines() or [""])[0][:MAX_CAUSE_CHARS]
+        log.warning("database unavailable: %s: %s", type(cause).__name__, detail)
         raise Unavailable(
             "database unavailable; retry shortly", reason="DATABASE_UNAVAILABLE"
         ) from e
