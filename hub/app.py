@@ -208,7 +208,12 @@ class Hub:
                 certificate_ids=(p.certificate_id,),
             )
 
-        pending = self.committer.submit(lambda s: ingest.store_push(s, checked, now=now), describe)
+        pending = self.committer.submit(
+            lambda s: ingest.store_push(s, checked, now=now),
+            describe,
+            batch=ingest.PUSH_BATCH,
+            item=(checked, now),
+        )
 
         def finish() -> PushOutput:
             committed = pending.result()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import cast
 
-from sqlalchemy import exc, select, update
+from sqlalchemy import exc, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -21,6 +23,7 @@ from hub.domain.identifier import lineage_of
 from hub.errors import (
     AlreadyExists,
     FailedPrecondition,
+    HubError,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -202,62 +205,154 @@ def _check_attachment(payload: CertificatePayload, data: bytes | None) -> None:
 
 
 def store_push(session: Session, checked: CheckedPush, *, now: dt.datetime) -> Stored:
-    """Store a checked push: idempotent on (certificate_id, version); supersedes lower versions."""
-    p = checked.payload
-    lineage = p.lineage
-    # One round trip answers every check below: the stored versions of this lineage (a
-    # handful at most). Each push runs on the group committer's single thread, so every
-    # sequential query here caps the hub's push rate (issue 5 backfill profile).
-    versions = session.execute(
+    """Store one checked push: idempotent on (certificate_id, version); supersedes lower
+    versions. Raises the push's HubError; a race with another hub process is resolved."""
+    try:
+        with session.begin_nested():
+            (outcome,) = store_pushes(session, [(checked, now)])
+    except exc.IntegrityError:
+        # Another hub process stored the same (id, version) between our read and insert.
+        p = checked.payload
+        existing = _existing_version(session, p.certificate_id, p.version)
+        if existing is None:
+            raise
+        return _repeat(existing, checked)
+    if isinstance(outcome, HubError):
+        raise outcome
+    return outcome
+
+
+@dataclass
+class _Lineage:
+    """What a batch knows of one lineage: its stored versions, plus those it accepts."""
+
+    issuer: str | None = None
+    revoked: bool = False
+    top: int | None = None  # the current (highest) version
+    versions: dict[tuple[str, int], str] = field(default_factory=dict)  # -> envelope sha256
+
+
+def store_pushes(
+    session: Session, pushes: Sequence[tuple[CheckedPush, dt.datetime]]
+) -> list[Stored | HubError]:
+    """Store checked pushes as one set, in order: two queries and two writes for the whole
+    group commit batch instead of several round trips per push (the single commit thread's
+    round trips bound the hub's push rate). Each push's outcome or HubError is returned in
+    place. Raises IntegrityError if another hub process raced an insert; callers then fall
+    back to ``store_push`` one by one, which resolves the race."""
+    known = _load_lineages(session, {checked.payload.lineage for checked, _ in pushes})
+    outcomes: list[Stored | HubError] = []
+    accepted: list[tuple[CheckedPush, dt.datetime]] = []
+    superseding: set[str] = set()
+    for checked, now in pushes:
+        p = checked.payload
+        state = known[p.lineage]
+        try:
+            outcome = _decide(state, checked)
+        except HubError as error:
+            outcomes.append(error)
+            continue
+        outcomes.append(outcome)
+        if outcome.outcome is PushOutcome.ACCEPTED:
+            state.issuer = p.issuer_code
+            state.versions[(p.certificate_id, p.version)] = checked.envelope_sha256
+            if state.top is None or p.version > state.top:
+                if state.top is not None:
+                    superseding.add(p.lineage)
+                state.top = p.version
+            accepted.append((checked, now))
+    _write_accepted(session, accepted, superseding, known)
+    return outcomes
+
+
+def _load_lineages(session: Session, lineages: set[str]) -> dict[str, _Lineage]:
+    known: dict[str, _Lineage] = {name: _Lineage() for name in lineages}
+    rows = session.execute(
         select(
+            Certificate.lineage,
             Certificate.certificate_id,
             Certificate.version,
             Certificate.envelope_sha256,
             Certificate.issuer_code,
             Certificate.is_current,
-        ).where(Certificate.lineage == lineage)
+        ).where(Certificate.lineage.in_(lineages))
     ).all()
-    for certificate_id, version, envelope_sha256, _, _ in versions:
-        # The lineage is derived from the id, so an equal (id, version) is in this lineage.
-        if certificate_id == p.certificate_id and version == p.version:
-            return _repeat(envelope_sha256, checked)
-    if versions:
-        issuer = versions[0].issuer_code
-        if issuer != p.issuer_code:
-            raise PermissionDenied(
-                f"certificate {p.certificate_id} belongs to issuer {issuer}",
-                reason="FOREIGN_CERTIFICATE",
-            )
+    for lineage, certificate_id, version, sha256, issuer, is_current in rows:
+        state = known[lineage]
+        state.issuer = issuer
+        state.versions[(certificate_id, version)] = sha256
+        if is_current:
+            state.top = version
+    stored_lineages = [name for name, state in known.items() if state.issuer is not None]
+    if stored_lineages:
         # Only a stored certificate can have been revoked (store_revoke requires one).
-        if session.get(Revocation, lineage) is not None:
-            raise FailedPrecondition(
-                f"certificate {p.certificate_id} is revoked; a revoked certificate takes no "
-                "new versions",
-                reason="CERTIFICATE_REVOKED",
-            )
-    top = max((v.version for v in versions if v.is_current), default=None)
-    current = top is None or p.version > top
-    try:
-        with session.begin_nested():
-            if current and top is not None:
-                session.execute(
-                    update(Certificate)
-                    .where(Certificate.lineage == lineage, Certificate.is_current.is_(True))
-                    .values(is_current=False)
+        for lineage in session.execute(
+            select(Revocation.lineage).where(Revocation.lineage.in_(stored_lineages))
+        ).scalars():
+            known[lineage].revoked = True
+    return known
+
+
+def _write_accepted(
+    session: Session,
+    accepted: list[tuple[CheckedPush, dt.datetime]],
+    superseding: set[str],
+    known: dict[str, _Lineage],
+) -> None:
+    """Lower the current flag of superseded lineages, then insert every accepted version,
+    current only if it is its lineage's highest."""
+    if superseding:
+        session.execute(
+            update(Certificate)
+            .where(Certificate.lineage.in_(superseding), Certificate.is_current.is_(True))
+            .values(is_current=False)
+        )
+    if accepted:
+        session.execute(
+            insert(Certificate),
+            [
+                _row(
+                    checked,
+                    is_current=checked.payload.version == known[checked.payload.lineage].top,
+                    now=now,
                 )
-            session.add(_row(checked, is_current=current, now=now))
-            if checked.attachment is not None and p.attachment is not None:
-                _store_attachment(
-                    session, p.attachment.sha256, p.attachment.media_type, checked.attachment
-                )
-            session.flush()
-    except exc.IntegrityError:
-        # Another hub process stored the same (id, version) between our read and insert.
-        existing = _existing_version(session, p.certificate_id, p.version)
-        if existing is None:
-            raise
+                for checked, now in accepted
+            ],
+        )
+        for checked, _ in accepted:
+            declared = checked.payload.attachment
+            if checked.attachment is not None and declared is not None:
+                _store_attachment(session, declared.sha256, declared.media_type, checked.attachment)
+
+
+def _decide(state: _Lineage, checked: CheckedPush) -> Stored:
+    p = checked.payload
+    existing = state.versions.get((p.certificate_id, p.version))
+    if existing is not None:
         return _repeat(existing, checked)
+    if state.issuer is not None and state.issuer != p.issuer_code:
+        raise PermissionDenied(
+            f"certificate {p.certificate_id} belongs to issuer {state.issuer}",
+            reason="FOREIGN_CERTIFICATE",
+        )
+    if state.revoked:
+        raise FailedPrecondition(
+            f"certificate {p.certificate_id} is revoked; a revoked certificate takes no "
+            "new versions",
+            reason="CERTIFICATE_REVOKED",
+        )
     return Stored(PushOutcome.ACCEPTED, p.certificate_id, p.version, p.holder.key())
+
+
+class PushBatch:
+    """The group committer's handle for applying a run of pushes as one set."""
+
+    def apply_all(self, session: Session, items: Sequence[object]) -> list[Stored | HubError]:
+        # Items are what Hub.submit_push hands the committer with this batch handle.
+        return store_pushes(session, cast("list[tuple[CheckedPush, dt.datetime]]", items))
+
+
+PUSH_BATCH = PushBatch()
 
 
 def _existing_version(session: Session, certificate_id: str, version: int) -> str | None:
@@ -279,27 +374,27 @@ def _repeat(existing_sha256: str, checked: CheckedPush) -> Stored:
     return Stored(PushOutcome.DUPLICATE, p.certificate_id, p.version, p.holder.key())
 
 
-def _row(checked: CheckedPush, *, is_current: bool, now: dt.datetime) -> Certificate:
+def _row(checked: CheckedPush, *, is_current: bool, now: dt.datetime) -> dict[str, object]:
     p = checked.payload
-    return Certificate(
-        certificate_id=p.certificate_id,
-        version=p.version,
-        lineage=p.lineage,
-        is_current=is_current,
-        holder_key=p.holder.key(),
-        type_code=p.type_code,
-        kind=str(p.kind),
-        issuer_code=p.issuer_code,
-        issued_on=p.issued_on,
-        valid_from=p.valid_from,
-        valid_until=p.valid_until,
-        envelope=checked.envelope,
-        envelope_sha256=checked.envelope_sha256,
-        key_id=checked.key_id,
-        attachment_sha256=p.attachment.sha256 if p.attachment else None,
-        legacy_uscc=p.legacy_uscc,
-        stored_at=now,
-    )
+    return {
+        "certificate_id": p.certificate_id,
+        "version": p.version,
+        "lineage": p.lineage,
+        "is_current": is_current,
+        "holder_key": p.holder.key(),
+        "type_code": p.type_code,
+        "kind": str(p.kind),
+        "issuer_code": p.issuer_code,
+        "issued_on": p.issued_on,
+        "valid_from": p.valid_from,
+        "valid_until": p.valid_until,
+        "envelope": checked.envelope,
+        "envelope_sha256": checked.envelope_sha256,
+        "key_id": checked.key_id,
+        "attachment_sha256": p.attachment.sha256 if p.attachment else None,
+        "legacy_uscc": p.legacy_uscc,
+        "stored_at": now,
+    }
 
 
 def _store_attachment(session: Session, sha256: str, media_type: str, data: bytes) -> None:
