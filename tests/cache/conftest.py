@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 import redis
-from support.redis_server import RedisServer
+from support.redis_server import RedisServer, own_redis_server
 
 from cache.port import Namespace
 
@@ -79,17 +77,8 @@ def namespace(prefix: str) -> Namespace:
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        pytest.skip("redis-server is not on PATH; the outage tests start their own server")
-    server = RedisServer(executable=executable, directory=tmp_path)
-    server.start()
-    try:
+    with own_redis_server(tmp_path) as server:
         yield server
-    finally:
-        if server.process is not None and server.process.poll() is None:
-            server.process.send_signal(signal.SIGCONT)  # a paused server cannot be killed cleanly
-        server.kill()
 
 
 Timed = Callable[[Callable[[], object]], object]
