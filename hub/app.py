@@ -218,8 +218,9 @@ class Hub:
         def finish() -> PushOutput:
             committed = pending.result()
             stored = committed.value
-            if stored.outcome is ingest.PushOutcome.ACCEPTED:
-                self.cache.invalidate([commitment])
+            # DUPLICATE invalidates too: the first attempt may have committed and then lost
+            # its invalidation to a crash, and the adapter's retry is what heals the cache.
+            self.cache.invalidate([commitment])
             return PushOutput(
                 client_ref=request.client_ref,
                 certificate_id=stored.certificate_id,

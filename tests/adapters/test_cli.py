@@ -15,11 +15,9 @@ import pytest
 from sqlalchemy import text
 from support.adapters import (
     REGISTRATION_MAPPING,
-    create_registrations,
     outbox_counts,
     registration,
-    sql_source,
-    write_config,
+    sqlite_department,
 )
 from support.hubs import RunningHub
 
@@ -52,15 +50,12 @@ def _adapter_process(config: Path) -> subprocess.Popen[bytes]:
 def test_sigkill_mid_push_then_restart_loses_nothing_and_duplicates_nothing(
     running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, tmp_path: Path
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'department.db'}"
-    create_registrations(url, (registration(n) for n in range(KILL_ROWS)))
-    files = write_config(
-        tmp_path / "adapter",
-        world=world,
-        department=amr,
-        address=running_hub.address,
-        tls=running_hub.tls_for(amr.principal),
-        source=sql_source(url),
+    files = sqlite_department(
+        running_hub,
+        world,
+        amr,
+        tmp_path,
+        (registration(n) for n in range(KILL_ROWS)),
     )
     first = _adapter_process(files.config)
     try:
@@ -107,15 +102,12 @@ def test_keygen_block_goes_into_the_registry_and_its_key_signs_accepted_certific
     running_hub.apply_registry(registry)
     new_key = PrivateKey.from_pem(key_file.read_bytes())
     department = DemoDepartment(code=amr.code, name=amr.name, principal=amr.principal, key=new_key)
-    url = f"sqlite:///{tmp_path / 'department.db'}"
-    create_registrations(url, (registration(n) for n in range(3)))
-    files = write_config(
-        tmp_path / "adapter",
-        world=world,
-        department=department,
-        address=running_hub.address,
-        tls=running_hub.tls_for(amr.principal),
-        source=sql_source(url),
+    files = sqlite_department(
+        running_hub,
+        world,
+        department,
+        tmp_path,
+        (registration(n) for n in range(3)),
     )
     assert main(["adapter", "run", "--once", "--no-progress", "--config", str(files.config)]) == 0
     assert "3 acknowledged, 0 rejected" in capsys.readouterr().out
@@ -132,17 +124,12 @@ def test_status_lists_rejections_and_retry_rejected_pushes_them_after_the_regist
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     new_type = (f"{amr.code}099", "网络食品交易第三方平台备案凭证", "APPROVAL")
-    url = f"sqlite:///{tmp_path / 'department.db'}"
-    create_registrations(
-        url, [registration(0), registration(1, licence_type=new_type[1]), registration(2)]
-    )
-    files = write_config(
-        tmp_path / "adapter",
-        world=world,
-        department=amr,
-        address=running_hub.address,
-        tls=running_hub.tls_for(amr.principal),
-        source=sql_source(url),
+    files = sqlite_department(
+        running_hub,
+        world,
+        amr,
+        tmp_path,
+        [registration(0), registration(1, licence_type=new_type[1]), registration(2)],
         mapping=REGISTRATION_MAPPING,
         extra_types=[(*new_type, [new_type[1]])],
     )
@@ -185,15 +172,8 @@ def test_config_problems_name_the_file_and_key(
 def test_continuous_run_stops_cleanly_on_sigterm(
     running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, tmp_path: Path
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'department.db'}"
-    create_registrations(url, (registration(n) for n in range(20)))
-    files = write_config(
-        tmp_path / "adapter",
-        world=world,
-        department=amr,
-        address=running_hub.address,
-        tls=running_hub.tls_for(amr.principal),
-        source=sql_source(url),
+    files = sqlite_department(
+        running_hub, world, amr, tmp_path, (registration(n) for n in range(20))
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(

@@ -11,12 +11,10 @@ import grpc
 import pytest
 from sqlalchemy import text
 from support.adapters import (
-    create_registrations,
     outbox_counts,
     registration,
     restart_hub,
-    sql_source,
-    write_config,
+    sqlite_department,
 )
 from support.hubs import RunningHub
 
@@ -33,15 +31,12 @@ ROWS = 3000
 def test_hub_restarted_halfway_all_rows_arrive_none_twice(
     running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, tmp_path: Path
 ) -> None:
-    url = f"sqlite:///{tmp_path / 'department.db'}"
-    create_registrations(url, (registration(n) for n in range(ROWS)))
-    files = write_config(
-        tmp_path / "adapter",
-        world=world,
-        department=amr,
-        address=running_hub.address,
-        tls=running_hub.tls_for(amr.principal),
-        source=sql_source(url),
+    files = sqlite_department(
+        running_hub,
+        world,
+        amr,
+        tmp_path,
+        (registration(n) for n in range(ROWS)),
     )
     adapter = Adapter(load_config(files.config))
     reports: list[PassReport] = []

@@ -164,6 +164,29 @@ revoked_values = ["注销", "吊销"]
 """
 
 
+def sqlite_department(
+    hub: RunningHub,
+    world: DemoWorld,
+    department: DemoDepartment,
+    tmp_path: Path,
+    rows: Iterable[dict[str, object]],
+    **options: object,
+) -> AdapterFiles:
+    """A department's SQLite registration table holding ``rows``, and the config of its
+    adapter pushing to ``hub`` (``options`` go to ``write_config``)."""
+    url = f"sqlite:///{tmp_path / 'department.db'}"
+    create_registrations(url, rows).dispose()
+    return write_config(
+        tmp_path / "adapter",
+        world=world,
+        department=department,
+        address=hub.address,
+        tls=hub.tls_for(department.principal),
+        source=sql_source(url),
+        **options,  # type: ignore[arg-type]
+    )
+
+
 def sql_source(url: str, *, table: str = REGISTRATIONS, batch_size: int = 500) -> str:
     return "\n".join(
         [
