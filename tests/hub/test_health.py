@@ -4,6 +4,7 @@ schema is behind, the database refuses connections or a probe hangs; SERVING aga
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -13,13 +14,15 @@ from pathlib import Path
 
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from sqlalchemy import create_engine, text
+from sqlalchemy import Table, create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from support.hubs import RunningHub
 
 from hub.cli.main import main
 from hub.grpc.server import AUDIT_SERVICE_NAME, SERVICE_NAMES, build_server
-from hub.health import HealthChecker
+from hub.health import HealthChecker, probe_database
+from hub.store import migrate
+from hub.store.engine import make_session_factory
 
 REPO = Path(__file__).resolve().parents[2]
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -177,6 +180,27 @@ def test_certhub_health_exit_codes_for_unknown_services_and_unreachable_hubs(
     nobody = _certhub_health(running_hub, "--address", "127.0.0.1:1", "--timeout", "2")
     assert nobody.returncode == 2
     assert "UNREACHABLE" in nobody.stdout
+
+
+# Probes a process makes in under a minute (one every HEALTH_CHECK_SECONDS).
+LEAK_PROBES = 25
+
+
+def _alembic_version_tables() -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, Table) and o.name == "alembic_version")
+
+
+def test_probes_keep_nothing_alive_per_probe(engine: Engine) -> None:
+    """Issue 6 load test: each probe's alembic_version Table stayed pinned in the engine's
+    compiled-statement cache (~16 KiB each, up to 750 of them), so every worker grew."""
+    sessions = make_session_factory(engine)
+    head = migrate.head_revision()
+    assert probe_database(sessions, head).serving
+    before = _alembic_version_tables()
+    for _ in range(LEAK_PROBES):
+        assert probe_database(sessions, head).serving
+    assert _alembic_version_tables() <= before
 
 
 def test_a_schema_newer_than_the_code_keeps_serving_during_a_rolling_upgrade(
