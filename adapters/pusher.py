@@ -153,7 +153,14 @@ class Pusher:
         self._reader = Outbox(outbox_path)
         self._in_flight = max_in_flight
         self._stop = stop
-        self._on_settled = on_settled
+        self._notify_settled = on_settled
+        # Items settled so far: a stream that settled some before it broke made progress,
+        # so the next retry starts from the shortest backoff again.
+        self.settled_total = 0
+
+    def _on_settled(self, count: int) -> None:
+        self.settled_total += count
+        self._notify_settled(count)
 
     def close(self) -> None:
         self._channel.close()
@@ -165,10 +172,13 @@ class Pusher:
         backoff = Backoff()
         while not self._stop.is_set():
             done_before = producer_done.is_set()
+            settled_before = self.settled_total
             try:
                 self._stream(producer_done)
                 revoked = self._revocations()
             except _Transient as exc:
+                if self.settled_total > settled_before:
+                    backoff.reset()
                 delay = backoff.next_delay()
                 log.warning("hub %s: %s; retrying in %.1fs", self._address, exc, delay)
                 self._writer.note_error(str(exc))
