@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, NamedTuple
 
-from cache.port import check_ttl
+from cache.port import check_ttl, fold_generation, generation_tag
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -33,10 +33,6 @@ DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 # (everything becomes a miss once). 1,000,000 scopes is ~100 MB at worst and more pushes
 # than a district makes in a year between process restarts.
 MAX_GENERATIONS = 1_000_000
-
-# Bits reserved for the scope generation when folding (epoch, generation) into one int;
-# the per-process counter cannot reach 2**64 in any process lifetime.
-_GENERATION_BITS = 64
 
 
 class _Entry(NamedTuple):
@@ -85,19 +81,8 @@ class MemoryCache:
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         now = self._clock()
-        out: list[bytes | None] = []
         with self._lock:
-            for key in keys:
-                entry = self._entries.get(key)
-                if entry is None:
-                    out.append(None)
-                elif entry.expires_at <= now:
-                    self._drop(key)
-                    out.append(None)
-                else:
-                    self._entries.move_to_end(key)
-                    out.append(entry.value)
-        return out
+            return [self._get(key, now) for key in keys]
 
     def set(self, key: str, value: bytes, *, ttl_seconds: float) -> None:
         check_ttl(ttl_seconds)
@@ -118,7 +103,13 @@ class MemoryCache:
 
     def generation(self, scope: str) -> int | None:
         with self._lock:
-            return (self._epoch << _GENERATION_BITS) | self._generations.get(scope, 0)
+            return self._generation(scope)
+
+    def read(self, scope: str, key_prefix: str) -> tuple[int | None, bytes | None]:
+        now = self._clock()
+        with self._lock:  # one lock: no bump can fall between the two reads
+            generation = self._generation(scope)
+            return generation, self._get(key_prefix + generation_tag(generation), now)
 
     def bump(self, scopes: Sequence[str]) -> bool:
         with self._lock:
@@ -137,6 +128,20 @@ class MemoryCache:
         self._generations.clear()
         self._entries.clear()
         self._bytes = 0
+
+    def _generation(self, scope: str) -> int:
+        # The per-process counter cannot reach 2**64 in any process lifetime.
+        return fold_generation(self._epoch, self._generations.get(scope, 0))
+
+    def _get(self, key: str, now: float) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry.expires_at <= now:
+            self._drop(key)
+            return None
+        self._entries.move_to_end(key)
+        return entry.value
 
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key, None)

@@ -7,13 +7,17 @@ A cached value belongs to a *scope* (one holder commitment, the registry, ...). 
 has a *generation*, an integer the backend keeps. A value is stored under a key that
 contains the generation it was read under::
 
-    namespace.key(scope, f"g{generation}")
+    namespace.key(scope, generation_tag(generation))      # ...:<scope>:g<epoch>.<gen>
 
 Reader (``GenerationalCache.read_through``):
 
-1. read ``gen = cache.generation(scope)`` FIRST, before anything else;
-2. try ``cache.get_many([key(gen)])``;
-3. on a miss, load from the database, then ``cache.set(key(gen), value)``.
+1. ``gen, cached = cache.read(scope, prefix)``: ONE backend call that reads the scope's
+   generation FIRST and then, in the same atomic step, the value under
+   ``prefix + generation_tag(gen)`` (on Redis one EVALSHA, so a warm read is one round
+   trip; nothing can run between the two reads);
+2. on a hit, return ``cached``;
+3. on a miss, load from the database, then ``cache.set(key(gen), value)`` under the key
+   that was just read, i.e. the generation read BEFORE the load.
 
 Writer (push, revoke): commit to the database, then ``cache.bump([scope])`` BEFORE
 answering. A bump atomically moves the generation to a value it never had before.
@@ -24,6 +28,11 @@ starts after the bump returned reads the new generation first, so it never looks
 ``key(gen)`` again. A bare ``delete`` would not do: the slow reader's ``set`` would land
 after the delete and be served.
 
+The generation is the pair (epoch, scope generation), the epoch being described below,
+folded into one integer by ``fold_generation``. Its key tag spells the two parts apart,
+``g<epoch>.<gen>``, because the Redis backend builds the key inside a Lua script, whose
+numbers are doubles: it could not render ``epoch << 64 | gen`` exactly.
+
 Generations are never reused, even after the backend forgets a counter (expiry, eviction,
 restart): the Redis backend stamps a new or bumped generation with
 ``max(old + 1, server time in microseconds)``, and the in-process backend draws them from
@@ -33,8 +42,8 @@ Lost bumps and the epoch
 ========================
 
 ``bump`` returns ``False`` when the backend is down: the writer could not invalidate. The
-generation the readers see is the pair (epoch, scope generation) folded into one integer,
-read in one round trip, where the *epoch* is one global counter per deployment. The
+generation the readers see is the pair (epoch, scope generation), read in the same round
+trip as the value, where the *epoch* is one global counter per deployment. The
 process that lost a bump increments the epoch as its first action when the backend answers
 again, before it serves anything from the cache; that makes every entry written before the
 failure, by every process, unreachable.
@@ -60,10 +69,42 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-__all__ = ["Cache", "GenerationalCache", "Namespace"]
+__all__ = [
+    "GENERATION_BITS",
+    "Cache",
+    "GenerationalCache",
+    "Namespace",
+    "fold_generation",
+    "generation_tag",
+    "unfold_generation",
+]
 
 # A prefix is one key segment: a colon would let prefix "a:v1" read Namespace("a", 1).
 _PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+# Bits of the scope generation when folding (epoch, scope generation) into one int: the
+# Redis backend's generations are microsecond stamps (< 2**53) and the in-process one's a
+# per-process counter, both far below 2**64.
+GENERATION_BITS = 64
+_GENERATION_MASK = (1 << GENERATION_BITS) - 1
+
+
+def fold_generation(epoch: int, generation: int) -> int:
+    """The one integer a reader sees for (epoch, scope generation)."""
+    if not 0 <= generation <= _GENERATION_MASK or epoch < 0:
+        raise ValueError(f"generation ({epoch}, {generation}) out of range")
+    return (epoch << GENERATION_BITS) | generation
+
+
+def unfold_generation(folded: int) -> tuple[int, int]:
+    """(epoch, scope generation) of a folded generation."""
+    return folded >> GENERATION_BITS, folded & _GENERATION_MASK
+
+
+def generation_tag(folded: int) -> str:
+    """The key part naming a generation, ``g<epoch>.<gen>``: what the Redis script builds."""
+    epoch, generation = unfold_generation(folded)
+    return f"g{epoch}.{generation}"
 
 
 @runtime_checkable
@@ -78,6 +119,14 @@ class Cache(Protocol):
 
     def generation(self, scope: str) -> int | None:
         """The scope's current generation; None = backend unavailable (miss, do not cache)."""
+        ...
+
+    def read(self, scope: str, key_prefix: str) -> tuple[int | None, bytes | None]:
+        """The scope's current generation and, read after it in the same backend call, the
+        value under ``key_prefix + generation_tag(generation)`` (None = not cached).
+
+        (None, None) = backend unavailable (load, do not cache).
+        """
         ...
 
     def bump(self, scopes: Sequence[str]) -> bool:
@@ -141,16 +190,21 @@ class GenerationalCache:
 
         Exceptions from ``load`` propagate untouched; cache trouble only costs a load.
         """
-        generation = self.cache.generation(scope)  # first: see the module docstring
+        # One call: the generation first, then the value under it (see the module docstring).
+        generation, cached = self.cache.read(scope, self.namespace.key(scope, ""))
         if generation is None:
             return load()
-        key = self.namespace.key(scope, f"g{generation}")
-        [cached] = self.cache.get_many([key])
         if cached is not None:
             return cached
         value = load()
-        self.cache.set(key, value, ttl_seconds=self.ttl_seconds)
+        # Under the generation read BEFORE the load: if a bump came meanwhile, this entry
+        # is already unreachable.
+        self.cache.set(self.key(scope, generation), value, ttl_seconds=self.ttl_seconds)
         return value
+
+    def key(self, scope: str, generation: int) -> str:
+        """Where ``scope``'s value read under ``generation`` is stored."""
+        return self.namespace.key(scope, generation_tag(generation))
 
     def invalidate(self, scopes: Sequence[str]) -> bool:
         """Call after the database commit and before answering; False = not invalidated."""

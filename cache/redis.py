@@ -9,12 +9,20 @@ Keys (``P`` = the deployment prefix, the same one the hub's ``Namespace`` uses):
 A counter is created on first read, and bumped, to ``max(old + 1, Redis server time in
 microseconds)`` inside one Lua script, so a generation is never handed out twice, even
 after the counter expired, was evicted or Redis restarted empty: forgetting costs misses,
-never stale hits. ``generation`` reads the epoch and the scope counter in one EVALSHA.
-See ``cache.port`` for the whole scheme and its residual window.
+never stale hits.
+
+``read`` is one EVALSHA, so a warm read is one round trip: the script reads (or stamps)
+the epoch, then the scope counter, then GETs the value key ``<key_prefix>g<epoch>.<gen>``
+that it builds from the two counters as they are stored (decimal text, no arithmetic).
+Python checks that the text is the canonical rendering of the numbers it parses, so the
+key a miss is ``set`` under (built from those numbers) is the key the script read.
+``generation`` is the same script without the GET. See ``cache.port`` for the whole
+scheme and its residual window.
 
 Requires Redis >= 5 (scripts replicated by effects, so TIME may precede writes). The
-multi-key scripts need all keys of a call in one slot: this backend targets standalone
-Redis (or Sentinel), not Redis Cluster.
+scripts touch several keys, and ``read`` one it builds itself rather than receives in
+KEYS: fine on standalone Redis (or Sentinel), which is what this backend targets, but
+not on Redis Cluster.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from cache._guard import RETRY_INTERVAL, SHORT_TIMEOUT, Guard, connect
-from cache.port import check_prefix, check_ttl
+from cache.port import check_prefix, check_ttl, fold_generation, generation_tag
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -40,10 +48,10 @@ GENERATION_TTL = 24 * 60 * 60.0
 # time out on read and only churn Redis memory, so it is not cached at all.
 MAX_VALUE_BYTES = 1024 * 1024
 
-# Folding (epoch, generation) into one int: generations are microsecond stamps < 2**53.
-_GENERATION_BITS = 64
-
-# Returns {epoch, generation}, creating a missing counter with a fresh stamp.
+# KEYS = {epoch, scope counter}; ARGV[1] = the counter's TTL in ms, ARGV[2] (optional) =
+# a value key prefix. Returns {epoch, generation} creating a missing counter with a fresh
+# stamp, then, given ARGV[2], the value under ARGV[2] .. generation_tag (false if none):
+# read after the counters in one atomic step, as cache.port requires.
 _READ_SCRIPT = """
 local function stamp(key, ttl_ms)
   local v = redis.call('GET', key)
@@ -57,7 +65,12 @@ local function stamp(key, ttl_ms)
   end
   return v
 end
-return {stamp(KEYS[1], 0), stamp(KEYS[2], tonumber(ARGV[1]))}
+local epoch = stamp(KEYS[1], 0)
+local gen = stamp(KEYS[2], tonumber(ARGV[1]))
+if ARGV[2] == nil then
+  return {epoch, gen}
+end
+return {epoch, gen, redis.call('GET', ARGV[2] .. 'g' .. epoch .. '.' .. gen)}
 """
 
 # Moves every key to max(old + 1, now in microseconds); ARGV[1] = TTL in ms, 0 = none.
@@ -80,6 +93,15 @@ return #KEYS
 
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
+
+
+def _generation(epoch: bytes, generation: bytes) -> int:
+    """The folded generation of the counters' text; ValueError if the text is not the
+    canonical decimal that ``generation_tag`` renders (someone wrote to our keys)."""
+    folded = fold_generation(int(epoch), int(generation))
+    if generation_tag(folded).encode() != b"g" + epoch + b"." + generation:
+        raise ValueError(f"generation counters hold {epoch!r}, {generation!r}")
+    return folded
 
 
 class RedisCache:
@@ -146,9 +168,26 @@ class RedisCache:
                     args=[_ms(GENERATION_TTL)],
                 ),
             )
-            return (int(epoch) << _GENERATION_BITS) | int(gen)
+            return _generation(epoch, gen)
 
         return self._guard.run(op, None)
+
+    def read(self, scope: str, key_prefix: str) -> tuple[int | None, bytes | None]:
+        def op() -> tuple[int | None, bytes | None]:
+            epoch, gen, value = cast(
+                "list[bytes | None]",
+                self._read(
+                    keys=[self._epoch_key, self._gen_prefix + scope],
+                    args=[_ms(GENERATION_TTL), key_prefix],
+                ),
+            )
+            if epoch is None or gen is None:
+                raise ValueError("the read script answered no generation")
+            # A missing key is Lua false: nil on RESP2, False on RESP3.
+            return _generation(epoch, gen), value if isinstance(value, bytes) else None
+
+        unavailable: tuple[int | None, bytes | None] = (None, None)
+        return self._guard.run(op, unavailable)
 
     def bump(self, scopes: Sequence[str]) -> bool:
         if not scopes:

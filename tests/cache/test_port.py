@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from cache.memory import MemoryCache
-from cache.port import Cache, GenerationalCache, Namespace
+from cache.port import (
+    Cache,
+    GenerationalCache,
+    Namespace,
+    fold_generation,
+    generation_tag,
+    unfold_generation,
+)
 from cache.redis import RedisCache
 
 if TYPE_CHECKING:
@@ -40,6 +47,29 @@ def test_namespace_rejects_a_prefix_that_is_not_one_key_segment(bad: str) -> Non
 def test_namespace_rejects_a_negative_schema_version() -> None:
     with pytest.raises(ValueError, match="schema_version"):
         Namespace(prefix="a", schema_version=-1)
+
+
+@pytest.mark.parametrize(
+    ("epoch", "generation"), [(0, 0), (1, 7), (1_700_000_000_000_000, 2**64 - 1)]
+)
+def test_a_generation_folds_unfolds_and_tags_both_parts_in_decimal(
+    epoch: int, generation: int
+) -> None:
+    folded = fold_generation(epoch, generation)
+    assert unfold_generation(folded) == (epoch, generation)
+    # The Redis script builds this text from the two stored counters: it must match.
+    assert generation_tag(folded) == f"g{epoch}.{generation}"
+
+
+def test_different_generations_have_different_tags() -> None:
+    # Bumping either part changes the tag; (1, 23) and (12, 3) do not collide.
+    pairs = [(0, 0), (0, 1), (1, 0), (1, 23), (12, 3), (123, 0)]
+    assert len({generation_tag(fold_generation(e, g)) for e, g in pairs}) == len(pairs)
+
+
+def test_fold_rejects_a_scope_generation_that_would_spill_into_the_epoch() -> None:
+    with pytest.raises(ValueError, match="out of range"):
+        fold_generation(0, 2**64)
 
 
 def test_generational_cache_rejects_a_bad_ttl() -> None:
@@ -128,7 +158,7 @@ def test_slow_reader_cannot_resurrect_stale_data(pair: Pair, namespace: Namespac
     assert reader.read_through(scope, slow_load) == b"VALID"
     # That write happened, under the old generation: a bare delete would have lost here.
     assert stale_generation is not None
-    stale_key = namespace.key(scope, f"g{stale_generation}")
+    stale_key = reader.key(scope, stale_generation)
     assert reader_cache.get_many([stale_key]) == [b"VALID"]
     # Every read that starts after invalidate returned sees the revocation, in both "processes".
     assert reader.read_through(scope, db.load) == b"REVOKED"
@@ -181,4 +211,99 @@ def test_backend_unavailable_means_load_and_do_not_cache(namespace: Namespace) -
     assert gc.read_through("holder:h", loader) == b"x"
     assert db.loads == 2
     assert gc.invalidate(["holder:h"]) is False
+    down.close()
+
+
+# The one-call read (``Cache.read``) on every backend: generation first, then the value
+# stored under that generation's key, and nothing else.
+
+
+def _prefix(namespace: Namespace, scope: str) -> str:
+    return namespace.key(scope, "")
+
+
+def test_read_returns_the_value_set_under_the_current_generation(
+    pair: Pair, namespace: Namespace
+) -> None:
+    reader, writer = pair
+    gc = GenerationalCache(cache=reader, namespace=namespace, ttl_seconds=TTL)
+    scope = "holder:h1"
+    generation, value = reader.read(scope, _prefix(namespace, scope))
+    assert generation is not None
+    assert value is None  # nothing cached yet
+    assert generation == reader.generation(scope)
+    reader.set(gc.key(scope, generation), b"certs", ttl_seconds=TTL)
+    reader.set(gc.key("holder:h2", generation), b"other scope", ttl_seconds=TTL)
+    assert reader.read(scope, _prefix(namespace, scope)) == (generation, b"certs")
+    # The other "process" reads the same generation and finds the same entry.
+    assert writer.read(scope, _prefix(namespace, scope)) == (generation, b"certs")
+
+
+def test_read_misses_after_a_bump(pair: Pair, namespace: Namespace) -> None:
+    reader, writer = pair
+    gc = GenerationalCache(cache=reader, namespace=namespace, ttl_seconds=TTL)
+    scope, untouched = "holder:h1", "holder:h2"
+    old, _ = reader.read(scope, _prefix(namespace, scope))
+    kept, _ = reader.read(untouched, _prefix(namespace, untouched))
+    assert old is not None
+    assert kept is not None
+    reader.set(gc.key(scope, old), b"VALID", ttl_seconds=TTL)
+    reader.set(gc.key(untouched, kept), b"kept", ttl_seconds=TTL)
+    assert writer.bump([scope]) is True
+    new, value = reader.read(scope, _prefix(namespace, scope))
+    assert new is not None
+    assert new != old
+    assert value is None
+    assert reader.read(untouched, _prefix(namespace, untouched)) == (kept, b"kept")
+
+
+def test_a_stale_set_under_an_old_generation_is_never_read_after_a_bump(
+    pair: Pair, namespace: Namespace
+) -> None:
+    """The racing reader through the one-call read: it read generation G (a miss), loaded
+    VALID, the revocation committed and bumped, and only then did it store VALID under G."""
+    reader, writer = pair
+    gc = GenerationalCache(cache=reader, namespace=namespace, ttl_seconds=TTL)
+    scope = "holder:h1"
+    stale, value = reader.read(scope, _prefix(namespace, scope))
+    assert stale is not None
+    assert value is None
+    assert writer.bump([scope]) is True  # revocation: commit, bump, answer
+    reader.set(gc.key(scope, stale), b"VALID", ttl_seconds=TTL)  # the slow reader lands
+    assert reader.get_many([gc.key(scope, stale)]) == [b"VALID"]  # it is there...
+    for cache in (reader, writer):  # ...but no read reaches it, in either "process"
+        generation, value = cache.read(scope, _prefix(namespace, scope))
+        assert generation is not None
+        assert generation != stale
+        assert value is None
+    db = Database(b"REVOKED")
+    assert gc.read_through(scope, db.load) == b"REVOKED"
+    assert gc.read_through(scope, db.load) == b"REVOKED"
+    assert db.loads == 1  # the fresh value was cached under the new generation
+
+
+def test_read_through_stores_a_miss_under_the_generation_it_read(
+    pair: Pair, namespace: Namespace
+) -> None:
+    reader, _ = pair
+    gc = GenerationalCache(cache=reader, namespace=namespace, ttl_seconds=TTL)
+    scope = "holder:h1"
+    generation = reader.generation(scope)
+    assert generation is not None
+    assert gc.read_through(scope, lambda: b"loaded") == b"loaded"
+    assert reader.get_many([gc.key(scope, generation)]) == [b"loaded"]
+
+
+def test_an_unavailable_backend_reads_none_none_and_loads_without_caching(
+    namespace: Namespace,
+) -> None:
+    down = RedisCache.from_url("redis://127.0.0.1:1/0", prefix=namespace.prefix)
+    scope = "holder:h"
+    for _ in range(3):  # the first call fails, the others skip Redis: all the same answer
+        assert down.read(scope, _prefix(namespace, scope)) == (None, None)
+    gc = GenerationalCache(cache=down, namespace=namespace, ttl_seconds=TTL)
+    db = Database(b"x")
+    assert gc.read_through(scope, db.load) == b"x"
+    assert gc.read_through(scope, db.load) == b"x"
+    assert db.loads == 2
     down.close()

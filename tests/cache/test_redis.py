@@ -157,7 +157,8 @@ def test_outage_is_fail_soft_logged_once_and_a_lost_bump_moves_the_epoch(
     # The VALID entry is still in Redis, but no one can reach it any more.
     assert reader_cache.generation(scope) != old_generation
     admin = redis_server.admin()
-    assert admin.get(namespace.key(scope, f"g{old_generation}")) == b"VALID"
+    assert old_generation is not None
+    assert admin.get(reader.key(scope, old_generation)) == b"VALID"
     admin.close()
     assert reader.read_through(scope, load) == b"REVOKED"
     assert writer.read_through(scope, load) == b"REVOKED"
@@ -195,4 +196,113 @@ def test_hung_redis_times_out_fast_and_recovers(
     assert gc.read_through("holder:h", lambda: b"v2") == b"v2"  # epoch moved: v1 unreachable
     assert c.available
     assert gc.read_through("holder:h", lambda: b"not loaded") == b"v2"  # cached again
+    c.close()
+
+
+# How many warm reads the round-trip test counts: a few, so one stray command per read
+# would show as a multiple, not as noise.
+WARM_READS = 5
+
+
+def test_a_warm_read_is_one_redis_command(redis_server: RedisServer, namespace: Namespace) -> None:
+    """Counted by Redis itself, in the slow log of a private server set to log every
+    command: it names the client that sent each one, while the commands a script runs
+    show as client ``?:0``. (``INFO commandstats`` cannot tell those apart: it also counts
+    the GETs the script makes.)"""
+    admin = redis_server.admin()
+    admin.config_set("slowlog-log-slower-than", 0)
+    admin.config_set("slowlog-max-len", 1000)
+    reader_cache = RedisCache.from_url(
+        f"{redis_server.url}?client_name=reader",
+        prefix=namespace.prefix,
+        socket_timeout=TEST_SOCKET_TIMEOUT,
+    )
+    reader = GenerationalCache(cache=reader_cache, namespace=namespace, ttl_seconds=TTL)
+    assert reader.read_through("holder:h", lambda: b"certs") == b"certs"  # cold: caches
+    admin.slowlog_reset()
+    for _ in range(WARM_READS):
+        assert reader.read_through("holder:h", lambda: b"not loaded") == b"certs"
+    sent = [
+        e["command"].split()[0].upper()
+        for e in reversed(admin.slowlog_get(1000))
+        if e["client_name"] == b"reader"
+    ]
+    assert sent == [b"EVALSHA"] * WARM_READS
+    admin.close()
+    reader_cache.close()
+
+
+def test_epoch_heal_after_a_lost_bump_makes_old_entries_unreachable_to_read(
+    redis_server: RedisServer, namespace: Namespace, prompt: Timed
+) -> None:
+    writer_cache = RedisCache.from_url(
+        redis_server.url, prefix=namespace.prefix, socket_timeout=TEST_SOCKET_TIMEOUT
+    )
+    reader_cache = RedisCache.from_url(
+        redis_server.url, prefix=namespace.prefix, socket_timeout=TEST_SOCKET_TIMEOUT
+    )
+    reader = GenerationalCache(cache=reader_cache, namespace=namespace, ttl_seconds=TTL)
+    scope = "holder:h1"
+    prefix = namespace.key(scope, "")
+    assert reader.read_through(scope, lambda: b"VALID") == b"VALID"
+    old, cached = reader_cache.read(scope, prefix)
+    assert old is not None
+    assert cached == b"VALID"
+    redis_server.save()  # the restart below brings the entry and its generation back
+    redis_server.kill()
+    assert prompt(lambda: writer_cache.bump([scope])) is False  # the lost bump
+    redis_server.start()
+    # The residual window: until the writer is back, the reader still hits the old entry.
+    assert reader_cache.read(scope, prefix) == (old, b"VALID")
+    time.sleep(RETRY_INTERVAL)
+    assert writer_cache.read("holder:other", namespace.key("holder:other", ""))[0] is not None
+    new, cached = reader_cache.read(scope, prefix)
+    assert new is not None
+    assert new != old
+    assert cached is None
+    admin = redis_server.admin()
+    assert admin.get(reader.key(scope, old)) == b"VALID"  # still stored, never read again
+    admin.close()
+    assert reader.read_through(scope, lambda: b"REVOKED") == b"REVOKED"
+    writer_cache.close()
+    reader_cache.close()
+
+
+def test_read_while_redis_is_down_is_none_none_and_recovers(
+    redis_server: RedisServer, namespace: Namespace, prompt: Timed
+) -> None:
+    c = RedisCache.from_url(
+        redis_server.url, prefix=namespace.prefix, socket_timeout=TEST_SOCKET_TIMEOUT
+    )
+    gc = GenerationalCache(cache=c, namespace=namespace, ttl_seconds=TTL)
+    scope = "holder:h"
+    prefix = namespace.key(scope, "")
+    assert gc.read_through(scope, lambda: b"v1") == b"v1"
+    redis_server.kill()
+    for _ in range(10):
+        assert prompt(lambda: c.read(scope, prefix)) == (None, None)
+        assert prompt(lambda: gc.read_through(scope, lambda: b"db")) == b"db"
+    assert (c.outages, c.errors) == (1, 1)  # one failure; every later call skipped Redis
+    redis_server.start()  # empty: no snapshot was taken
+    time.sleep(RETRY_INTERVAL)
+    generation, value = c.read(scope, prefix)
+    assert generation is not None
+    assert value is None
+    assert gc.read_through(scope, lambda: b"v2") == b"v2"
+    assert c.read(scope, prefix) == (generation, b"v2")
+    c.close()
+
+
+def test_a_counter_not_in_canonical_decimal_is_backend_trouble(
+    redis_url: str, namespace: Namespace
+) -> None:
+    """The script reads the value key built from the counters' text, a miss is stored
+    under the key built from their numbers: text like "+7" would make those differ."""
+    c = RedisCache.from_url(redis_url, prefix=namespace.prefix)
+    scope = "holder:h"
+    client = redis.Redis.from_url(redis_url)
+    client.set(f"certhub:{namespace.prefix}:gen:{scope}", b"+7")
+    client.close()
+    assert c.read(scope, namespace.key(scope, "")) == (None, None)
+    assert c.errors == 1
     c.close()
