@@ -282,7 +282,10 @@ def test_read_while_redis_is_down_is_none_none_and_recovers(
     for _ in range(10):
         assert prompt(lambda: c.read(scope, prefix)) == (None, None)
         assert prompt(lambda: gc.read_through(scope, lambda: b"db")) == b"db"
-    assert (c.outages, c.errors) == (1, 1)  # one failure; every later call skipped Redis
+    assert c.outages == 1
+    # The first failure, plus at most a probe or two if the loop outlasted RETRY_INTERVAL on a
+    # busy machine: not one error per call, the others skipped Redis.
+    assert 1 <= c.errors <= 3
     redis_server.start()  # empty: no snapshot was taken
     time.sleep(RETRY_INTERVAL)
     generation, value = c.read(scope, prefix)
