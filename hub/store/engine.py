@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +40,16 @@ MAX_CAUSE_CHARS = 200
 # Pool size per process: gRPC worker threads share it; more connections than threads is waste.
 PG_POOL_SIZE = 16
 PG_MAX_OVERFLOW = 8
+# A pooled PostgreSQL connection idle longer than this is pinged before use; one returned
+# more recently is handed out as it is. SQLAlchemy's pool_pre_ping pinged every checkout:
+# a round trip before every group commit and every cache-miss read, each paid by a thread
+# that then waits for the GIL again. A connection that died in the last second fails its
+# statement instead (UNAVAILABLE, retryable), and a detected disconnect makes the pool
+# replace every connection older than it (SQLAlchemy's pool invalidation), so one outage
+# costs the calls that were in flight during it, as before.
+PG_PING_AFTER_IDLE_S = 1.0
+# Where a pooled connection remembers when it was last returned.
+_CHECKED_IN_AT = "certhub.checked_in_at"
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -61,14 +73,36 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
             "connect_timeout": PG_CONNECT_TIMEOUT_S,
             "options": f"-c statement_timeout={PG_STATEMENT_TIMEOUT_MS}",
         }
-    return create_engine(
+    engine = create_engine(
         url,
         echo=echo,
         pool_size=PG_POOL_SIZE,
         max_overflow=PG_MAX_OVERFLOW,
-        pool_pre_ping=True,
         connect_args=connect_args,
     )
+    event.listen(engine, "checkin", _remember_checkin)
+    event.listen(engine, "checkout", _ping_if_idle)
+    return engine
+
+
+def _remember_checkin(_dbapi_connection: Any, record: Any) -> None:
+    if record is not None:
+        record.info[_CHECKED_IN_AT] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Pessimistic disconnect handling, for connections idle long enough to have died."""
+    if time.monotonic() - record.info.get(_CHECKED_IN_AT, -math.inf) < PG_PING_AFTER_IDLE_S:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+    except Exception as e:
+        # The pool discards this connection and checks out (or opens) another.
+        raise exc.DisconnectionError(f"pooled connection is dead: {e}") from e
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
