@@ -64,21 +64,33 @@ class RegistrySource:
 
     def current(self) -> Registry:
         if self._clock() - self._checked >= self._interval:
-            self.refresh()
+            if self._version < 0:
+                self.refresh()  # nothing to serve yet: wait for it
+            elif self._lock.acquire(blocking=False):
+                # One caller re-checks; the others keep the registry they have, at most one
+                # interval old as always. Queueing them behind the lock made each of them
+                # run the same query in turn (~25 queries a second with 16 busy threads).
+                try:
+                    self._refresh_locked()
+                finally:
+                    self._lock.release()
         return self._registry
 
     def refresh(self) -> Registry:
         with self._lock:
-            with session_scope(self._sessions) as session:
-                latest = session.execute(
-                    select(RegistryVersion.id).order_by(RegistryVersion.id.desc()).limit(1)
-                ).scalar_one_or_none()
-                if latest is not None and latest != self._version:
-                    text = session.execute(
-                        select(RegistryVersion.text).where(RegistryVersion.id == latest)
-                    ).scalar_one()
-                    self._registry = parse_registry(text)
-                    self._version = latest
-                    log.info("registry version %d loaded", latest)
-            self._checked = self._clock()
-            return self._registry
+            return self._refresh_locked()
+
+    def _refresh_locked(self) -> Registry:
+        with session_scope(self._sessions) as session:
+            latest = session.execute(
+                select(RegistryVersion.id).order_by(RegistryVersion.id.desc()).limit(1)
+            ).scalar_one_or_none()
+            if latest is not None and latest != self._version:
+                text = session.execute(
+                    select(RegistryVersion.text).where(RegistryVersion.id == latest)
+                ).scalar_one()
+                self._registry = parse_registry(text)
+                self._version = latest
+                log.info("registry version %d loaded", latest)
+        self._checked = self._clock()
+        return self._registry
