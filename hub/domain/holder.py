@@ -166,7 +166,7 @@ def _check_document_id(raw: str, field: str) -> str:
 
 
 def _reject_whitespace(raw: str, field: str) -> None:
-    if any(c.isspace() for c in raw):
+    if any(map(str.isspace, raw)):
         raise _bad_id(field, "contains whitespace; send the code without spaces or line breaks")
 
 
