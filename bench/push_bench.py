@@ -38,7 +38,7 @@ from hub.app import Hub, PushOutput
 from hub.demo.world import build_world, certificate_payload, enterprise, sign_certificate
 from hub.pki import init_pki
 from hub.registry import Principal
-from hub.runtime import HubConfig, build_hub
+from hub.runtime import HubConfig, build_hub, tune_gc_for_serving
 from hub.services.ingest import PushInput, PushOutcome
 from hub.services.registry_store import apply_registry
 from hub.store import migrate
@@ -108,6 +108,8 @@ def run(args: argparse.Namespace, db_url: str, data: Path) -> None:
     with session_scope(make_session_factory(engine), write=True) as session:
         apply_registry(session, world.registry_toml(), now=dt.datetime.now(dt.UTC))
     hub = build_hub(HubConfig(data_dir=data, db_url=db_url), engine)
+    if args.gc_tuning:
+        tune_gc_for_serving()  # as `certhub serve` does once built
     try:
         caller = hub.registry().principals[amr.principal]
         total = WARMUP_PUSHES + args.rounds * args.pushes
@@ -147,6 +149,7 @@ def run(args: argparse.Namespace, db_url: str, data: Path) -> None:
         f"{statistics.median(cpus):,.0f} µs CPU/push, "
         f"committer thread {statistics.median(committers):,.0f} µs/push "
         f"({args.rounds} x {args.pushes:,} pushes, window {args.window}, "
+        f"gc {'tuned' if args.gc_tuning else 'default'}, "
         f"load average {os.getloadavg()[0]:.2f})"
     )
 
@@ -156,6 +159,12 @@ def main() -> int:
     parser.add_argument("--pushes", type=int, default=DEFAULT_PUSHES, help="pushes per round")
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
     parser.add_argument("--window", type=int, default=DEFAULT_WINDOW)
+    parser.add_argument(
+        "--no-gc-tuning",
+        dest="gc_tuning",
+        action="store_false",
+        help="leave the collector as Python sets it (serve tunes it: hub.runtime)",
+    )
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="certhub-push-") as tmp,
