@@ -293,12 +293,14 @@ class Hub:
             record_case = functools.partial(
                 intake.record_case, purpose=purpose, served=any_satisfied, now=now
             )
-        committed = self.committer.run(
+        committed = self.committer.submit(
             record_case,
             lambda _v, _e: record(
                 OK, holder=commitment, certificate_ids=tuple(c.certificate_id for c, _ in chosen)
             ),
-        )
+            batch=intake.CASE_BATCH if record_case is not None else None,
+            item=(purpose, any_satisfied, now),
+        ).result()
         if record_case is not None:
             self._cases.remember(purpose.case_number, served=any_satisfied)
         return FetchOutput(intake.FetchResult(holder, served, materials), committed.audit_index)

@@ -15,7 +15,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, cast
 
 from sqlalchemy import exc
 from sqlalchemy.orm import Session, sessionmaker
@@ -84,6 +84,10 @@ class Pending(Generic[T]):
                 unit.error.audit_index = unit.audit_index
             raise unit.error
         return Committed(value=unit.value, audit_index=unit.audit_index)  # type: ignore[arg-type]
+
+
+def _audit_only(unit: _Unit[object]) -> bool:
+    return unit.apply is None and unit.batch is None
 
 
 class GroupCommitter:
@@ -183,21 +187,40 @@ class GroupCommitter:
             unit.done.set()
 
     def _apply_batch(self, session: Session, batch: list[_Unit[object]]) -> list[AuditRecord]:
-        """Apply units in queue order; runs of the same batchable kind go as one set."""
-        records: list[AuditRecord] = []
+        """Apply units in queue order; runs of the same batchable kind go as one set.
+
+        Audit-only units write nothing but their entry, so they do not end a run: pushes
+        or fetched cases interleaved with reads and refusals still go as one set. Units that
+        write keep their order among themselves, and every entry keeps its place in the log.
+        """
+        records: list[AuditRecord | None] = [None] * len(batch)
         start = 0
         while start < len(batch):
             kind = batch[start].batch
+            if kind is None:
+                records[start] = self._apply(session, batch[start])
+                start += 1
+                continue
+            members = [start]
             end = start + 1
-            while kind is not None and end < len(batch) and batch[end].batch is kind:
+            while end < len(batch) and (batch[end].batch is kind or _audit_only(batch[end])):
+                if batch[end].batch is kind:
+                    members.append(end)
                 end += 1
-            run = batch[start:end]
-            if kind is None or len(run) == 1:
-                records.extend(self._apply(session, unit) for unit in run)
-            else:
-                records.extend(self._apply_run(session, kind, run))
+            for i in range(start, end):
+                if batch[i].batch is not kind:
+                    records[i] = self._apply(session, batch[i])
+            run = [batch[i] for i in members]
+            applied = (
+                [self._apply(session, run[0])]
+                if len(run) == 1
+                else self._apply_run(session, kind, run)
+            )
+            for i, record in zip(members, applied, strict=True):
+                records[i] = record
             start = end
-        return records
+        assert all(r is not None for r in records)
+        return cast("list[AuditRecord]", records)
 
     def _apply_run(
         self, session: Session, kind: Batchable, run: list[_Unit[object]]

@@ -1,0 +1,119 @@
+"""The group committer: runs of one batchable kind go as one set, even with reads between
+them, and every entry keeps its place in the log."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from hub.audit.committer import GroupCommitter, Pending
+from hub.audit.entry import OK, Action, AuditRecord
+from hub.audit.log import AuditLog, AuditLogKeys
+from hub.services import intake
+from hub.store.engine import make_session_factory
+from hub.store.models import AuditEntry, Case
+from signing import Algorithm, NoteSigner, PrivateKey
+
+NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
+ITEM = "350102-0003"
+# Far longer than a healthy commit; only reached if the committer is stuck.
+WAIT_SECONDS = 10.0
+
+
+@pytest.fixture
+def committer(engine: Engine) -> Iterator[GroupCommitter]:
+    origin = "test.example/audit"
+    keys = AuditLogKeys(
+        origin=origin,
+        signer=NoteSigner(origin, PrivateKey.generate(Algorithm.ED25519)),
+        hmac_key=bytes(32),
+    )
+    running = GroupCommitter(sessions=make_session_factory(engine), audit_log=AuditLog(keys))
+    yield running
+    running.close()
+
+
+def _entry(case: str, action: Action) -> AuditRecord:
+    return AuditRecord(
+        time=NOW,
+        principal="gulou-service-centre",
+        action=action,
+        outcome=OK,
+        service_item_code=ITEM,
+        case_number=case,
+    )
+
+
+def _case_unit(committer: GroupCommitter, case: str, *, served: bool) -> Pending[None]:
+    purpose = intake.Purpose(ITEM, case)
+    return committer.submit(
+        lambda s: intake.record_case(s, purpose, served=served, now=NOW),
+        lambda _v, _e: _entry(case, Action.FETCH),
+        batch=intake.CASE_BATCH,
+        item=(purpose, served, NOW),
+    )
+
+
+def test_cases_between_reads_are_one_upsert_and_entries_keep_their_order(
+    engine: Engine, committer: GroupCommitter
+) -> None:
+    release = threading.Event()
+
+    def hold(_session: Session) -> None:
+        release.wait(WAIT_SECONDS)
+
+    # The first unit holds the committer, so everything after it queues into one batch.
+    first = committer.submit(hold, lambda _v, _e: _entry("HOLD", Action.FETCH))
+    expected: list[tuple[str, str]] = []
+    pending = []
+    for n in range(30):
+        case = f"C-{n % 7}"  # repeats: one statement may not touch a row twice
+        if n % 3 == 0:
+            pending.append(committer.submit_entry(_entry(f"R-{n}", Action.GET)))
+            expected.append((f"R-{n}", "get"))
+        else:
+            pending.append(_case_unit(committer, case, served=n % 5 == 0))
+            expected.append((case, "fetch"))
+    upserts: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO CASES"):
+            upserts.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        release.set()
+        first.result()
+        indices = [p.result().audit_index for p in pending]
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+    assert len(upserts) == 1, f"{len(upserts)} case upserts for one batch"
+    assert indices == sorted(indices) and len(set(indices)) == len(indices)
+    with engine.connect() as conn:
+        logged = conn.execute(
+            select(AuditEntry.idx, AuditEntry.case_number, AuditEntry.action).where(
+                AuditEntry.idx.in_(indices)
+            )
+        ).all()
+        cases = dict(conn.execute(select(Case.case_number, Case.served)).all())
+    assert [(c, a) for _i, c, a in sorted(logged)] == expected
+    served = {f"C-{n % 7}" for n in range(30) if n % 3 and n % 5 == 0}
+    assert cases == {f"C-{k}": f"C-{k}" in served for k in range(7)}
+
+
+def test_a_case_once_served_stays_served(engine: Engine, committer: GroupCommitter) -> None:
+    _case_unit(committer, "K-1", served=True).result()
+    _case_unit(committer, "K-1", served=False).result()
+    _case_unit(committer, "K-2", served=False).result()
+    _case_unit(committer, "K-2", served=True).result()
+    with engine.connect() as conn:
+        cases = dict(conn.execute(select(Case.case_number, Case.served)).all())
+    assert cases == {"K-1": True, "K-2": True}
