@@ -26,7 +26,7 @@ from hub.errors import HubError, NotFound, PermissionDenied, ResourceExhausted, 
 from hub.registry import Principal, Registry, Role
 from hub.services import directory, ingest, intake
 from hub.services.registry_store import RegistrySource
-from hub.store.engine import session_scope
+from hub.store.engine import read_scope, session_scope
 
 log = logging.getLogger("certhub.hub")
 
@@ -377,8 +377,8 @@ class Hub:
         self, holder_key: str, commitment: str
     ) -> list[intake.StoredCertificate]:
         def load() -> bytes:
-            with session_scope(self.sessions) as session:
-                return intake.encode_holder(intake.load_holder(session, holder_key))
+            with read_scope(self.sessions) as conn:
+                return intake.encode_holder(intake.load_holder(conn, holder_key))
 
         return intake.decode_holder(self.cache.read_through(commitment, load))
 

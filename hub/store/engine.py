@@ -21,7 +21,7 @@ from hub.errors import Unavailable
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger("certhub.store")
 
@@ -100,6 +100,9 @@ def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
             cursor.execute("SELECT 1")
         finally:
             cursor.close()
+        # Hand the connection out idle, as the pool would: a transaction left open by the
+        # ping would stop its next user from switching to autocommit (read_scope).
+        dbapi_connection.rollback()
     except Exception as e:
         # The pool discards this connection and checks out (or opens) another.
         raise exc.DisconnectionError(f"pooled connection is dead: {e}") from e
@@ -156,6 +159,26 @@ def session_scope(factory: sessionmaker[Session], *, write: bool = False) -> Ite
         raise
     finally:
         session.close()
+
+
+@contextlib.contextmanager
+def read_scope(factory: sessionmaker[Session]) -> Iterator[Connection]:
+    """A connection for one read statement, errors translated as in ``session_scope``.
+
+    On PostgreSQL the statement runs outside a transaction (autocommit): one statement sees
+    one snapshot anyway, and BEGIN and COMMIT were two more round trips on every
+    cache-miss fetch, each paid again in a wait for the GIL. Elsewhere it is an ordinary
+    transaction, rolled back at the end.
+    """
+    engine = factory.kw["bind"]
+    with translate_db_errors():
+        conn = engine.connect()
+        try:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+        finally:
+            conn.close()
 
 
 # SQLite reports outages and programming errors alike as OperationalError; only these

@@ -1,4 +1,5 @@
-"""PostgreSQL pool behaviour: a connection idle long enough to have died is checked first."""
+"""PostgreSQL connections: a pooled one idle long enough to have died is checked first;
+reads run outside a transaction."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import exc, text
 from sqlalchemy.engine import Engine
 from support.databases import fresh_postgres_database
 
+from hub.errors import Unavailable
 from hub.store import engine as engine_module
-from hub.store.engine import make_engine
+from hub.store.engine import make_engine, make_session_factory, read_scope
 
 DATABASE_ENV = "CERTHUB_TEST_DATABASE_URL"
 
@@ -33,35 +35,48 @@ def _backend_pid(engine: Engine) -> int:
         return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
 
 
-def _checked_out_in_transaction(engine: Engine) -> bool:
-    """Whether the connection came out of the pool with a statement already run on it
-    (the ping opens the transaction; an unpinged connection is idle)."""
-    with engine.connect() as conn:
-        raw = conn.connection.dbapi_connection
-        assert isinstance(raw, psycopg.Connection)
-        return raw.info.transaction_status is psycopg.pq.TransactionStatus.INTRANS
+def _terminate(engine: Engine, pid: int) -> None:
+    with make_engine(engine.url.render_as_string(hide_password=False)).connect() as admin:
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        admin.commit()
 
 
-def test_a_connection_returned_moments_ago_is_not_pinged(pg_engine: Engine) -> None:
-    _backend_pid(pg_engine)  # opens the pooled connection and returns it
-    assert not _checked_out_in_transaction(pg_engine)
-
-
-def test_a_connection_idle_past_the_threshold_is_pinged(
-    pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _backend_pid(pg_engine)
-    monkeypatch.setattr(engine_module, "PG_PING_AFTER_IDLE_S", 0.0)
-    assert _checked_out_in_transaction(pg_engine)
+def test_a_connection_returned_moments_ago_is_used_without_a_ping(pg_engine: Engine) -> None:
+    _terminate(pg_engine, _backend_pid(pg_engine))
+    # Not pinged, so the dead connection is used, and the statement fails (retryable).
+    with pytest.raises(exc.DBAPIError) as failed:
+        _backend_pid(pg_engine)
+    assert failed.value.connection_invalidated
+    _backend_pid(pg_engine)  # the pool replaced it
 
 
 def test_a_pooled_connection_that_died_while_idle_is_replaced_before_use(
     pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dead = _backend_pid(pg_engine)
-    with make_engine(pg_engine.url.render_as_string(hide_password=False)).connect() as admin:
-        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": dead})
-        admin.commit()
+    _terminate(pg_engine, dead)
     monkeypatch.setattr(engine_module, "PG_PING_AFTER_IDLE_S", 0.0)
     # Without the ping this statement would run on the dead connection and fail.
     assert _backend_pid(pg_engine) != dead
+
+
+def test_a_read_scope_runs_its_statement_outside_a_transaction(pg_engine: Engine) -> None:
+    with read_scope(make_session_factory(pg_engine)) as conn:
+        assert conn.execute(text("SELECT 1")).scalar_one() == 1
+        raw = conn.connection.dbapi_connection
+        assert isinstance(raw, psycopg.Connection)
+        # No BEGIN was sent, so there is no COMMIT to send either: one round trip per read.
+        assert raw.info.transaction_status is psycopg.pq.TransactionStatus.IDLE
+    # The pooled connection goes back to ordinary transactions for the next user.
+    with pg_engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+        raw = conn.connection.dbapi_connection
+        assert isinstance(raw, psycopg.Connection)
+        assert raw.info.transaction_status is psycopg.pq.TransactionStatus.INTRANS
+
+
+def test_a_read_scope_that_cannot_reach_the_database_is_unavailable() -> None:
+    # Port 9 (discard) on loopback: nothing listens, the connect is refused at once.
+    factory = make_session_factory(make_engine("postgresql+psycopg://postgres@127.0.0.1:9/x"))
+    with pytest.raises(Unavailable), read_scope(factory) as conn:
+        conn.execute(text("SELECT 1"))
