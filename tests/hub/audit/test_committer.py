@@ -96,7 +96,8 @@ def test_cases_between_reads_are_one_upsert_and_entries_keep_their_order(
         event.remove(engine, "before_cursor_execute", count)
 
     assert len(upserts) == 1, f"{len(upserts)} case upserts for one batch"
-    assert indices == sorted(indices) and len(set(indices)) == len(indices)
+    assert indices == sorted(indices)
+    assert len(set(indices)) == len(indices)
     with engine.connect() as conn:
         logged = conn.execute(
             select(AuditEntry.idx, AuditEntry.case_number, AuditEntry.action).where(
