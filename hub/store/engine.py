@@ -148,15 +148,18 @@ def session_scope(factory: sessionmaker[Session], *, write: bool = False) -> Ite
     """
     session = factory()
     try:
+        # The rollback is inside the translation too: on a connection that died under the
+        # statement, ROLLBACK fails as well, and that is the same outage, not a bug.
         with translate_db_errors():
-            if write:
-                # Procures the connection now, with the option the "begin" hook reads.
-                session.connection(execution_options={WRITE_OPTION: True})
-            yield session
-            session.commit()
-    except BaseException:
-        session.rollback()
-        raise
+            try:
+                if write:
+                    # Procures the connection now, with the option the "begin" hook reads.
+                    session.connection(execution_options={WRITE_OPTION: True})
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
     finally:
         session.close()
 
