@@ -10,7 +10,7 @@ alone): the hub is CPU-bound on its GIL, so CPU per push is the figure that move
 ceiling, and it is less disturbed by other load on the machine than the wall rate.
 
     CERTHUB_BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
-        PYTHONPATH=. /work/venv/bin/python bench/push_bench.py [--pushes 3000] [--rounds 3]
+        PYTHONPATH=.:tests /work/venv/bin/python bench/push_bench.py [--pushes 3000] [--rounds 3]
 
 Without CERTHUB_BENCH_DATABASE_URL a SQLite file in a temporary directory is used. A fresh
 PostgreSQL database is created next to the one in the URL and dropped afterwards.
@@ -27,12 +27,10 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from support.databases import fresh_postgres_database
 
 from hub.app import Hub, PushOutput
 from hub.demo.world import build_world, certificate_payload, enterprise, sign_certificate
@@ -62,17 +60,8 @@ def fresh_database(base_url: str | None, tmp: Path) -> Iterator[str]:
     if not base_url:
         yield f"sqlite:///{tmp / 'certhub.db'}"
         return
-    url = make_url(base_url)
-    name = f"certhub_bench_push_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres_database(base_url, prefix="certhub_bench_push") as url:
+        yield url
 
 
 def thread_cpu() -> dict[str, float]:

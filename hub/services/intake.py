@@ -178,21 +178,24 @@ def checked_holder(registry: Registry, id_type: str, holder_id: str) -> Holder:
     ).holder
 
 
+# What a StoredCertificate is made of, in its field order (``_stored``).
+_STORED_COLUMNS = (
+    Certificate.certificate_id,
+    Certificate.version,
+    Certificate.type_code,
+    Certificate.is_current,
+    Certificate.valid_from,
+    Certificate.valid_until,
+    Certificate.envelope,
+    Certificate.attachment_sha256,
+    Revocation.envelope,
+    Certificate.key_id,
+)
+
 # The fetch query, built once: constructing and compiling the select on every cache miss
 # cost more CPU than PostgreSQL spent answering it.
 _HOLDER_QUERY = (
-    select(
-        Certificate.certificate_id,
-        Certificate.version,
-        Certificate.type_code,
-        Certificate.is_current,
-        Certificate.valid_from,
-        Certificate.valid_until,
-        Certificate.envelope,
-        Certificate.attachment_sha256,
-        Revocation.envelope,
-        Certificate.key_id,
-    )
+    select(*_STORED_COLUMNS)
     .outerjoin(Revocation, Revocation.lineage == Certificate.lineage)
     .where(Certificate.holder_key == bindparam("holder_key"), Certificate.is_current.is_(True))
     .order_by(Certificate.issued_on.desc(), Certificate.certificate_id)
@@ -234,7 +237,7 @@ def select_for_item(
 
 
 def _stored(columns: Sequence[Any]) -> StoredCertificate:
-    # The queries above select exactly StoredCertificate's fields, in order.
+    # The queries select _STORED_COLUMNS: exactly StoredCertificate's fields, in order.
     return StoredCertificate(*columns)
 
 
@@ -317,19 +320,7 @@ def load_certificate(session: Session, certificate_id: str) -> tuple[StoredCerti
     """The certificate and its holder key: the newest stored version of that id (a GB/T id
     names one version; an issuer-unique id is shared by all its versions)."""
     query = (
-        select(
-            Certificate.certificate_id,
-            Certificate.version,
-            Certificate.type_code,
-            Certificate.is_current,
-            Certificate.valid_from,
-            Certificate.valid_until,
-            Certificate.envelope,
-            Certificate.attachment_sha256,
-            Revocation.envelope,
-            Certificate.key_id,
-            Certificate.holder_key,
-        )
+        select(*_STORED_COLUMNS, Certificate.holder_key)
         .outerjoin(Revocation, Revocation.lineage == Certificate.lineage)
         .where(Certificate.certificate_id == certificate_id)
         .order_by(Certificate.version.desc())
@@ -338,7 +329,8 @@ def load_certificate(session: Session, certificate_id: str) -> tuple[StoredCerti
     row = session.execute(query).one_or_none()
     if row is None:
         return None
-    return _stored(row[:10]), row[10]
+    *columns, holder_key = row
+    return _stored(columns), str(holder_key)
 
 
 def holder_key_of(session: Session, certificate_id: str, version: int) -> str | None:
