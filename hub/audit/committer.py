@@ -46,7 +46,14 @@ class Batchable(Protocol):
     same handle gets one ``apply_all`` call (one savepoint, a few statements) instead of one
     savepoint and several round trips each. ``apply_all`` returns each item's value or its
     HubError in order; if it raises IntegrityError (a race with another hub process), the run
-    is applied again unit by unit."""
+    is applied again unit by unit.
+
+    ``may_race`` False declares that ``apply_all`` cannot raise IntegrityError (an upsert):
+    its runs, single units included, then go without the savepoint, two round trips fewer
+    on the commit thread; any error it raises fails the batch, as it would with one."""
+
+    @property
+    def may_race(self) -> bool: ...
 
     def apply_all(self, session: Session, items: Sequence[object]) -> Sequence[object]: ...
 
@@ -213,7 +220,7 @@ class GroupCommitter:
             run = [batch[i] for i in members]
             applied = (
                 [self._apply(session, run[0])]
-                if len(run) == 1
+                if len(run) == 1 and kind.may_race
                 else self._apply_run(session, kind, run)
             )
             for i, record in zip(members, applied, strict=True):
@@ -225,11 +232,15 @@ class GroupCommitter:
     def _apply_run(
         self, session: Session, kind: Batchable, run: list[_Unit[object]]
     ) -> list[AuditRecord]:
-        try:
-            with session.begin_nested():
-                outcomes = kind.apply_all(session, [unit.item for unit in run])
-        except exc.IntegrityError:
-            return [self._apply(session, unit) for unit in run]
+        items = [unit.item for unit in run]
+        if not kind.may_race:
+            outcomes = kind.apply_all(session, items)
+        else:
+            try:
+                with session.begin_nested():
+                    outcomes = kind.apply_all(session, items)
+            except exc.IntegrityError:
+                return [self._apply(session, unit) for unit in run]
         records = []
         for unit, outcome in zip(run, outcomes, strict=True):
             if isinstance(outcome, HubError):

@@ -427,6 +427,10 @@ def _decide(state: _Lineage, checked: CheckedPush) -> Stored:
 class PushBatch:
     """The group committer's handle for applying a run of pushes as one set."""
 
+    # Two hub processes can insert the same certificate at once: the committer keeps a
+    # savepoint to fall back to one by one.
+    may_race = True
+
     def apply_all(self, session: Session, items: Sequence[object]) -> list[Stored | HubError]:
         # Items are what Hub.submit_push hands the committer with this batch handle.
         return store_pushes(session, cast("list[tuple[CheckedPush, dt.datetime]]", items))

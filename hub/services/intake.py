@@ -307,6 +307,9 @@ WHERE excluded.served AND NOT cases.served
 class CaseBatch:
     """The group committer's handle for recording a run of fetched cases as one upsert."""
 
+    # ON CONFLICT resolves every clash with another process's insert: no savepoint needed.
+    may_race = False
+
     def apply_all(self, session: Session, items: Sequence[object]) -> list[None]:
         # Items are what Hub.fetch hands the committer with this batch handle.
         record_cases(session, cast("list[tuple[Purpose, bool, dt.datetime]]", items))

@@ -82,10 +82,14 @@ def test_cases_between_reads_are_one_upsert_and_entries_keep_their_order(
             pending.append(_case_unit(committer, case, served=n % 5 == 0))
             expected.append((case, "fetch"))
     upserts: list[str] = []
+    savepoints: list[str] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO CASES"):
+        text = statement.lstrip().upper()
+        if text.startswith("INSERT INTO CASES"):
             upserts.append(statement)
+        if text.startswith("SAVEPOINT"):
+            savepoints.append(statement)
 
     event.listen(engine, "before_cursor_execute", count)
     try:
@@ -96,6 +100,7 @@ def test_cases_between_reads_are_one_upsert_and_entries_keep_their_order(
         event.remove(engine, "before_cursor_execute", count)
 
     assert len(upserts) == 1, f"{len(upserts)} case upserts for one batch"
+    assert savepoints == [], "a run of upserts that cannot race took a savepoint"
     assert indices == sorted(indices)
     assert len(set(indices)) == len(indices)
     with engine.connect() as conn:
@@ -111,10 +116,20 @@ def test_cases_between_reads_are_one_upsert_and_entries_keep_their_order(
 
 
 def test_a_case_once_served_stays_served(engine: Engine, committer: GroupCommitter) -> None:
-    _case_unit(committer, "K-1", served=True).result()
-    _case_unit(committer, "K-1", served=False).result()
-    _case_unit(committer, "K-2", served=False).result()
-    _case_unit(committer, "K-2", served=True).result()
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement.lstrip().upper())
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        _case_unit(committer, "K-1", served=True).result()
+        _case_unit(committer, "K-1", served=False).result()
+        _case_unit(committer, "K-2", served=False).result()
+        _case_unit(committer, "K-2", served=True).result()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert not [s for s in statements if s.startswith("SAVEPOINT")], "a lone case took one"
     with engine.connect() as conn:
         cases = dict(conn.execute(select(Case.case_number, Case.served)).all())
     assert cases == {"K-1": True, "K-2": True}
