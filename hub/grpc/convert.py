@@ -118,9 +118,11 @@ def status_out(status: CertificateStatus | None) -> common_pb2.CertificateStatus
 # base64, payload JSON, then the proto) was about a fifth of a warm fetch's CPU, and the
 # same certificates are fetched again and again (a window's case, a holder's other
 # materials). Keyed by the SHA-256 of the envelope, so a hit is the same bytes whatever
-# database or test produced them. 20,000 summaries (~0.5 KB each, ~10 MB) hold a busy
-# centre's working set for longer than the holder cache keeps it (HOLDER_CACHE_TTL_SECONDS).
-SUMMARY_MEMO_SIZE = 20_000
+# database or test produced them. An entry measured 1.9 KiB of resident memory (5,000
+# demo licence summaries), so 5,000 entries cost ~9 MiB per process: the distinct
+# certificates a worker serves in HOLDER_CACHE_TTL_SECONDS at 40 a second; past that a
+# summary is parsed again, which costs CPU, never correctness.
+SUMMARY_MEMO_SIZE = 5_000
 
 
 class _SummaryMemo:
