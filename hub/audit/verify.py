@@ -11,23 +11,41 @@ of leaves, the O(log n) frontier and the nodes completed within the chunk.
 The first problem found (by leaf index) is reported: a changed leaf shows as a leaf hash
 that no longer matches its stored node, a deleted one as a gap, two reordered ones as the
 first of the pair, a replaced checkpoint as a bad signature or a root the leaves do not give.
+
+The log vouches for the state, so the state is checked against it too: every entry that
+admitted a certificate or a revocation must still have its row (a deleted revocation row
+would serve a revoked licence as VALID). The newest checkpoint must cover the whole log: a
+log whose checkpoints were deleted, or whose tail no checkpoint signs, fails, except for a
+tail younger than ``UNCOVERED_TAIL_GRACE`` (the signer may sign a moment after the
+commit), reported as not yet covered. A ``trusted`` checkpoint kept outside the database
+(or cosigned by witnesses) anchors the check: the recomputed tree at its size must have its
+root, so a consistent rewrite of everything after the newest stored checkpoint is caught.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from hub.audit.entry import format_time
+from hub.audit.entry import OK, Action, format_time
+from hub.domain.identifier import lineage_of
 from hub.services import audit
-from hub.store.models import AuditCertificate, AuditEntry, LogCheckpoint, LogHead, TreeNode
+from hub.store.models import (
+    AuditCertificate,
+    AuditEntry,
+    Certificate,
+    LogCheckpoint,
+    LogHead,
+    Revocation,
+    TreeNode,
+)
 from signing import SigningError, merkle
-from signing.note import NoteVerifier, open_note, parse_checkpoint
+from signing.note import Checkpoint, NoteVerifier, open_note, parse_checkpoint
 
 # Leaves read per query. A power of two, so that the perfect nodes completed while reading
 # one chunk are a few aligned index ranges (one query to compare them all); 4,096 leaves of
@@ -35,6 +53,11 @@ from signing.note import NoteVerifier, open_note, parse_checkpoint
 CHUNK = 4096
 # Checkpoints read per query (each ~200 bytes of note).
 CHECKPOINT_CHUNK = 1024
+# How old the first entry no checkpoint covers may be before that is tampering rather than
+# the signer not having run yet. The hub signs a checkpoint within about a second of a
+# commit (hub.audit.log; a group-commit batch, or the signing cadence); ten seconds leaves
+# room for a busy commit thread and for the clock skew between the verifier and the hub.
+UNCOVERED_TAIL_GRACE = dt.timedelta(seconds=10)
 # The head row the append path keeps (hub.audit.log.HEAD_ID).
 _HEAD_ID = 1
 # Columns of audit_entries that index the leaf, and the leaf field each must equal.
@@ -64,6 +87,14 @@ class Report:
     checkpoints: int
     root: bytes
     problem: Problem | None
+    # Entries from this index on are covered by no checkpoint yet, but young enough to be
+    # waiting for the signer (UNCOVERED_TAIL_GRACE); None when the newest checkpoint covers
+    # the whole log.
+    uncovered_from: int | None = None
+    # The size of the trusted checkpoint the log was anchored to, if one was given.
+    anchored_at: int | None = None
+    # Certificate and revocation rows checked against the entries that admitted them.
+    state_rows: int = 0
 
     @property
     def ok(self) -> bool:
@@ -82,29 +113,33 @@ def verify_log(
     *,
     chunk: int = CHUNK,
     progress: Callable[[int], None] | None = None,
+    trusted: Checkpoint | None = None,
+    now: dt.datetime | None = None,
 ) -> Report:
-    """Check everything stored about the log; run it inside one read transaction."""
+    """Check everything stored about the log; run it inside one read transaction.
+
+    ``trusted`` is a checkpoint the caller already checked (signature, origin) and keeps
+    outside the database; ``now`` is the verifier's clock, for the uncovered-tail grace."""
     if chunk <= 0 or chunk & (chunk - 1):
         raise ValueError(f"chunk must be a power of two, got {chunk}")
-    state = _State(session, verifier)
+    state = _State(session, verifier, trusted)
+    uncovered: int | None = None
     try:
         state.run(chunk, progress)
+        uncovered = state.check_coverage(now or dt.datetime.now(dt.UTC))
     except _Found as found:
-        return Report(
-            entries=state.size,
-            checkpoints=state.checkpoints_seen,
-            root=state.root(),
-            problem=found.problem,
-        )
-    return Report(
-        entries=state.size, checkpoints=state.checkpoints_seen, root=state.root(), problem=None
-    )
+        return state.report(found.problem, None)
+    return state.report(None, uncovered)
 
 
 class _State:
-    def __init__(self, session: Session, verifier: NoteVerifier) -> None:
+    def __init__(
+        self, session: Session, verifier: NoteVerifier, trusted: Checkpoint | None
+    ) -> None:
         self.session = session
         self.verifier = verifier
+        self.trusted = trusted
+        self.state_rows = 0
         self.stack: list[tuple[int, bytes]] = []
         self.size = 0
         self.checkpoints_seen = 0
@@ -116,6 +151,39 @@ class _State:
 
     def root(self) -> bytes:
         return _fold(self.stack)
+
+    def report(self, problem: Problem | None, uncovered: int | None) -> Report:
+        return Report(
+            entries=self.size,
+            checkpoints=self.checkpoints_seen,
+            root=self.root(),
+            problem=problem,
+            uncovered_from=uncovered,
+            anchored_at=self.trusted.size if self.trusted and problem is None else None,
+            state_rows=self.state_rows,
+        )
+
+    def check_coverage(self, now: dt.datetime) -> int | None:
+        """Where the uncovered tail starts, if it is young; raises if it is not."""
+        covered = self._previous[0] if self._previous is not None else 0
+        if covered >= self.size:
+            return None
+        first = self.session.execute(
+            select(AuditEntry.time).where(AuditEntry.idx == covered)
+        ).scalar_one()
+        age = now - _utc(first)
+        if age <= UNCOVERED_TAIL_GRACE:
+            return covered
+        newest = f"the newest checkpoint covers {covered}" if covered else "there is none"
+        raise _Found(
+            Problem(
+                covered,
+                f"entries {covered}..{self.size - 1} are covered by no checkpoint ({newest}); "
+                f"entry {covered} was written {age.total_seconds():.0f} s ago, longer than "
+                f"the {UNCOVERED_TAIL_GRACE.total_seconds():.0f} s a checkpoint may lag: "
+                "checkpoints were deleted, or the entries were added without the log key",
+            )
+        )
 
     def run(self, chunk: int, progress: Callable[[int], None] | None) -> None:
         while True:
@@ -152,16 +220,79 @@ class _State:
                     problems.append(problem)
                 _push(self.stack, index, merkle.leaf_hash(leaf), completed)
                 self.size += 1
-                problem = self._checkpoints_at(self.size)
+                problem = self._checkpoints_at(self.size) or self._anchor_at(self.size)
                 if problem:
                     problems.append(problem)
                     break
             problems.extend(self._compare_nodes(completed))
+            problems.extend(self._check_state([(r[0], bytes(r[1]), r[4], r[5]) for r in rows]))
             if problems:
                 raise _Found(min(problems, key=lambda p: (p.index, p.checkpoint_size is not None)))
             if progress:
                 progress(self.size)
         self._finish()
+
+    def _anchor_at(self, size: int) -> Problem | None:
+        if self.trusted is None or self.trusted.size != size:
+            return None
+        if self.root() == self.trusted.root_hash:
+            return None
+        return Problem(
+            max(size - 1, 0),
+            f"the trusted checkpoint {size} has another root than entries 0..{size - 1}: "
+            "the log was rewritten after that checkpoint was taken",
+            checkpoint_size=size,
+        )
+
+    def _check_state(self, entries: Sequence[tuple[int, bytes, str, str]]) -> list[Problem]:
+        """Entries that admitted a certificate or a revocation still have their row."""
+        pushed: dict[str, int] = {}
+        revoked: dict[str, int] = {}
+        for index, leaf, action, outcome in entries:
+            if outcome != OK or action not in (Action.PUSH, Action.REVOKE):
+                continue
+            for certificate_id in _leaf_ids(leaf):
+                if action == Action.PUSH:
+                    pushed.setdefault(certificate_id, index)
+                else:
+                    revoked.setdefault(lineage_of(certificate_id), index)
+        problems: list[Problem] = []
+        if pushed:
+            stored = set(
+                self.session.execute(
+                    select(Certificate.certificate_id)
+                    .where(Certificate.certificate_id.in_(pushed))
+                    .distinct()
+                ).scalars()
+            )
+            self.state_rows += len(stored)
+            problems.extend(
+                Problem(
+                    index,
+                    f"entry {index} admitted certificate {certificate_id!r}, which has no "
+                    "row in certificates: the row was deleted",
+                )
+                for certificate_id, index in pushed.items()
+                if certificate_id not in stored
+            )
+        if revoked:
+            stored = set(
+                self.session.execute(
+                    select(Revocation.lineage).where(Revocation.lineage.in_(revoked))
+                ).scalars()
+            )
+            self.state_rows += len(stored)
+            problems.extend(
+                Problem(
+                    index,
+                    f"entry {index} revoked lineage {lineage!r}, which has no row in "
+                    "revocations: the row was deleted (the certificate would be served as "
+                    "not revoked)",
+                )
+                for lineage, index in revoked.items()
+                if lineage not in stored
+            )
+        return problems
 
     def _certificate_ids(self, index: int) -> list[str]:
         ids: list[str] = []
@@ -264,6 +395,15 @@ class _State:
         return problems
 
     def _finish(self) -> None:
+        if self.trusted is not None and self.trusted.size > self.size:
+            raise _Found(
+                Problem(
+                    self.size,
+                    f"the trusted checkpoint covers {self.trusted.size} entries, the log holds "
+                    f"{self.size}: entries {self.size}.. were removed",
+                    checkpoint_size=self.trusted.size,
+                )
+            )
         if self._next_checkpoint is not None:
             size = self._next_checkpoint[0]
             raise _Found(
@@ -329,6 +469,15 @@ def _check_columns(
             index, f"entry {index}: audit_certificates links disagree with the leaf's ids"
         )
     return None
+
+
+def _leaf_ids(leaf: bytes) -> list[str]:
+    try:
+        fields = json.loads(leaf)
+    except ValueError:
+        return []  # reported by _check_columns
+    ids = fields.get("certificate_ids") if isinstance(fields, dict) else None
+    return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
 
 
 def _utc(t: dt.datetime) -> dt.datetime:

@@ -16,13 +16,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.audit.entry import OK, Action, AuditRecord, holder_commitment
 from hub.audit.log import AuditLog, AuditLogKeys
-from hub.audit.verify import verify_log
+from hub.audit.verify import UNCOVERED_TAIL_GRACE, verify_log
 from hub.cli.main import CommandError
 from hub.cli.options import add_data_options, config_from
 from hub.domain.holder import check_holder
@@ -33,7 +34,7 @@ from hub.services import audit
 from hub.services.registry_store import RegistrySource
 from hub.store.engine import is_sqlite, make_session_factory, session_scope
 from signing import MalformedNote, NoteSigner, NoteVerifier, SigningError, merkle
-from signing.note import open_note, parse_checkpoint
+from signing.note import Checkpoint, open_note, parse_checkpoint
 
 # Principal recorded for queries made from the command line: the OS account, marked so it
 # cannot be mistaken for a registry principal.
@@ -69,6 +70,13 @@ def register(subparsers: Any) -> None:
     add_data_options(verify)
     _add_vkey_option(verify)
     verify.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    verify.add_argument(
+        "--trusted-checkpoint",
+        metavar="FILE",
+        type=Path,
+        help="a signed checkpoint kept outside the database (e.g. a witness-cosigned one "
+        "saved earlier): the log must extend it, so a rewrite after it is caught",
+    )
     verify.set_defaults(func=run_verify)
 
     prove = commands.add_parser(
@@ -78,6 +86,13 @@ def register(subparsers: Any) -> None:
     _add_vkey_option(prove)
     prove.add_argument("index", type=int, help="the entry's audit index")
     prove.set_defaults(func=run_prove)
+
+    checkpoint = commands.add_parser(
+        "checkpoint",
+        help="print the newest signed checkpoint (keep it elsewhere for --trusted-checkpoint)",
+    )
+    add_data_options(checkpoint)
+    checkpoint.set_defaults(func=run_checkpoint)
 
     vkey = commands.add_parser("vkey", help="print the log's verifier key for clients")
     add_data_options(vkey)
@@ -259,16 +274,35 @@ def _width(text: str) -> int:
 # --- verify ---------------------------------------------------------------------------------
 
 
+def _trusted_checkpoint(path: Path | None, verifier: NoteVerifier) -> Checkpoint | None:
+    if path is None:
+        return None
+    try:
+        note = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CommandError(f"--trusted-checkpoint {path}: cannot read it ({e})") from e
+    try:
+        body = parse_checkpoint(open_note(note, [verifier]))
+    except SigningError as e:
+        raise CommandError(f"--trusted-checkpoint {path}: {e}") from e
+    if body.origin != verifier.name:
+        raise CommandError(
+            f"--trusted-checkpoint {path}: origin {body.origin!r} is not the log {verifier.name!r}"
+        )
+    return body
+
+
 def run_verify(args: argparse.Namespace) -> int:
     with _open(args) as log:
         verifier = _verifier(log, args.vkey)
+        trusted = _trusted_checkpoint(args.trusted_checkpoint, verifier)
 
         def progress(done: int) -> None:
             if not args.quiet and done % (1 << 18) == 0:
                 print(f"  ... {done:,} entries checked", file=sys.stderr)
 
         with _snapshot(log) as session:
-            report = verify_log(session, verifier, progress=progress)
+            report = verify_log(session, verifier, progress=progress, trusted=trusted)
     if report.problem is not None:
         problem = report.problem
         where = (
@@ -284,6 +318,14 @@ def run_verify(args: argparse.Namespace) -> int:
         f"audit log OK: {report.entries:,} entries, {report.checkpoints:,} checkpoints "
         f"verified; root {report.root.hex()} ({verifier.name})"
     )
+    print(f"  state: {report.state_rows:,} certificate and revocation rows found for their entries")
+    if report.uncovered_from is not None:
+        print(
+            f"  entries {report.uncovered_from:,}.. are not yet covered by a checkpoint "
+            f"(younger than {UNCOVERED_TAIL_GRACE.total_seconds():.0f} s: the signer lags)"
+        )
+    if report.anchored_at is not None:
+        print(f"  extends the trusted checkpoint of size {report.anchored_at:,}")
     return 0
 
 
@@ -322,6 +364,19 @@ def run_prove(args: argparse.Namespace) -> int:
         print(f"proof FAILED: {e}", file=sys.stderr)
         return 1
     print(f"OK: entry {proof.leaf_index} is in checkpoint {body.size} signed by {verifier.name}")
+    return 0
+
+
+# --- checkpoint -----------------------------------------------------------------------------
+
+
+def run_checkpoint(args: argparse.Namespace) -> int:
+    with _open(args) as log, _snapshot(log) as session:
+        latest = audit.latest_checkpoint(session)
+        if latest is None:
+            raise CommandError("the audit log has no checkpoint yet")
+        note = latest.note
+    sys.stdout.write(note)
     return 0
 
 
