@@ -27,6 +27,10 @@ class Action(StrEnum):
     GET = "get"
     VERIFY = "verify"
     AUDIT_QUERY = "audit_query"
+    REGISTER_CASE = "register_case"
+    CLOSE_CASE = "close_case"
+    # A page or query of the web console (hub.web), by an operator or auditor.
+    CONSOLE = "console"
     # A call refused before it could name what it wanted (e.g. no or unknown principal).
     REFUSED = "refused"
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import sys
 from typing import Any
 
 from hub.cli.options import add_data_options, config_from
+from hub.errors import InvalidArgument
 from hub.registry import Registry
 from hub.runtime import open_engine
-from hub.services.directory import Stats, compute_stats
+from hub.services.directory import Stats
 from hub.services.registry_store import RegistrySource
+from hub.services.stats import Breakdown, PeriodStats, compute, parse_query
 from hub.store.engine import make_session_factory, session_scope
 
 
@@ -18,22 +22,136 @@ def register(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser("stats", help="print the KPI report")
     add_data_options(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--since", default="", help="first day counted, YYYY-MM-DD (China Standard Time)"
+    )
+    parser.add_argument(
+        "--until", default="", help="last day counted, YYYY-MM-DD, inclusive (default today)"
+    )
+    parser.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        type=str.upper,
+        choices=[str(b) for b in Breakdown],
+        metavar="{month,department,service_item,window}",
+        help="break the case figures down (repeatable)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        query = parse_query(args.since, args.until, args.by)
+    except InvalidArgument as error:
+        print(f"certhub stats: {error.message}", file=sys.stderr)
+        return 2
     engine = open_engine(config_from(args))
     sessions = make_session_factory(engine)
     registry = RegistrySource(sessions).refresh()
     with session_scope(sessions) as session:
-        stats = compute_stats(session, registry)
+        period = compute(session, registry, query, now=dt.datetime.now(dt.UTC))
     engine.dispose()
     print(
-        json.dumps(stats_json(stats), ensure_ascii=False, indent=2)
+        json.dumps(period_json(period), ensure_ascii=False, indent=2)
         if args.json
-        else render(stats, registry)
+        else render(period.base, registry) + "\n" + render_period(period)
     )
     return 0
+
+
+def period_json(period: PeriodStats) -> dict[str, object]:
+    return {
+        **stats_json(period.base),
+        "since": period.since.isoformat() if period.since else None,
+        "until": period.until.isoformat(),
+        "cases_registered": period.cases_registered,
+        "cases_closed": period.cases_closed,
+        "cases_with_e_certificate": period.cases_with_e_certificate,
+        "case_usage_rate": round(period.case_usage_rate, 4),
+        "breakdowns": {
+            str(by).lower(): [
+                {
+                    "key": g.key,
+                    "label": g.label,
+                    "cases_registered": g.registered,
+                    "cases_closed": g.closed,
+                    "cases_with_e_certificate": g.with_e_certificate,
+                    "usage_rate": round(g.usage_rate, 4),
+                    **(
+                        {
+                            "exemption_rate": None
+                            if g.exemption_rate is None
+                            else round(g.exemption_rate, 4)
+                        }
+                        if by is Breakdown.MONTH
+                        else {}
+                    ),
+                }
+                for g in groups
+            ]
+            for by, groups in period.breakdowns
+        },
+        "non_exempt_items": [
+            {
+                "code": i.code,
+                "name": i.name,
+                "cases_registered": i.cases_registered,
+                "paper_materials": [
+                    {"code": m.code, "name": m.name, "cases_on_paper": m.cases_on_paper}
+                    for m in i.paper_materials
+                ],
+            }
+            for i in period.non_exempt
+        ],
+    }
+
+
+def render_period(period: PeriodStats) -> str:
+    """The case figures of the period, its breakdowns and what still needs paper."""
+    since = period.since.isoformat() if period.since else "start"
+    lines = [
+        f"办件 cases handled {since} .. {period.until.isoformat()}",
+        _table(
+            [
+                ("  受理 registered", f"{period.cases_registered:,}"),
+                ("  办结 closed", f"{period.cases_closed:,}"),
+                ("  用电子证照 with an e-certificate", f"{period.cases_with_e_certificate:,}"),
+                ("  电子应用率 usage rate (of registered)", f"{period.case_usage_rate:.2%}"),
+            ]
+        ),
+    ]
+    titles = {
+        Breakdown.MONTH: "按月 by month",
+        Breakdown.DEPARTMENT: "按部门 by department",
+        Breakdown.SERVICE_ITEM: "按事项 by service item",
+        Breakdown.WINDOW: "按窗口 by window",
+    }
+    for by, groups in period.breakdowns:
+        lines.append(
+            f"{titles[by]}  (registered / closed / e-certificate / usage"
+            + (" / exemption)" if by is Breakdown.MONTH else ")")
+        )
+        rows = []
+        for g in groups:
+            value = (
+                f"{g.registered:>6,} {g.closed:>6,} {g.with_e_certificate:>6,} {g.usage_rate:>7.2%}"
+            )
+            if by is Breakdown.MONTH:
+                value += " " + (
+                    f"{g.exemption_rate:>7.2%}" if g.exemption_rate is not None else "      -"
+                )
+            label = g.key if g.label == g.key else f"{g.label} ({g.key})"
+            rows.append((f"  {label}", value))
+        lines.append(_table(rows) if rows else "  (no cases)")
+    lines.append(f"仍需纸质材料的事项 items still needing paper: {len(period.non_exempt)}")
+    for item in period.non_exempt:
+        lines.append(f"  {item.code} {item.name} ({item.cases_registered:,} cases)")
+        lines.extend(
+            f"    - {m.code} {m.name}: on paper in {m.cases_on_paper:,} closed cases"
+            for m in item.paper_materials
+        )
+    return "\n".join(lines)
 
 
 def stats_json(stats: Stats) -> dict[str, object]:
@@ -74,13 +192,17 @@ def render(stats: Stats, registry: Registry) -> str:
         ),
         ("免证率 exemption rate", f"{stats.exemption_rate:.2%}"),
         ("paper materials left per item (average)", f"{stats.paper_materials_per_item:.2f}"),
-        ("办件 cases that fetched", f"{stats.cases_fetched:,}"),
+        ("办件 cases that fetched (reached the hub)", f"{stats.cases_fetched:,}"),
         (
             "cases served by e-certificates",
             f"{stats.cases_with_certificates:,} of {stats.cases_fetched:,}",
         ),
-        ("用证率 usage rate", f"{stats.usage_rate:.2%}"),
+        ("用证率 usage rate (of fetching cases)", f"{stats.usage_rate:.2%}"),
     ]
+    return _table(rows)
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
     width = max(_display_width(label) for label, _ in rows) + 2
     return "\n".join(
         (label + " " * (width - _display_width(label)) + value).rstrip() for label, value in rows

@@ -134,6 +134,8 @@ class AuditEntry(Base):
         Index("ix_audit_entries_principal", "principal", "idx"),
         Index("ix_audit_entries_action", "action", "idx"),
         Index("ix_audit_entries_time", "time"),
+        # Closing a case checks its fetches; the console queries the log by case.
+        Index("ix_audit_entries_case", "case_number", "idx"),
     )
 
     idx: Mapped[int] = mapped_column(BIGINT, primary_key=True, autoincrement=False)
@@ -194,3 +196,43 @@ class LogCheckpoint(Base):
     root: Mapped[bytes] = mapped_column(LargeBinary)
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CaseFile(Base):
+    """A case (办件) as its window registered and closed it: the usage KPI's denominator is
+    every case handled, not only the cases that fetched (``cases``)."""
+
+    __tablename__ = "case_files"
+    __table_args__ = (
+        Index("ix_case_files_month", "registered_month", "service_item_code"),
+        Index("ix_case_files_registered_at", "registered_at"),
+    )
+
+    case_number: Mapped[str] = mapped_column(String(CODE_WIDTH * 2), primary_key=True)
+    service_item_code: Mapped[str] = mapped_column(String(CODE_WIDTH))
+    # The department that handles the case (承办部门), a registry department code.
+    department_code: Mapped[str] = mapped_column(String(CODE_WIDTH))
+    # The acceptance point (受理窗口); the registering principal's name when none is given.
+    window: Mapped[str] = mapped_column(String(NAME_WIDTH))
+    channel: Mapped[str] = mapped_column(String(16))
+    principal: Mapped[str] = mapped_column(String(NAME_WIDTH))
+    registered_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    # "YYYY-MM" of registered_at in China Standard Time: monthly figures group on a plain
+    # column, the same way on SQLite and PostgreSQL.
+    registered_month: Mapped[str] = mapped_column(String(7))
+    closed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Set at close: at least one material was satisfied by an e-certificate.
+    used_e_certificate: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+
+
+class CaseMaterial(Base):
+    """How each required material of a closed case was satisfied."""
+
+    __tablename__ = "case_materials"
+
+    case_number: Mapped[str] = mapped_column(String(CODE_WIDTH * 2), primary_key=True)
+    material_code: Mapped[str] = mapped_column(String(CODE_WIDTH), primary_key=True)
+    # E_CERTIFICATE, PAPER or NOT_PROVIDED (hub.services.cases.MaterialSource).
+    source: Mapped[str] = mapped_column(String(16))
+    # The e-certificate that satisfied it, when the window names one.
+    certificate_id: Mapped[str | None] = mapped_column(String(ID_WIDTH), nullable=True)

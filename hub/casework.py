@@ -1,0 +1,132 @@
+"""Use cases of cases, period statistics and console views, over a ``Hub``.
+
+Kept beside ``hub.app`` rather than inside it: the same order as every hub call (check ->
+group commit with its audit entry -> answer), through the hub's committer, clock and
+registry. Servicers and the web console call these and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass
+from typing import NoReturn
+
+from hub.app import Hub
+from hub.audit.entry import OK, Action, AuditRecord
+from hub.errors import HubError, PermissionDenied
+from hub.registry import Principal, Role
+from hub.services import cases, stats
+from hub.services.ingest import require_role
+from hub.store.engine import session_scope
+
+# Who may open the console: the people who keep and check the hub (DESIGN.md, users).
+CONSOLE_ROLES = frozenset({Role.OPERATOR, Role.AUDITOR})
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterCaseOutput:
+    registered: cases.Registered
+    audit_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseCaseOutput:
+    closed: cases.Closed
+    audit_index: int
+
+
+class Casework:
+    """Registering and closing cases, the KPIs of a period, and audited console views."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def register_case(self, caller: Principal, request: cases.RegisterInput) -> RegisterCaseOutput:
+        now = self.hub.clock()
+
+        def record(outcome: str) -> AuditRecord:
+            return AuditRecord(
+                time=now,
+                principal=caller.name,
+                action=Action.REGISTER_CASE,
+                outcome=outcome,
+                service_item_code=request.service_item_code,
+                case_number=request.case_number,
+            )
+
+        try:
+            registration = cases.check_register(self.hub.registry(), caller, request)
+        except HubError as error:
+            self._refuse(record(error.status_name), error)
+        committed = self.hub.committer.run(
+            lambda s: cases.register_case(s, registration, now=now),
+            lambda _value, error: record(error.status_name if error else OK),
+        )
+        return RegisterCaseOutput(committed.value, committed.audit_index)
+
+    def close_case(self, caller: Principal, request: cases.CloseInput) -> CloseCaseOutput:
+        now = self.hub.clock()
+        registry = self.hub.registry()
+
+        def describe(closed: cases.Closed | None, error: HubError | None) -> AuditRecord:
+            return AuditRecord(
+                time=now,
+                principal=caller.name,
+                action=Action.CLOSE_CASE,
+                outcome=error.status_name if error else OK,
+                service_item_code=closed.service_item_code if closed else None,
+                case_number=request.case_number,
+            )
+
+        try:
+            require_role(caller, Role.INTAKE, "closing cases")
+            cases.check_close(request)
+        except HubError as error:
+            self._refuse(describe(None, error), error)
+        committed = self.hub.committer.run(
+            lambda s: cases.close_case(s, registry, caller, request, now=now), describe
+        )
+        return CloseCaseOutput(committed.value, committed.audit_index)
+
+    def period_stats(self, query: stats.StatsQuery) -> stats.PeriodStats:
+        with session_scope(self.hub.sessions) as session:
+            return stats.compute(session, self.hub.registry(), query, now=self.hub.clock())
+
+    def console_view(
+        self,
+        caller: Principal,
+        what: str,
+        *,
+        holder: str | None = None,
+        case_number: str | None = None,
+        roles: frozenset[Role] = CONSOLE_ROLES,
+    ) -> int:
+        """Audit one console page or query before it is answered, and return its index. A
+        caller whose role may not see it is refused (audited) with PERMISSION_DENIED.
+        ``what`` is the page and its query (``/audit?principal=...``), ``holder`` a
+        commitment, never an ID."""
+        entry = AuditRecord(
+            time=self.hub.clock(),
+            principal=caller.name,
+            action=Action.CONSOLE,
+            outcome=OK,
+            holder_commitment=holder,
+            case_number=case_number,
+            method=what,
+        )
+        if caller.role not in roles:
+            error = PermissionDenied(
+                f"principal {caller.name!r} has role {caller.role}; this page needs "
+                f"{' or '.join(sorted(roles))}",
+                reason="WRONG_ROLE",
+            )
+            self._refuse(dataclasses.replace(entry, outcome=error.status_name), error)
+        return self.hub.committer.submit_entry(entry).result().audit_index
+
+    def now(self) -> dt.datetime:
+        return self.hub.clock()
+
+    def _refuse(self, entry: AuditRecord, error: HubError) -> NoReturn:
+        error.audit_index = self.hub.committer.submit_entry(entry).result().audit_index
+        raise error
