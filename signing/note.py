@@ -30,6 +30,7 @@ __all__ = [
     "NoteVerifier",
     "open_note",
     "parse_checkpoint",
+    "split_note",
 ]
 
 # The signature type byte of Ed25519 note keys (c2sp.org/signed-note, "Signature types").
@@ -191,12 +192,9 @@ class NoteVerifier:
         return f"NoteVerifier(name={self._name!r}, key_hash={self._key_hash.hex()!r})"
 
 
-def open_note(note: str, verifiers: Sequence[NoteVerifier]) -> str:
-    """Return the note's text if a known verifier's signature on it verifies.
-
-    Signature lines by unknown keys are ignored (they may be witnesses we do not track),
-    but a line by a known key that does not verify makes the whole note invalid.
-    """
+def split_note(note: str) -> tuple[str, list[tuple[str, bytes]]]:
+    """A note's text and its signature lines as (key name, decoded bytes), checked for form
+    only: nothing is verified here."""
     split = note.rfind("\n\n")
     if split < 0:
         raise MalformedNote("note has no blank line separating the text from its signatures")
@@ -211,9 +209,7 @@ def open_note(note: str, verifiers: Sequence[NoteVerifier]) -> str:
         raise MalformedNote(
             f"note has {len(lines)} signature lines, more than the limit of {MAX_NOTE_SIGNATURES}"
         )
-    by_identity = {(v.name, v.key_hash): v for v in verifiers}
-    message = text.encode("utf-8")
-    verified = False
+    signatures: list[tuple[str, bytes]] = []
     for number, line in enumerate(lines, start=1):
         if not line.startswith(_SIGNATURE_PREFIX):
             raise MalformedNote(
@@ -228,6 +224,21 @@ def open_note(note: str, verifiers: Sequence[NoteVerifier]) -> str:
         raw = _b64decode_strict(encoded, what=f"note signature line {number}")
         if len(raw) <= _KEY_HASH_SIZE:
             raise MalformedNote(f"note signature line {number} is too short to hold a signature")
+        signatures.append((name, raw))
+    return text, signatures
+
+
+def open_note(note: str, verifiers: Sequence[NoteVerifier]) -> str:
+    """Return the note's text if a known verifier's signature on it verifies.
+
+    Signature lines by unknown keys are ignored (they may be witnesses we do not track),
+    but a line by a known key that does not verify makes the whole note invalid.
+    """
+    text, signatures = split_note(note)
+    by_identity = {(v.name, v.key_hash): v for v in verifiers}
+    message = text.encode("utf-8")
+    verified = False
+    for name, raw in signatures:
         verifier = by_identity.get((name, raw[:_KEY_HASH_SIZE]))
         if verifier is None:
             continue
