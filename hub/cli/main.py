@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "hub.cli.config",
     "adapters.cli",
     "hub.cli.audit",
+    "hub.cli.witness",
 )
 
 
