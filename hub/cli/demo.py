@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
-from hub.demo.run import run_demo
+from hub.demo.run import DEMO_MONTHS, run_demo
+from hub.services.stats import MAX_MONTHS
 
 
 def register(subparsers: Any) -> None:
@@ -23,8 +25,18 @@ def register(subparsers: Any) -> None:
         default=None,
         help="keep everything here instead of a temporary dir",
     )
+    parser.add_argument(
+        "--months",
+        type=int,
+        default=DEMO_MONTHS,
+        help=f"months of past cases to write before the live ones (default {DEMO_MONTHS}; "
+        "0 = none)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    return run_demo(data_dir=args.data_dir)
+    if not 0 <= args.months <= MAX_MONTHS:
+        print(f"certhub demo: --months must be 0..{MAX_MONTHS}", file=sys.stderr)
+        return 2
+    return run_demo(data_dir=args.data_dir, months=args.months)

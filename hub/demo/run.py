@@ -16,9 +16,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from certhub.v1 import ingest_pb2
-from hub.cli.stats import render
+from hub.casework import Casework
+from hub.cli.stats import render, render_period
 from hub.client import ClientTLS, HubClient
 from hub.demo.feeds import DemoFeeds
+from hub.demo.history import WINDOWS, backfill, handling_department
 from hub.demo.world import (
     DemoWorld,
     build_world,
@@ -30,13 +32,17 @@ from hub.demo.world import (
 from hub.grpc.server import ServerTLS, build_server
 from hub.pki import init_pki, issue_client_certificate
 from hub.runtime import HubConfig, build_hub, open_engine
-from hub.services.directory import compute_stats
+from hub.services import stats
+from hub.services.cases import CloseInput, MaterialUse, RegisterInput
 from hub.services.registry_store import apply_registry
 from hub.store import migrate
 from hub.store.engine import make_session_factory, session_scope
 
 DEMO_HOLDERS = 60
 DEMO_CASES = 12
+# Months of past cases written before the live ones (`certhub demo --months N`): a year
+# charts a trend, and its ~2,880 cases are of the size of the Gulou reform's 2,864.
+DEMO_MONTHS = 12
 
 
 @contextlib.contextmanager
@@ -49,7 +55,12 @@ def _data_dir(keep: Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def run_demo(*, data_dir: Path | None = None, out: Callable[[str], None] = print) -> int:
+def run_demo(
+    *,
+    data_dir: Path | None = None,
+    months: int = DEMO_MONTHS,
+    out: Callable[[str], None] = print,
+) -> int:
     world = build_world()
     with _data_dir(data_dir) as root:
         config = HubConfig(data_dir=root, address="127.0.0.1:0")
@@ -59,6 +70,14 @@ def run_demo(*, data_dir: Path | None = None, out: Callable[[str], None] = print
         engine = open_engine(config)
         migrate.upgrade(engine)
         sessions = make_session_factory(engine)
+        with session_scope(sessions, write=True) as session:
+            history = backfill(session, world, months=months, now=dt.datetime.now(dt.UTC))
+        if history.months:
+            out(
+                f"history    {history.cases:,} cases over {history.months} months "
+                f"({history.with_e_certificate:,} with an e-certificate), "
+                f"{history.registries} earlier registries"
+            )
         with session_scope(sessions, write=True) as session:
             apply_registry(
                 session, registry_file.read_text(encoding="utf-8"), now=dt.datetime.now(dt.UTC)
@@ -87,13 +106,13 @@ def run_demo(*, data_dir: Path | None = None, out: Callable[[str], None] = print
             )
             feeds.run()
             _push_all(world, client, out, skip=feeds.departments)
-            _fetch_cases(world, client, out)
+            _fetch_cases(world, client, Casework(hub), out)
             _revoke_one(world, client, out, cancel=feeds.cancel)
-            with session_scope(sessions) as session:
-                stats = compute_stats(session, hub.registry())
+            period = Casework(hub).period_stats(stats.StatsQuery(by=(stats.Breakdown.MONTH,)))
             out("")
             out("KPIs")
-            out(render(stats, hub.registry()))
+            out(render(period.base, hub.registry()))
+            out(render_period(period))
         finally:
             server.stop(grace=None)
             hub.close()
@@ -129,8 +148,14 @@ def _push_all(
 
 
 def _fetch_cases(
-    world: DemoWorld, client: Callable[[str], HubClient], out: Callable[[str], None]
+    world: DemoWorld,
+    client: Callable[[str], HubClient],
+    work: Casework,
+    out: Callable[[str], None],
 ) -> None:
+    """Each case as a window handles it: registered, fetched, closed with how every
+    material came."""
+    principal = work.hub.registry().principals["gulou-service-centre"]
     licence = world.type_by_name("营业执照").code
     id_card = world.type_by_name("居民身份证").code
     # Cases as they arrive at a window: enterprises for business items, citizens for the rest.
@@ -145,11 +170,31 @@ def _fetch_cases(
             holder = enterprise(case) if case % 2 == 0 else citizen(case)
             items = business if case % 2 == 0 else personal
             item = items[(case // 2) % len(items)]
+            number = f"GL-2026-{case + 1:06d}"
+            where, channel = WINDOWS[case % len(WINDOWS)]
+            work.register_case(
+                principal,
+                RegisterInput(
+                    number, item.code, str(channel), handling_department(world, item), where
+                ),
+            )
             fetched = window.fetch(
                 id_type=str(holder.holder.id_type),
                 holder_id=holder.holder.id,
                 service_item=item.code,
-                case_number=f"GL-2026-{case + 1:06d}",
+                case_number=number,
+            )
+            work.close_case(
+                principal,
+                CloseInput(
+                    number,
+                    tuple(
+                        MaterialUse(m.code, "E_CERTIFICATE", m.certificate_ids[0])
+                        if m.satisfied
+                        else MaterialUse(m.code, "PAPER")
+                        for m in fetched.materials
+                    ),
+                ),
             )
             if case == 0:
                 out("")
@@ -165,7 +210,7 @@ def _fetch_cases(
                     )
                     out(f"  material {m.code} {m.name}: {state}")
                 out(f"  audit entry #{fetched.audit_index}")
-    out(f"fetch      {DEMO_CASES} cases handled at the district service centre")
+    out(f"fetch      {DEMO_CASES} cases registered, fetched and closed this month")
 
 
 def _revoke_one(

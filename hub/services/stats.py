@@ -140,7 +140,8 @@ def parse_query(since: str, until: str, by: Sequence[str]) -> StatsQuery:
 
 
 def _start_of(day: dt.date) -> dt.datetime:
-    return dt.datetime.combine(day, dt.time(), CST)
+    # In UTC: SQLite keeps the wall time of what it was given, and the hub writes UTC.
+    return dt.datetime.combine(day, dt.time(), CST).astimezone(dt.UTC)
 
 
 def compute(
@@ -245,7 +246,7 @@ def _months(
     for month in months:
         year, number = int(month[:4]), int(month[5:])
         end = _start_of(dt.date(year + number // 12, number % 12 + 1, 1))
-        in_force = [text for applied, text in history if applied < min(end, now)]
+        in_force = [text for applied, text in history if applied <= min(end, now)]
         rate: float | None = None
         if in_force:
             items = _parsed(in_force[-1]).service_items.values()

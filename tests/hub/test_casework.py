@@ -323,3 +323,24 @@ def test_bad_stats_queries_name_the_field(
     with pytest.raises(InvalidArgument) as raised:
         stats.parse_query(since, until, by)
     assert [v.field for v in raised.value.violations] == [field]
+
+
+def test_the_period_and_the_months_are_china_standard_time(
+    running_hub: RunningHub, world: DemoWorld
+) -> None:
+    """20:00 UTC on 31 March is 04:00 on 1 April in Fuzhou: an April case, in both the
+    period filter and the monthly breakdown."""
+    hub = running_hub.hub
+    work = Casework(hub)
+    real_clock = hub.clock
+    try:
+        hub.clock = lambda: dt.datetime(2026, 3, 31, 20, tzinfo=dt.UTC)
+        _register(work, running_hub, "GL-T-1", HEALTH_ITEM)
+    finally:
+        hub.clock = real_clock
+    march = work.period_stats(stats.parse_query("2026-03-01", "2026-03-31", ["MONTH"]))
+    april = work.period_stats(stats.parse_query("2026-04-01", "2026-04-30", ["MONTH"]))
+    assert (march.cases_registered, april.cases_registered) == (0, 1)
+    assert [(g.key, g.registered) for g in april.breakdown(stats.Breakdown.MONTH)] == [
+        ("2026-04", 1)
+    ]
