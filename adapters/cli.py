@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from adapters.config import load_config
+from adapters.config import DEFAULT_STREAMS, MAX_STREAMS, AdapterConfig, load_config
 from adapters.errors import AdapterError
 from adapters.metrics import serve_outbox_metrics
 from adapters.outbox import Outbox, StatusReport
@@ -72,6 +73,15 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument(
         "--no-progress", action="store_true", help="no progress bar or progress log lines"
+    )
+    run.add_argument(
+        "--streams",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"concurrent push streams, each on its own connection (1-{MAX_STREAMS}); "
+        "overrides [outbox].streams (default there: "
+        f"{DEFAULT_STREAMS}, the hub's usual worker count)",
     )
     run.add_argument(
         "--metrics-port",
@@ -137,7 +147,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 @_guard
 def _run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = _with_streams(load_config(args.config), args.streams)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -179,6 +189,14 @@ def _run(args: argparse.Namespace) -> int:
     if stop.is_set():
         log.info("stopped; pending items stay in %s for the next run", config.outbox.path)
     return 0
+
+
+def _with_streams(config: AdapterConfig, streams: int | None) -> AdapterConfig:
+    if streams is None:
+        return config
+    if not 1 <= streams <= MAX_STREAMS:
+        raise AdapterError(f"--streams: must be from 1 to {MAX_STREAMS}, got {streams}")
+    return dataclasses.replace(config, outbox=dataclasses.replace(config.outbox, streams=streams))
 
 
 def render_status(report: StatusReport) -> str:

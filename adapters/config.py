@@ -19,6 +19,8 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_MAX_IN_FLIGHT",
     "DEFAULT_POLL_SECONDS",
+    "DEFAULT_STREAMS",
+    "MAX_STREAMS",
     "AdapterConfig",
     "AttachmentSpec",
     "DepartmentConfig",
@@ -44,6 +46,13 @@ DEFAULT_MAX_IN_FLIGHT = 256
 DEFAULT_POLL_SECONDS = 60.0
 #: Upper bound of max_in_flight: every in-flight item holds its envelope in memory.
 MAX_IN_FLIGHT_LIMIT = 4096
+#: Concurrent push streams, each on its own connection. The hub runs one worker process per
+#: core behind one port (SO_REUSEPORT spreads connections, not calls, over them), and the
+#: documented deployment is `--workers 2`: two streams keep both busy during a backfill.
+DEFAULT_STREAMS = 2
+#: Upper bound of streams: each holds a connection and up to max_in_flight envelopes; more
+#: streams than a deployment's hub processes only add connections.
+MAX_STREAMS = 32
 
 _ID_TYPES = ("RESIDENT_ID", "USCC", "PASSPORT", "OTHER")
 _KINDS = ("LICENCE", "APPROVAL")
@@ -73,6 +82,7 @@ class OutboxConfig:
     path: Path
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     poll_seconds: float = DEFAULT_POLL_SECONDS
+    streams: int = DEFAULT_STREAMS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,6 +214,14 @@ class _Table:
             raise self.error(key, f"must be a number from {low:g} to {high:g}, got {value!r}")
         return float(value)
 
+    def integer(self, key: str, default: int, *, low: int, high: int) -> int:
+        value = self.get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise self.error(key, f"must be a whole number from {low} to {high}, got {value!r}")
+        return value
+
     def strings(self, key: str, *, required: bool = False) -> tuple[str, ...]:
         value = self.get(key)
         if value is None:
@@ -307,10 +325,11 @@ def _outbox(t: _Table | None, file: Path) -> OutboxConfig:
         return OutboxConfig(path=default)
     config = OutboxConfig(
         path=t.path("path", default=default),
-        max_in_flight=int(
-            t.number("max_in_flight", DEFAULT_MAX_IN_FLIGHT, low=1, high=MAX_IN_FLIGHT_LIMIT)
+        max_in_flight=t.integer(
+            "max_in_flight", DEFAULT_MAX_IN_FLIGHT, low=1, high=MAX_IN_FLIGHT_LIMIT
         ),
         poll_seconds=t.number("poll_seconds", DEFAULT_POLL_SECONDS, low=0.01, high=86400),
+        streams=t.integer("streams", DEFAULT_STREAMS, low=1, high=MAX_STREAMS),
     )
     t.finish()
     return config
@@ -318,7 +337,7 @@ def _outbox(t: _Table | None, file: Path) -> OutboxConfig:
 
 def _source(t: _Table) -> SqlSourceConfig | FilesSourceConfig:
     kind = t.string("kind")
-    batch = int(t.number("batch_size", DEFAULT_BATCH_SIZE, low=1, high=100_000))
+    batch = t.integer("batch_size", DEFAULT_BATCH_SIZE, low=1, high=100_000)
     source: SqlSourceConfig | FilesSourceConfig
     if kind == "sql":
         table, query = t.optional_string("table"), t.optional_string("query")

@@ -18,6 +18,8 @@ __all__ = [
     "derived_serial",
     "gbt_identifier",
     "is_serial",
+    "lineage_of",
+    "stream_key",
 ]
 
 GBT_PREFIX = "1.2.156.3005.2."
@@ -29,6 +31,10 @@ MAX_SERIAL_LENGTH = 64
 #: collision among a department's few million records is astronomically unlikely (birthday
 #: bound ~2^48), and 24 characters keep the identifier short enough to print on a licence.
 DERIVED_SERIAL_HEX_DIGITS = 24
+
+#: Bits of the stream key: a non-negative SQLite INTEGER (signed 64-bit), so ``key % n``
+#: in SQL picks the same stream as in Python.
+STREAM_KEY_BITS = 62
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _VALUES = {c: i for i, c in enumerate(_ALPHABET)}
@@ -72,3 +78,23 @@ def gbt_identifier(*, type_code: str, issuer: str, serial: str, version: int) ->
     v = f"{version:03d}"
     check = check_char_mod37_36(f"{type_code}{issuer}{serial}{v}")
     return f"{GBT_PREFIX}{type_code}.{issuer}.{serial}.{v}.{check}"
+
+
+def lineage_of(certificate_id: str) -> str:
+    """What every version of a certificate shares: a GB/T identifier without its version and
+    check character; an issuer-unique id is its own lineage (it is shared by all versions).
+
+    The same rule as the hub's (``hub.domain.identifier.lineage_of``, which adapters may not
+    import); the adapter needs it to keep the versions and the revocation of one lineage on
+    one push stream.
+    """
+    if certificate_id.startswith(GBT_PREFIX):
+        return certificate_id.rsplit(".", 2)[0]
+    return certificate_id
+
+
+def stream_key(certificate_id: str) -> int:
+    """A stable hash of the certificate's lineage: ``stream_key(id) % streams`` is the push
+    stream every version and the revocation of that lineage travel on, on every run."""
+    digest = hashlib.sha256(lineage_of(certificate_id).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") >> (64 - STREAM_KEY_BITS)

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from adapters.identifier import stream_key
+
 __all__ = [
     "ItemKind",
     "ItemState",
@@ -69,7 +71,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     message TEXT,
     audit_index INTEGER,
     created_at TEXT NOT NULL,
-    settled_at TEXT
+    settled_at TEXT,
+    stream_key INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, kind, id);
 CREATE TABLE IF NOT EXISTS records (
@@ -221,6 +224,28 @@ class Outbox:
         # FULL: a committed envelope survives power loss too, not only a killed process.
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.executescript(_SCHEMA)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Bring a file written by an earlier adapter version up to this schema."""
+        db = self._db
+        columns = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
+        if "stream_key" in columns:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(outbox)")}
+            if "stream_key" not in columns:  # another connection may have won the race
+                db.execute("ALTER TABLE outbox ADD COLUMN stream_key INTEGER")
+                rows = db.execute("SELECT id, certificate_id FROM outbox WHERE state != 'acked'")
+                db.executemany(
+                    "UPDATE outbox SET stream_key = ? WHERE id = ?",
+                    [(stream_key(cid), item_id) for item_id, cid in rows.fetchall()],
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -270,7 +295,8 @@ class Outbox:
                         after = batch.records[item.source_key].last_push_id
                 cursor = db.execute(
                     "INSERT INTO outbox (kind, source_key, location, certificate_id, version, "
-                    "envelope, attachment, after_id, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    "envelope, attachment, after_id, created_at, stream_key) "
+                    "VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (
                         str(item.kind),
                         item.source_key,
@@ -281,6 +307,7 @@ class Outbox:
                         item.attachment,
                         after,
                         now,
+                        stream_key(item.certificate_id),
                     ),
                 )
                 if item.kind is ItemKind.PUSH:
@@ -320,13 +347,26 @@ class Outbox:
 
     # --- pushing ------------------------------------------------------------------------
 
-    def pending_pushes(self, *, after_id: int, limit: int) -> list[OutboxItem]:
-        rows = self._db.execute(
-            "SELECT id, kind, source_key, location, certificate_id, version, envelope, "
-            "attachment, after_id FROM outbox WHERE state = 'pending' AND kind = 'push' "
-            "AND id > ? ORDER BY id LIMIT ?",
-            (after_id, limit),
-        ).fetchall()
+    def pending_pushes(
+        self, *, after_id: int, limit: int, stream: tuple[int, int] | None = None
+    ) -> list[OutboxItem]:
+        """Pending pushes in outbox order; with ``stream=(i, n)`` only those of push stream
+        ``i`` of ``n`` (their lineage's ``stream_key % n == i``)."""
+        if stream is None or stream[1] == 1:
+            rows = self._db.execute(
+                "SELECT id, kind, source_key, location, certificate_id, version, envelope, "
+                "attachment, after_id FROM outbox WHERE state = 'pending' AND kind = 'push' "
+                "AND id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        else:
+            index, count = stream
+            rows = self._db.execute(
+                "SELECT id, kind, source_key, location, certificate_id, version, envelope, "
+                "attachment, after_id FROM outbox WHERE state = 'pending' AND kind = 'push' "
+                "AND id > ? AND stream_key % ? = ? ORDER BY id LIMIT ?",
+                (after_id, count, index, limit),
+            ).fetchall()
         return [_item(row) for row in rows]
 
     def ready_revocations(self, *, limit: int) -> list[OutboxItem]:

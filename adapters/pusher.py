@@ -1,4 +1,11 @@
-"""Streams the outbox to the hub: bounded in flight, results matched by ``client_ref``.
+"""Streams the outbox to the hub over several concurrent streams, each bounded in flight,
+results matched by ``client_ref``.
+
+Each stream has its own channel (its own TCP connection: the hub's worker processes share
+one port through SO_REUSEPORT, which spreads connections, not calls), and carries the pushes
+whose lineage hashes to it (``adapters.identifier.stream_key``): every version of a
+certificate travels on one stream, in outbox order, so the hub sees them in the order they
+were signed. A stream that fails is retried on its own; the others go on.
 
 ``client_ref`` is the outbox row id. ACCEPTED and DUPLICATE settle an item as acknowledged
 (DUPLICATE is what a replay after a crash gets); REJECTED is recorded with its code, reason
@@ -45,7 +52,8 @@ FLUSH_SECONDS = 0.25
 RESULT_TIMEOUT_SECONDS = 60.0
 #: A revocation is one small transaction on the hub; 30 s is ample even under load.
 REVOKE_TIMEOUT_SECONDS = 30.0
-#: How often an idle stream looks for new rows from the producer.
+#: How often an idle stream looks for new rows from the producer, and how often a stream
+#: waiting out a backoff checks whether another stream failed for good.
 IDLE_POLL_SECONDS = 0.05
 #: Same bound as the hub's (hub/grpc/server.py MAX_MESSAGE_BYTES): envelope + attachment.
 MAX_MESSAGE_BYTES = 22 * 1024 * 1024
@@ -79,7 +87,13 @@ _RATE_LIMITED = (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
-def connect(endpoint: HubEndpoint) -> grpc.Channel:
+def connect(endpoint: HubEndpoint, *, stream: int = 0) -> grpc.Channel:
+    """A channel of its own for push stream ``stream``.
+
+    gRPC shares one connection among channels with equal arguments, credentials included
+    (its global subchannel pool); a local pool per channel gives each stream its own TCP
+    connection whatever the arguments, which the kernel can hand to another hub worker.
+    """
     try:
         credentials = grpc.ssl_channel_credentials(
             root_certificates=endpoint.ca.read_bytes(),
@@ -88,7 +102,12 @@ def connect(endpoint: HubEndpoint) -> grpc.Channel:
         )
     except OSError as exc:
         raise ConfigError(f"[hub]: cannot read {exc.filename} ({exc.strerror})") from exc
-    options: list[tuple[str, object]] = list(_CHANNEL_OPTIONS)
+    options: list[tuple[str, object]] = [
+        *_CHANNEL_OPTIONS,
+        ("grpc.use_local_subchannel_pool", 1),
+        # Distinct arguments as well: a channel's identity for anything keyed by its arguments.
+        ("certhub.adapter.stream", stream),
+    ]
     if endpoint.server_name:
         options.append(("grpc.ssl_target_name_override", endpoint.server_name))
     return grpc.secure_channel(endpoint.address, credentials, options=options)
@@ -136,6 +155,36 @@ class _Results:
         self.flushed_at = time.monotonic()
 
 
+class _Lane:
+    """One push stream's connection and outbox handles (one per thread: request iterator,
+    response loop)."""
+
+    def __init__(self, *, index: int, count: int, endpoint: HubEndpoint, outbox_path: Path) -> None:
+        self.index = index
+        self.count = count
+        self.channel = connect(endpoint, stream=index)
+        self.stub = ingest_pb2_grpc.IngestServiceStub(self.channel)
+        self.reader = Outbox(outbox_path)
+        self.writer = Outbox(outbox_path)
+        # Items settled so far: a stream that settled some before it broke made progress,
+        # so the next retry starts from the shortest backoff again.
+        self.settled_total = 0
+
+    @property
+    def name(self) -> str:
+        return f"stream {self.index + 1} of {self.count}"
+
+    def pending(self, *, after_id: int, limit: int) -> list[OutboxItem]:
+        return self.reader.pending_pushes(
+            after_id=after_id, limit=limit, stream=(self.index, self.count)
+        )
+
+    def close(self) -> None:
+        self.channel.close()
+        self.reader.close()
+        self.writer.close()
+
+
 class Pusher:
     def __init__(
         self,
@@ -144,49 +193,63 @@ class Pusher:
         outbox_path: Path,
         max_in_flight: int,
         stop: threading.Event,
+        streams: int = 1,
         on_settled: Callable[[int], None] = lambda n: None,
     ) -> None:
-        self._channel = connect(endpoint)
-        self._stub = ingest_pb2_grpc.IngestServiceStub(self._channel)
         self._address = endpoint.address
+        self._lanes = [
+            _Lane(index=i, count=streams, endpoint=endpoint, outbox_path=outbox_path)
+            for i in range(streams)
+        ]
+        # Revocations are unary calls on the first stream's channel, from the drain thread.
+        self._stub = self._lanes[0].stub
         self._writer = Outbox(outbox_path)
-        self._reader = Outbox(outbox_path)
         self._in_flight = max_in_flight
         self._stop = stop
+        # Set when one stream failed for good (HubRefused): the others stop too.
+        self._abort = threading.Event()
+        self._failures: list[BaseException] = []
         self._notify_settled = on_settled
-        # Items settled so far: a stream that settled some before it broke made progress,
-        # so the next retry starts from the shortest backoff again.
-        self.settled_total = 0
+        self._settled_lock = threading.Lock()
 
     def _on_settled(self, count: int) -> None:
-        self.settled_total += count
-        self._notify_settled(count)
+        with self._settled_lock:
+            self._notify_settled(count)
+
+    def _halted(self) -> bool:
+        return self._stop.is_set() or self._abort.is_set()
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._halted() and (left := deadline - time.monotonic()) > 0:
+            self._stop.wait(min(left, IDLE_POLL_SECONDS))
 
     def close(self) -> None:
-        self._channel.close()
+        for lane in self._lanes:
+            lane.close()
         self._writer.close()
-        self._reader.close()
 
     def drain(self, producer_done: threading.Event) -> None:
         """Push until the producer is done and nothing can be sent any more, or stop."""
         backoff = Backoff()
-        while not self._stop.is_set():
+        while not self._halted():
             done_before = producer_done.is_set()
-            settled_before = self.settled_total
+            self._push(producer_done)
+            if self._halted():
+                break
             try:
-                self._stream(producer_done)
                 revoked = self._revocations()
             except _Transient as exc:
-                if self.settled_total > settled_before:
-                    backoff.reset()
                 delay = backoff.next_delay()
                 log.warning("hub %s: %s; retrying in %.1fs", self._address, exc, delay)
                 self._writer.note_error(str(exc))
-                self._stop.wait(delay)
+                self._sleep(delay)
                 continue
             backoff.reset()
             if done_before and not revoked and not self._has_ready_work():
                 return
+        if self._failures:
+            raise self._failures[0]
 
     def _has_ready_work(self) -> bool:
         return bool(
@@ -196,22 +259,67 @@ class Pusher:
 
     # --- pushes ---------------------------------------------------------------------------
 
-    def _stream(self, producer_done: threading.Event) -> None:
-        _PushStream(self, producer_done).run()
+    def _push(self, producer_done: threading.Event) -> None:
+        """Run every stream until its share of the outbox is settled and the producer is
+        done (or until stop, or until one stream is refused for good)."""
+        if len(self._lanes) == 1:
+            self._run_lane(self._lanes[0], producer_done)
+            return
+        threads = [
+            threading.Thread(
+                target=self._lane_thread,
+                args=(lane, producer_done),
+                name=f"adapter-push-{lane.index + 1}",
+                daemon=True,
+            )
+            for lane in self._lanes
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if self._failures:
+            raise self._failures[0]
+
+    def _lane_thread(self, lane: _Lane, producer_done: threading.Event) -> None:
+        try:
+            self._run_lane(lane, producer_done)
+        except BaseException as exc:
+            self._failures.append(exc)
+            self._abort.set()
+
+    def _run_lane(self, lane: _Lane, producer_done: threading.Event) -> None:
+        backoff = Backoff()
+        while not self._halted():
+            done_before = producer_done.is_set()
+            settled_before = lane.settled_total
+            try:
+                _PushStream(self, lane, producer_done).run()
+            except _Transient as exc:
+                if lane.settled_total > settled_before:
+                    backoff.reset()
+                delay = backoff.next_delay()
+                log.warning(
+                    "hub %s (%s): %s; retrying in %.1fs", self._address, lane.name, exc, delay
+                )
+                lane.writer.note_error(f"{lane.name}: {exc}")
+                self._sleep(delay)
+                continue
+            backoff.reset()
+            if done_before and not lane.pending(after_id=0, limit=1):
+                return
 
     # --- revocations ----------------------------------------------------------------------
 
     def _revocations(self) -> int:
         """Send every revocation whose certificate push is settled; how many were settled."""
         settled = 0
-        while not self._stop.is_set():
-            # The drain thread's own connection: the stream's request thread may still be
-            # finishing with the reader's.
+        while not self._halted():
             batch = self._writer.ready_revocations(limit=self._in_flight)
             if not batch:
                 return settled
             for item in batch:
-                if self._stop.is_set():
+                if self._halted():
                     return settled
                 settlement = self._revoke(item)
                 self._writer.settle([settlement])
@@ -232,7 +340,7 @@ class Pusher:
             code = error.code()
             reason = _error_reason(error)
             if (
-                self._stop.is_set()
+                self._halted()
                 or code in _RETRYABLE_ITEM
                 or code is grpc.StatusCode.CANCELLED
                 or (code, reason) == _RATE_LIMITED
@@ -266,11 +374,13 @@ class Pusher:
 
 
 class _PushStream:
-    """One PushCertificates call: a request generator bounded by a semaphore, a response
-    loop that settles items, and a watchdog that cancels a stalled or stopped call."""
+    """One PushCertificates call of one stream: a request generator bounded by a semaphore,
+    a response loop that settles items, and a watchdog that cancels a stalled or stopped
+    call."""
 
-    def __init__(self, pusher: Pusher, producer_done: threading.Event) -> None:
+    def __init__(self, pusher: Pusher, lane: _Lane, producer_done: threading.Event) -> None:
         self._p = pusher
+        self._lane = lane
         self._producer_done = producer_done
         self._window = threading.BoundedSemaphore(pusher._in_flight)
         self._inflight: dict[str, OutboxItem] = {}
@@ -280,13 +390,13 @@ class _PushStream:
         self._last_progress = time.monotonic()
 
     def _closing(self) -> bool:
-        return self._p._stop.is_set() or self._ended.is_set() or bool(self._transient)
+        return self._p._halted() or self._ended.is_set() or bool(self._transient)
 
     def _requests(self) -> Iterator[ingest_pb2.PushRequest]:
         cursor = 0
         while not self._closing():
             done = self._producer_done.is_set()
-            items = self._p._reader.pending_pushes(after_id=cursor, limit=self._p._in_flight)
+            items = self._lane.pending(after_id=cursor, limit=self._p._in_flight)
             if not items:
                 if done:
                     return
@@ -309,7 +419,7 @@ class _PushStream:
     def _watch(self, call: grpc.RpcContext) -> None:
         while not self._ended.wait(IDLE_POLL_SECONDS * 4):
             idle = time.monotonic() - self._last_progress
-            stopping = self._p._stop.is_set()
+            stopping = self._p._halted()
             if stopping or (self._inflight and idle > RESULT_TIMEOUT_SECONDS):
                 if not stopping:
                     self._stalled.set()
@@ -317,9 +427,14 @@ class _PushStream:
                 return
 
     def run(self) -> None:
-        p = self._p
-        results = _Results(p._writer, p._on_settled, [], time.monotonic())
-        call = p._stub.PushCertificates(self._requests())
+        lane = self._lane
+
+        def settled(count: int) -> None:
+            lane.settled_total += count
+            self._p._on_settled(count)
+
+        results = _Results(lane.writer, settled, [], time.monotonic())
+        call = lane.stub.PushCertificates(self._requests())
         guard = threading.Thread(
             target=self._watch, args=(call,), name="push-watchdog", daemon=True
         )
@@ -347,7 +462,7 @@ class _PushStream:
 
     def _failed(self, error: grpc.RpcError) -> None:
         code = error.code()
-        if self._p._stop.is_set():
+        if self._p._halted():
             return
         if self._stalled.is_set():
             raise _Transient(

@@ -73,6 +73,7 @@ class Adapter:
             endpoint=self.config.hub,
             outbox_path=self.config.outbox.path,
             max_in_flight=self.config.outbox.max_in_flight,
+            streams=self.config.outbox.streams,
             stop=self.stop,
             on_settled=progress.advance if progress is not None else lambda n: None,
         )

@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.identifier import check_char_mod37_36, derived_serial, gbt_identifier
+from adapters.identifier import (
+    check_char_mod37_36,
+    derived_serial,
+    gbt_identifier,
+    lineage_of,
+    stream_key,
+)
+from hub.domain.identifier import lineage_of as hub_lineage_of
 from hub.domain.identifier import parse_identifier
 
 DESIGN_EXAMPLE = "1.2.156.3005.2.11100000000013338W011.11430000006122244L.20230000403.001.U"
@@ -58,3 +65,22 @@ def test_unwritable_parts_are_refused(part: str, value: object) -> None:
     parts[part] = value
     with pytest.raises(ValueError, match=part):
         gbt_identifier(**parts)  # type: ignore[arg-type]
+
+
+@given(
+    serial=st.text(alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1, max_size=24),
+    versions=st.tuples(st.integers(1, 999), st.integers(1, 999)),
+)
+def test_lineage_agrees_with_the_hub_and_every_version_hashes_to_one_stream(
+    serial: str, versions: tuple[int, int]
+) -> None:
+    ids = [
+        gbt_identifier(
+            type_code="11100000000013338W011", issuer="11430000006122244L", serial=serial, version=v
+        )
+        for v in versions
+    ]
+    for certificate_id in ids:
+        assert lineage_of(certificate_id) == hub_lineage_of(certificate_id)
+    assert stream_key(ids[0]) == stream_key(ids[1]) >= 0
+    assert lineage_of("AMR-2024-0001") == hub_lineage_of("AMR-2024-0001")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.identifier import stream_key
 from adapters.outbox import (
     ItemKind,
     ItemState,
@@ -67,3 +68,21 @@ def test_a_failed_batch_stores_nothing(tmp_path: Path) -> None:
             outbox.write(batch)
         assert outbox.pending_pushes(after_id=0, limit=10) == []
         assert outbox.checkpoint("sql.watermark") is None
+
+
+def test_a_file_from_before_streams_gets_its_pending_items_routed(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    with Outbox(path) as outbox:
+        outbox.write(WriteBatch(items=[_item(ItemKind.PUSH, f"k{n}") for n in range(8)]))
+    # What an adapter of the previous release left behind: no stream_key column.
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("ALTER TABLE outbox DROP COLUMN stream_key")
+        db.commit()
+    with Outbox(path) as outbox:
+        lanes = [
+            {i.certificate_id for i in outbox.pending_pushes(after_id=0, limit=99, stream=(s, 3))}
+            for s in range(3)
+        ]
+    assert sorted(c for lane in lanes for c in lane) == sorted(f"ID-k{n}" for n in range(8))
+    for s, lane in enumerate(lanes):
+        assert all(stream_key(c) % 3 == s for c in lane)
