@@ -22,7 +22,13 @@ from sqlalchemy.orm import Session
 
 from hub.audit.entry import parse_leaf
 from hub.errors import InvalidArgument, NotFound, OutOfRange
-from hub.store.models import AuditCertificate, AuditEntry, LogCheckpoint, TreeNode
+from hub.store.models import (
+    AuditCertificate,
+    AuditEntry,
+    CosignedCheckpoint,
+    LogCheckpoint,
+    TreeNode,
+)
 from signing import merkle
 
 # QueryAudit page size when the request names none: one screen of an auditor's table.
@@ -302,6 +308,18 @@ def inclusion_proof(session: Session, leaf_index: int, tree_size: int) -> Inclus
     return InclusionProof(
         leaf_index=leaf_index, tree_size=tree, hashes=tuple(hashes), leaf=bytes(leaf)
     )
+
+
+def latest_cosigned_checkpoint(session: Session) -> StoredCheckpoint | None:
+    """The newest checkpoint published with the witnesses' cosignatures (its note carries
+    the log's signature and theirs), or None if witnessing is off or none reached quorum."""
+    row = session.execute(
+        select(CosignedCheckpoint.size, LogCheckpoint.root, CosignedCheckpoint.note)
+        .join(LogCheckpoint, LogCheckpoint.size == CosignedCheckpoint.size)
+        .order_by(CosignedCheckpoint.size.desc())
+        .limit(1)
+    ).one_or_none()
+    return None if row is None else StoredCheckpoint(size=row[0], root=bytes(row[1]), note=row[2])
 
 
 def consistency_proof(session: Session, first_size: int, second_size: int) -> ConsistencyProof:

@@ -88,6 +88,9 @@ class Certificate(Base):
     attachment_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     legacy_uscc: Mapped[bool] = mapped_column(Boolean, default=False)
     stored_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    # The audit entry that admitted this version (its leaf commits to envelope_sha256);
+    # None for rows stored before migration 0003.
+    audit_idx: Mapped[int | None] = mapped_column(BIGINT, nullable=True)
 
 
 class Attachment(Base):
@@ -111,6 +114,8 @@ class Revocation(Base):
     revoked_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     envelope: Mapped[bytes] = mapped_column(LargeBinary)
     recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    # The audit entry that admitted this revocation; None for rows stored before 0003.
+    audit_idx: Mapped[int | None] = mapped_column(BIGINT, nullable=True)
 
 
 class Case(Base):
@@ -236,3 +241,15 @@ class CaseMaterial(Base):
     source: Mapped[str] = mapped_column(String(16))
     # The e-certificate that satisfied it, when the window names one.
     certificate_id: Mapped[str | None] = mapped_column(String(ID_WIDTH), nullable=True)
+
+
+class CosignedCheckpoint(Base):
+    """Checkpoints published with the witness cosignatures the policy required: the note is
+    the log's signed checkpoint followed by the witnesses' cosignature lines."""
+
+    __tablename__ = "cosigned_checkpoints"
+
+    size: Mapped[int] = mapped_column(BIGINT, primary_key=True, autoincrement=False)
+    note: Mapped[str] = mapped_column(Text)
+    cosigners: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
