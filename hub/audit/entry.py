@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from hub.audit.redact import redact, redact_certificate_id
 from hub.store.models import CODE_WIDTH, ID_WIDTH, NAME_WIDTH
 
 # Version of the leaf format, inside every leaf so that a future format is distinguishable.
@@ -37,6 +38,11 @@ class Action(StrEnum):
 
 # Outcome of a call that succeeded; refusals record the status code name instead.
 OK = "ok"
+# Actions whose successful entries name certificates the hub stored (or, for VERIFY, one a
+# department validly signed).
+_STORED_ID_ACTIONS = frozenset(
+    {Action.PUSH, Action.REVOKE, Action.FETCH, Action.GET, Action.VERIFY}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +63,20 @@ class AuditRecord:
     def __post_init__(self) -> None:
         # A refusal records what the caller asked before it was validated, so hostile text
         # reaches here; it must fit its column, or it fails the whole group commit it shares.
+        # Free text never carries a raw ID into the log (hub.audit.redact, docs/trust.md).
         for name, width in _COLUMN_WIDTHS:
             value = getattr(self, name)
             if value is not None:
-                object.__setattr__(self, name, auditable(value, width))
-        ids = tuple(auditable(c, ID_WIDTH) for c in self.certificate_ids)
+                object.__setattr__(self, name, auditable(redact(value), width))
+        if self.method is not None:
+            object.__setattr__(self, "method", redact(self.method))
+        # Ids of certificates the hub stored (what a successful call pushed or served) are
+        # kept; ids a caller only asked for, or named in a query, follow the rule.
+        stored = self.outcome == OK and self.action in _STORED_ID_ACTIONS
+        ids = tuple(
+            auditable(c if stored else redact_certificate_id(c), ID_WIDTH)
+            for c in self.certificate_ids
+        )
         object.__setattr__(self, "certificate_ids", ids)
 
     def leaf(self) -> bytes:
