@@ -37,6 +37,7 @@ from signing import (
     MAX_ENVELOPE_BYTES,
     REVOCATION_PAYLOAD_TYPE,
     Envelope,
+    KeyStatus,
     MalformedEnvelope,
     parse_envelope,
     verify_envelope,
@@ -68,6 +69,9 @@ class CheckedPush:
     payload: CertificatePayload
     key_id: str
     attachment: bytes | None
+    # Every key that verified is retired: such a push may repeat a stored version
+    # (DUPLICATE) but admits nothing new (see _decide).
+    retired_keys_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +181,7 @@ def check_push(registry: Registry, caller: Principal, request: PushInput) -> Che
         payload=payload,
         key_id=verification.verified[0].public_key.key_id,
         attachment=request.attachment or None,
+        retired_keys_only=all(k.status is KeyStatus.RETIRED for k in verification.verified),
     )
 
 
@@ -420,6 +425,16 @@ def _decide(state: _Lineage, checked: CheckedPush) -> Stored:
             f"certificate {p.certificate_id} is revoked; a revoked certificate takes no "
             "new versions",
             reason="CERTIFICATE_REVOKED",
+        )
+    if checked.retired_keys_only:
+        # A retired key keeps verifying what it signed while it was in use, but it may
+        # not bring anything new in: its issued_on date is the signer's claim, and a
+        # leaked retired key could otherwise sign certificates backdated into its window.
+        raise FailedPrecondition(
+            f"certificate {p.certificate_id} version {p.version} is signed only by retired "
+            f"key {checked.key_id}: a retired key admits no new certificate; sign it with "
+            f"an active key of department {p.issuer_code}",
+            reason="KEY_RETIRED",
         )
     return Stored(PushOutcome.ACCEPTED, p.certificate_id, p.version, p.holder.key())
 

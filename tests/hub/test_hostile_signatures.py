@@ -262,15 +262,36 @@ def test_push_attack_is_refused(running_hub: RunningHub, keys: Keys, attack: Att
 
 def test_positive_controls(running_hub: RunningHub, keys: Keys) -> None:
     """What the attacks' neighbours look like when legitimate: these are accepted."""
-    old = licence(keys, serial=20, issued_on=dt.date(2021, 6, 1))
     cosigned = licence(keys, serial=21)
     with running_hub.client(keys.amr.principal) as client:
-        # A retired key keeps verifying what it signed while it was valid.
-        assert client.push(sign_certificate(old, [RETIRED])).outcome == ingest_pb2.ACCEPTED
         # Two active keys of the issuer (rotation overlap) may both sign.
         both = sign_certificate(cosigned, [keys.amr.key, SECOND_ACTIVE])
         assert client.push(both).outcome == ingest_pb2.ACCEPTED
-    assert snapshot(running_hub.engine).certificates == 2
+    assert snapshot(running_hub.engine).certificates == 1
+
+
+def test_retired_key_keeps_what_it_signed_but_admits_nothing_new(
+    running_hub: RunningHub, keys: Keys
+) -> None:
+    # Issue 12: a retired key could sign new certificates backdated into its window.
+    old = licence(keys, serial=20, issued_on=dt.date(2021, 6, 1))
+    envelope = sign_certificate(old, [RETIRED])
+    while_active = dataclasses.replace(keys.world, extra_keys={
+        keys.amr.code: [(RETIRED, dt.date(2020, 1, 1), None, "active")]
+    })  # fmt: skip
+    running_hub.apply_registry(while_active.registry_toml())
+    with running_hub.client(keys.amr.principal) as client:
+        assert client.push(envelope).outcome == ingest_pb2.ACCEPTED
+    running_hub.apply_registry(keys.world.registry_toml())  # now retired
+    backdated = sign_certificate(licence(keys, serial=22, issued_on=dt.date(2022, 6, 1)), [RETIRED])
+    with running_hub.client(keys.amr.principal) as client:
+        # What it signed while in use still verifies, and a retry is still a duplicate.
+        assert client.push(envelope).outcome == ingest_pb2.DUPLICATE
+        before = snapshot(running_hub.engine)
+        error = refused(grpc.StatusCode.FAILED_PRECONDITION, lambda: client.push(backdated))
+    assert "admits no new certificate" in error.message
+    assert snapshot(running_hub.engine) == before
+    assert_audited_refusal(running_hub.engine, error, principal=keys.amr.principal)
 
 
 # --- revocations --------------------------------------------------------------------------
