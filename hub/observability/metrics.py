@@ -120,6 +120,20 @@ class HubMetrics:
             registry=registry,
             multiprocess_mode="livemin",
         )
+        self.audit_selfcheck_failed = Gauge(
+            "certhub_audit_selfcheck_failed",
+            "1 once this process's audit self-check found the served log inconsistent with "
+            "a checkpoint it verified (alert on it), else 0",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.audit_selfcheck_first_bad_index = Gauge(
+            "certhub_audit_selfcheck_first_bad_index",
+            "The first bad audit index the self-check found (-1 while none)",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.audit_selfcheck_first_bad_index.set(-1)
         self.serving = Gauge(
             "certhub_serving",
             "1 while this process reports SERVING (database reachable, schema current), else 0",
