@@ -34,6 +34,7 @@ from hub.services import audit
 from hub.services.registry_store import RegistrySource
 from hub.store.engine import is_sqlite, make_session_factory, session_scope
 from signing import MalformedNote, NoteSigner, NoteVerifier, SigningError, merkle
+from signing.cosignature import CosignatureVerifier, verify_cosignatures
 from signing.note import Checkpoint, open_note, parse_checkpoint
 
 # Principal recorded for queries made from the command line: the OS account, marked so it
@@ -76,6 +77,23 @@ def register(subparsers: Any) -> None:
         type=Path,
         help="a signed checkpoint kept outside the database (e.g. a witness-cosigned one "
         "saved earlier): the log must extend it, so a rewrite after it is caught",
+    )
+    verify.add_argument(
+        "--witness",
+        dest="witnesses",
+        action="append",
+        default=[],
+        metavar="VKEY",
+        help="a witness's verifier key (`certhub witness vkey`); repeat for each trusted one. "
+        "The anchor (--trusted-checkpoint, else the newest cosigned checkpoint stored) must "
+        "then carry --witness-quorum of their cosignatures",
+    )
+    verify.add_argument(
+        "--witness-quorum",
+        type=int,
+        default=None,
+        metavar="K",
+        help="cosignatures required of the --witness keys (default: all of them)",
     )
     verify.set_defaults(func=run_verify)
 
@@ -274,28 +292,74 @@ def _width(text: str) -> int:
 # --- verify ---------------------------------------------------------------------------------
 
 
-def _trusted_checkpoint(path: Path | None, verifier: NoteVerifier) -> Checkpoint | None:
-    if path is None:
+@dataclass(frozen=True)
+class _WitnessPolicy:
+    witnesses: list[CosignatureVerifier]
+    quorum: int
+
+
+def _witness_policy(args: argparse.Namespace) -> _WitnessPolicy | None:
+    if not args.witnesses:
+        if args.witness_quorum is not None:
+            raise CommandError("--witness-quorum needs --witness keys")
         return None
     try:
-        note = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise CommandError(f"--trusted-checkpoint {path}: cannot read it ({e})") from e
+        witnesses = [CosignatureVerifier.from_vkey(v) for v in args.witnesses]
+    except SigningError as e:
+        raise CommandError(f"--witness: {e}") from e
+    quorum = len(witnesses) if args.witness_quorum is None else args.witness_quorum
+    if not 1 <= quorum <= len(witnesses):
+        raise CommandError(f"--witness-quorum {quorum} must be 1..{len(witnesses)}")
+    return _WitnessPolicy(witnesses, quorum)
+
+
+def _trusted_checkpoint(
+    note: str, what: str, verifier: NoteVerifier, policy: _WitnessPolicy | None
+) -> Checkpoint:
     try:
         body = parse_checkpoint(open_note(note, [verifier]))
+        cosigned = verify_cosignatures(note, policy.witnesses) if policy else []
     except SigningError as e:
-        raise CommandError(f"--trusted-checkpoint {path}: {e}") from e
+        raise CommandError(f"{what}: {e}") from e
     if body.origin != verifier.name:
+        raise CommandError(f"{what}: origin {body.origin!r} is not the log {verifier.name!r}")
+    if policy is not None and len(cosigned) < policy.quorum:
         raise CommandError(
-            f"--trusted-checkpoint {path}: origin {body.origin!r} is not the log {verifier.name!r}"
+            f"{what}: {len(cosigned)} valid cosignature(s) of the given witnesses, "
+            f"--witness-quorum needs {policy.quorum}"
         )
     return body
+
+
+def _anchor(
+    args: argparse.Namespace, log: _Log, verifier: NoteVerifier
+) -> tuple[Checkpoint | None, str]:
+    """The checkpoint verification is anchored to, and how to name it."""
+    policy = _witness_policy(args)
+    path: Path | None = args.trusted_checkpoint
+    if path is not None:
+        try:
+            note = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise CommandError(f"--trusted-checkpoint {path}: cannot read it ({e})") from e
+        what = f"--trusted-checkpoint {path}"
+        return _trusted_checkpoint(note, what, verifier, policy), "the trusted checkpoint"
+    if policy is None:
+        return None, ""
+    with _snapshot(log) as session:
+        stored = audit.latest_cosigned_checkpoint(session)
+    if stored is None:
+        raise CommandError(
+            "--witness: the database holds no cosigned checkpoint (is witnessing configured?)"
+        )
+    what = f"cosigned checkpoint {stored.size}"
+    return _trusted_checkpoint(stored.note, what, verifier, policy), "the cosigned checkpoint"
 
 
 def run_verify(args: argparse.Namespace) -> int:
     with _open(args) as log:
         verifier = _verifier(log, args.vkey)
-        trusted = _trusted_checkpoint(args.trusted_checkpoint, verifier)
+        trusted, anchor_name = _anchor(args, log, verifier)
 
         def progress(done: int) -> None:
             if not args.quiet and done % (1 << 18) == 0:
@@ -325,7 +389,7 @@ def run_verify(args: argparse.Namespace) -> int:
             f"(younger than {UNCOVERED_TAIL_GRACE.total_seconds():.0f} s: the signer lags)"
         )
     if report.anchored_at is not None:
-        print(f"  extends the trusted checkpoint of size {report.anchored_at:,}")
+        print(f"  extends {anchor_name} of size {report.anchored_at:,}")
     return 0
 
 

@@ -35,12 +35,14 @@ from hub.store.models import (
     AuditCertificate,
     AuditEntry,
     Certificate,
+    CosignedCheckpoint,
     LogCheckpoint,
     LogHead,
     Revocation,
     TreeNode,
 )
-from signing import NoteVerifier, merkle
+from signing import Algorithm, NoteVerifier, PrivateKey, merkle
+from signing.cosignature import CosignatureSigner
 
 SIZE = 4_500
 BATCH = 500
@@ -283,3 +285,47 @@ def test_trusted_checkpoint_of_another_log_is_refused(
     status, output = _verify(logged, capsys, "--trusted-checkpoint", str(trusted))
     assert status != 0
     assert "--trusted-checkpoint" in output
+
+
+# --- witnesses: the anchor must carry the quorum of cosignatures -------------------------------
+
+
+def _store_cosigned(running: RunningHub, size: int, signers: list[CosignatureSigner]) -> str:
+    with session_scope(running.hub.sessions, write=True) as session:
+        note = session.execute(
+            select(LogCheckpoint.note).where(LogCheckpoint.size == size)
+        ).scalar_one()
+        text = note[: note.index("\n\n") + 1]
+        cosigned = note + "".join(s.cosign(text, 1_764_806_400) for s in signers)
+        session.add(
+            CosignedCheckpoint(
+                size=size, note=cosigned, cosigners=len(signers), created_at=dt.datetime.now(dt.UTC)
+            )
+        )
+    return cosigned
+
+
+def test_witness_quorum_anchors_verification(
+    logged: RunningHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    signers = [
+        CosignatureSigner(f"witness.example/w{n}", PrivateKey.generate(Algorithm.ED25519))
+        for n in range(3)
+    ]
+    flags = [a for s in signers for a in ("--witness", s.vkey)]
+    status, output = _verify(logged, capsys, *flags)
+    assert status == 1
+    assert "no cosigned checkpoint" in output
+
+    _store_cosigned(logged, SIZE, signers[:2])
+    status, output = _verify(logged, capsys, *flags, "--witness-quorum", "2")
+    assert status == 0, output
+    assert f"extends the cosigned checkpoint of size {SIZE:,}" in output
+    status, output = _verify(logged, capsys, *flags)  # all three required
+    assert status == 1
+    assert "2 valid cosignature(s) of the given witnesses, --witness-quorum needs 3" in output
+
+    _rewrite_tail(logged, 4_000)
+    status, output = _verify(logged, capsys, *flags, "--witness-quorum", "2")
+    assert status == 1
+    assert f"trusted checkpoint {SIZE} has another root" in output
