@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AUDIT_HMAC_KEY_BYTES",
     "CA_VALIDITY_DAYS",
+    "DEFAULT_SERVER_NAMES",
     "DEFAULT_VALIDITY_DAYS",
     "PRINCIPAL_URI_PREFIX",
     "HubSecrets",
@@ -55,6 +56,9 @@ __all__ = [
     "principal_from_certificate",
 ]
 
+#: Names every server certificate covers: what a client on the hub's own machine dials
+#: (the README, `certhub health`'s default address, container and systemd probes).
+DEFAULT_SERVER_NAMES = ("localhost", "127.0.0.1", "::1")
 #: Server and client certificates: 825 days is the longest lifetime browsers ever accepted
 #: for TLS server certificates (CA/Browser Forum, 2018-2020); long enough that a development
 #: or pilot deployment does not expire mid-project, short enough to force a rotation.
@@ -202,7 +206,7 @@ def init_hub_secrets(root: Path) -> HubSecrets:
 def init_pki(
     root: Path,
     *,
-    server_names: Sequence[str] = ("localhost", "127.0.0.1", "::1"),
+    server_names: Sequence[str] = DEFAULT_SERVER_NAMES,
     validity_days: int = DEFAULT_VALIDITY_DAYS,
 ) -> PkiPaths:
     """Create the CA and the server certificate under data directory ``root``, if missing.

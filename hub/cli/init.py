@@ -8,7 +8,7 @@ from typing import Any
 
 from hub.cli.main import CommandError
 from hub.cli.options import add_data_options, config_from
-from hub.pki import init_hub_secrets, init_pki, issue_client_certificate
+from hub.pki import DEFAULT_SERVER_NAMES, init_hub_secrets, init_pki, issue_client_certificate
 from hub.registry import RegistryError, load_registry_file
 
 
@@ -30,8 +30,8 @@ def register(subparsers: Any) -> None:
         "--server-name",
         action="append",
         default=None,
-        help="DNS name or IP the server certificate covers (repeatable; default localhost, "
-        "127.0.0.1, ::1)",
+        help="another DNS name or IP the server certificate covers (repeatable); always "
+        f"covered too: {', '.join(DEFAULT_SERVER_NAMES)}, so local probes keep working",
     )
     parser.add_argument(
         "--client", action="append", default=[], help="also issue for this principal"
@@ -41,7 +41,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = config_from(args)
-    names = args.server_name or ["localhost", "127.0.0.1", "::1"]
+    # The given names come first (the first is the certificate's CN) and the loopback names
+    # are always added: `certhub health --address 127.0.0.1:50051` on the hub's own machine
+    # (a Kubernetes exec probe, docs/operations.md) must pass hostname verification.
+    names = list(dict.fromkeys([*(args.server_name or []), *DEFAULT_SERVER_NAMES]))
     paths = init_pki(config.data_dir, server_names=names)
     init_hub_secrets(config.data_dir)
     principals = list(args.client)
