@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hub.demo.run import DEMO_MONTHS, run_demo
+from hub.cli.main import CommandError
+from hub.demo.run import DEMO_MONTHS, DemoDirError, run_demo
 from hub.services.stats import MAX_MONTHS
 
 
@@ -23,7 +24,8 @@ def register(subparsers: Any) -> None:
         "--data-dir",
         type=Path,
         default=None,
-        help="keep everything here instead of a temporary dir",
+        help="keep everything here instead of a temporary dir (an empty or new folder, or "
+        "one a previous demo made: that demo is replaced)",
     )
     parser.add_argument(
         "--months",
@@ -39,4 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.months <= MAX_MONTHS:
         print(f"certhub demo: --months must be 0..{MAX_MONTHS}", file=sys.stderr)
         return 2
-    return run_demo(data_dir=args.data_dir, months=args.months)
+    try:
+        return run_demo(data_dir=args.data_dir, months=args.months)
+    except DemoDirError as e:
+        raise CommandError(str(e)) from e

@@ -6,6 +6,7 @@ department would run them."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import sqlite3
@@ -16,6 +17,7 @@ from adapters import Adapter, load_config
 from adapters.runner import describe
 from hub.demo.world import DemoDepartment, DemoWorld, enterprise
 from hub.pki import PkiPaths, issue_client_certificate
+from hub.runtime import DEFAULT_ADDRESS
 
 __all__ = ["DemoFeeds"]
 
@@ -172,7 +174,13 @@ class DemoFeeds:
         config = directory / f"{short}.toml"
         if not config.exists():
             self._write_config(short, department, directory, config)
-        adapter = Adapter(load_config(config))
+        # The config names the address `certhub serve --data-dir` listens on, so a kept demo
+        # dir's adapters work against it; this run's hub is on an ephemeral port.
+        loaded = load_config(config)
+        loaded = dataclasses.replace(
+            loaded, hub=dataclasses.replace(loaded.hub, address=self._address)
+        )
+        adapter = Adapter(loaded)
         try:
             report = adapter.run_once()
         finally:
@@ -203,7 +211,7 @@ class DemoFeeds:
             'signing_key = "department.pem"',
             "",
             "[hub]",
-            f"address = {_q(self._address)}",
+            f"address = {_q(DEFAULT_ADDRESS)}",
             f"ca = {_q(self._pki.ca_cert)}",
             f"cert = {_q(cert)}",
             f"key = {_q(client_key)}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import shutil
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -45,10 +46,37 @@ DEMO_CASES = 12
 DEMO_MONTHS = 12
 
 
+# Written into a kept demo dir: a later `certhub demo --data-dir` into the same folder may
+# replace what is there (a demo's department keys are made anew on every run, so its old
+# certificates could not verify against the new registry), and nothing else is ever removed.
+DEMO_MARKER = ".certhub-demo"
+
+
+class DemoDirError(Exception):
+    """The folder given to keep the demo in holds something that is not a previous demo."""
+
+
 @contextlib.contextmanager
 def _data_dir(keep: Path | None) -> Iterator[Path]:
     if keep is not None:
+        # Absolute: the adapter configs written inside it name its files, and a relative
+        # path would be read relative to the config's own folder (demo-data/.../demo-data).
+        keep = keep.resolve()
+        if keep.is_dir() and any(keep.iterdir()):
+            if not (keep / DEMO_MARKER).is_file():
+                raise DemoDirError(
+                    f"{keep} is not empty and holds no previous demo: choose a new folder"
+                )
+            for entry in keep.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
         keep.mkdir(parents=True, exist_ok=True)
+        (keep / DEMO_MARKER).write_text(
+            "made by `certhub demo`; the next run into this folder replaces it\n",
+            encoding="utf-8",
+        )
         yield keep
         return
     with tempfile.TemporaryDirectory(prefix="certhub-demo-") as tmp:
