@@ -16,7 +16,11 @@ from hub.client import ClientTLS, HubClient
 from hub.pki import PkiPaths
 from hub.runtime import DEFAULT_ADDRESS, DEFAULT_DATA_DIR
 
-__all__ = ["add_connection_options", "connect", "pick_principal"]
+__all__ = ["ADDRESS_ENV", "add_connection_options", "connect", "pick_principal"]
+
+# The variable `certhub serve` listens on (hub.config layering): an operator who exports it
+# once reaches the same hub with `health` and `fetch`.
+ADDRESS_ENV = "CERTHUB_ADDRESS"
 
 
 class ConnectionProblem(Exception):
@@ -26,8 +30,9 @@ class ConnectionProblem(Exception):
 def add_connection_options(parser: argparse.ArgumentParser, *, principal_help: str) -> None:
     parser.add_argument(
         "--address",
-        default=DEFAULT_ADDRESS,
-        help=f"the hub's host:port (default: {DEFAULT_ADDRESS})",
+        default=os.environ.get(ADDRESS_ENV) or DEFAULT_ADDRESS,
+        help=f"the hub's host:port (default: ${ADDRESS_ENV}, the address `certhub serve` "
+        f"reads too, else {DEFAULT_ADDRESS})",
     )
     parser.add_argument(
         "--data-dir",
