@@ -248,10 +248,12 @@ def start_hub(dep: Deployment, port: int, workers: int, *extra: str, log: Path) 
     return Server([*argv, *extra], marker="certhub serving on", count=1, log=log)
 
 
-def start_echo(dep: Deployment, port: int, workers: int, reply_bytes: int, log: Path) -> Server:
+def start_echo(
+    dep: Deployment, port: int, workers: int, reply_bytes: int, log: Path, *, kind: str
+) -> Server:
     argv = [sys.executable, str(REPO / "bench" / "echo_server.py"), "--data-dir", str(dep.data_dir)]
     argv += ["--address", f"127.0.0.1:{port}", "--workers", str(workers)]
-    argv += ["--response-bytes", str(reply_bytes)]
+    argv += ["--response-bytes", str(reply_bytes), "--kind", kind]
     return Server(argv, marker="echo serving on", count=workers, log=log)
 
 
@@ -453,13 +455,18 @@ def throughput(args: argparse.Namespace, world: DemoWorld, work: Path) -> dict[s
                                   method=FETCH_METHOD, **load)  # fmt: skip
         finally:
             hub.stop()
-        port = _free_port()
-        echo = start_echo(dep, port, args.workers, out["warm"].reply_bytes, work / "echo.log")
-        try:
-            out["echo"] = run_load("echo (empty gRPC server)", address=f"127.0.0.1:{port}",
-                                   method=ECHO_METHOD, **load)  # fmt: skip
-        finally:
-            echo.stop()
+        # The baseline is the faster of an empty synchronous and an empty grpc.aio server.
+        for kind in ("sync", "aio"):
+            port = _free_port()
+            echo = start_echo(dep, port, args.workers, out["warm"].reply_bytes,
+                              work / f"echo-{kind}.log", kind=kind)  # fmt: skip
+            try:
+                out[f"echo-{kind}"] = run_load(f"echo (empty {kind} gRPC server)",
+                                               address=f"127.0.0.1:{port}",
+                                               method=ECHO_METHOD, **load)  # fmt: skip
+            finally:
+                echo.stop()
+        out["echo"] = max(out["echo-sync"], out["echo-aio"], key=lambda f: f.rps)
     finally:
         if not args.keep:
             drop(args.db, dep.db_url)
@@ -530,6 +537,9 @@ def _report(f: dict[str, Figures], args: argparse.Namespace) -> None:
          f"{args.client_processes} client processes, {args.scale:,} certificates")  # fmt: skip
     if "echo" in f:
         echo = f["echo"]
+        _say(f"  baseline: echo sync {f['echo-sync'].rps:,.0f} req/s (p99 "
+             f"{f['echo-sync'].p99_ms:.1f} ms), aio {f['echo-aio'].rps:,.0f} req/s (p99 "
+             f"{f['echo-aio'].p99_ms:.1f} ms): the faster is the baseline")  # fmt: skip
         for key, label, rps_target, p99_target in (
             ("warm", "warm cache", 0.8, 2.0),
             ("off", "cache off", 0.5, None),

@@ -9,11 +9,13 @@ import time
 from typing import TYPE_CHECKING, TypeVar
 
 import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
 logger = logging.getLogger("certhub.cache")
 
@@ -50,6 +52,25 @@ def connect(url: str, *, socket_timeout: float) -> redis.Redis:
     )
 
 
+def connect_async(url: str, *, socket_timeout: float) -> redis.asyncio.Redis:
+    """The same fail-fast client for an event loop. It connects on first use, in the loop
+    that uses it: each hub process has one serving loop, so one client per process."""
+    return redis.asyncio.Redis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=min(CONNECT_TIMEOUT, socket_timeout),
+        retry=AsyncRetry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        health_check_interval=0,
+    )
+
+
+# What ``Guard._gate`` tells a caller: use the backend, or skip it (down, no probe due);
+# any other value is a probe to make now, owing heals for that many lost invalidations.
+_USE = -1
+_SKIP = -2
+
+
 class Guard:
     """Runs Redis operations fail-soft and tracks one backend's outages.
 
@@ -66,12 +87,16 @@ class Guard:
         client: redis.Redis,
         name: str,
         heal: Callable[[], None] | None = None,
+        async_client: redis.asyncio.Redis | None = None,
+        async_heal: Callable[[], Awaitable[None]] | None = None,
         retry_interval: float = RETRY_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._name = name
         self._heal = heal
+        self._async_client = async_client
+        self._async_heal = async_heal
         self._retry_interval = retry_interval
         self._clock = clock
         self._lock = threading.Lock()
@@ -104,23 +129,64 @@ class Guard:
             self._failed(exc, invalidation=invalidation)
             return default
 
+    async def run_async(
+        self, op: Callable[[], Awaitable[T]], default: T, *, invalidation: bool = False
+    ) -> T:
+        """``run`` for an event loop: the same state, probes and heals, awaited."""
+        if not await self._ready_async():
+            if invalidation:
+                with self._lock:
+                    self._debt += 1
+            return default
+        try:
+            return await op()
+        except BACKEND_ERRORS as exc:
+            self._failed(exc, invalidation=invalidation)
+            return default
+
     def _ready(self) -> bool:
-        with self._lock:
-            if not self._down:
-                return True
-            now = self._clock()
-            if now < self._next_probe:
-                return False
-            self._next_probe = now + self._retry_interval  # this thread probes, others skip
-            debt = self._debt
-            owed = debt > self._paid
+        debt = self._gate()
+        if debt < 0:
+            return debt == _USE
         try:
             self._client.ping()
-            if owed and self._heal is not None:
+            if self._owed(debt) and self._heal is not None:
                 self._heal()
         except BACKEND_ERRORS as exc:
             self._failed(exc, invalidation=False)
             return False
+        return self._probed(debt)
+
+    async def _ready_async(self) -> bool:
+        debt = self._gate()
+        if debt < 0:
+            return debt == _USE
+        assert self._async_client is not None, "run_async needs the guard's async client"
+        try:
+            await self._async_client.ping()
+            if self._owed(debt) and self._async_heal is not None:
+                await self._async_heal()
+        except BACKEND_ERRORS as exc:
+            self._failed(exc, invalidation=False)
+            return False
+        return self._probed(debt)
+
+    def _gate(self) -> int:
+        with self._lock:
+            if not self._down:
+                return _USE
+            now = self._clock()
+            if now < self._next_probe:
+                return _SKIP
+            self._next_probe = now + self._retry_interval  # this caller probes, others skip
+            return self._debt
+
+    def _owed(self, debt: int) -> bool:
+        with self._lock:
+            return debt > self._paid
+
+    def _probed(self, debt: int) -> bool:
+        """After a successful probe (and heal of ``debt``): is the backend usable again?"""
         with self._lock:
             self._paid = max(self._paid, debt)
             if self._debt > self._paid:
@@ -152,3 +218,8 @@ class Guard:
     def close(self) -> None:
         with contextlib.suppress(*BACKEND_ERRORS):
             self._client.close()
+
+    async def close_async(self) -> None:
+        if self._async_client is not None:
+            with contextlib.suppress(*BACKEND_ERRORS):
+                await self._async_client.aclose()

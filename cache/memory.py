@@ -119,6 +119,19 @@ class MemoryCache:
                 self._generations[scope] = next(self._counter)
         return True
 
+    # The event loop's face of the port: nothing here waits, so the same calls serve it.
+    async def read_async(self, scope: str, key_prefix: str) -> tuple[int | None, bytes | None]:
+        return self.read(scope, key_prefix)
+
+    async def set_async(self, key: str, value: bytes, *, ttl_seconds: float) -> None:
+        self.set(key, value, ttl_seconds=ttl_seconds)
+
+    async def bump_async(self, scopes: Sequence[str]) -> bool:
+        return self.bump(scopes)
+
+    async def close_async(self) -> None:
+        self.close()
+
     def close(self) -> None:
         with self._lock:
             self._new_epoch()

@@ -67,7 +67,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
 __all__ = [
     "GENERATION_BITS",
@@ -134,6 +134,15 @@ class Cache(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    # The same operations for an event loop (the serving hub): same semantics, awaited.
+    async def read_async(self, scope: str, key_prefix: str) -> tuple[int | None, bytes | None]: ...
+
+    async def set_async(self, key: str, value: bytes, *, ttl_seconds: float) -> None: ...
+
+    async def bump_async(self, scopes: Sequence[str]) -> bool: ...
+
+    async def close_async(self) -> None: ...
 
 
 def check_prefix(prefix: str) -> str:
@@ -202,6 +211,17 @@ class GenerationalCache:
         self.cache.set(self.key(scope, generation), value, ttl_seconds=self.ttl_seconds)
         return value
 
+    async def read_through_async(self, scope: str, load: Callable[[], Awaitable[bytes]]) -> bytes:
+        """``read_through`` on an event loop, with the same ordering guarantees."""
+        generation, cached = await self.cache.read_async(scope, self.namespace.key(scope, ""))
+        if generation is None:
+            return await load()
+        if cached is not None:
+            return cached
+        value = await load()
+        await self.cache.set_async(self.key(scope, generation), value, ttl_seconds=self.ttl_seconds)
+        return value
+
     def key(self, scope: str, generation: int) -> str:
         """Where ``scope``'s value read under ``generation`` is stored."""
         return self.namespace.key(scope, generation_tag(generation))
@@ -209,3 +229,6 @@ class GenerationalCache:
     def invalidate(self, scopes: Sequence[str]) -> bool:
         """Call after the database commit and before answering; False = not invalidated."""
         return self.cache.bump(scopes)
+
+    async def invalidate_async(self, scopes: Sequence[str]) -> bool:
+        return await self.cache.bump_async(scopes)

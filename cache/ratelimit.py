@@ -14,13 +14,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol, cast
 
-from cache._guard import SHORT_TIMEOUT, Guard, connect
+from cache._guard import SHORT_TIMEOUT, Guard, connect, connect_async
 from cache.port import check_prefix
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     import redis
+    import redis.asyncio
 
 __all__ = [
     "MAX_BUCKETS",
@@ -63,6 +64,8 @@ ALLOWED = Decision(allowed=True, retry_after=0.0)
 class RateLimiter(Protocol):
     def acquire(self, principal: str, limit: RateLimit) -> Decision: ...
 
+    async def acquire_async(self, principal: str, limit: RateLimit) -> Decision: ...
+
 
 class _Bucket(NamedTuple):
     tokens: float
@@ -99,6 +102,9 @@ class MemoryRateLimiter:
             while len(self._buckets) > MAX_BUCKETS:
                 self._buckets.popitem(last=False)
             return decision
+
+    async def acquire_async(self, principal: str, limit: RateLimit) -> Decision:
+        return self.acquire(principal, limit)  # nothing here waits
 
 
 # The bucket lives in one hash; time comes from the Redis server so the clocks of the hub
@@ -145,17 +151,29 @@ class RedisRateLimiter:
     meant to prevent). ``outages`` and ``errors`` count it as in ``RedisCache``.
     """
 
-    def __init__(self, *, client: redis.Redis, prefix: str) -> None:
+    def __init__(
+        self,
+        *,
+        client: redis.Redis,
+        prefix: str,
+        async_client: redis.asyncio.Redis | None = None,
+    ) -> None:
         check_prefix(prefix)
         self._key_prefix = f"certhub:{prefix}:ratelimit:"
         self._script = client.register_script(_BUCKET_SCRIPT)
-        self._guard = Guard(client=client, name=f"rate limiter {prefix}")
+        if async_client is not None:
+            self._script_async = async_client.register_script(_BUCKET_SCRIPT)
+        self._guard = Guard(client=client, name=f"rate limiter {prefix}", async_client=async_client)
 
     @classmethod
     def from_url(
         cls, url: str, *, prefix: str = "certhub", socket_timeout: float = SHORT_TIMEOUT
     ) -> RedisRateLimiter:
-        return cls(client=connect(url, socket_timeout=socket_timeout), prefix=prefix)
+        return cls(
+            client=connect(url, socket_timeout=socket_timeout),
+            async_client=connect_async(url, socket_timeout=socket_timeout),
+            prefix=prefix,
+        )
 
     @property
     def outages(self) -> int:
@@ -167,18 +185,35 @@ class RedisRateLimiter:
 
     def acquire(self, principal: str, limit: RateLimit) -> Decision:
         def op() -> Decision:
-            allowed, retry_after = cast(
-                "list[object]",
+            return _decision(
                 self._script(
                     keys=[self._key_prefix + principal],
                     args=[repr(limit.rate_per_second), limit.burst],
-                ),
+                )
             )
-            if allowed == 1:
-                return ALLOWED
-            return Decision(allowed=False, retry_after=float(cast("bytes", retry_after)))
 
         return self._guard.run(op, ALLOWED)
 
+    async def acquire_async(self, principal: str, limit: RateLimit) -> Decision:
+        async def op() -> Decision:
+            return _decision(
+                await self._script_async(
+                    keys=[self._key_prefix + principal],
+                    args=[repr(limit.rate_per_second), limit.burst],
+                )
+            )
+
+        return await self._guard.run_async(op, ALLOWED)
+
     def close(self) -> None:
         self._guard.close()
+
+    async def close_async(self) -> None:
+        await self._guard.close_async()
+
+
+def _decision(answer: object) -> Decision:
+    allowed, retry_after = cast("list[object]", answer)
+    if allowed == 1:
+        return ALLOWED
+    return Decision(allowed=False, retry_after=float(cast("bytes", retry_after)))

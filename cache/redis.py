@@ -29,13 +29,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, cast
 
-from cache._guard import RETRY_INTERVAL, SHORT_TIMEOUT, Guard, connect
+from cache._guard import RETRY_INTERVAL, SHORT_TIMEOUT, Guard, connect, connect_async
 from cache.port import check_prefix, check_ttl, fold_generation, generation_tag
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import redis
+    import redis.asyncio
 
 __all__ = ["GENERATION_TTL", "MAX_VALUE_BYTES", "RETRY_INTERVAL", "SHORT_TIMEOUT", "RedisCache"]
 
@@ -107,20 +108,42 @@ def _generation(epoch: bytes, generation: bytes) -> int:
 class RedisCache:
     """``cache.port.Cache`` on Redis: fail-soft, short timeouts, outage counters."""
 
-    def __init__(self, *, client: redis.Redis, prefix: str) -> None:
+    def __init__(
+        self,
+        *,
+        client: redis.Redis,
+        prefix: str,
+        async_client: redis.asyncio.Redis | None = None,
+    ) -> None:
         check_prefix(prefix)
         self._client = client
         self._epoch_key = f"certhub:{prefix}:epoch"
         self._gen_prefix = f"certhub:{prefix}:gen:"
         self._read = client.register_script(_READ_SCRIPT)
         self._bump = client.register_script(_BUMP_SCRIPT)
-        self._guard = Guard(client=client, name=f"cache {prefix}", heal=self._bump_epoch)
+        # The *_async methods run the same scripts on an event loop's client; they share
+        # the guard, so an outage seen by either path is one outage.
+        self._async_client = async_client
+        if async_client is not None:
+            self._read_async = async_client.register_script(_READ_SCRIPT)
+            self._bump_async = async_client.register_script(_BUMP_SCRIPT)
+        self._guard = Guard(
+            client=client,
+            name=f"cache {prefix}",
+            heal=self._bump_epoch,
+            async_client=async_client,
+            async_heal=self._bump_epoch_async,
+        )
 
     @classmethod
     def from_url(
         cls, url: str, *, prefix: str = "certhub", socket_timeout: float = SHORT_TIMEOUT
     ) -> RedisCache:
-        return cls(client=connect(url, socket_timeout=socket_timeout), prefix=prefix)
+        return cls(
+            client=connect(url, socket_timeout=socket_timeout),
+            async_client=connect_async(url, socket_timeout=socket_timeout),
+            prefix=prefix,
+        )
 
     @property
     def outages(self) -> int:
@@ -174,20 +197,54 @@ class RedisCache:
 
     def read(self, scope: str, key_prefix: str) -> tuple[int | None, bytes | None]:
         def op() -> tuple[int | None, bytes | None]:
-            epoch, gen, value = cast(
-                "list[bytes | None]",
+            return _read_answer(
                 self._read(
                     keys=[self._epoch_key, self._gen_prefix + scope],
                     args=[_ms(GENERATION_TTL), key_prefix],
-                ),
+                )
             )
-            if epoch is None or gen is None:
-                raise ValueError("the read script answered no generation")
-            # A missing key is Lua false: nil on RESP2, False on RESP3.
-            return _generation(epoch, gen), value if isinstance(value, bytes) else None
 
-        unavailable: tuple[int | None, bytes | None] = (None, None)
-        return self._guard.run(op, unavailable)
+        return self._guard.run(op, _UNAVAILABLE)
+
+    async def read_async(self, scope: str, key_prefix: str) -> tuple[int | None, bytes | None]:
+        async def op() -> tuple[int | None, bytes | None]:
+            return _read_answer(
+                await self._read_async(
+                    keys=[self._epoch_key, self._gen_prefix + scope],
+                    args=[_ms(GENERATION_TTL), key_prefix],
+                )
+            )
+
+        return await self._guard.run_async(op, _UNAVAILABLE)
+
+    async def set_async(self, key: str, value: bytes, *, ttl_seconds: float) -> None:
+        check_ttl(ttl_seconds)
+        assert self._async_client is not None
+        client = self._async_client
+        if len(value) > MAX_VALUE_BYTES:
+
+            async def drop() -> None:
+                await client.delete(key)
+
+            await self._guard.run_async(drop, None)
+            return
+
+        async def op() -> None:
+            await client.set(key, bytes(value), px=_ms(ttl_seconds))
+
+        await self._guard.run_async(op, None)
+
+    async def bump_async(self, scopes: Sequence[str]) -> bool:
+        if not scopes:
+            return True
+
+        async def op() -> bool:
+            await self._bump_async(
+                keys=[self._gen_prefix + s for s in scopes], args=[_ms(GENERATION_TTL)]
+            )
+            return True
+
+        return await self._guard.run_async(op, False, invalidation=True)
 
     def bump(self, scopes: Sequence[str]) -> bool:
         if not scopes:
@@ -202,6 +259,24 @@ class RedisCache:
     def close(self) -> None:
         self._guard.close()
 
+    async def close_async(self) -> None:
+        await self._guard.close_async()
+
     def _bump_epoch(self) -> None:
         """Heal after a lost bump: every entry cached before it becomes unreachable."""
         self._bump(keys=[self._epoch_key], args=[0])
+
+    async def _bump_epoch_async(self) -> None:
+        await self._bump_async(keys=[self._epoch_key], args=[0])
+
+
+_UNAVAILABLE: tuple[int | None, bytes | None] = (None, None)
+
+
+def _read_answer(answer: object) -> tuple[int, bytes | None]:
+    """(generation, value) of the read script's answer."""
+    epoch, gen, value = cast("list[bytes | None]", answer)
+    if epoch is None or gen is None:
+        raise ValueError("the read script answered no generation")
+    # A missing key is Lua false: nil on RESP2, False on RESP3.
+    return _generation(epoch, gen), value if isinstance(value, bytes) else None

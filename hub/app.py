@@ -7,12 +7,13 @@ tests can call them directly with a real database.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, Protocol, TypeVar, runtime_checkable
 
@@ -37,21 +38,22 @@ SERVICE_TIMEZONE = dt.timezone(dt.timedelta(hours=8), "CST")
 
 
 class HolderCache(Protocol):
-    """The seam to ``cache.GenerationalCache``: read-through with generation invalidation."""
+    """The seam to ``cache.GenerationalCache``: read-through with generation invalidation,
+    on the serving event loop."""
 
-    def read_through(self, scope: str, load: Callable[[], bytes]) -> bytes: ...
+    async def read_through(self, scope: str, load: Callable[[], Awaitable[bytes]]) -> bytes: ...
 
-    def invalidate(self, scopes: Sequence[str]) -> bool: ...
+    async def invalidate(self, scopes: Sequence[str]) -> bool: ...
 
 
 class NoCache:
     """Every read goes to the database (``--no-cache``, and tests of the uncached path)."""
 
-    def read_through(self, scope: str, load: Callable[[], bytes]) -> bytes:
+    async def read_through(self, scope: str, load: Callable[[], Awaitable[bytes]]) -> bytes:
         del scope
-        return load()
+        return await load()
 
-    def invalidate(self, scopes: Sequence[str]) -> bool:
+    async def invalidate(self, scopes: Sequence[str]) -> bool:
         del scopes
         return True
 
@@ -59,6 +61,11 @@ class NoCache:
 @runtime_checkable
 class _Closeable(Protocol):
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class _AsyncCloseable(Protocol):
+    async def close_async(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +104,14 @@ class VerifyOutput:
 
 
 class Hub:
-    """One hub process's use cases over shared state (database, cache)."""
+    """One hub process's use cases over shared state (database, cache).
+
+    The use cases are coroutines run by the process's serving event loop: they never block
+    it. They wait on the cache (async Redis), on the group commit (a future resolved by the
+    committer thread once per batch) and on database reads, which run in the loop's
+    default thread pool (``asyncio.to_thread``) because the services take a synchronous
+    session.
+    """
 
     def __init__(
         self,
@@ -126,12 +140,18 @@ class Hub:
             if isinstance(resource, _Closeable):
                 resource.close()
 
+    async def close_async(self) -> None:
+        """Close what belongs to the serving loop (its Redis connections), on that loop."""
+        for resource in (self.cache, self.rate_limiter):
+            if isinstance(resource, _AsyncCloseable):
+                await resource.close_async()
+
     # --- callers ------------------------------------------------------------------------
 
     def registry(self) -> Registry:
         return self.registry_source.current()
 
-    def authenticate(self, name: str | None, *, method: str) -> Principal:
+    async def authenticate(self, name: str | None, *, method: str) -> Principal:
         """The registry principal for a client certificate's CN; refusals are audited."""
         principal = self.registry().principals.get(name or "")
         if principal is not None:
@@ -142,7 +162,7 @@ class Hub:
             else "no client certificate",
             reason="UNKNOWN_PRINCIPAL",
         )
-        self._refuse(
+        raise await self._audited(
             AuditRecord(
                 time=self.clock(),
                 principal=name or "",
@@ -152,16 +172,15 @@ class Hub:
             ),
             error,
         )
-        raise error
 
-    def admit(self, caller: Principal, *, method: str) -> None:
+    async def admit(self, caller: Principal, *, method: str) -> None:
         """Take one token of the caller's registry rate limit; a refusal is audited and
         raised as RESOURCE_EXHAUSTED with the time until the next token."""
         spec = caller.rate_limit
         if spec is None or self.rate_limiter is None:
             return
         limit = RateLimit(rate_per_second=spec.per_second, burst=spec.burst)
-        decision = self.rate_limiter.acquire(caller.name, limit)
+        decision = await self.rate_limiter.acquire_async(caller.name, limit)
         if decision.allowed:
             return
         error = ResourceExhausted(
@@ -170,7 +189,7 @@ class Hub:
             reason="RATE_LIMITED",
             retry_after=decision.retry_after,
         )
-        self._refuse(
+        raise await self._audited(
             AuditRecord(
                 time=self.clock(),
                 principal=caller.name,
@@ -189,9 +208,11 @@ class Hub:
 
     # --- ingest -------------------------------------------------------------------------
 
-    def submit_push(self, caller: Principal, request: ingest.PushInput) -> Callable[[], PushOutput]:
-        """Check now (on the caller's thread), store in the next group commit; the returned
-        function waits for it. Lets a stream keep many pushes in flight."""
+    def submit_push(
+        self, caller: Principal, request: ingest.PushInput
+    ) -> Callable[[], Awaitable[PushOutput]]:
+        """Check now, store in the next group commit; the returned coroutine function waits
+        for it. Lets a stream keep many pushes in flight. Call it on the serving loop."""
         now = self.clock()
         record = _recorder(now, caller, Action.PUSH)
         try:
@@ -215,12 +236,12 @@ class Hub:
             item=(checked, now),
         )
 
-        def finish() -> PushOutput:
-            committed = pending.result()
+        async def finish() -> PushOutput:
+            committed = await pending.wait()
             stored = committed.value
             # DUPLICATE invalidates too: the first attempt may have committed and then lost
             # its invalidation to a crash, and the adapter's retry is what heals the cache.
-            self.cache.invalidate([commitment])
+            await self.cache.invalidate([commitment])
             return PushOutput(
                 client_ref=request.client_ref,
                 certificate_id=stored.certificate_id,
@@ -231,16 +252,16 @@ class Hub:
 
         return finish
 
-    def push(self, caller: Principal, request: ingest.PushInput) -> PushOutput:
-        return self.submit_push(caller, request)()
+    async def push(self, caller: Principal, request: ingest.PushInput) -> PushOutput:
+        return await self.submit_push(caller, request)()
 
-    def revoke(self, caller: Principal, request: ingest.RevokeInput) -> RevokeOutput:
+    async def revoke(self, caller: Principal, request: ingest.RevokeInput) -> RevokeOutput:
         now = self.clock()
         record = _recorder(now, caller, Action.REVOKE)
         try:
             checked = ingest.check_revoke(caller, request)
         except HubError as error:
-            self._refuse(record(error.status_name), error)
+            raise await self._audited(record(error.status_name), error) from None
         registry = self.registry()
         cid = (checked.payload.certificate_id,)
 
@@ -251,20 +272,20 @@ class Hub:
                 certificate_ids=cid,
             )
 
-        committed = self.committer.run(
+        committed = await self.committer.submit(
             lambda s: ingest.store_revoke(s, registry, caller, checked, now=now), describe
-        )
+        ).wait()
         revoked = committed.value
         # Invalidate before answering, even for a repeat: a previous attempt may have
         # committed and then lost its invalidation with a crash.
-        self.cache.invalidate([self.commitment(revoked.holder_key)])
+        await self.cache.invalidate([self.commitment(revoked.holder_key)])
         return RevokeOutput(
             request.client_ref, revoked.certificate_id, revoked.newly_revoked, committed.audit_index
         )
 
     # --- intake -------------------------------------------------------------------------
 
-    def fetch(self, caller: Principal, request: intake.FetchInput) -> FetchOutput:
+    async def fetch(self, caller: Principal, request: intake.FetchInput) -> FetchOutput:
         now = self.clock()
         purpose = request.purpose
         record = _recorder(now, caller, Action.FETCH, purpose)
@@ -274,15 +295,15 @@ class Hub:
             commitment = self.commitment(holder.key())
             item = intake.check_purpose(registry, caller, purpose)
         except HubError as error:
-            self._refuse(record(error.status_name), error)
-        certificates = self._holder_certificates(holder.key(), commitment)
+            raise await self._audited(record(error.status_name), error) from None
+        certificates = await self._holder_certificates(holder.key(), commitment)
         chosen, materials = intake.select_for_item(
             item,
             certificates,
             today=now.astimezone(SERVICE_TIMEZONE).date(),
             distrusted=registry.compromised_key_ids,
         )
-        attachments = self._attachments(chosen, request.include_attachments)
+        attachments = await self._attachments(chosen, request.include_attachments)
         served = tuple(
             intake.Served(c, status, attachments.get(c.attachment_sha256 or ""))
             for c, status in chosen
@@ -293,19 +314,19 @@ class Hub:
             record_case = functools.partial(
                 intake.record_case, purpose=purpose, served=any_satisfied, now=now
             )
-        committed = self.committer.submit(
+        committed = await self.committer.submit(
             record_case,
             lambda _v, _e: record(
                 OK, holder=commitment, certificate_ids=tuple(c.certificate_id for c, _ in chosen)
             ),
             batch=intake.CASE_BATCH if record_case is not None else None,
             item=(purpose, any_satisfied, now),
-        ).result()
+        ).wait()
         if record_case is not None:
             self._cases.remember(purpose.case_number, served=any_satisfied)
         return FetchOutput(intake.FetchResult(holder, served, materials), committed.audit_index)
 
-    def get(self, caller: Principal, request: intake.GetInput) -> GetOutput:
+    async def get(self, caller: Principal, request: intake.GetInput) -> GetOutput:
         now = self.clock()
         purpose = request.purpose
         record = _recorder(now, caller, Action.GET, purpose)
@@ -316,8 +337,7 @@ class Hub:
             commitment = self.commitment(holder.key())
             item = intake.check_purpose(registry, caller, purpose)
             intake.check_certificate_id(request.certificate_id)
-            with session_scope(self.sessions) as session:
-                found = intake.load_certificate(session, request.certificate_id)
+            found = await asyncio.to_thread(self._load_certificate, request.certificate_id)
             if found is None or found[1] != holder.key():
                 # Same answer for "no such id" and "not this holder's": no existence oracle.
                 raise NotFound(
@@ -333,37 +353,43 @@ class Hub:
                 )
         except HubError as error:
             ids = (request.certificate_id,) if request.certificate_id else ()
-            self._refuse(record(error.status_name, holder=commitment, certificate_ids=ids), error)
-        attachments = self._attachments([(stored, None)], request.include_attachments)
+            raise await self._audited(
+                record(error.status_name, holder=commitment, certificate_ids=ids), error
+            ) from None
+        attachments = await self._attachments([(stored, None)], request.include_attachments)
         status = stored.status(
             now.astimezone(SERVICE_TIMEZONE).date(), distrusted=registry.compromised_key_ids
         )
         entry = record(OK, holder=commitment, certificate_ids=(stored.certificate_id,))
-        audit_index = self.committer.submit_entry(entry).result().audit_index
+        audit_index = (await self.committer.submit_entry(entry).wait()).audit_index
         return GetOutput(
             intake.Served(stored, status, attachments.get(stored.attachment_sha256 or "")),
             audit_index,
         )
 
-    def verify(self, caller: Principal, envelope: bytes) -> VerifyOutput:
+    async def verify(self, caller: Principal, envelope: bytes) -> VerifyOutput:
         now = self.clock()
         record = _recorder(now, caller, Action.VERIFY)
         registry = self.registry()
+        today = now.astimezone(SERVICE_TIMEZONE).date()
+
+        def verify_shown() -> intake.VerifyResult:
+            with session_scope(self.sessions) as session:
+                return intake.verify_shown(session, registry, envelope, today=today)
+
         try:
             ingest.require_role(caller, Role.INTAKE, "verifying certificates")
-            with session_scope(self.sessions) as session:
-                result = intake.verify_shown(
-                    session, registry, envelope, today=now.astimezone(SERVICE_TIMEZONE).date()
-                )
+            result = await asyncio.to_thread(verify_shown)
         except HubError as error:
-            self._refuse(record(error.status_name), error)
+            raise await self._audited(record(error.status_name), error) from None
         p = result.payload
         entry = record(
             OK if result.valid else "invalid",
             holder=self.commitment(p.holder.key()) if p else None,
             certificate_ids=(p.certificate_id,) if p else (),
         )
-        return VerifyOutput(result, self.committer.submit_entry(entry).result().audit_index)
+        committed = await self.committer.submit_entry(entry).wait()
+        return VerifyOutput(result, committed.audit_index)
 
     # --- directory ----------------------------------------------------------------------
 
@@ -373,33 +399,47 @@ class Hub:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _holder_certificates(
+    async def _holder_certificates(
         self, holder_key: str, commitment: str
     ) -> list[intake.StoredCertificate]:
         def load() -> bytes:
             with read_scope(self.sessions) as conn:
                 return intake.encode_holder(intake.load_holder(conn, holder_key))
 
-        return intake.decode_holder(self.cache.read_through(commitment, load))
+        async def load_async() -> bytes:
+            return await asyncio.to_thread(load)
 
-    def _attachments(
+        return intake.decode_holder(await self.cache.read_through(commitment, load_async))
+
+    def _load_certificate(self, certificate_id: str) -> tuple[intake.StoredCertificate, str] | None:
+        with session_scope(self.sessions) as session:
+            return intake.load_certificate(session, certificate_id)
+
+    async def _attachments(
         self, chosen: Sequence[tuple[intake.StoredCertificate, object]], wanted: bool
     ) -> dict[str, bytes]:
         digests = [c.attachment_sha256 for c, _ in chosen if c.attachment_sha256]
         if not wanted or not digests:
             return {}
-        with session_scope(self.sessions) as session:
-            return intake.load_attachments(session, digests)
 
-    def _refuse(self, entry: AuditRecord, error: HubError) -> NoReturn:
-        """Audit a refusal, then raise it carrying its audit index."""
-        self._refuse_later(entry, error)()
+        def load() -> dict[str, bytes]:
+            with session_scope(self.sessions) as session:
+                return intake.load_attachments(session, digests)
 
-    def _refuse_later(self, entry: AuditRecord, error: HubError) -> Callable[[], NoReturn]:
+        return await asyncio.to_thread(load)
+
+    async def _audited(self, entry: AuditRecord, error: HubError) -> HubError:
+        """Audit a refusal; returns the error, carrying its audit index, to raise."""
+        error.audit_index = (await self.committer.submit_entry(entry).wait()).audit_index
+        return error
+
+    def _refuse_later(
+        self, entry: AuditRecord, error: HubError
+    ) -> Callable[[], Awaitable[NoReturn]]:
         pending = self.committer.submit_entry(entry)
 
-        def finish() -> NoReturn:
-            error.audit_index = pending.result().audit_index
+        async def finish() -> NoReturn:
+            error.audit_index = (await pending.wait()).audit_index
             raise error
 
         return finish

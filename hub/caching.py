@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from cache import (
@@ -93,18 +93,19 @@ class HolderScopes:
     def errors(self) -> int:
         return self.backend.errors if isinstance(self.backend, RedisCache) else 0
 
-    def read_through(self, scope: str, load: Callable[[], bytes]) -> bytes:
-        def counted() -> bytes:
+    async def read_through(self, scope: str, load: Callable[[], Awaitable[bytes]]) -> bytes:
+        # Counters are read by the metrics thread; += on an int is not atomic across threads.
+        async def counted() -> bytes:
             with self._lock:
                 self.loads += 1
-            return load()
+            return await load()
 
         with self._lock:
             self.reads += 1
-        return self._generational.read_through(holder_scope(scope), counted)
+        return await self._generational.read_through_async(holder_scope(scope), counted)
 
-    def invalidate(self, scopes: Sequence[str]) -> bool:
-        done = self._generational.invalidate([holder_scope(s) for s in scopes])
+    async def invalidate(self, scopes: Sequence[str]) -> bool:
+        done = await self._generational.invalidate_async([holder_scope(s) for s in scopes])
         if not done:
             with self._lock:
                 self.lost_invalidations += 1
@@ -112,6 +113,10 @@ class HolderScopes:
 
     def close(self) -> None:
         self.backend.close()
+
+    async def close_async(self) -> None:
+        """Close the event loop's connections, on that loop (before it stops)."""
+        await self.backend.close_async()
 
 
 @dataclass(frozen=True, kw_only=True)

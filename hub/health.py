@@ -15,12 +15,12 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from grpc_health.v1 import health, health_pb2
+from grpc_health.v1 import health_pb2
 from sqlalchemy import text
 
 from hub.observability.metrics import HubMetrics, metrics
@@ -87,6 +87,12 @@ def probe_database(
     )
 
 
+class StatusBoard(Protocol):
+    """Where verdicts are published: the health servicer, reached from this thread."""
+
+    def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus) -> None: ...
+
+
 class HealthChecker:
     """Keeps ``servicer``'s status of ``services`` in line with the database's health."""
 
@@ -94,7 +100,7 @@ class HealthChecker:
         self,
         *,
         sessions: sessionmaker[Session],
-        servicer: health.HealthServicer,
+        servicer: StatusBoard,
         services: Sequence[str],
         interval: float = HEALTH_CHECK_SECONDS,
         timeout: float = PROBE_TIMEOUT_SECONDS,

@@ -1,15 +1,19 @@
 """Group commit: many requests' changes and audit entries in one transaction.
 
-Request threads hand a unit of work to the committer and wait. One committer thread per hub
-process takes everything queued, applies each unit under its own savepoint (a failing unit is
-rolled back alone and audited as a refusal), appends all audit entries, signs one checkpoint
-and commits once. Every waiter is answered only after that commit: an answered call is
+Callers hand a unit of work to the committer and wait: a thread blocks on ``result()``, a
+coroutine on the event loop awaits ``wait()`` (its future is resolved by one loop wake-up
+per batch, not per unit). One committer thread per hub process takes everything queued,
+applies each unit under its own savepoint (a failing unit is rolled back alone and audited
+as a refusal), appends all audit entries, signs one checkpoint and commits once. Every
+waiter is answered only after that commit: an answered call is
 durable, audited and inside a signed checkpoint. While one batch commits, the next
 accumulates, so the log's throughput grows with load instead of capping it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -65,6 +69,8 @@ class _Unit(Generic[T]):
     batch: Batchable | None = None
     item: object = None
     done: threading.Event = field(default_factory=threading.Event)
+    # Set when the unit was submitted from a running event loop: resolved on that loop.
+    future: asyncio.Future[None] | None = None
     value: T | None = None
     error: BaseException | None = None
     audit_index: int = -1
@@ -77,20 +83,59 @@ class Committed(Generic[T]):
 
 
 class Pending(Generic[T]):
-    """A submitted unit; ``result`` blocks until its batch committed or failed."""
+    """A submitted unit; ``result`` blocks until its batch committed or failed, ``wait``
+    awaits the same on the event loop it was submitted from."""
 
     def __init__(self, unit: _Unit[T]) -> None:
         self._unit = unit
 
     def result(self) -> Committed[T]:
+        if not self._unit.done.wait(COMMIT_WAIT_SECONDS):
+            raise _timed_out()
+        return self._outcome()
+
+    async def wait(self) -> Committed[T]:
+        future = self._unit.future
+        if future is None:
+            raise RuntimeError("wait() needs a unit submitted from a running event loop")
+        try:
+            # shield: a caller cancelled on timeout must not cancel the shared resolution.
+            await asyncio.wait_for(asyncio.shield(future), COMMIT_WAIT_SECONDS)
+        except TimeoutError:
+            raise _timed_out() from None
+        return self._outcome()
+
+    def _outcome(self) -> Committed[T]:
         unit = self._unit
-        if not unit.done.wait(COMMIT_WAIT_SECONDS):
-            raise Unavailable("audit log commit timed out; retry", reason="AUDIT_TIMEOUT")
         if unit.error is not None:
             if isinstance(unit.error, HubError) and unit.audit_index >= 0:
                 unit.error.audit_index = unit.audit_index
             raise unit.error
         return Committed(value=unit.value, audit_index=unit.audit_index)  # type: ignore[arg-type]
+
+
+def _timed_out() -> Unavailable:
+    return Unavailable("audit log commit timed out; retry", reason="AUDIT_TIMEOUT")
+
+
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+def _wake(batch: Sequence[_Unit[object]]) -> None:
+    """Resolve the batch's futures: one thread-safe call per event loop, not per unit (each
+    call writes the loop's wake-up pipe and takes its lock)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for unit in batch:
+        if unit.future is not None:
+            by_loop.setdefault(unit.future.get_loop(), []).append(unit.future)
+    for loop, futures in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, futures)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            continue
 
 
 def _audit_only(unit: _Unit[object]) -> bool:
@@ -125,6 +170,8 @@ class GroupCommitter:
         through ``batch.apply_all`` with their ``item``s; ``apply`` stays the one-by-one path.
         """
         unit: _Unit[T] = _Unit(apply=apply, describe=describe, batch=batch, item=item)
+        with contextlib.suppress(RuntimeError):  # no loop: the thread blocks on result()
+            unit.future = asyncio.get_running_loop().create_future()
         with self._lock:
             if self._stopped:
                 raise Unavailable("hub is shutting down", reason="SHUTTING_DOWN")
@@ -192,6 +239,7 @@ class GroupCommitter:
         for offset, unit in enumerate(batch):
             unit.audit_index = first + offset
             unit.done.set()
+        _wake(batch)
 
     def _apply_batch(self, session: Session, batch: list[_Unit[object]]) -> list[AuditRecord]:
         """Apply units in queue order; runs of the same batchable kind go as one set.
@@ -270,3 +318,4 @@ class GroupCommitter:
             unit.error = error
             unit.value = None
             unit.done.set()
+        _wake(batch)

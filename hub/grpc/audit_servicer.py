@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import grpc
+import asyncio
 
 from certhub.v1 import audit_pb2, audit_pb2_grpc, common_pb2
 from hub.audit.api import AuditApi, QueryInput
 from hub.grpc import convert
-from hub.grpc.interceptor import current_principal
+from hub.grpc.interceptor import Context, current_principal
 from hub.services import audit
 
 
@@ -16,15 +16,16 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def __init__(self, api: AuditApi) -> None:
         self._api = api
 
-    def QueryAudit(  # noqa: N802 - gRPC method names are fixed by the contract
-        self, request: audit_pb2.AuditQuery, context: grpc.ServicerContext
+    async def QueryAudit(  # noqa: N802 - names fixed by the contract
+        self, request: audit_pb2.AuditQuery, context: Context
     ) -> audit_pb2.AuditPage:
         id_type, holder_id = "", ""
         if request.HasField("holder") and (
             request.holder.id_type != common_pb2.ID_TYPE_UNSPECIFIED or request.holder.id
         ):
             id_type, holder_id = convert.holder_in(request.holder)
-        output = self._api.query(
+        output = await asyncio.to_thread(
+            self._api.query,
             current_principal(),
             QueryInput(
                 id_type=id_type,
@@ -44,10 +45,10 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             audit_index=output.audit_index,
         )
 
-    def GetCheckpoint(  # noqa: N802
-        self, request: audit_pb2.GetCheckpointRequest, context: grpc.ServicerContext
+    async def GetCheckpoint(  # noqa: N802
+        self, request: audit_pb2.GetCheckpointRequest, context: Context
     ) -> audit_pb2.Checkpoint:
-        output = self._api.checkpoint(current_principal())
+        output = await asyncio.to_thread(self._api.checkpoint, current_principal())
         return audit_pb2.Checkpoint(
             note=output.checkpoint.note,
             size=output.checkpoint.size,
@@ -56,11 +57,11 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             verifier_key=output.verifier_key,
         )
 
-    def GetInclusionProof(  # noqa: N802
-        self, request: audit_pb2.GetInclusionProofRequest, context: grpc.ServicerContext
+    async def GetInclusionProof(  # noqa: N802
+        self, request: audit_pb2.GetInclusionProofRequest, context: Context
     ) -> audit_pb2.InclusionProof:
-        proof = self._api.inclusion_proof(
-            current_principal(), request.leaf_index, request.tree_size
+        proof = await asyncio.to_thread(
+            self._api.inclusion_proof, current_principal(), request.leaf_index, request.tree_size
         )
         return audit_pb2.InclusionProof(
             leaf_index=proof.leaf_index,
@@ -69,20 +70,25 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             leaf=proof.leaf,
         )
 
-    def GetConsistencyProof(  # noqa: N802
-        self, request: audit_pb2.GetConsistencyProofRequest, context: grpc.ServicerContext
+    async def GetConsistencyProof(  # noqa: N802
+        self, request: audit_pb2.GetConsistencyProofRequest, context: Context
     ) -> audit_pb2.ConsistencyProof:
-        proof = self._api.consistency_proof(
-            current_principal(), request.first_size, request.second_size
+        proof = await asyncio.to_thread(
+            self._api.consistency_proof,
+            current_principal(),
+            request.first_size,
+            request.second_size,
         )
         return audit_pb2.ConsistencyProof(
             first_size=proof.first_size, second_size=proof.second_size, hashes=proof.hashes
         )
 
-    def GetEntries(  # noqa: N802
-        self, request: audit_pb2.GetEntriesRequest, context: grpc.ServicerContext
+    async def GetEntries(  # noqa: N802
+        self, request: audit_pb2.GetEntriesRequest, context: Context
     ) -> audit_pb2.GetEntriesResponse:
-        _start, leaves = self._api.entries(current_principal(), request.start, request.end)
+        _start, leaves = await asyncio.to_thread(
+            self._api.entries, current_principal(), request.start, request.end
+        )
         return audit_pb2.GetEntriesResponse(leaves=leaves)
 
 

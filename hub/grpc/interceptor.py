@@ -1,23 +1,28 @@
-"""Authentication and error mapping for every certhub method, in one interceptor.
+"""The edge of every call, in one grpc.aio interceptor: observation (request id, access log,
+metrics), authentication (client certificate CN -> registry principal, rate limit) and the
+mapping of errors to status codes.
 
-Each call is authenticated (client certificate CN -> registry principal) before its servicer
-runs; a HubError raised anywhere below becomes its status code with rich details; anything
-else is a bug, logged and answered INTERNAL.
+A HubError raised anywhere below becomes its status code with rich details; anything else
+is a bug, logged and answered INTERNAL. The wrapped handler of each method is built once
+and kept (the server's handlers never change), so a call costs one dict lookup here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias, cast
 
 import grpc
+import grpc.aio
 
 from hub.app import Hub
 from hub.errors import HubError, InvalidArgument
 from hub.grpc.errors import internal_status, to_status
+from hub.observability.calls import Call, CallObserver
 from hub.registry import Principal
 
 log = logging.getLogger("certhub.grpc")
@@ -25,8 +30,14 @@ log = logging.getLogger("certhub.grpc")
 # Development only (--insecure on loopback): the principal a client claims, unverified.
 INSECURE_PRINCIPAL_HEADER = "x-certhub-principal"
 CERTHUB_METHOD_PREFIX = "/certhub."
+# A claimed name longer than any registry principal is not echoed whole into the log.
+_LOGGED_NAME_CHARS = 64
 
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("certhub_principal")
+
+# Generic only in grpc's type stubs: at run time these aliases stay strings.
+Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 
 def current_principal() -> Principal:
@@ -34,14 +45,16 @@ def current_principal() -> Principal:
     return _principal.get()
 
 
-def _claimed_name(context: grpc.ServicerContext, *, insecure: bool) -> str | None:
+def _claimed_name(context: Context, *, insecure: bool) -> str | None:
     if insecure:
-        for key, value in context.invocation_metadata():
+        for key, value in context.invocation_metadata() or ():
             if key == INSECURE_PRINCIPAL_HEADER:
                 return str(value)
         return None
     names: object = context.auth_context().get("x509_common_name") or []
-    return names[0].decode() if isinstance(names, list) and names else None
+    if isinstance(names, list) and names and isinstance(names[0], bytes):
+        return names[0].decode(errors="replace")
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,68 +88,124 @@ def _decoded(method: str, request: Any) -> Any:
     return request
 
 
-class EdgeInterceptor(grpc.ServerInterceptor):
-    def __init__(self, hub: Hub, *, insecure: bool = False) -> None:
+class EdgeInterceptor(grpc.aio.ServerInterceptor):
+    """Observes every method; authenticates and maps errors for certhub's own methods."""
+
+    def __init__(self, hub: Hub, *, insecure: bool = False, observer: CallObserver) -> None:
         self._hub = hub
         self._insecure = insecure
+        self._observer = observer
+        self._wrapped: dict[str, Handler] = {}
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = continuation(details)
+    ) -> Handler | None:
         method: str = details.method
-        if handler is None or not method.startswith(CERTHUB_METHOD_PREFIX):
-            return handler
+        wrapped = self._wrapped.get(method)
+        if wrapped is not None:
+            return wrapped
+        handler = await continuation(details)
+        if handler is None:
+            # Unknown methods are not memoised: a client could grow the map without bound.
+            return None
+        wrapped = self._wrapped[method] = self._wrap(method, handler)
+        return wrapped
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        ours = method.startswith(CERTHUB_METHOD_PREFIX)
+        deserializer = _tolerant(handler.request_deserializer) if ours else None
+        # The servicers on this server are coroutines, whatever grpc's stubs declare.
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary),
-                request_deserializer=_tolerant(handler.request_deserializer),
+                self._unary(method, cast("Any", handler.unary_unary), ours=ours),
+                request_deserializer=deserializer or handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        if handler.stream_stream:
+        if handler.stream_stream and ours:
             return grpc.stream_stream_rpc_method_handler(
-                self._streaming(method, handler.stream_stream),
-                request_deserializer=_tolerant(handler.request_deserializer),
+                self._streaming(method, cast("Any", handler.stream_stream)),
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
-        raise TypeError(f"{method}: unsupported handler kind")  # pragma: no cover
+        if ours:
+            raise TypeError(f"{method}: unsupported handler kind")  # pragma: no cover
+        # Health Watch and reflection streams: served as they are (not observed).
+        return handler
 
-    def _authenticate(self, method: str, context: grpc.ServicerContext) -> Principal:
-        """The caller, once it has a token of its rate limit (a refusal raises, audited)."""
-        principal = self._hub.authenticate(
-            _claimed_name(context, insecure=self._insecure), method=method
+    async def _authenticate(self, call: Call, context: Context) -> None:
+        """Sets the caller, once it has a token of its rate limit (a refusal raises,
+        audited)."""
+        claimed = _claimed_name(context, insecure=self._insecure)
+        call.principal = (claimed or "")[:_LOGGED_NAME_CHARS]
+        principal = await self._hub.authenticate(claimed, method=call.method)
+        await self._hub.admit(principal, method=call.method)
+        _principal.set(principal)
+
+    async def _refuse(self, call: Call, context: Context, status: grpc.Status) -> None:
+        """Answer ``status`` with the request id added to its trailing metadata; raises."""
+        self._observer.finish(call, status.code, peer=context.peer())
+        await context.abort_with_status(
+            _Status(status.code, status.details, (*status.trailing_metadata, call.trailer))
         )
-        self._hub.admit(principal, method=method)
-        return principal
 
     def _unary(
-        self, method: str, behaviour: Callable[[Any, grpc.ServicerContext], Any]
-    ) -> Callable[..., Any]:
-        def wrapped(request: Any, context: grpc.ServicerContext) -> Any:
+        self, method: str, behaviour: Callable[[Any, Context], Awaitable[Any]], *, ours: bool
+    ) -> Callable[[Any, Context], Awaitable[Any]]:
+        observer = self._observer
+
+        async def wrapped(request: Any, context: Context) -> Any:
+            call = observer.start(method, context.invocation_metadata())
             try:
-                _principal.set(self._authenticate(method, context))
-                return behaviour(_decoded(method, request), context)
+                if ours:
+                    await self._authenticate(call, context)
+                    request = _decoded(method, request)
+                response = await behaviour(request, context)
             except HubError as error:
-                context.abort_with_status(to_status(error))
+                await self._refuse(call, context, to_status(error))
+            except asyncio.CancelledError:
+                observer.finish(call, grpc.StatusCode.CANCELLED, peer=context.peer())
+                raise
             except Exception:
                 log.exception("bug serving %s", method)
-                context.abort_with_status(internal_status())
+                await self._refuse(call, context, internal_status())
+            observer.count_push(response)
+            context.set_trailing_metadata((call.trailer,))
+            observer.finish(call, grpc.StatusCode.OK, peer=context.peer())
+            return response
 
         return wrapped
 
     def _streaming(
-        self, method: str, behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]]
-    ) -> Callable[..., Iterator[Any]]:
-        def wrapped(requests: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        self, method: str, behaviour: Callable[[Any, Context], AsyncIterator[Any]]
+    ) -> Callable[[Any, Context], AsyncIterator[Any]]:
+        observer = self._observer
+
+        async def wrapped(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+            call = observer.start(method, context.invocation_metadata())
             try:
-                _principal.set(self._authenticate(method, context))
-                yield from behaviour((_decoded(method, r) for r in requests), context)
+                await self._authenticate(call, context)
+                decoded = (_decoded(method, r) async for r in requests)
+                async for response in behaviour(decoded, context):
+                    observer.count_push(response)
+                    yield response
             except HubError as error:
-                context.abort_with_status(to_status(error))
+                await self._refuse(call, context, to_status(error))
+            except asyncio.CancelledError:
+                observer.finish(call, grpc.StatusCode.CANCELLED, peer=context.peer())
+                raise
             except Exception:
                 log.exception("bug serving %s", method)
-                context.abort_with_status(internal_status())
+                await self._refuse(call, context, internal_status())
+            context.set_trailing_metadata((call.trailer,))
+            observer.finish(call, grpc.StatusCode.OK, peer=context.peer())
 
         return wrapped
+
+
+@dataclass(frozen=True, slots=True)
+class _Status(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+import threading
+from collections.abc import Coroutine
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
+import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as aio_health
 from grpc_reflection.v1alpha import reflection
 
 from certhub.v1 import (
@@ -28,14 +34,23 @@ from hub.grpc.audit_servicer import AuditServicer
 from hub.grpc.interceptor import EdgeInterceptor
 from hub.grpc.servicers import DirectoryServicer, IngestServicer, IntakeServicer
 from hub.health import HEALTH_CHECK_SECONDS, HealthChecker
-from hub.observability.interceptor import ObservabilityInterceptor
+from hub.observability.calls import CallObserver
 from hub.observability.metrics import MetricsSampler, hub_counter_sources, metrics
+from hub.services.registry_store import RELOAD_INTERVAL_SECONDS
 
 log = logging.getLogger("certhub.server")
 
-# Threads serving calls. Calls spend most of their time waiting on the database or the
-# group commit, so more threads than cores keep the cores busy; each thread costs ~8 MB.
-DEFAULT_MAX_WORKERS = 64
+# Calls served at once by one process. Calls are coroutines (a few KB each, no thread), so
+# this bounds memory, not concurrency of work: it must hold every department's open push
+# streams (a province has hundreds of departments, a few streams each) plus the windows'
+# calls in flight; past it gRPC answers RESOURCE_EXHAUSTED instead of queueing.
+MAX_CONCURRENT_RPCS = 10_000
+# Threads that wait on synchronous sessions for the loop (cache-miss reads, audit queries,
+# stats): as many as the PostgreSQL pool gives one process, so none waits for a connection
+# while holding a thread.
+IO_THREADS = 8
+# How long another thread waits for the loop to run a small coroutine (health status).
+LOOP_CALL_SECONDS = 10.0
 # Largest message accepted: one envelope (1 MiB) plus one attachment (20 MiB) plus framing.
 MAX_MESSAGE_BYTES = 22 * 1024 * 1024
 # Keepalive: detect dead clients (a window PC unplugged) within a minute.
@@ -84,20 +99,59 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+class _LoopHealth:
+    """The async health servicer, driven from other threads (the health checker's)."""
+
+    def __init__(
+        self, servicer: aio_health.HealthServicer, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._servicer = servicer
+        self._loop = loop
+
+    def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        self._call(self._servicer.set(service, status))
+
+    def enter_graceful_shutdown(self) -> None:
+        self._call(self._servicer.enter_graceful_shutdown())
+
+    def _call(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(LOOP_CALL_SECONDS)
+
+
 @dataclass
 class RunningServer:
-    server: grpc.Server
+    """A grpc.aio server serving on its own event loop thread: the process's serving loop.
+
+    Everything a call does runs on that loop; ``stop`` may be called from any other thread.
+    """
+
+    server: grpc.aio.Server
     port: int
-    health: health.HealthServicer
+    health: _LoopHealth
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
+    hub: Hub
     # Background threads (health checker, metrics sampler) that stop with the server.
     watchers: tuple[HealthChecker | MetricsSampler, ...] = ()
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def stop(self, grace: float | None = None) -> None:
+        if not self.thread.is_alive():
+            return
         # NOT_SERVING first, so load balancers move away while in-flight calls drain.
         self.health.enter_graceful_shutdown()
         for watcher in self.watchers:
             watcher.stop()
-        self.server.stop(grace).wait()
+        asyncio.run_coroutine_threadsafe(self._stop(grace), self.loop).result()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+    async def _stop(self, grace: float | None) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await self.server.stop(grace)
+        await self.hub.close_async()
 
 
 def build_server(
@@ -105,12 +159,12 @@ def build_server(
     *,
     address: str,
     tls: ServerTLS | None,
-    max_workers: int = DEFAULT_MAX_WORKERS,
     reflection_enabled: bool = True,
     extra_options: list[tuple[str, int]] | None = None,
     health_interval: float = HEALTH_CHECK_SECONDS,
 ) -> RunningServer:
-    """A started server on ``address``. ``tls=None`` is the development mode: loopback only."""
+    """A started server on ``address``, serving from a new event loop thread. ``tls=None``
+    is the development mode: loopback only."""
     if tls is None:
         if not is_loopback(address):
             raise InsecureRefused(f"--insecure serves only on loopback, not on {address}")
@@ -119,29 +173,95 @@ def build_server(
             "%s header. Development only.",
             "x-certhub-principal",
         )
+    loop = asyncio.new_event_loop()
+    # Synchronous sessions (cache misses, audit queries, stats) wait in these threads.
+    loop.set_default_executor(
+        futures.ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="certhub-io")
+    )
+    thread = threading.Thread(target=loop.run_forever, name="grpc-loop", daemon=True)
+    thread.start()
+    try:
+        server, port, servicer = asyncio.run_coroutine_threadsafe(
+            _start(
+                hub,
+                address=address,
+                tls=tls,
+                reflection_enabled=reflection_enabled,
+                extra_options=extra_options or [],
+            ),
+            loop,
+        ).result()
+    except BaseException:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+        raise
+    board = _LoopHealth(servicer, loop)
+    names = ["", *SERVICE_NAMES, AUDIT_SERVICE_NAME]
+    checker = HealthChecker(
+        sessions=hub.sessions, servicer=board, services=names, interval=health_interval
+    )
+    sampler = MetricsSampler(sessions=hub.sessions, counters=hub_counter_sources(hub, metrics()))
+    checker.start()
+    sampler.start()
+    running = RunningServer(
+        server=server,
+        port=port,
+        health=board,
+        loop=loop,
+        thread=thread,
+        hub=hub,
+        watchers=(checker, sampler),
+    )
+    running.tasks.append(
+        asyncio.run_coroutine_threadsafe(_spawn(_refresh_registry(hub)), loop).result()
+    )
+    return running
+
+
+async def _spawn(coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    return asyncio.get_running_loop().create_task(coroutine)
+
+
+async def _refresh_registry(hub: Hub) -> None:
+    """Re-read the registry in the thread pool, so a call never waits on that query on
+    the loop (``RegistrySource.current`` only re-checks inline when this falls behind)."""
+    while True:
+        await asyncio.sleep(RELOAD_INTERVAL_SECONDS / 2)
+        try:
+            await asyncio.to_thread(hub.registry_source.refresh)
+        except Exception:  # the database is down: the health checker says so
+            log.debug("registry refresh failed", exc_info=True)
+
+
+async def _start(
+    hub: Hub,
+    *,
+    address: str,
+    tls: ServerTLS | None,
+    reflection_enabled: bool,
+    extra_options: list[tuple[str, int]],
+) -> tuple[grpc.aio.Server, int, aio_health.HealthServicer]:
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 1),
         *KEEPALIVE_OPTIONS,
-        *(extra_options or []),
+        *extra_options,
     ]
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        # Outermost first: observability sees the status the edge interceptor answered.
+    server = grpc.aio.server(
         interceptors=[
-            ObservabilityInterceptor(insecure=tls is None),
-            EdgeInterceptor(hub, insecure=tls is None),
+            EdgeInterceptor(hub, insecure=tls is None, observer=CallObserver()),
         ],
         options=options,
-        maximum_concurrent_rpcs=max_workers * 4,
+        maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
     )
     ingest_pb2_grpc.add_IngestServiceServicer_to_server(IngestServicer(hub), server)
     intake_pb2_grpc.add_IntakeServiceServicer_to_server(IntakeServicer(hub), server)
     directory_pb2_grpc.add_DirectoryServiceServicer_to_server(DirectoryServicer(hub), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(AuditApi(hub)), server)
     names = [*SERVICE_NAMES, AUDIT_SERVICE_NAME]
-    health_servicer = health.HealthServicer()
+    health_servicer = aio_health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if reflection_enabled:
         reflection.enable_server_reflection(
@@ -154,18 +274,7 @@ def build_server(
     )
     if port == 0:
         raise OSError(f"could not bind {address}")
-    server.start()
+    await server.start()
     for name in ["", *names]:
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    checker = HealthChecker(
-        sessions=hub.sessions,
-        servicer=health_servicer,
-        services=["", *names],
-        interval=health_interval,
-    )
-    sampler = MetricsSampler(sessions=hub.sessions, counters=hub_counter_sources(hub, metrics()))
-    checker.start()
-    sampler.start()
-    return RunningServer(
-        server=server, port=port, health=health_servicer, watchers=(checker, sampler)
-    )
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port, health_servicer

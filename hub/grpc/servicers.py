@@ -1,13 +1,12 @@
 """Thin servicers: proto -> dataclass -> Hub -> proto. No rules and no error handling here
-(the interceptor maps errors; the services hold the rules)."""
+(the interceptor maps errors; the services hold the rules). They are coroutines on the
+process's serving loop; what only has a synchronous session (stats, audit queries) runs in
+the loop's thread pool."""
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Callable, Iterator
-
-import grpc
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from certhub.v1 import (
     common_pb2,
@@ -22,111 +21,100 @@ from hub.app import Hub, PushOutput
 from hub.domain.certificate import CertificateKind
 from hub.errors import HubError, InvalidArgument, NotFound
 from hub.grpc import convert
-from hub.grpc.interceptor import current_principal
+from hub.grpc.interceptor import Context, current_principal
 
 # Pushes of one stream in flight at once (checked and waiting for their group commit).
 # Enough to fill a few group-commit batches from one adapter; bounded so a fast client
 # cannot make the hub hold unbounded envelopes in memory.
 STREAM_IN_FLIGHT = 128
-# How often a blocked stream reader re-checks whether its call is still alive.
-STREAM_POLL_SECONDS = 0.5
+
+_Finish = tuple[str, Callable[[], Awaitable[PushOutput]]]
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
 
-    def PushCertificate(  # noqa: N802 - gRPC method names are fixed by the contract
-        self, request: ingest_pb2.PushRequest, context: grpc.ServicerContext
+    async def PushCertificate(  # noqa: N802 - names fixed by the contract
+        self, request: ingest_pb2.PushRequest, context: Context
     ) -> ingest_pb2.PushResult:
-        return convert.push_out(self._hub.push(current_principal(), convert.push_in(request)))
+        return convert.push_out(await self._hub.push(current_principal(), convert.push_in(request)))
 
-    def PushCertificates(  # noqa: N802
-        self, request_iterator: Iterator[ingest_pb2.PushRequest], context: grpc.ServicerContext
-    ) -> Iterator[ingest_pb2.PushResult]:
+    async def PushCertificates(  # noqa: N802
+        self, request_iterator: AsyncIterator[ingest_pb2.PushRequest], context: Context
+    ) -> AsyncIterator[ingest_pb2.PushResult]:
         """Results in request order; a rejected item is a REJECTED result, not the stream's end.
 
-        A reader thread checks and submits requests while this generator waits for their
-        commits, so one stream keeps up to STREAM_IN_FLIGHT pushes in each group commit.
+        A reader task checks and submits requests while this generator waits for their
+        commits, so one stream keeps up to STREAM_IN_FLIGHT pushes in each group commit. An
+        idle stream is two suspended coroutines: it holds no thread.
         """
         caller = current_principal()
-        inflight: queue.Queue[tuple[str, Callable[[], PushOutput]] | None] = queue.Queue(
-            STREAM_IN_FLIGHT
-        )
-        failure: list[BaseException] = []
+        # The semaphore bounds what is in flight; the queue itself is unbounded so that the
+        # end-of-stream marker never waits (a reader blocked there outlived its call).
+        slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
+        inflight: asyncio.Queue[_Finish | None] = asyncio.Queue()
 
-        def read() -> None:
+        async def read() -> None:
             try:
-                for request in request_iterator:
+                async for request in request_iterator:
+                    await slots.acquire()
                     finish = self._hub.submit_push(caller, convert.push_in(request))
-                    while context.is_active():
-                        try:
-                            inflight.put((request.client_ref, finish), timeout=STREAM_POLL_SECONDS)
-                            break
-                        except queue.Full:
-                            continue
-                    else:
-                        return
-            except BaseException as exc:
-                failure.append(exc)
+                    inflight.put_nowait((request.client_ref, finish))
             finally:
-                # Once the call is over (cancelled, deadline passed) nobody reads the queue:
-                # a full one must not hold this thread (and its pushes) forever.
-                while True:
-                    try:
-                        inflight.put(None, timeout=STREAM_POLL_SECONDS)
-                        break
-                    except queue.Full:
-                        if not context.is_active():
-                            break
+                inflight.put_nowait(None)
 
-        reader = threading.Thread(target=read, name="push-stream-reader", daemon=True)
-        reader.start()
-        while (item := inflight.get()) is not None:
-            client_ref, finish = item
-            try:
-                yield convert.push_out(finish())
-            except HubError as error:
-                yield convert.push_rejected(client_ref, error)
-        reader.join()
-        if failure and not isinstance(failure[0], grpc.RpcError):
-            raise failure[0]
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await inflight.get()) is not None:
+                client_ref, finish = item
+                try:
+                    yield convert.push_out(await finish())
+                except HubError as error:
+                    yield convert.push_rejected(client_ref, error)
+                finally:
+                    slots.release()
+            await reader  # its error (a malformed request) ends the stream with its status
+        finally:
+            reader.cancel()
 
-    def RevokeCertificate(  # noqa: N802
-        self, request: ingest_pb2.RevokeRequest, context: grpc.ServicerContext
+    async def RevokeCertificate(  # noqa: N802
+        self, request: ingest_pb2.RevokeRequest, context: Context
     ) -> ingest_pb2.RevokeResult:
-        return convert.revoke_out(self._hub.revoke(current_principal(), convert.revoke_in(request)))
+        revoked = await self._hub.revoke(current_principal(), convert.revoke_in(request))
+        return convert.revoke_out(revoked)
 
 
 class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
 
-    def FetchCertificates(  # noqa: N802
-        self, request: intake_pb2.FetchRequest, context: grpc.ServicerContext
+    async def FetchCertificates(  # noqa: N802
+        self, request: intake_pb2.FetchRequest, context: Context
     ) -> intake_pb2.FetchResponse:
-        return convert.fetch_out(self._hub.fetch(current_principal(), convert.fetch_in(request)))
+        fetched = await self._hub.fetch(current_principal(), convert.fetch_in(request))
+        return convert.fetch_out(fetched)
 
-    def GetCertificate(  # noqa: N802
-        self, request: intake_pb2.GetCertificateRequest, context: grpc.ServicerContext
+    async def GetCertificate(  # noqa: N802
+        self, request: intake_pb2.GetCertificateRequest, context: Context
     ) -> common_pb2.CertificateRecord:
-        output = self._hub.get(current_principal(), convert.get_in(request))
+        output = await self._hub.get(current_principal(), convert.get_in(request))
         record = convert.record_out(output.served)
         record.audit_index = output.audit_index
         return record
 
-    def VerifyCertificate(  # noqa: N802
-        self, request: intake_pb2.VerifyRequest, context: grpc.ServicerContext
+    async def VerifyCertificate(  # noqa: N802
+        self, request: intake_pb2.VerifyRequest, context: Context
     ) -> intake_pb2.VerifyResponse:
-        return convert.verify_out(self._hub.verify(current_principal(), request.envelope))
+        return convert.verify_out(await self._hub.verify(current_principal(), request.envelope))
 
 
 class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
 
-    def ListIssuerKeys(  # noqa: N802
-        self, request: directory_pb2.ListIssuerKeysRequest, context: grpc.ServicerContext
+    async def ListIssuerKeys(  # noqa: N802
+        self, request: directory_pb2.ListIssuerKeysRequest, context: Context
     ) -> directory_pb2.ListIssuerKeysResponse:
         departments = self._hub.registry().departments
         code = request.department_code
@@ -135,8 +123,8 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
         chosen = [departments[code]] if code else [departments[c] for c in sorted(departments)]
         return convert.issuer_keys_out(chosen)
 
-    def ListCertificateTypes(  # noqa: N802
-        self, request: directory_pb2.ListCertificateTypesRequest, context: grpc.ServicerContext
+    async def ListCertificateTypes(  # noqa: N802
+        self, request: directory_pb2.ListCertificateTypesRequest, context: Context
     ) -> directory_pb2.ListCertificateTypesResponse:
         kind = None
         if request.kind:
@@ -155,8 +143,8 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             ]
         )
 
-    def GetServiceItem(  # noqa: N802
-        self, request: directory_pb2.GetServiceItemRequest, context: grpc.ServicerContext
+    async def GetServiceItem(  # noqa: N802
+        self, request: directory_pb2.GetServiceItemRequest, context: Context
     ) -> directory_pb2.ServiceItem:
         item = self._hub.registry().service_items.get(request.code)
         if item is None:
@@ -166,9 +154,9 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
             )
         return convert.service_item_out(item)
 
-    def GetStats(  # noqa: N802
-        self, request: directory_pb2.GetStatsRequest, context: grpc.ServicerContext
+    async def GetStats(  # noqa: N802
+        self, request: directory_pb2.GetStatsRequest, context: Context
     ) -> directory_pb2.Stats:
         registry = self._hub.registry()
         labels = {code: d.name for code, d in registry.departments.items()}
-        return convert.stats_out(self._hub.stats(), labels)
+        return convert.stats_out(await asyncio.to_thread(self._hub.stats), labels)

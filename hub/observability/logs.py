@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 LogFormat = Literal["json", "text"]
-# The logger of the one-line-per-call access log (hub.observability.interceptor).
+# The logger of the one-line-per-call access log (hub.observability.calls).
 ACCESS_LOGGER = "certhub.access"
 REDACTED = "[redacted-id]"
 
@@ -47,7 +47,7 @@ _ID_SHAPES = re.compile(
     r"(?<![0-9A-Za-z])(?:\d{17}[0-9Xx]|[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10})"
     r"(?![0-9A-Za-z])"
 )
-# The request id of the call this thread is serving; set by the observability interceptor.
+# The request id of the call this thread is serving; set by hub.observability.calls.
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "certhub_request_id", default=None
 )

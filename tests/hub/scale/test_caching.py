@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
+from support.loop import LoopThread
 from support.redis_server import RedisServer
 
 from cache import MemoryRateLimiter, RedisRateLimiter
@@ -52,34 +53,46 @@ class Deployment:
     def __init__(self, *, hub: Hub, world: DemoWorld) -> None:
         self.hub = hub
         self.world = world
+        self.loop = LoopThread()
         self.licence = world.type_by_name("营业执照")
         self.amr = world.departments[self.licence.issuer]
+
+    def close(self) -> None:
+        self.loop.run(self.hub.close_async())
+        self.loop.close()
+        self.hub.close()
 
     def principal(self, name: str) -> Principal:
         return self.hub.registry().principals[name]
 
     def push(self, holder: DemoHolder, serial: int) -> str:
         payload = certificate_payload(self.world, self.licence.code, holder, serial=serial)
-        self.hub.push(
-            self.principal(self.amr.principal),
-            ingest.PushInput(envelope=sign_certificate(payload, [self.amr.key])),
+        self.loop.run(
+            self.hub.push(
+                self.principal(self.amr.principal),
+                ingest.PushInput(envelope=sign_certificate(payload, [self.amr.key])),
+            )
         )
         return payload.certificate_id
 
     def revoke(self, certificate_id: str) -> None:
-        self.hub.revoke(
-            self.principal(self.amr.principal),
-            ingest.RevokeInput(envelope=sign_revocation(certificate_id, self.amr.key)),
+        self.loop.run(
+            self.hub.revoke(
+                self.principal(self.amr.principal),
+                ingest.RevokeInput(envelope=sign_revocation(certificate_id, self.amr.key)),
+            )
         )
 
     def statuses(self, holder: DemoHolder) -> list[str]:
-        result = self.hub.fetch(
-            self.principal(WINDOW),
-            intake.FetchInput(
-                id_type="USCC",
-                holder_id=holder.holder.id,
-                purpose=intake.Purpose(self.world.item_by_name(ITEM).code, "GL-CACHE"),
-            ),
+        result = self.loop.run(
+            self.hub.fetch(
+                self.principal(WINDOW),
+                intake.FetchInput(
+                    id_type="USCC",
+                    holder_id=holder.holder.id,
+                    purpose=intake.Purpose(self.world.item_by_name(ITEM).code, "GL-CACHE"),
+                ),
+            )
         ).result
         return [str(s.status) for s in result.certificates]
 
@@ -106,7 +119,7 @@ def deployment(
     built = _build(tmp_path, engine, world, redis_url=url, prefix=prefix)
     assert isinstance(built.hub.cache, HolderScopes)
     yield built
-    built.hub.close()
+    built.close()
 
 
 def _cache(deployment: Deployment) -> HolderScopes:
@@ -170,16 +183,18 @@ def test_a_fetch_racing_a_revocation_cannot_put_the_valid_view_back(
     company = enterprise(12)
     cid = deployment.push(company, serial=2)
     loaded, release = threading.Event(), threading.Event()
-    slow_thread: list[threading.Thread] = []
+    armed = [True]
 
     def pause_after_load(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if threading.current_thread() in slow_thread and _reads_certificates(statement):
+        # The fetch's read runs in the loop's I/O threads; the revocation's in the committer.
+        committer = threading.current_thread().name == "audit-committer"
+        if armed and not committer and _reads_certificates(statement):
+            armed.clear()  # only the first fetch is the slow one
             loaded.set()
             assert release.wait(10), "the test never released the slow fetch"
 
     slow_result: list[list[str]] = []
     slow = threading.Thread(target=lambda: slow_result.append(deployment.statuses(company)))
-    slow_thread.append(slow)
     event.listen(engine, "after_cursor_execute", pause_after_load)
     try:
         slow.start()
@@ -288,7 +303,7 @@ def test_redis_outage_costs_no_fetch_and_heals(
         assert cache.hits == hits + 1, "the cache is used again after Redis came back"
         assert cache.outages == 1
     finally:
-        built.hub.close()
+        built.close()
 
 
 def test_cache_choice_per_configuration(
@@ -341,17 +356,19 @@ def test_over_the_limit_is_refused_with_retry_after_and_audited(
         data_dir=tmp_path / "data", db_url=engine.url.render_as_string(hide_password=False)
     )
     hub = build_hub(config, engine)
+    loop = LoopThread()
     try:
         window = hub.registry().principals[WINDOW]
         method = "/certhub.v1.IntakeService/FetchCertificates"
         for _ in range(3):
-            hub.admit(window, method=method)
+            loop.run(hub.admit(window, method=method))
         with pytest.raises(ResourceExhausted) as refused:
-            hub.admit(window, method=method)
+            loop.run(hub.admit(window, method=method))
         # Another principal has its own (here: no) limit.
         department = world.departments[world.type_by_name("营业执照").issuer].principal
-        hub.admit(hub.registry().principals[department], method=method)
+        loop.run(hub.admit(hub.registry().principals[department], method=method))
     finally:
+        loop.close()
         hub.close()
     error = refused.value
     assert error.reason == "RATE_LIMITED"
