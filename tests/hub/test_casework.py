@@ -155,9 +155,11 @@ def test_close_links_e_certificates_to_the_case_fetches(
     # No fetch yet: nothing links an e-certificate to this case.
     with pytest.raises(FailedPrecondition, match="no fetch for case GL-C-4"):
         work.close_case(window, all_e)
-    running_hub.hub.fetch(
-        window,
-        intake.FetchInput("USCC", pushed.holder_id, intake.Purpose(pushed.item_code, "GL-C-4")),
+    running_hub.run(
+        running_hub.hub.fetch(
+            window,
+            intake.FetchInput("USCC", pushed.holder_id, intake.Purpose(pushed.item_code, "GL-C-4")),
+        )
     )
     wrong = CloseInput(
         "GL-C-4",
@@ -232,9 +234,13 @@ def test_period_stats_count_every_case_handled(running_hub: RunningHub, world: D
         hub.clock = lambda: april
         _register(work, running_hub, "GL-S-3", HEALTH_ITEM, window="5号窗")
         _register(work, running_hub, "GL-S-4", PAPER_ITEM, window="5号窗")
-        hub.fetch(
-            window,
-            intake.FetchInput("USCC", pushed.holder_id, intake.Purpose(pushed.item_code, "GL-S-1")),
+        running_hub.run(
+            hub.fetch(
+                window,
+                intake.FetchInput(
+                    "USCC", pushed.holder_id, intake.Purpose(pushed.item_code, "GL-S-1")
+                ),
+            )
         )
         work.close_case(
             window,

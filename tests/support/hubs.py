@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
@@ -17,8 +20,10 @@ from hub.pki import init_pki, issue_client_certificate
 from hub.runtime import HubConfig, build_hub
 from hub.services.registry_store import apply_registry
 from hub.store.engine import make_session_factory, session_scope
+from support.loop import CALL_SECONDS
 
 _ISSUING = threading.Lock()
+T = TypeVar("T")
 
 
 @dataclass
@@ -41,6 +46,11 @@ class RunningHub:
         with _ISSUING:
             cert, key = issue_client_certificate(self.config.pki, principal)
         return ClientTLS(ca=self.config.pki.ca_cert, cert=cert, key=key)
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run one of the hub's use cases on the server's loop (where its Redis clients
+        live), from a test's thread."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.server.loop).result(CALL_SECONDS)
 
     def client(self, principal: str) -> HubClient:
         return HubClient.connect(self.address, self.tls_for(principal))

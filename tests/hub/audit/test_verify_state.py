@@ -95,10 +95,14 @@ def _push_and_revoke(running: RunningHub, world: DemoWorld, amr: DemoDepartment)
         payload = certificate_payload(
             world, world.type_by_name("营业执照").code, enterprise(40 + n), serial=900 + n
         )
-        out = hub.push(caller, ingest.PushInput(envelope=sign_certificate(payload, [amr.key])))
+        out = running.run(
+            hub.push(caller, ingest.PushInput(envelope=sign_certificate(payload, [amr.key])))
+        )
         assert out.outcome is ingest.PushOutcome.ACCEPTED
         ids.append(payload.certificate_id)
-    revoked = hub.revoke(caller, ingest.RevokeInput(envelope=sign_revocation(ids[1], amr.key)))
+    revoked = running.run(
+        hub.revoke(caller, ingest.RevokeInput(envelope=sign_revocation(ids[1], amr.key)))
+    )
     assert revoked.newly_revoked
     return ids[1], revoked.audit_index
 
