@@ -5,16 +5,19 @@ One run measures, on the same machine and at the same time:
 
 * the baseline: single-core Ed25519 verify rate of ``cryptography`` over a message the
   size of a real certificate's PAE (the hub verifies one signature per push);
-* the end-to-end backfill: ``certhub adapter run --once`` reading a PostgreSQL table of N
-  business registrations (server-side cursor), signing each into its outbox and streaming
-  it to ``certhub serve`` (one worker, PostgreSQL), which verifies, stores and audits it.
-  Timed from the adapter's start to its exit (everything acknowledged);
+* the end-to-end backfill: ``certhub adapter run --once --streams S`` reading a PostgreSQL
+  table of N business registrations (server-side cursor), signing each into its outbox and
+  pushing it over S concurrent streams (S connections) to ``certhub serve --workers W``
+  (PostgreSQL), which verifies, stores and audits it. Timed from the adapter's start to its
+  exit (everything acknowledged). S defaults to W, as the adapter's default does for a
+  two-worker hub;
 * peak resident memory (VmHWM) of the adapter and of the hub process.
 
-Target (issue 5): end-to-end rate >= 0.5x the verify rate; each process < 500 MB.
+Target (issue 11): end-to-end rate >= 0.5x the verify rate; each process < 500 MB.
 
     CERTHUB_BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
-        PYTHONPATH=.:tests /work/venv/bin/python bench/backfill_bench.py [--rows 711100]
+        PYTHONPATH=.:tests .venv/bin/python bench/backfill_bench.py --rows 20000 \\
+        --hub-workers 2 [--streams 2]
 
 Two fresh databases are created next to the one in the URL (hub and department) and
 dropped afterwards.
@@ -43,10 +46,11 @@ from support.databases import fresh_postgres_database
 
 from adapters.config import load_config
 from adapters.producer import Producer, load_signing_key
+from adapters.pusher import connect
 from adapters.records import SourceRecord
 from adapters.sources import open_source
-from certhub.v1 import ingest_pb2
-from hub.client import ClientTLS, HubClient
+from certhub.v1 import ingest_pb2, ingest_pb2_grpc
+from hub.client import ClientTLS
 from hub.demo.world import (
     DemoDepartment,
     DemoWorld,
@@ -184,11 +188,15 @@ def run(args: argparse.Namespace, base_url: str, tmp: Path) -> int:
                 tls=ClientTLS(ca=pki.ca_cert, cert=cert, key=key),
                 source=sql_source(dept_url, batch_size=1000),
             )
-            say(f"backfill: certhub adapter run --once ({args.rows:,} rows) ...")
+            streams = args.streams or args.hub_workers
+            say(
+                f"backfill: certhub adapter run --once --streams {streams} ({args.rows:,} rows, "
+                f"hub --workers {args.hub_workers}) ..."
+            )
             started = time.perf_counter()
             adapter = subprocess.Popen(
                 [sys.executable, "-m", "hub.cli.main", "adapter", "run", "--once",
-                 "--config", str(files.config)],
+                 "--streams", str(streams), "--config", str(files.config)],
                 cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=sys.stderr, text=True,
             )  # fmt: skip
             adapter_rss = PeakRss(adapter.pid)
@@ -212,8 +220,8 @@ def run(args: argparse.Namespace, base_url: str, tmp: Path) -> int:
             sample = min(args.rows, args.ceiling_rows)
             signing = adapter_signing_rate(files.config, tmp / "signing.outbox.db", sample)
             say(f"adapter alone (read + map + sign + outbox): {signing:,.0f}/s")
-            hub_alone = hub_push_rate(world, amr, f"127.0.0.1:{port}", pki, sample)
-            say(f"hub alone (bare PushCertificates stream): {hub_alone:,.0f}/s")
+            hub_alone = hub_push_rate(world, amr, files.config, sample, streams)
+            say(f"hub alone ({streams} bare PushCertificates streams): {hub_alone:,.0f}/s")
             hub_peak = hub_rss.stop()
         finally:
             hub.send_signal(signal.SIGTERM)
@@ -229,9 +237,14 @@ def run(args: argparse.Namespace, base_url: str, tmp: Path) -> int:
     print()
     print(f"rows                      {args.rows:,} (stored in the hub: {stored:,})")
     print(f"Ed25519 verify, one core  {baseline:,.0f}/s")
-    print(f"backfill end to end       {rate:,.0f}/s in {elapsed:,.1f}s")
+    print(
+        f"backfill end to end       {rate:,.0f}/s in {elapsed:,.1f}s "
+        f"({streams} streams, hub --workers {args.hub_workers})"
+    )
     print(f"adapter alone             {signing:,.0f}/s  (sign + outbox, {sample:,} rows)")
-    print(f"hub alone                 {hub_alone:,.0f}/s  (bare stream, {sample:,} pushes)")
+    print(
+        f"hub alone                 {hub_alone:,.0f}/s  ({streams} bare streams, {sample:,} pushes)"
+    )
     print(f"ratio                     {ratio:.3f}x  (target >= 0.5x: {_met(ratio >= 0.5)})")
     print(
         f"peak RSS adapter          {adapter_peak:,.0f} MB  (< 500 MB: {_met(adapter_peak < 500)})"
@@ -280,9 +293,10 @@ class _first:  # noqa: N801 -- a Source wrapper, named for what it does
 
 
 def hub_push_rate(
-    world: DemoWorld, amr: DemoDepartment, address: str, pki: PkiPaths, rows: int
+    world: DemoWorld, amr: DemoDepartment, config: Path, rows: int, streams: int
 ) -> float:
-    """Pushes per second the hub takes from one bare stream of pre-signed envelopes."""
+    """Pushes per second the hub takes from ``streams`` concurrent bare streams of pre-signed
+    envelopes, each on its own connection (the adapter's channels, without the adapter)."""
     licence = world.type_by_name("营业执照").code
     envelopes = [
         sign_certificate(
@@ -290,18 +304,32 @@ def hub_push_rate(
         )
         for n in range(rows)
     ]
-    cert, key = pki.client(amr.principal)
-    with HubClient.connect(address, ClientTLS(ca=pki.ca_cert, cert=cert, key=key)) as client:
+    endpoint = load_config(config).hub
+    channels = [connect(endpoint, stream=i) for i in range(streams)]
+    accepted = [0] * streams
+
+    def push(index: int) -> None:
+        stub = ingest_pb2_grpc.IngestServiceStub(channels[index])
         requests = (
-            ingest_pb2.PushRequest(envelope=e, client_ref=str(n)) for n, e in enumerate(envelopes)
+            ingest_pb2.PushRequest(envelope=e, client_ref=str(n))
+            for n, e in enumerate(envelopes)
+            if n % streams == index
         )
-        started = time.perf_counter()
-        accepted = sum(
-            r.outcome == ingest_pb2.ACCEPTED for r in client.push_stream(requests, timeout=3600)
+        accepted[index] = sum(
+            r.outcome == ingest_pb2.ACCEPTED for r in stub.PushCertificates(requests, timeout=3600)
         )
-        elapsed = time.perf_counter() - started
-    if accepted != rows:
-        raise SystemExit(f"hub alone: {accepted} of {rows} accepted")
+
+    threads = [threading.Thread(target=push, args=(i,)) for i in range(streams)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    for channel in channels:
+        channel.close()
+    if sum(accepted) != rows:
+        raise SystemExit(f"hub alone: {sum(accepted)} of {rows} accepted")
     return rows / elapsed
 
 
@@ -332,7 +360,13 @@ def _wait_for_port(port: int, timeout: float = 60.0) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS)
-    parser.add_argument("--hub-workers", type=int, default=1)
+    parser.add_argument("--hub-workers", type=int, default=1, help="certhub serve --workers")
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=None,
+        help="adapter push streams (default: the hub's worker count)",
+    )
     parser.add_argument(
         "--ceiling-rows",
         type=int,
