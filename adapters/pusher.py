@@ -114,14 +114,17 @@ def connect(endpoint: HubEndpoint, *, stream: int = 0) -> grpc.Channel:
 
 
 class Backoff:
-    """Exponential backoff with full jitter (a random delay up to the current ceiling)."""
+    """Exponential backoff with full jitter: a delay drawn uniformly from zero to a ceiling
+    that doubles from BACKOFF_INITIAL_SECONDS to BACKOFF_MAX_SECONDS. Adapters that lost
+    the same hub at the same moment spread their retries over the whole interval instead of
+    returning together (equal jitter would keep half of every delay in step)."""
 
     def __init__(self, *, rng: Callable[[], float] = random.random) -> None:
         self._rng = rng
         self._ceiling = BACKOFF_INITIAL_SECONDS
 
     def next_delay(self) -> float:
-        delay = self._ceiling * (0.5 + 0.5 * self._rng())
+        delay = self._ceiling * self._rng()
         self._ceiling = min(self._ceiling * 2, BACKOFF_MAX_SECONDS)
         return delay
 

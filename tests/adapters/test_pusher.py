@@ -69,14 +69,16 @@ def test_hub_restarted_halfway_all_rows_arrive_none_twice(
     assert {version for version, _ in rows} == {1}
 
 
-def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
+def test_backoff_is_full_jitter_up_to_a_doubling_capped_ceiling() -> None:
     low = Backoff(rng=lambda: 0.0)
+    middle = Backoff(rng=lambda: 0.5)
     high = Backoff(rng=lambda: 1.0)
-    lows = [low.next_delay() for _ in range(10)]
     highs = [high.next_delay() for _ in range(10)]
     assert highs[:4] == [0.5, 1.0, 2.0, 4.0]
-    assert lows[:2] == [0.25, 0.5]
     assert max(highs) == 30.0
+    # Full jitter: anywhere from zero to the ceiling, not the ceiling's upper half.
+    assert [low.next_delay() for _ in range(10)] == [0.0] * 10
+    assert [middle.next_delay() for _ in range(3)] == [0.25, 0.5, 1.0]
     high.reset()
     assert high.next_delay() == 0.5
 
