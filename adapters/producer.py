@@ -64,14 +64,15 @@ class Producer:
         source: Source,
         key: PrivateKey,
         stop: threading.Event,
-        on_items: Callable[[int], None] = lambda n: None,
+        on_batch: Callable[[int, int], None] = lambda rows, items: None,
     ) -> None:
         self._config = config
         self._source = source
         self._key = [key]
         self._mapper = Mapper(config)
         self._stop = stop
-        self._on_items = on_items
+        # (rows read, items signed) per committed batch: the progress total's correction.
+        self._on_batch = on_batch
         self._batch_size = config.source.batch_size
         self.counts = ProduceCounts()
 
@@ -100,6 +101,7 @@ class Producer:
         keys = [i.key for i in buffer if isinstance(i, SourceRecord)]
         known = outbox.record_states(keys)
         batch = WriteBatch()
+        rows = sum(1 for i in buffer if not isinstance(i, Checkpoint))
         for item in buffer:
             if isinstance(item, SourceRecord):
                 self.counts.read += 1
@@ -113,8 +115,7 @@ class Producer:
         for location, _, message in batch.problems:
             log.warning("%s: %s (skipped)", location, message)
         outbox.write(batch)
-        if batch.items:
-            self._on_items(len(batch.items))
+        self._on_batch(rows, len(batch.items))
 
     def _record(self, record: SourceRecord, state: RecordState | None, batch: WriteBatch) -> None:
         if state is not None and state.marker == record.marker:

@@ -29,22 +29,27 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    """Thread-safe counter of settled items; ``total`` may grow as the source is read."""
+    """Thread-safe counter of settled items (acknowledged or rejected by the hub).
+
+    ``total`` starts as the outbox backlog plus the rows the source expects to read, and is
+    corrected as the producer learns what those rows became (an unchanged or unreadable row
+    signs nothing, a cancelled first sighting signs two items), so a pass that settles
+    everything ends at 100%.
+    """
 
     def __init__(
         self,
         *,
-        label: str = "pushed",
         stream: TextIO | None = None,
         tty: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._label = label
         self._stream = stream or sys.stderr
         self._tty = self._stream.isatty() if tty is None else tty
         self._clock = clock
         self._lock = threading.Lock()
-        self._done = 0
+        self._acked = 0
+        self._rejected = 0
         self._total: int | None = None
         self._started = clock()
         self._shown = 0.0
@@ -53,9 +58,16 @@ class Progress:
         with self._lock:
             self._total = total
 
-    def advance(self, n: int = 1) -> None:
+    def add_to_total(self, delta: int) -> None:
+        """Correct the expected total (``delta`` < 0: rows that signed nothing)."""
         with self._lock:
-            self._done += n
+            if self._total is not None:
+                self._total = max(self._total + delta, 0)
+
+    def advance(self, acked: int = 1, rejected: int = 0) -> None:
+        with self._lock:
+            self._acked += acked
+            self._rejected += rejected
             now = self._clock()
             interval = _REDRAW_SECONDS if self._tty else LOG_INTERVAL_SECONDS
             if now - self._shown >= interval:
@@ -69,18 +81,20 @@ class Progress:
 
     def _describe(self, now: float) -> str:
         elapsed = max(now - self._started, 1e-9)
-        rate = self._done / elapsed
+        done = self._acked + self._rejected
+        rate = done / elapsed
+        counts = f"{self._acked:,} acknowledged, {self._rejected:,} rejected"
         total = self._total
-        if total is None or total < self._done:
-            return f"{self._label} {self._done:,} ({rate:,.0f}/s, {_duration(elapsed)} elapsed)"
-        fraction = self._done / total if total else 1.0
-        eta = (total - self._done) / rate if rate > 0 else float("inf")
+        if total is None or total < done:
+            return f"settled {done:,} ({counts}; {rate:,.0f}/s, {_duration(elapsed)} elapsed)"
+        fraction = done / total if total else 1.0
+        eta = (total - done) / rate if rate > 0 else float("inf")
         eta_text = _duration(eta) if eta != float("inf") else "?"
-        text = f"{self._done:,}/{total:,} {fraction:6.1%} {rate:,.0f}/s ETA {eta_text}"
+        text = f"{done:,}/{total:,} {fraction:6.1%} ({counts}) {rate:,.0f}/s ETA {eta_text}"
         if self._tty:
             filled = int(fraction * _BAR_WIDTH)
-            return f"{self._label} [{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {text}"
-        return f"{self._label} {text}"
+            return f"settled [{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {text}"
+        return f"settled {text}"
 
     def _show(self, now: float) -> None:
         text = self._describe(now)

@@ -141,7 +141,7 @@ class _Results:
     """Answers not yet written to the outbox, flushed in batches."""
 
     outbox: Outbox
-    on_settled: Callable[[int], None]
+    on_settled: Callable[[int, int], None]
     items: list[Settlement]
     flushed_at: float
 
@@ -153,7 +153,9 @@ class _Results:
     def flush(self) -> None:
         if self.items:
             self.outbox.settle(self.items)
-            self.on_settled(sum(1 for s in self.items if s.state is not ItemState.PENDING))
+            acked = sum(1 for s in self.items if s.state is ItemState.ACKED)
+            rejected = sum(1 for s in self.items if s.state is ItemState.REJECTED)
+            self.on_settled(acked, rejected)
         self.items = []
         self.flushed_at = time.monotonic()
 
@@ -197,7 +199,7 @@ class Pusher:
         max_in_flight: int,
         stop: threading.Event,
         streams: int = 1,
-        on_settled: Callable[[int], None] = lambda n: None,
+        on_settled: Callable[[int, int], None] = lambda acked, rejected: None,
     ) -> None:
         self._address = endpoint.address
         self._lanes = [
@@ -215,9 +217,10 @@ class Pusher:
         self._notify_settled = on_settled
         self._settled_lock = threading.Lock()
 
-    def _on_settled(self, count: int) -> None:
+    def _on_settled(self, acked: int, rejected: int) -> None:
+        """Report items the hub answered for good: ``acked`` acknowledged, ``rejected``."""
         with self._settled_lock:
-            self._notify_settled(count)
+            self._notify_settled(acked, rejected)
 
     def _halted(self) -> bool:
         return self._stop.is_set() or self._abort.is_set()
@@ -328,7 +331,8 @@ class Pusher:
                 self._writer.settle([settlement])
                 if settlement.state is ItemState.PENDING:
                     return settled
-                self._on_settled(1)
+                rejected = settlement.state is ItemState.REJECTED
+                self._on_settled(int(not rejected), int(rejected))
                 settled += 1
         return settled
 
@@ -432,9 +436,9 @@ class _PushStream:
     def run(self) -> None:
         lane = self._lane
 
-        def settled(count: int) -> None:
-            lane.settled_total += count
-            self._p._on_settled(count)
+        def settled(acked: int, rejected: int) -> None:
+            lane.settled_total += acked + rejected
+            self._p._on_settled(acked, rejected)
 
         results = _Results(lane.writer, settled, [], time.monotonic())
         call = lane.stub.PushCertificates(self._requests())

@@ -57,7 +57,17 @@ class Adapter:
                 backlog = outbox.status().depth
                 estimate = self._source.estimate(outbox)
             progress.set_total(None if estimate is None else backlog + estimate)
-        producer = Producer(config=self.config, source=self._source, key=self._key, stop=self.stop)
+        producer = Producer(
+            config=self.config,
+            source=self._source,
+            key=self._key,
+            stop=self.stop,
+            # Rows that sign nothing (unchanged, unreadable) leave the expected total; a
+            # first-seen cancelled row signs two items.
+            on_batch=(lambda rows, items: progress.add_to_total(items - rows))
+            if progress is not None
+            else (lambda rows, items: None),
+        )
         produced = threading.Event()
         failure: list[BaseException] = []
 
@@ -75,7 +85,7 @@ class Adapter:
             max_in_flight=self.config.outbox.max_in_flight,
             streams=self.config.outbox.streams,
             stop=self.stop,
-            on_settled=progress.advance if progress is not None else lambda n: None,
+            on_settled=progress.advance if progress is not None else lambda a, r: None,
         )
         thread = threading.Thread(target=produce, name="adapter-producer", daemon=True)
         thread.start()

@@ -44,5 +44,18 @@ def test_plain_log_lines_at_an_interval_when_not_a_terminal(
     assert out.getvalue() == ""
     lines = [r.getMessage() for r in caplog.records]
     assert 5 <= len(lines) <= 6  # one per interval, not one per item
-    assert lines[-1].startswith("pushed ")
+    assert lines[-1].startswith("settled ")
     assert "/s" in lines[-1]
+
+
+def test_rejected_items_are_counted_apart_and_a_corrected_total_ends_at_100_percent() -> None:
+    clock = _Clock()
+    progress = Progress(stream=io.StringIO(), tty=False, clock=clock)
+    progress.set_total(10)
+    progress.add_to_total(-4)  # four rows were unchanged: they sign nothing
+    clock.now += 2
+    progress.advance(5, 1)
+    line = progress.line()
+    assert "6/6 100.0%" in line
+    assert "5 acknowledged, 1 rejected" in line
+    assert "pushed" not in line
