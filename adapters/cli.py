@@ -1,4 +1,10 @@
-"""`certhub adapter ...`: keygen, run (continuous or --once), status, retry-rejected."""
+"""`certhub adapter ...`: keygen, run (continuous or --once), status, retry-rejected, dismiss.
+
+Exit status: 0 done; 1 an error (config, source, key, the hub refused the connection:
+the message says which); 2 a usage error (argparse); 3 (`run --once`) the pass finished but
+items wait for the operator: the hub rejected some (in the outbox now), or rows of this pass
+could not be mapped. docs/adapters.md lists them.
+"""
 
 from __future__ import annotations
 
@@ -16,15 +22,22 @@ from typing import Any
 
 from adapters.config import DEFAULT_STREAMS, MAX_STREAMS, AdapterConfig, load_config
 from adapters.errors import AdapterError
+from adapters.logs import LOG_FORMAT_ENV, LOG_FORMATS, log_format, logging_to
 from adapters.metrics import serve_outbox_metrics
 from adapters.outbox import Outbox, StatusReport
+from adapters.producer import load_signing_key
 from adapters.progress import Progress
+from adapters.resign import resign_rejected
 from adapters.runner import Adapter, describe
+from adapters.sources import open_source
 from signing import Algorithm, PrivateKey
 
 __all__ = ["register"]
 
 log = logging.getLogger("certhub.adapter")
+
+#: `run --once` finished, but rejected items or unmappable rows wait for the operator.
+EXIT_ATTENTION = 3
 
 #: keygen's default start of the key's validity. The hub checks a certificate's signature
 #: against the key valid on its *issue date*, so a key that backfills history must be
@@ -84,6 +97,13 @@ def register(subparsers: Any) -> None:
         f"{DEFAULT_STREAMS}, the hub's usual worker count)",
     )
     run.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=None,
+        help=f"log lines as text or one JSON object per line (default: ${LOG_FORMAT_ENV}, "
+        "else text)",
+    )
+    run.add_argument(
         "--metrics-port",
         type=int,
         default=None,
@@ -100,10 +120,32 @@ def register(subparsers: Any) -> None:
     status.set_defaults(func=_status)
 
     retry = commands.add_parser(
-        "retry-rejected", help="queue rejected items again (after fixing the registry)"
+        "retry-rejected",
+        help="queue rejected items again (after fixing the registry; --resign after fixing "
+        "the mapping or the key)",
     )
     retry.add_argument("--config", type=Path, required=True)
+    retry.add_argument(
+        "--resign",
+        action="store_true",
+        help="read the rejected records from the source again and sign them afresh with "
+        "today's mapping and key, instead of resending the stored envelopes",
+    )
     retry.set_defaults(func=_retry)
+
+    dismiss = commands.add_parser(
+        "dismiss",
+        help="stop waiting for rejected items (they leave status; kept as history)",
+    )
+    dismiss.add_argument("--config", type=Path, required=True)
+    dismiss.add_argument(
+        "ids", nargs="*", type=int, metavar="ID", help="item numbers as `status` shows them (#ID)"
+    )
+    dismiss.add_argument("--all", action="store_true", help="every rejected item")
+    dismiss.add_argument(
+        "--problems", action="store_true", help="also forget every reported source row"
+    )
+    dismiss.set_defaults(func=_dismiss)
 
 
 def _guard(action: Any) -> Any:
@@ -147,6 +189,15 @@ def _keygen(args: argparse.Namespace) -> int:
 
 @_guard
 def _run(args: argparse.Namespace) -> int:
+    try:
+        fmt = log_format(args.log_format)
+    except ValueError as exc:
+        raise AdapterError(str(exc)) from exc
+    with logging_to(fmt):
+        return _run_logged(args)
+
+
+def _run_logged(args: argparse.Namespace) -> int:
     config = _with_streams(load_config(args.config), args.streams)
     stop = threading.Event()
 
@@ -167,10 +218,17 @@ def _run(args: argparse.Namespace) -> int:
         if args.metrics_port is None
         else serve_outbox_metrics(config.outbox.path, port=args.metrics_port)
     )
+    status = 0
     try:
         if args.once:
             report = adapter.run_once()
             print(describe(report))
+            if report.status.rejected or report.counts.problems:
+                status = EXIT_ATTENTION
+                print(
+                    f"needs attention: see `certhub adapter status --config {args.config}`",
+                    file=sys.stderr,
+                )
         else:
             log.info(
                 "adapter for %s: polling %s every %gs, pushing to %s",
@@ -188,7 +246,7 @@ def _run(args: argparse.Namespace) -> int:
             signal.signal(signum, handler)
     if stop.is_set():
         log.info("stopped; pending items stay in %s for the next run", config.outbox.path)
-    return 0
+    return status
 
 
 def _with_streams(config: AdapterConfig, streams: int | None) -> AdapterConfig:
@@ -205,6 +263,7 @@ def render_status(report: StatusReport) -> str:
         f"{report.pending_revocations} revocations pending)",
         f"acknowledged     {report.acked}",
         f"rejected         {report.rejected}",
+        f"dismissed        {report.dismissed}",
         f"rows reported    {report.problems}",
         f"last success     {report.last_success or 'never'}",
     ]
@@ -213,7 +272,12 @@ def render_status(report: StatusReport) -> str:
     for name, value in sorted(report.checkpoints.items()):
         lines.append(f"checkpoint       {name} = {value}")
     if report.rejected_items:
-        lines += ["", "rejected by the hub (fix, then `certhub adapter retry-rejected`):"]
+        lines += [
+            "",
+            "rejected by the hub (fixed the registry: `certhub adapter retry-rejected`; fixed "
+            "the mapping or the key: `retry-rejected --resign`; or `certhub adapter dismiss "
+            "ID`):",
+        ]
         for r in report.rejected_items:
             lines.append(
                 f"  #{r.id} {r.kind} {r.location}: {r.code} {r.reason}: {r.message} "
@@ -237,7 +301,46 @@ def _status(args: argparse.Namespace) -> int:
 @_guard
 def _retry(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    if not args.resign:
+        with Outbox(config.outbox.path) as outbox:
+            count = outbox.retry_rejected()
+        print(f"{count} rejected item(s) queued again; `certhub adapter run` pushes them")
+        return 0
+    keys = load_signing_key(config)
+    source = open_source(config.source)
+    try:
+        with Outbox(config.outbox.path) as outbox:
+            report = resign_rejected(config, source=source, keys=keys, outbox=outbox)
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+    print(
+        f"{report.requeued} rejected item(s) signed again from the source and queued; "
+        "`certhub adapter run` pushes them"
+    )
+    for item, why in report.left:
+        print(f"  #{item.id} {item.kind} {item.location}: left rejected: {why}")
+    return EXIT_ATTENTION if report.left else 0
+
+
+@_guard
+def _dismiss(args: argparse.Namespace) -> int:
+    if args.ids and args.all:
+        raise AdapterError("dismiss: give item numbers or --all, not both")
+    if not (args.ids or args.all or args.problems):
+        raise AdapterError("dismiss: give item numbers (#ID in `status`), --all or --problems")
+    config = load_config(args.config)
     with Outbox(config.outbox.path) as outbox:
-        count = outbox.retry_rejected()
-    print(f"{count} rejected item(s) queued again; `certhub adapter run` pushes them")
+        count = outbox.dismiss(None if args.all else args.ids) if args.ids or args.all else 0
+        problems = outbox.dismiss_problems() if args.problems else 0
+    print(
+        f"{count} rejected item(s) dismissed"
+        + (f", {problems} reported row(s) forgotten" if args.problems else "")
+    )
+    if args.ids and count < len(args.ids):
+        print(
+            f"{len(args.ids) - count} of the given numbers were not rejected items", file=sys.stderr
+        )
+        return 1
     return 0

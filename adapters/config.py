@@ -7,6 +7,7 @@ has the full reference with an example.
 
 from __future__ import annotations
 
+import datetime as dt
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -75,6 +76,11 @@ class DepartmentConfig:
     name: str
     signing_key: Path
     key_password_env: str | None = None
+    #: Key rotation: the next key signs what is dated from its ``not_before`` on (a
+    #: certificate by its issue date, a revocation by its day), once that day has come.
+    next_signing_key: Path | None = None
+    next_key_not_before: dt.date | None = None
+    next_key_password_env: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,11 +303,25 @@ def _need(table: _Table | None) -> _Table:
 
 
 def _department(t: _Table) -> DepartmentConfig:
+    next_key = t.path("next_signing_key") if t.data.get("next_signing_key") else None
+    not_before = t.get("next_key_not_before")
+    if not_before is not None and (
+        not isinstance(not_before, dt.date) or isinstance(not_before, dt.datetime)
+    ):
+        raise t.error("next_key_not_before", f"must be a date (2027-01-01), got {not_before!r}")
+    if (next_key is None) != (not_before is None):
+        raise t.error(
+            "next_key_not_before" if next_key is not None else "next_signing_key",
+            "next_signing_key and next_key_not_before go together",
+        )
     config = DepartmentConfig(
         code=t.string("code"),
         name=t.string("name"),
         signing_key=t.path("signing_key"),
         key_password_env=t.optional_string("key_password_env"),
+        next_signing_key=next_key,
+        next_key_not_before=not_before,
+        next_key_password_env=t.optional_string("next_key_password_env"),
     )
     t.finish()
     return config

@@ -56,6 +56,7 @@ class Mapped:
     document: Mapping[str, object]
     id_template: str | None
     issuer: str
+    issued_on: dt.date
 
     def certificate_id(self, version: int) -> str:
         if self.id_template is not None:
@@ -154,6 +155,7 @@ class Mapper:
             document=document,
             id_template=id_template,
             issuer=self._issuer["code"],
+            issued_on=issued_on,
         )
 
     def _attachment(

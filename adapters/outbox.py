@@ -52,6 +52,13 @@ _RECORDS_BY_KEY = (
     "SELECT source_key, marker, version, certificate_id, revoked, last_push_id "
     "FROM records WHERE source_key IN ({marks})"
 )
+# The pending items just written are not 'rejected', so only older ones match.
+_SUPERSEDE = {
+    "push": "UPDATE outbox SET state = 'dismissed', outcome = 'SUPERSEDED' "
+    "WHERE state = 'rejected' AND kind = 'push' AND source_key IN ({marks})",
+    "revoke": "UPDATE outbox SET state = 'dismissed', outcome = 'SUPERSEDED' "
+    "WHERE state = 'rejected' AND kind = 'revoke' AND source_key IN ({marks})",
+}
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -75,6 +82,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     stream_key INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, kind, id);
+-- Rejected items by record: a new version of the record supersedes them. Partial, so the
+-- pending and acknowledged rows of a backfill cost it nothing.
+CREATE INDEX IF NOT EXISTS outbox_rejected ON outbox (source_key) WHERE state = 'rejected';
 CREATE TABLE IF NOT EXISTS records (
     source_key TEXT PRIMARY KEY,
     marker TEXT NOT NULL,
@@ -95,6 +105,7 @@ CREATE TABLE IF NOT EXISTS problems (
     message TEXT NOT NULL,
     at TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS problems_key ON problems (source_key);
 CREATE TABLE IF NOT EXISTS meta (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -111,6 +122,9 @@ class ItemState(StrEnum):
     PENDING = "pending"
     ACKED = "acked"
     REJECTED = "rejected"
+    #: A rejection nobody waits for any more: the operator dismissed it, or a newer version
+    #: (or revocation) of the same record superseded it. Kept as history, never sent.
+    DISMISSED = "dismissed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -193,6 +207,7 @@ class StatusReport:
     pending_revocations: int
     acked: int
     rejected: int
+    dismissed: int
     problems: int
     last_success: str | None
     last_error: str | None
@@ -331,10 +346,18 @@ class Outbox:
                     for key, s in batch.records.items()
                 ],
             )
+            # A record that maps now, or is reported again, has its earlier reports resolved
+            # or replaced; source problems without a key (an unreadable line) stay.
+            settled_keys = set(batch.records) | {key for _, key, _ in batch.problems if key}
+            _execute_chunked(db, "DELETE FROM problems WHERE source_key IN ({marks})", settled_keys)
             db.executemany(
                 "INSERT INTO problems (location, source_key, message, at) VALUES (?,?,?,?)",
                 [(loc, key, msg, now) for loc, key, msg in batch.problems],
             )
+            # A new version (or revocation) of a record supersedes its rejected ones.
+            for kind in ItemKind:
+                keys = {item.source_key for item in batch.items if item.kind is kind}
+                _execute_chunked(db, _SUPERSEDE[kind], keys)
             db.executemany(
                 "INSERT INTO checkpoints (name, value, at) VALUES (?,?,?) ON CONFLICT (name) "
                 "DO UPDATE SET value = excluded.value, at = excluded.at",
@@ -432,6 +455,86 @@ class Outbox:
             (name, value),
         )
 
+    def dismiss(self, ids: Sequence[int] | None = None) -> int:
+        """Stop waiting for rejected items (all, or those of ``ids``): they leave ``status``
+        and the rejected count, and stay in the file as history."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if ids is None:
+                cursor = db.execute(
+                    "UPDATE outbox SET state = 'dismissed', outcome = 'DISMISSED' "
+                    "WHERE state = 'rejected'"
+                )
+                count = cursor.rowcount
+            else:
+                count = 0
+                for item_id in ids:
+                    cursor = db.execute(
+                        "UPDATE outbox SET state = 'dismissed', outcome = 'DISMISSED' "
+                        "WHERE state = 'rejected' AND id = ?",
+                        (item_id,),
+                    )
+                    count += cursor.rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return count
+
+    def dismiss_problems(self) -> int:
+        """Forget every reported row (they are reported again if read again unfixed)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        cursor = self._db.execute("DELETE FROM problems")
+        self._db.execute("COMMIT")
+        return cursor.rowcount
+
+    def rejected(self) -> list[OutboxItem]:
+        """Every rejected item, oldest first, with its envelope."""
+        rows = self._db.execute(
+            "SELECT id, kind, source_key, location, certificate_id, version, envelope, "
+            "attachment, after_id FROM outbox WHERE state = 'rejected' ORDER BY id"
+        ).fetchall()
+        return [_item(row) for row in rows]
+
+    def requeue(
+        self,
+        item_id: int,
+        *,
+        certificate_id: str,
+        envelope: bytes,
+        attachment: bytes | None,
+        record: tuple[str, RecordState] | None = None,
+    ) -> None:
+        """Queue a rejected item again with a new envelope (signed afresh from the source),
+        and update its record's state with it, in one transaction."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "UPDATE outbox SET state = 'pending', attempts = 0, certificate_id = ?, "
+                "envelope = ?, attachment = ?, stream_key = ?, outcome = NULL, code = NULL, "
+                "reason = NULL, message = NULL WHERE id = ? AND state = 'rejected'",
+                (
+                    certificate_id,
+                    envelope,
+                    attachment,
+                    stream_key(certificate_id),
+                    item_id,
+                ),
+            )
+            if record is not None:
+                key, state = record
+                db.execute(
+                    "UPDATE records SET marker = ?, version = ?, certificate_id = ?, "
+                    "revoked = ? WHERE source_key = ?",
+                    (state.marker, state.version, state.certificate_id, int(state.revoked), key),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
     def retry_rejected(self) -> int:
         """Put every rejected item back in the queue (after the registry or data was fixed)."""
         self._db.execute("BEGIN IMMEDIATE")
@@ -445,7 +548,9 @@ class Outbox:
 
     def status(self) -> StatusReport:
         db = self._db
-        counts = dict.fromkeys(("pending/push", "pending/revoke", "acked", "rejected"), 0)
+        counts = dict.fromkeys(
+            ("pending/push", "pending/revoke", "acked", "rejected", "dismissed"), 0
+        )
         for state, kind, n in db.execute(
             "SELECT state, kind, count(*) FROM outbox GROUP BY state, kind"
         ):
@@ -482,6 +587,7 @@ class Outbox:
             pending_revocations=counts["pending/revoke"],
             acked=counts["acked"],
             rejected=counts["rejected"],
+            dismissed=counts["dismissed"],
             problems=problem_count,
             last_success=meta.get("last_success"),
             last_error=meta.get("last_error"),
@@ -489,6 +595,15 @@ class Outbox:
             rejected_items=rejected,
             recent_problems=problems,
         )
+
+
+def _execute_chunked(db: sqlite3.Connection, sql: str, keys: Iterable[str]) -> None:
+    """Run ``sql`` with its ``{marks}`` bound to ``keys``, a chunk at a time."""
+    unique = list(keys)
+    for start in range(0, len(unique), _LOOKUP_CHUNK):
+        chunk = unique[start : start + _LOOKUP_CHUNK]
+        # Only "?" placeholders are interpolated; the keys travel as parameters.
+        db.execute(sql.format(marks=",".join("?" * len(chunk))), chunk)
 
 
 def _item(row: tuple[object, ...]) -> OutboxItem:

@@ -9,6 +9,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from adapters.config import AdapterConfig
 from adapters.errors import ConfigError
@@ -24,27 +25,65 @@ from signing import (
     sign_envelope,
 )
 
-__all__ = ["ProduceCounts", "Producer", "load_signing_key"]
+__all__ = ["KeyRing", "ProduceCounts", "Producer", "load_signing_key"]
 
 log = logging.getLogger("certhub.adapter.producer")
 
 
-def load_signing_key(config: AdapterConfig) -> PrivateKey:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyRing:
+    """The department's signing keys: the current one, and during a rotation the next one,
+    which takes over for everything dated from its ``not_before`` once that day has come.
+
+    The hub checks a certificate's signature against the key valid on its issue date, and a
+    revocation's against the key valid on its day: a new version of a licence issued before
+    the rotation is still signed with the current key, which therefore stays configured
+    (and registered, retired with its ``not_after``) for as long as such records change.
+    """
+
+    current: PrivateKey
+    next: PrivateKey | None = None
+    next_not_before: dt.date | None = None
+
+    def for_date(self, signed_on: dt.date, *, today: dt.date | None = None) -> PrivateKey:
+        start = self.next_not_before
+        if self.next is None or start is None:
+            return self.current
+        today = today or dt.datetime.now(dt.UTC).date()
+        return self.next if signed_on >= start and today >= start else self.current
+
+
+def load_signing_key(config: AdapterConfig) -> KeyRing:
     d = config.department
+    current = _load_key(
+        d.signing_key, d.key_password_env, "[department].signing_key", "key_password_env"
+    )
+    if d.next_signing_key is None:
+        return KeyRing(current=current)
+    following = _load_key(
+        d.next_signing_key,
+        d.next_key_password_env,
+        "[department].next_signing_key",
+        "next_key_password_env",
+    )
+    if following.public_key.key_id == current.public_key.key_id:
+        raise ConfigError("[department].next_signing_key: is the same key as signing_key")
+    return KeyRing(current=current, next=following, next_not_before=d.next_key_not_before)
+
+
+def _load_key(path: Path, password_env: str | None, where: str, env_key: str) -> PrivateKey:
     password = None
-    if d.key_password_env:
-        value = os.environ.get(d.key_password_env)
+    if password_env:
+        value = os.environ.get(password_env)
         if value is None:
-            raise ConfigError(f"[department].key_password_env: {d.key_password_env} is not set")
+            raise ConfigError(f"[department].{env_key}: {password_env} is not set")
         password = value.encode("utf-8")
     try:
-        return PrivateKey.from_pem(d.signing_key.read_bytes(), password)
+        return PrivateKey.from_pem(path.read_bytes(), password)
     except OSError as exc:
-        raise ConfigError(
-            f"[department].signing_key: cannot read {d.signing_key} ({exc.strerror})"
-        ) from exc
+        raise ConfigError(f"{where}: cannot read {path} ({exc.strerror})") from exc
     except MalformedKey as exc:
-        raise ConfigError(f"[department].signing_key: {d.signing_key}: {exc}") from exc
+        raise ConfigError(f"{where}: {path}: {exc}") from exc
 
 
 @dataclass(slots=True)
@@ -62,13 +101,13 @@ class Producer:
         *,
         config: AdapterConfig,
         source: Source,
-        key: PrivateKey,
+        keys: KeyRing,
         stop: threading.Event,
         on_batch: Callable[[int, int], None] = lambda rows, items: None,
     ) -> None:
         self._config = config
         self._source = source
-        self._key = [key]
+        self._keys = keys
         self._mapper = Mapper(config)
         self._stop = stop
         # (rows read, items signed) per committed batch: the progress total's correction.
@@ -146,7 +185,9 @@ class Producer:
             raise MappingFailed(f"version: the record changed more than {MAX_VERSION} times")
         certificate_id = mapped.certificate_id(version)
         envelope = sign_envelope(
-            CERTIFICATE_PAYLOAD_TYPE, mapped.payload(certificate_id, version), self._key
+            CERTIFICATE_PAYLOAD_TYPE,
+            mapped.payload(certificate_id, version),
+            [self._keys.for_date(mapped.issued_on)],
         ).to_json()
         batch.items.append(
             NewItem(
@@ -190,5 +231,7 @@ class Producer:
             location=record.location,
             certificate_id=certificate_id,
             version=version,
-            envelope=sign_envelope(REVOCATION_PAYLOAD_TYPE, payload, self._key).to_json(),
+            envelope=sign_envelope(
+                REVOCATION_PAYLOAD_TYPE, payload, [self._keys.for_date(now.date())]
+            ).to_json(),
         )

@@ -36,7 +36,7 @@ class Adapter:
         self.config = config
         self.stop = stop or threading.Event()
         self._progress = progress
-        self._key = load_signing_key(config)
+        self._keys = load_signing_key(config)
         self._source = open_source(config.source)
 
     def close(self) -> None:
@@ -60,7 +60,7 @@ class Adapter:
         producer = Producer(
             config=self.config,
             source=self._source,
-            key=self._key,
+            keys=self._keys,
             stop=self.stop,
             # Rows that sign nothing (unchanged, unreadable) leave the expected total; a
             # first-seen cancelled row signs two items.

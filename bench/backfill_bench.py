@@ -262,7 +262,7 @@ def adapter_signing_rate(config: Path, outbox: Path, rows: int) -> float:
     producer = Producer(
         config=loaded,
         source=_first(source, rows, stop),
-        key=load_signing_key(loaded),
+        keys=load_signing_key(loaded),
         stop=stop,
     )
     started = time.perf_counter()

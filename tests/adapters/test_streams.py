@@ -127,7 +127,7 @@ def _pending_versions(config: AdapterConfig, url: str, *, keys: int) -> int:
                             .where(registrations.c.reg_no == f"GL{n:08d}")
                             .values(**values)
                         )
-            Producer(config=config, source=source, key=key, stop=threading.Event()).run()
+            Producer(config=config, source=source, keys=key, stop=threading.Event()).run()
     finally:
         close = getattr(source, "close", None)
         if close is not None:
