@@ -8,7 +8,6 @@ registry. Servicers and the web console call these and nothing else.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -101,6 +100,7 @@ class Casework:
         holder: str | None = None,
         case_number: str | None = None,
         roles: frozenset[Role] = CONSOLE_ROLES,
+        outcome: str = OK,
     ) -> int:
         """Audit one console page or query before it is answered, and return its index. A
         caller whose role may not see it is refused (audited) with PERMISSION_DENIED.
@@ -110,7 +110,7 @@ class Casework:
             time=self.hub.clock(),
             principal=caller.name,
             action=Action.CONSOLE,
-            outcome=OK,
+            outcome=outcome,
             holder_commitment=holder,
             case_number=case_number,
             method=what,
@@ -124,8 +124,20 @@ class Casework:
             self._refuse(dataclasses.replace(entry, outcome=error.status_name), error)
         return self.hub.committer.submit_entry(entry).result().audit_index
 
-    def now(self) -> dt.datetime:
-        return self.hub.clock()
+    def console_refuse(
+        self,
+        caller: Principal,
+        what: str,
+        error: HubError,
+        *,
+        holder: str | None = None,
+        roles: frozenset[Role] = CONSOLE_ROLES,
+    ) -> NoReturn:
+        """Audit a console query refused for its input (after the role check), then raise."""
+        error.audit_index = self.console_view(
+            caller, what, holder=holder, roles=roles, outcome=error.status_name
+        )
+        raise error
 
     def _refuse(self, entry: AuditRecord, error: HubError) -> NoReturn:
         error.audit_index = self.hub.committer.submit_entry(entry).result().audit_index

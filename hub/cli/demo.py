@@ -10,6 +10,7 @@ from typing import Any
 from hub.cli.main import CommandError
 from hub.demo.run import DEMO_MONTHS, DemoDirError, run_demo
 from hub.services.stats import MAX_MONTHS
+from hub.web.run import DEFAULT_CONSOLE_ADDRESS
 
 
 def register(subparsers: Any) -> None:
@@ -34,6 +35,18 @@ def register(subparsers: Any) -> None:
         help=f"months of past cases to write before the live ones (default {DEMO_MONTHS}; "
         "0 = none)",
     )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="afterwards, leave the hub running and serve the web console beside it; print "
+        "the URLs and wait for Ctrl-C",
+    )
+    parser.add_argument(
+        "--console-address",
+        default=DEFAULT_CONSOLE_ADDRESS,
+        metavar="HOST:PORT",
+        help=f"with --serve: where the console listens (default {DEFAULT_CONSOLE_ADDRESS})",
+    )
     parser.set_defaults(func=run)
 
 
@@ -42,6 +55,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"certhub demo: --months must be 0..{MAX_MONTHS}", file=sys.stderr)
         return 2
     try:
-        return run_demo(data_dir=args.data_dir, months=args.months)
+        return run_demo(
+            data_dir=args.data_dir,
+            months=args.months,
+            serve=args.serve,
+            console_address=args.console_address,
+        )
     except DemoDirError as e:
         raise CommandError(str(e)) from e

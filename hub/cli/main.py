@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "adapters.cli",
     "hub.cli.audit",
     "hub.cli.witness",
+    "hub.cli.console",
 )
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from certhub.v1 import ingest_pb2
+from hub.app import Hub
 from hub.casework import Casework
 from hub.cli.stats import render, render_period
 from hub.client import ClientTLS, HubClient
@@ -31,19 +32,27 @@ from hub.demo.world import (
     sign_certificate,
 )
 from hub.grpc.server import ServerTLS, build_server
-from hub.pki import init_pki, issue_client_certificate
+from hub.pki import PkiPaths, init_pki, issue_client_certificate
 from hub.runtime import HubConfig, build_hub, open_engine
 from hub.services import stats
 from hub.services.cases import CloseInput, MaterialUse, RegisterInput
 from hub.services.registry_store import apply_registry
 from hub.store import migrate
 from hub.store.engine import make_session_factory, session_scope
+from hub.web.console import Targets
+from hub.web.run import DEFAULT_CONSOLE_ADDRESS, browser_bundle, serve_forever
+from hub.web.server import ConsoleTLS, RunningConsole
 
 DEMO_HOLDERS = 60
 DEMO_CASES = 12
 # Months of past cases written before the live ones (`certhub demo --months N`): a year
 # charts a trend, and its ~2,880 cases are of the size of the Gulou reform's 2,864.
 DEMO_MONTHS = 12
+# `--serve`: the principals whose browser certificates the demo writes for the console.
+CONSOLE_PRINCIPALS = ("gulou-audit-office", "gulou-operator")
+# Password of those PKCS#12 files: browsers refuse to import a bundle without one. A demo
+# value, printed next to the file; real deployments issue their own.
+BUNDLE_PASSWORD = "certhub"  # noqa: S105 - a demo's throwaway bundle, printed beside it
 
 
 # Written into a kept demo dir: a later `certhub demo --data-dir` into the same folder may
@@ -87,6 +96,8 @@ def run_demo(
     *,
     data_dir: Path | None = None,
     months: int = DEMO_MONTHS,
+    serve: bool = False,
+    console_address: str = DEFAULT_CONSOLE_ADDRESS,
     out: Callable[[str], None] = print,
 ) -> int:
     world = build_world()
@@ -141,6 +152,8 @@ def run_demo(
             out("KPIs")
             out(render(period.base, hub.registry()))
             out(render_period(period))
+            if serve:
+                _serve(hub, pki, address=address, console_address=console_address, out=out)
         finally:
             server.stop(grace=None)
             hub.close()
@@ -148,6 +161,40 @@ def run_demo(
         if data_dir is not None:
             out(f"\nkept in {root}: run `certhub serve --data-dir {root}` to explore")
     return 0
+
+
+def _serve(
+    hub: Hub,
+    pki: PkiPaths,
+    *,
+    address: str,
+    console_address: str,
+    out: Callable[[str], None],
+) -> None:
+    """Leave the hub serving and add the console beside it until Ctrl-C."""
+    bundles = []
+    for principal in CONSOLE_PRINCIPALS:
+        cert, key = issue_client_certificate(pki, principal)
+        bundle = cert.with_suffix(".p12")
+        bundle.write_bytes(browser_bundle(cert, key, password=BUNDLE_PASSWORD, name=principal))
+        bundles.append(bundle)
+
+    def ready(running: RunningConsole) -> None:
+        out("")
+        out(f"console    {running.url}dashboard   (operators and auditors)")
+        out(f"public     {running.url}transparency")
+        for bundle in bundles:
+            out(f"           browser certificate {bundle} (password {BUNDLE_PASSWORD})")
+        out(f"hub        {address} (mTLS), data in {pki.root}")
+        out("           Ctrl-C stops both")
+
+    serve_forever(
+        Casework(hub),
+        address=console_address,
+        tls=ConsoleTLS.from_pki(pki),
+        targets=Targets(),
+        ready=ready,
+    )
 
 
 def _push_all(

@@ -59,6 +59,8 @@ class QueryFilter:
     certificate_id: str | None = None
     since: dt.datetime | None = None
     until: dt.datetime | None = None
+    # The console's query by case (ix_audit_entries_case).
+    case_number: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +189,8 @@ def query(session: Session, where: QueryFilter, *, page_size: int, before: int |
         conditions.append(AuditEntry.principal == where.principal)
     if where.action is not None:
         conditions.append(AuditEntry.action == where.action)
+    if where.case_number is not None:
+        conditions.append(AuditEntry.case_number == where.case_number)
     if where.since is not None:
         conditions.append(AuditEntry.time >= where.since)
     if where.until is not None:

@@ -257,7 +257,9 @@ def _months(
 
 def _registry_history(session: Session) -> list[tuple[dt.datetime, str]]:
     rows = session.execute(
-        select(RegistryVersion.applied_at, RegistryVersion.text).order_by(RegistryVersion.id)
+        select(RegistryVersion.applied_at, RegistryVersion.text).order_by(
+            RegistryVersion.applied_at, RegistryVersion.id
+        )
     ).all()
     return [(_aware(applied), text) for applied, text in rows]
 
