@@ -163,7 +163,7 @@ class ConsoleApp:
         audited (UNAUTHENTICATED) by the hub."""
         name = client_common_name(request)
         hub = self.console.hub
-        return await asyncio.to_thread(hub.authenticate, name, method=f"console:{request.path}")
+        return await hub.authenticate(name, method=f"console:{request.path}")
 
     def _page(
         self, request: web.Request, template: str, *, status: int = 200, **values: Any

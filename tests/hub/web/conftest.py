@@ -61,9 +61,13 @@ def _fill(running: RunningHub, world: DemoWorld) -> Pushed:
     work.register_case(
         window, RegisterInput("GL-LIVE-1", pushed.item_code, "WINDOW", department, "3号窗")
     )
-    running.hub.fetch(
-        window,
-        intake.FetchInput("USCC", pushed.holder_id, intake.Purpose(pushed.item_code, "GL-LIVE-1")),
+    running.run(
+        running.hub.fetch(
+            window,
+            intake.FetchInput(
+                "USCC", pushed.holder_id, intake.Purpose(pushed.item_code, "GL-LIVE-1")
+            ),
+        )
     )
     work.close_case(
         window,
