@@ -252,7 +252,8 @@ def load_registry_file(path: Path) -> tuple[str, Registry]:
     Returns the text exactly as it will be stored (without the BOM) and its model.
     Raises ``RegistryError`` for an invalid file and ``OSError`` if it cannot be read.
     """
-    source = path.name
+    # The path as the caller gave it, like the CLI's "PATH is invalid" header above the lines.
+    source = str(path)
     data = path.read_bytes()
     if len(data) > MAX_REGISTRY_BYTES:
         raise RegistryError(

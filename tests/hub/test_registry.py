@@ -223,7 +223,18 @@ def test_load_registry_file_not_utf8_names_the_line(tmp_path: Path) -> None:
     with pytest.raises(RegistryError) as info:
         load_registry_file(path)
     assert info.value.errors[0].line == 3
-    assert str(info.value).startswith("registry.toml:3: not valid UTF-8")
+    assert str(info.value).startswith(f"{path}:3: not valid UTF-8")
+
+
+def test_every_problem_line_names_the_file_as_given_not_its_basename(tmp_path: Path) -> None:
+    path = tmp_path / "conf" / "registry.toml"
+    path.parent.mkdir()
+    path.write_text('[[departments]]\ncode = "X"\n', encoding="utf-8")
+    with pytest.raises(RegistryError) as info:
+        load_registry_file(path)
+    lines = str(info.value).splitlines()
+    assert len(lines) >= 2
+    assert all(line.startswith(f"{path}:") for line in lines), lines
 
 
 # -- problems, each with its line and path ---------------------------------------------------
