@@ -8,11 +8,12 @@ has the full reference with an example.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from adapters.errors import ConfigError
 
@@ -176,17 +177,96 @@ class AdapterConfig:
     mapping: MappingConfig
 
 
-class _Table:
-    """Typed reads from one TOML table; every error names the file and the key."""
+class _Skip(ConfigError):
+    """A problem already recorded: abandon the value being read (the rest goes on)."""
 
-    def __init__(self, data: Mapping[str, object], where: str, file: Path) -> None:
+
+Location = tuple[str | int, ...]
+# A table header ([a.b] or [[a.b]]) and a key line (a.b = ...), outside multi-line strings.
+_HEADER = re.compile(r"^\s*(\[\[?)\s*(.+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY = re.compile(
+    r"""^\s*((?:"[^"]*"|'[^']*'|[A-Za-z0-9_-]+)(?:\s*\.\s*(?:"[^"]*"|'[^']*'|[A-Za-z0-9_-]+))*)\s*="""
+)
+_NAME_PART = re.compile(r"""\s*("[^"]*"|'[^']*'|[A-Za-z0-9_-]+)\s*(?:\.|$)""")
+
+
+def _name(dotted: str) -> tuple[str, ...]:
+    return tuple(part.strip("\"'") for part in _NAME_PART.findall(dotted))
+
+
+def _key_lines(text: str) -> dict[Location, int]:
+    """The line of every table header and key: ``("types", 1, "code")`` -> 23."""
+    lines: dict[Location, int] = {}
+    arrays: dict[tuple[str, ...], int] = {}
+    table: Location = ()
+    in_string = False
+    for number, line in enumerate(text.splitlines(), start=1):
+        quotes = line.count('"""') + line.count("'''")
+        if in_string:
+            in_string = quotes % 2 == 0
+            continue
+        header = _HEADER.match(line)
+        if header is not None and "=" not in line.split("]")[0]:
+            name = _name(header.group(2))
+            if header.group(1) == "[[":
+                arrays[name] = arrays.get(name, -1) + 1
+                table = (*name, arrays[name])
+            else:
+                table = name
+            lines.setdefault(table, number)
+            continue
+        key = _KEY.match(line)
+        if key is not None:
+            lines.setdefault((*table, *_name(key.group(1))), number)
+        in_string = quotes % 2 == 1
+    return lines
+
+
+class _Problems:
+    """Every problem of one config file, each with its line where the file has one."""
+
+    def __init__(self, file: Path, text: str) -> None:
+        self.file = file
+        self._lines = _key_lines(text)
+        self.found: list[tuple[int | None, str]] = []
+
+    def add(self, location: Location, message: str) -> None:
+        line = None
+        for end in range(len(location), 0, -1):
+            line = self._lines.get(location[:end])
+            if line is not None:
+                break
+        self.found.append((line, message))
+
+    def error(self) -> ConfigError:
+        ordered = sorted(self.found, key=lambda p: (p[0] is None, p[0] or 0))
+        return ConfigError(
+            "\n".join(
+                f"{self.file}:{line}: {message}" if line else f"{self.file}: {message}"
+                for line, message in ordered
+            )
+        )
+
+
+class _Table:
+    """Typed reads from one TOML table. A problem is recorded with its key (and line) and a
+    placeholder returned, so one reading of the file reports every problem in it."""
+
+    def __init__(
+        self, data: Mapping[str, object], where: str, problems: _Problems, location: Location
+    ) -> None:
         self.data = data
         self.where = where
-        self.file = file
+        self.file = problems.file
+        self.problems = problems
+        self.location = location
         self.used: set[str] = set()
 
-    def error(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.file}: {self.where}.{key}: {problem}")
+    def error(self, key: str, problem: str) -> _Skip:
+        """Record ``problem`` of ``key``; returns the exception that abandons the value."""
+        name = f"{self.where}.{key}" if self.where else f"[{key}]"
+        self.problems.add((*self.location, key), f"{name}: {problem}")
+        return _Skip(problem)
 
     def get(self, key: str) -> object:
         self.used.add(key)
@@ -198,10 +278,11 @@ class _Table:
             if default is not None:
                 return default
             if required:
-                raise self.error(key, "is required")
+                self.error(key, "is required")
             return ""
         if not isinstance(value, str) or not value.strip():
-            raise self.error(key, f"must be a non-empty string, got {value!r}")
+            self.error(key, f"must be a non-empty string, got {value!r}")
+            return ""
         return value
 
     def optional_string(self, key: str) -> str | None:
@@ -217,7 +298,8 @@ class _Table:
             or not isinstance(value, int | float)
             or not low <= value <= high
         ):
-            raise self.error(key, f"must be a number from {low:g} to {high:g}, got {value!r}")
+            self.error(key, f"must be a number from {low:g} to {high:g}, got {value!r}")
+            return default
         return float(value)
 
     def integer(self, key: str, default: int, *, low: int, high: int) -> int:
@@ -225,67 +307,101 @@ class _Table:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise self.error(key, f"must be a whole number from {low} to {high}, got {value!r}")
+            self.error(key, f"must be a whole number from {low} to {high}, got {value!r}")
+            return default
         return value
 
     def strings(self, key: str, *, required: bool = False) -> tuple[str, ...]:
         value = self.get(key)
         if value is None:
             if required:
-                raise self.error(key, "is required")
+                self.error(key, "is required")
             return ()
         if isinstance(value, str):
             return (value,)
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise self.error(key, f"must be a string or a list of strings, got {value!r}")
+            self.error(key, f"must be a string or a list of strings, got {value!r}")
+            return ()
         if required and not value:
-            raise self.error(key, "must name at least one column")
+            self.error(key, "must name at least one column")
         return tuple(value)
 
     def path(self, key: str, *, default: Path | None = None) -> Path:
         text = self.string(key, required=default is None) or None
         resolved = default if text is None else Path(text).expanduser()
-        assert resolved is not None
+        if resolved is None:  # missing, and recorded
+            return self.file.parent
         return resolved if resolved.is_absolute() else self.file.parent / resolved
 
     def table(self, key: str, *, required: bool = True) -> _Table | None:
         value = self.get(key)
         if value is None:
             if required:
-                raise self.error(key, "table is missing")
+                self.error(key, "table is missing")
             return None
         if not isinstance(value, dict):
-            raise self.error(key, "must be a table")
-        return _Table(value, f"{self.where}.{key}" if self.where else f"[{key}]", self.file)
+            self.error(key, "must be a table")
+            return None
+        where = f"{self.where}.{key}" if self.where else f"[{key}]"
+        return _Table(value, where, self.problems, (*self.location, key))
 
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
-            raise ConfigError(
-                f"{self.file}: {self.where or 'top level'}: unknown key(s) "
-                f"{', '.join(unknown)} (see docs/adapters.md)"
+            self.problems.add(
+                (*self.location, unknown[0]),
+                f"{self.where or 'top level'}: unknown key(s) {', '.join(unknown)} "
+                "(see docs/adapters.md)",
             )
 
 
+_T = TypeVar("_T")
+
+
+def _section(read: Callable[[], _T]) -> _T | None:
+    """``read()``, or None when it stopped at a recorded problem."""
+    try:
+        return read()
+    except _Skip:
+        return None
+
+
 def load_config(path: Path) -> AdapterConfig:
-    """Read and check the config file; raise ``ConfigError`` naming the first problem."""
+    """Read and check the config file; raise ``ConfigError`` listing every problem, each
+    with its line."""
     path = path.resolve()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config ({exc.strerror})") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 (byte {exc.start})") from exc
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    top = _Table(data, "", path)
-    department = _department(_need(top.table("department")))
-    hub = _hub(_need(top.table("hub")))
-    outbox = _outbox(top.table("outbox", required=False), path)
-    source = _source(_need(top.table("source")))
+    problems = _Problems(path, text)
+    top = _Table(data, "", problems, ())
+    t = top.table("department")
+    department = None if t is None else _section(lambda: _department(t))
+    h = top.table("hub")
+    hub = None if h is None else _section(lambda: _hub(h))
+    o = top.table("outbox", required=False)
+    outbox = _section(lambda: _outbox(o, path))
+    s = top.table("source")
+    source = None if s is None else _section(lambda: _source(s))
     types = _types(top)
-    mapping = _mapping(_need(top.table("mapping")), types)
+    m = top.table("mapping")
+    mapping = None if m is None or not types else _section(lambda: _mapping(m, types))
     top.finish()
+    if problems.found:
+        raise problems.error()
+    # Each is None only after a recorded problem.
+    assert department is not None
+    assert hub is not None
+    assert outbox is not None
+    assert source is not None
+    assert mapping is not None
     return AdapterConfig(
         path=path,
         department=department,
@@ -297,20 +413,16 @@ def load_config(path: Path) -> AdapterConfig:
     )
 
 
-def _need(table: _Table | None) -> _Table:
-    assert table is not None
-    return table
-
-
 def _department(t: _Table) -> DepartmentConfig:
-    next_key = t.path("next_signing_key") if t.data.get("next_signing_key") else None
+    next_key = t.path("next_signing_key") if t.get("next_signing_key") is not None else None
     not_before = t.get("next_key_not_before")
     if not_before is not None and (
         not isinstance(not_before, dt.date) or isinstance(not_before, dt.datetime)
     ):
-        raise t.error("next_key_not_before", f"must be a date (2027-01-01), got {not_before!r}")
-    if (next_key is None) != (not_before is None):
-        raise t.error(
+        t.error("next_key_not_before", f"must be a date (2027-01-01), got {not_before!r}")
+        not_before = None
+    elif (next_key is None) != (not_before is None):
+        t.error(
             "next_key_not_before" if next_key is not None else "next_signing_key",
             "next_signing_key and next_key_not_before go together",
         )
@@ -357,12 +469,14 @@ def _outbox(t: _Table | None, file: Path) -> OutboxConfig:
 
 def _source(t: _Table) -> SqlSourceConfig | FilesSourceConfig:
     kind = t.string("kind")
+    if not kind:
+        raise _Skip("kind")  # recorded: without it the other keys cannot be checked
     batch = t.integer("batch_size", DEFAULT_BATCH_SIZE, low=1, high=100_000)
     source: SqlSourceConfig | FilesSourceConfig
     if kind == "sql":
         table, query = t.optional_string("table"), t.optional_string("query")
         if (table is None) == (query is None):
-            raise t.error("table", "give exactly one of table or query")
+            t.error("table", "give exactly one of table or query")
         watermark = t.string("watermark")
         source = SqlSourceConfig(
             url=t.string("url"),
@@ -376,10 +490,11 @@ def _source(t: _Table) -> SqlSourceConfig | FilesSourceConfig:
     elif kind == "files":
         encoding = t.string("encoding", default="utf-8").lower()
         if encoding not in _ENCODINGS:
-            raise t.error("encoding", f"must be one of {', '.join(_ENCODINGS)}, got {encoding!r}")
+            t.error("encoding", f"must be one of {', '.join(_ENCODINGS)}, got {encoding!r}")
+            encoding = "utf-8"
         delimiter = t.string("delimiter", default=",")
         if len(delimiter) != 1:
-            raise t.error("delimiter", f"must be one character, got {delimiter!r}")
+            t.error("delimiter", f"must be one character, got {delimiter!r}")
         source = FilesSourceConfig(
             path=t.path("path"),
             patterns=t.strings("patterns") or ("*.csv", "*.jsonl"),
@@ -398,15 +513,17 @@ def _source(t: _Table) -> SqlSourceConfig | FilesSourceConfig:
 def _types(top: _Table) -> tuple[TypeConfig, ...]:
     raw = top.get("types")
     if not isinstance(raw, list) or not raw:
-        raise top.error("types", "at least one [[types]] table is required")
+        top.error("types", "at least one [[types]] table is required")
+        return ()
     types = []
     for n, entry in enumerate(raw):
         if not isinstance(entry, dict):
-            raise top.error(f"types[{n}]", "must be a table")
-        t = _Table(entry, f"[[types]][{n}]", top.file)
+            top.error(f"types[{n}]", "must be a table")
+            continue
+        t = _Table(entry, f"[[types]][{n}]", top.problems, ("types", n))
         kind = t.string("kind")
-        if kind not in _KINDS:
-            raise t.error("kind", f"must be one of {', '.join(_KINDS)}, got {kind!r}")
+        if kind and kind not in _KINDS:
+            t.error("kind", f"must be one of {', '.join(_KINDS)}, got {kind!r}")
         code = t.string("code")
         types.append(
             TypeConfig(code=code, name=t.string("name"), kind=kind, values=t.strings("values"))
@@ -416,6 +533,14 @@ def _types(top: _Table) -> tuple[TypeConfig, ...]:
 
 
 def _spec(t: _Table, key: str, *, required: bool = True) -> ValueSpec | None:
+    """The value spec of ``key``; a problem is recorded and a placeholder returned."""
+    try:
+        return _read_spec(t, key, required=required)
+    except _Skip:
+        return ValueSpec(where=f"{t.where}.{key}", value="") if required else None
+
+
+def _read_spec(t: _Table, key: str, *, required: bool) -> ValueSpec | None:
     value = t.get(key)
     where = f"{t.where}.{key}"
     if value is None:
@@ -426,7 +551,7 @@ def _spec(t: _Table, key: str, *, required: bool = True) -> ValueSpec | None:
         return ValueSpec(where=where, column=value)
     if not isinstance(value, dict):
         raise t.error(key, f"must be a column name or an inline table, got {value!r}")
-    s = _Table(value, where, t.file)
+    s = _Table(value, where, t.problems, (*t.location, key))
     column, constant = s.optional_string("column"), s.optional_string("value")
     if (column is None) == (constant is None):
         raise s.error("column", "give exactly one of column or value")
@@ -470,8 +595,8 @@ def _mapping(t: _Table, types: tuple[TypeConfig, ...]) -> MappingConfig:
         raw_attachment.finish()
     holder_id_type = _spec(t, "holder_id_type")
     assert holder_id_type is not None
-    if holder_id_type.value is not None and holder_id_type.value not in _ID_TYPES:
-        raise t.error("holder_id_type", f"value must be one of {', '.join(_ID_TYPES)}")
+    if holder_id_type.value and holder_id_type.value not in _ID_TYPES:
+        t.error("holder_id_type", f"value must be one of {', '.join(_ID_TYPES)}")
     type_spec = _spec(t, "type", required=len(types) > 1)
     if type_spec is None:
         type_spec = ValueSpec(where=f"{t.where}.type", value=types[0].code)
@@ -480,7 +605,7 @@ def _mapping(t: _Table, types: tuple[TypeConfig, ...]) -> MappingConfig:
     status = _spec(t, "status", required=False)
     revoked = frozenset(t.strings("revoked_values"))
     if status is not None and not revoked:
-        raise t.error("revoked_values", "is required with status (e.g. ['注销', '吊销'])")
+        t.error("revoked_values", "is required with status (e.g. ['注销', '吊销'])")
     mapping = MappingConfig(
         type=type_spec,
         number=_required(_spec(t, "number")),

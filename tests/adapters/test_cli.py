@@ -169,7 +169,7 @@ def test_config_problems_name_the_file_and_key(
     config.write_text('[department]\ncode = "X"\n', encoding="utf-8")
     assert main(["adapter", "status", "--config", str(config)]) == 1
     err = capsys.readouterr().err
-    assert f"{config}: [department].name: is required" in err
+    assert f"{config}:1: [department].name: is required" in err
 
 
 def test_continuous_run_stops_cleanly_on_sigterm(
