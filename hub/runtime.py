@@ -80,13 +80,27 @@ def open_engine(config: HubConfig) -> Engine:
     return make_engine(config.database_url)
 
 
-def build_hub(config: HubConfig, engine: Engine, *, cache: HolderCache | None = None) -> Hub:
-    """A Hub over an up-to-date database; the caller owns ``engine`` and must close the hub."""
-    if migrate.pending(engine):
-        raise RuntimeError(
-            f"database schema is behind (at {migrate.current_revision(engine)}, code needs "
+def schema_problem(engine: Engine) -> str | None:
+    """Why this code cannot serve ``engine``'s schema, in words for an operator, or None."""
+    if not migrate.pending(engine):
+        return None
+    current = migrate.current_revision(engine)
+    if current is None:
+        return (
+            "the database has no certhub schema yet (code needs "
             f"{migrate.head_revision()}): run `certhub db upgrade`"
         )
+    return (
+        f"database schema is behind (at {current}, code needs {migrate.head_revision()}): "
+        "run `certhub db upgrade`"
+    )
+
+
+def build_hub(config: HubConfig, engine: Engine, *, cache: HolderCache | None = None) -> Hub:
+    """A Hub over an up-to-date database; the caller owns ``engine`` and must close the hub."""
+    problem = schema_problem(engine)
+    if problem is not None:
+        raise RuntimeError(problem)
     secrets = init_hub_secrets(config.data_dir)
     sessions = make_session_factory(engine)
     source = RegistrySource(sessions)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Iterator, Sequence
+
+from hub.cli import failures
 
 # Each module exposes ``register(subparsers)``; its parsers set ``func(args) -> int``.
 COMMAND_MODULES = (
@@ -42,6 +46,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Loggers that narrate building a hub in-process (registry loaded, cache chosen, SERVING,
+# a database outage the command then reports itself): news in a server's log, noise on a
+# one-shot command's stderr, whose failure is its one last line. `--verbose` keeps them.
+_QUIET_UNLESS_VERBOSE = (
+    "certhub.registry",
+    "certhub.cache",
+    "certhub.health",
+    "certhub.runtime",
+    "certhub.hub",
+    "certhub.store",
+    "certhub.audit",
+    "alembic",
+)
+# Commands that are servers: their log is their output (hub.observability.logs).
+_SERVERS = frozenset({"serve", "witness"})
+
+
+@contextlib.contextmanager
+def _quiet_loggers(quiet: bool) -> Iterator[None]:
+    """Raise the narrating loggers to ERROR for one command, then put them back (tests
+    call ``main`` in-process)."""
+    loggers = [logging.getLogger(name) for name in _QUIET_UNLESS_VERBOSE] if quiet else []
+    before = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, before, strict=True):
+            logger.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -52,13 +88,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Alembic narrates every migration step at INFO; the commands print their own summary.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    quiet = not args.verbose and args.command not in _SERVERS
     try:
-        status: int = args.func(args)
+        with _quiet_loggers(quiet):
+            status: int = args.func(args)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
     except CommandError as e:
         print(f"certhub {args.command}: {e}", file=sys.stderr)
-        return 1
+        return failures.EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        return failures.EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `certhub fetch ... | head`: the reader has what it wanted; no traceback.
+        failures.silence_stdout()
+        return failures.EXIT_BROKEN_PIPE
+    except Exception as e:
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
+        failure = failures.describe(e)
+        print(failure.line(args.command), file=sys.stderr)
+        return failure.status
     return status
 
 
