@@ -11,7 +11,8 @@ One run measures, on the same machine and at the same time:
   (PostgreSQL), which verifies, stores and audits it. Timed from the adapter's start to its
   exit (everything acknowledged). S defaults to W, as the adapter's default does for a
   two-worker hub;
-* peak resident memory (VmHWM) of the adapter and of the hub process.
+* peak resident memory (VmHWM) of the adapter and of the largest hub process (supervisor or
+  worker), and the CPU seconds each side used during the backfill.
 
 Target (issue 11): end-to-end rate >= 0.5x the verify rate; each process < 500 MB.
 
@@ -43,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import create_engine, text
 from support.adapters import create_registrations, registration, sql_source, write_config
 from support.databases import fresh_postgres_database
+from support.served import ServedHub, established_by_worker
 
 from adapters.config import load_config
 from adapters.producer import Producer, load_signing_key
@@ -113,11 +115,13 @@ def free_port() -> int:
 
 
 class PeakRss:
-    """Polls /proc/<pid>/status for VmHWM (the kernel's own peak RSS) until the process ends."""
+    """Polls /proc for the peak RSS (VmHWM, the kernel's own) of a process and of each of its
+    children (a hub's workers) until it ends, and their CPU time so far (utime + stime)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.peak_kb = 0
+        self.peak_kb: dict[int, int] = {}
+        self.cpu_ticks: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -126,20 +130,62 @@ class PeakRss:
         while not self._stop.wait(0.2):
             self.sample()
 
-    def sample(self) -> None:
+    def _pids(self) -> list[int]:
         try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
         except OSError:
-            return
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                self.peak_kb = max(self.peak_kb, int(line.split()[1]))
+            children = []
+        return [self.pid, *(int(c) for c in children)]
+
+    def sample(self) -> None:
+        for pid in self._pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    self.peak_kb[pid] = max(self.peak_kb.get(pid, 0), int(line.split()[1]))
+            fields = stat.rsplit(")", 1)[1].split()
+            self.cpu_ticks[pid] = int(fields[11]) + int(fields[12])  # utime, stime
 
     def stop(self) -> float:
+        """The largest peak of the process and its children, in MB."""
         self.sample()
         self._stop.set()
         self._thread.join()
-        return self.peak_kb * 1024 / MB
+        return max(self.peak_kb.values(), default=0) * 1024 / MB
+
+    def cpu_seconds(self) -> float:
+        return sum(self.cpu_ticks.values()) / os.sysconf("SC_CLK_TCK")
+
+
+class WorkerSpread:
+    """Which hub worker process holds each of the adapter's connections (SO_REUSEPORT hands
+    a connection to a worker by a hash of its addresses: with as many streams as workers,
+    two can land on the same worker). Polled until every stream is connected."""
+
+    def __init__(self, served: ServedHub, streams: int) -> None:
+        self._served = served
+        self._streams = streams
+        self.seen: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.2):
+            counts = established_by_worker(self._served)
+            if sum(counts.values()) > sum(self.seen.values()):
+                self.seen = counts
+            if sum(self.seen.values()) >= self._streams:
+                return
+
+    def stop(self) -> dict[int, int]:
+        self._stop.set()
+        self._thread.join()
+        return self.seen
 
 
 def rows(count: int, type_names: list[str]) -> Iterator[dict[str, object]]:
@@ -193,6 +239,8 @@ def run(args: argparse.Namespace, base_url: str, tmp: Path) -> int:
                 f"backfill: certhub adapter run --once --streams {streams} ({args.rows:,} rows, "
                 f"hub --workers {args.hub_workers}) ..."
             )
+            hub_rss.sample()
+            hub_cpu_start = hub_rss.cpu_seconds()
             started = time.perf_counter()
             adapter = subprocess.Popen(
                 [sys.executable, "-m", "hub.cli.main", "adapter", "run", "--once",
@@ -200,6 +248,9 @@ def run(args: argparse.Namespace, base_url: str, tmp: Path) -> int:
                 cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=sys.stderr, text=True,
             )  # fmt: skip
             adapter_rss = PeakRss(adapter.pid)
+            spread = WorkerSpread(
+                ServedHub(process=hub, address=f"127.0.0.1:{port}", data_dir=data), streams
+            )
             spies = [] if args.py_spy is None else [
                 _py_spy(args.py_spy / f"{name}.txt", pid)
                 for name, pid in (("hub", hub.pid), ("adapter", adapter.pid))
@@ -213,7 +264,12 @@ def run(args: argparse.Namespace, base_url: str, tmp: Path) -> int:
             adapter_peak = adapter_rss.stop()
             if adapter.returncode != 0:
                 raise SystemExit(f"adapter failed ({adapter.returncode})")
+            by_worker = spread.stop()
+            adapter_cpu = adapter_rss.cpu_seconds()
+            hub_rss.sample()
+            hub_cpu_backfill = hub_rss.cpu_seconds() - hub_cpu_start
             say(f"adapter: {out.strip()}")
+            say(f"adapter connections per hub worker (pid: count): {by_worker}")
             # Two ceilings, measured on the same data and hub: what the adapter alone can
             # sign into its outbox, and what the hub alone takes from a bare stream of
             # pre-signed envelopes (no adapter in the way).
@@ -244,6 +300,11 @@ def run(args: argparse.Namespace, base_url: str, tmp: Path) -> int:
     print(f"adapter alone             {signing:,.0f}/s  (sign + outbox, {sample:,} rows)")
     print(
         f"hub alone                 {hub_alone:,.0f}/s  ({streams} bare streams, {sample:,} pushes)"
+    )
+    print(f"adapter conns per worker  {by_worker}  (worker pid: connections)")
+    print(
+        f"CPU during the backfill   adapter {adapter_cpu:,.1f} s, hub processes "
+        f"{hub_cpu_backfill:,.1f} s (over {elapsed:,.1f} s on {os.cpu_count()} cores)"
     )
     print(f"ratio                     {ratio:.3f}x  (target >= 0.5x: {_met(ratio >= 0.5)})")
     print(
