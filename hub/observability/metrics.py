@@ -21,12 +21,15 @@ import datetime as dt
 import logging
 import os
 import shutil
+import socket
+import socketserver
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     REGISTRY,
@@ -34,8 +37,8 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    make_wsgi_app,
     multiprocess,
-    start_http_server,
     values,
 )
 from sqlalchemy import select
@@ -44,8 +47,6 @@ from hub.store.engine import session_scope
 from hub.store.models import LogCheckpoint, LogHead
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
     from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = [
@@ -72,6 +73,13 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SAMPLE_SECONDS = 5.0
 # Latency buckets (seconds): from a cached fetch (~1 ms) to the client's 10 s deadline
 # (hub.client.DEFAULT_TIMEOUT_SECONDS), roughly x2.5 apart like Prometheus' defaults.
+# The label names of the gRPC ecosystem's server metrics (go-grpc-prometheus,
+# grpc-ecosystem/java-grpc-prometheus, py-grpc-prometheus), so stock dashboards and alerts
+# work on the hub's series: service, method, status code.
+GRPC_LABELS = ("grpc_service", "grpc_method", "grpc_code")
+# The one path that answers metrics; anything else is 404 (a scraper misconfigured to "/"
+# should fail loudly, not silently work on one hub and not on another).
+METRICS_PATH = "/metrics"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -79,16 +87,19 @@ class HubMetrics:
     """The metrics one hub process updates. Create through ``metrics()`` (once per process)."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self._registry = registry
+        self._lock = threading.Lock()
+        self._checkpoint_age: Gauge | None = None
         self.requests = Counter(
             "certhub_grpc_requests",
             "gRPC calls served, by service, method and status code",
-            ["service", "method", "code"],
+            list(GRPC_LABELS),
             registry=registry,
         )
         self.latency = Histogram(
             "certhub_grpc_request_duration_seconds",
             "Time from the call's arrival to its status, by service and method",
-            ["service", "method"],
+            list(GRPC_LABELS[:2]),
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
@@ -114,12 +125,6 @@ class HubMetrics:
             registry=registry,
             multiprocess_mode="livemax",
         )
-        self.checkpoint_age = Gauge(
-            "certhub_audit_checkpoint_age_seconds",
-            "Seconds since the latest signed checkpoint was written",
-            registry=registry,
-            multiprocess_mode="livemin",
-        )
         self.audit_selfcheck_failed = Gauge(
             "certhub_audit_selfcheck_failed",
             "1 once this process's audit self-check found the served log inconsistent with "
@@ -140,6 +145,21 @@ class HubMetrics:
             registry=registry,
             multiprocess_mode="livemin",
         )
+
+    @property
+    def checkpoint_age(self) -> Gauge:
+        """Created at the first checkpoint, so that a log with none exports no age at all
+        (alert on ``absent(...)``): a 0 would read as "just signed" and hide the alert."""
+        with self._lock:
+            if self._checkpoint_age is None:
+                self._checkpoint_age = Gauge(
+                    "certhub_audit_checkpoint_age_seconds",
+                    "Seconds since the latest signed checkpoint was written (absent while "
+                    "the log has no checkpoint)",
+                    registry=self._registry,
+                    multiprocess_mode="livemin",
+                )
+            return self._checkpoint_age
 
 
 _metrics: HubMetrics | None = None
@@ -216,14 +236,50 @@ def serve_metrics(*, port: int, host: str = "127.0.0.1") -> MetricsEndpoint:
     In multi-process mode (after ``prepare_multiprocess``) the endpoint sums every worker's
     files; call it in the parent after forking, not in the workers.
     """
-    registry = REGISTRY
+    registry = CollectorRegistry()
     directory = os.environ.get(MULTIPROC_ENV)
     if directory:
-        registry = CollectorRegistry()
         registry.register(_ForgetDeadWorkers(Path(directory)))
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    server, thread = start_http_server(port, addr=host, registry=registry)
+    else:
+        # The same series as with workers, whose files hold only the hub's own metrics:
+        # not prometheus_client's process_* and python_* of one process.
+        registry.register(_HubSeriesOnly())
+    app = make_wsgi_app(registry)
+
+    def only_metrics(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") != METRICS_PATH:
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"not found: metrics are at {METRICS_PATH}\n".encode()]
+        return app(environ, start_response)
+
+    server_class: type[WSGIServer] = _MetricsServer
+    if ":" in host:
+        server_class = _MetricsServer6
+    server = make_server(host, port, only_metrics, server_class, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
     return MetricsEndpoint(server=server, thread=thread, port=server.server_port)
+
+
+class _MetricsServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _MetricsServer6(_MetricsServer):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        """Scrapes are not news; the hub's own log says what matters."""
+
+
+class _HubSeriesOnly:
+    """The default registry's ``certhub_*`` families."""
+
+    def collect(self) -> list[Any]:
+        return [m for m in REGISTRY.collect() if m.name.startswith("certhub_")]
 
 
 class _ForgetDeadWorkers:

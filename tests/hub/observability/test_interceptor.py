@@ -81,16 +81,21 @@ def test_requests_latency_and_push_outcomes_are_counted(
     running_hub: RunningHub, world: DemoWorld
 ) -> None:
     ok_before = _sample(
-        "certhub_grpc_requests_total", service=INTAKE, method="FetchCertificates", code="OK"
+        "certhub_grpc_requests_total",
+        grpc_service=INTAKE,
+        grpc_method="FetchCertificates",
+        grpc_code="OK",
     )
     bad_before = _sample(
         "certhub_grpc_requests_total",
-        service=INTAKE,
-        method="FetchCertificates",
-        code="INVALID_ARGUMENT",
+        grpc_service=INTAKE,
+        grpc_method="FetchCertificates",
+        grpc_code="INVALID_ARGUMENT",
     )
     latency_before = _sample(
-        "certhub_grpc_request_duration_seconds_count", service=INTAKE, method="FetchCertificates"
+        "certhub_grpc_request_duration_seconds_count",
+        grpc_service=INTAKE,
+        grpc_method="FetchCertificates",
     )
     accepted_before = _sample("certhub_pushes_total", outcome="ACCEPTED")
     duplicate_before = _sample("certhub_pushes_total", outcome="DUPLICATE")
@@ -119,21 +124,24 @@ def test_requests_latency_and_push_outcomes_are_counted(
         window.call(window.directory.GetStats, directory_pb2.GetStatsRequest())
 
     ok = _sample(
-        "certhub_grpc_requests_total", service=INTAKE, method="FetchCertificates", code="OK"
+        "certhub_grpc_requests_total",
+        grpc_service=INTAKE,
+        grpc_method="FetchCertificates",
+        grpc_code="OK",
     )
     bad = _sample(
         "certhub_grpc_requests_total",
-        service=INTAKE,
-        method="FetchCertificates",
-        code="INVALID_ARGUMENT",
+        grpc_service=INTAKE,
+        grpc_method="FetchCertificates",
+        grpc_code="INVALID_ARGUMENT",
     )
     assert ok - ok_before == 2
     assert bad - bad_before == 1
     assert (
         _sample(
             "certhub_grpc_request_duration_seconds_count",
-            service=INTAKE,
-            method="FetchCertificates",
+            grpc_service=INTAKE,
+            grpc_method="FetchCertificates",
         )
         - latency_before
         == 3

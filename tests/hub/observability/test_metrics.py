@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import urllib.error
 import urllib.request
 from pathlib import Path
 
-from prometheus_client import REGISTRY, CollectorRegistry
+import pytest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from support.hubs import RunningHub
@@ -22,6 +24,7 @@ from hub.demo.world import DemoWorld
 from hub.grpc.server import ServerTLS, build_server
 from hub.observability.metrics import HubMetrics, MetricsSampler, serve_metrics
 from hub.runtime import build_hub
+from hub.store.engine import make_session_factory
 from hub.store.models import AuditEntry
 
 
@@ -67,6 +70,43 @@ def test_audit_log_size_checkpoint_age_and_cache_hits_are_sampled(
     age = registry.get_sample_value("certhub_audit_checkpoint_age_seconds")
     assert age is not None
     assert 0 <= age < 60
+
+
+def test_no_checkpoint_age_while_the_log_has_no_checkpoint(engine: Engine) -> None:
+    """A fresh log exports no age (alert on absent()); a 0 would read as "just signed"."""
+    registry = CollectorRegistry()
+    MetricsSampler(sessions=make_session_factory(engine), m=HubMetrics(registry)).sample()
+    assert registry.get_sample_value("certhub_audit_log_size") == 0
+    assert registry.get_sample_value("certhub_audit_checkpoint_age_seconds") is None
+    assert "certhub_audit_checkpoint_age_seconds" not in generate_latest(registry).decode()
+
+
+def test_grpc_metrics_carry_the_ecosystem_label_names() -> None:
+    registry = CollectorRegistry()
+    m = HubMetrics(registry)
+    m.requests.labels("certhub.v1.IntakeService", "FetchCertificates", "OK").inc()
+    labels = {
+        "grpc_service": "certhub.v1.IntakeService",
+        "grpc_method": "FetchCertificates",
+        "grpc_code": "OK",
+    }
+    assert registry.get_sample_value("certhub_grpc_requests_total", labels) == 1
+
+
+def test_only_the_metrics_path_answers_and_only_hub_series(running_hub: RunningHub) -> None:
+    endpoint = serve_metrics(port=0)
+    try:
+        for path in ("/", "/favicon.ico", "/metricsx"):
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                _scrape(f"http://127.0.0.1:{endpoint.port}{path}")
+            assert refused.value.code == 404
+        text = _scrape(f"http://127.0.0.1:{endpoint.port}/metrics")
+    finally:
+        endpoint.stop()
+    # The series a multi-worker endpoint has (the workers' files hold only certhub_*).
+    names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+    assert names
+    assert all(name.startswith("certhub_") for name in names), names
 
 
 def test_metrics_endpoint_serves_the_hub_metrics(running_hub: RunningHub) -> None:
@@ -116,8 +156,8 @@ def test_one_endpoint_sums_the_workers_of_certhub_serve(
             float(line.rsplit(" ", 1)[1])
             for line in text.splitlines()
             if line.startswith("certhub_grpc_requests_total{")
-            and 'method="FetchCertificates"' in line
-            and 'code="OK"' in line
+            and 'grpc_method="FetchCertificates"' in line
+            and 'grpc_code="OK"' in line
         )
         assert served_fetches == calls, text
         assert re.search(r"^certhub_serving(\{[^}]*\})? 1\.0$", text, re.MULTILINE), text
