@@ -20,6 +20,7 @@ import datetime as dt
 import json
 import logging
 import re
+import socket
 import sys
 from typing import Literal, TextIO
 
@@ -32,6 +33,7 @@ __all__ = [
     "configure_logging",
     "redact",
     "request_id_var",
+    "set_worker",
 ]
 
 LogFormat = Literal["json", "text"]
@@ -62,8 +64,28 @@ def redact(text: str) -> str:
     return _ID_SHAPES.sub(REDACTED, text)
 
 
+# Who wrote a line, for a log shipper that merges many hubs' and workers' streams: the
+# service (``configure_logging(service=...)``), the machine, the process and the worker slot.
+DEFAULT_SERVICE = "certhub"
+_HOST = socket.gethostname()
+# The worker slot of this process: 0 in a hub serving in one process; a forked worker sets
+# its own with ``set_worker`` (``certhub serve --workers N``), the supervisor "supervisor".
+_worker: int | str = 0
+
+
+def set_worker(worker: int | str) -> None:
+    """Name this process's worker slot in every later log line (call right after the fork)."""
+    global _worker  # noqa: PLW0603 - one slot per process, set once after fork
+    _worker = worker
+
+
 class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "logger", "msg", ...extra, "request_id", "exc"}`` on one line."""
+    """``{"ts", "level", "logger", "msg", "service", "host", "pid", "worker", ...extra,
+    "request_id", "exc"}`` on one line."""
+
+    def __init__(self, *, service: str = DEFAULT_SERVICE) -> None:
+        super().__init__()
+        self.service = service
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
@@ -73,6 +95,10 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": redact(record.getMessage()),
+            "service": self.service,
+            "host": _HOST,
+            "pid": record.process,
+            "worker": _worker,
         }
         for key, value in vars(record).items():
             if key not in _RECORD_FIELDS and not key.startswith("_"):
@@ -112,11 +138,14 @@ def configure_logging(
     level: int = logging.INFO,
     stream: TextIO | None = None,
     access_log: bool = True,
+    service: str = DEFAULT_SERVICE,
 ) -> logging.Handler:
     """Send every logger's records to ``stream`` (stderr) in ``log_format``, with one access
     line per gRPC call unless ``access_log`` is False; returns the handler."""
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.setFormatter(
+        JsonFormatter(service=service) if log_format == "json" else TextFormatter()
+    )
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import socket
 import sys
 from collections.abc import Iterator
 
@@ -22,6 +24,7 @@ from hub.observability.logs import (
     configure_logging,
     redact,
     request_id_var,
+    set_worker,
 )
 
 
@@ -81,6 +84,31 @@ def test_json_line_has_extras_request_id_and_scrubbed_traceback() -> None:
     assert line["request_id"] == "req-1"
     assert "ValueError" in line["exc"]
     assert citizen(2).holder.id not in line["exc"]
+
+
+def test_json_line_says_which_service_host_process_and_worker_wrote_it() -> None:
+    """Merged streams of several hubs and workers stay attributable (issue 15, item 8)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a forked worker, as `certhub serve --workers N` makes them
+        try:
+            set_worker(3)
+            record = logging.LogRecord("certhub.t", logging.INFO, __file__, 1, "hello", (), None)
+            os.write(write, JsonFormatter(service="certhub-hub").format(record).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        written = pipe.read()
+    os.waitpid(pid, 0)
+    line = json.loads(written)
+    assert line["service"] == "certhub-hub"
+    assert line["host"] == socket.gethostname()
+    assert line["pid"] == pid
+    assert line["worker"] == 3
+    record = logging.LogRecord("certhub.t", logging.INFO, __file__, 1, "hello", (), None)
+    here = json.loads(JsonFormatter().format(record))
+    assert (here["service"], here["pid"], here["worker"]) == ("certhub", os.getpid(), 0)
 
 
 def test_text_format_and_configure_logging_write_one_line_per_record() -> None:
