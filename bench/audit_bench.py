@@ -26,6 +26,7 @@ dropped afterwards; otherwise a SQLite file in a temporary directory is used.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import datetime as dt
 import multiprocessing as mp
@@ -310,19 +311,23 @@ def run(args: argparse.Namespace, rng: random.Random, world: Any, tmp: Path, db_
     card = world.type_by_name("居民身份证")
     police = world.departments[card.issuer]
     caller = hub.registry().principals[police.principal]
-    pending = [
-        hub.submit_push(
-            caller,
-            PushInput(
-                envelope=sign_certificate(
-                    certificate_payload(world, card.code, people[n], serial=n), [police.key]
-                )
-            ),
-        )
-        for n in range(FETCH_HOLDERS)
-    ]
-    for finish in pending:
-        finish()
+
+    async def push_holders() -> None:
+        pending = [
+            hub.submit_push(
+                caller,
+                PushInput(
+                    envelope=sign_certificate(
+                        certificate_payload(world, card.code, people[n], serial=n), [police.key]
+                    )
+                ),
+            )
+            for n in range(FETCH_HOLDERS)
+        ]
+        for finish in pending:
+            await finish()
+
+    asyncio.run(push_holders())
     item = world.item_by_name("食品经营许可（新办）").code
     fetch_holders = [people[n].holder.id for n in range(FETCH_HOLDERS)]
 
