@@ -48,15 +48,14 @@ process that lost a bump increments the epoch as its first action when the backe
 again, before it serves anything from the cache; that makes every entry written before the
 failure, by every process, unreachable.
 
-Residual window, honestly: between the lost bump and that epoch increment, OTHER processes
-that can still reach the backend (a partition that only cut this process off) or that
-reconnect earlier keep serving the entries cached before the write. The window ends when
-the failing process reaches the backend again (its next cache call after the retry
-interval), and in any case when those entries' TTL runs out; if the failing process dies
-before reconnecting, only the TTL bounds it. So TTLs must be chosen as the longest
-staleness the hub may tolerate after a Redis failure. A Redis restored from an old
-snapshot also forgets bumps that nobody knows were lost: run the cache Redis without
-persistence (``--save "" --appendonly no``) so a restart comes back empty.
+Residual window: between the lost bump and that epoch increment, OTHER processes that can
+still reach the backend (a partition that only cut this process off) or that reconnect
+earlier can read entries cached before the write. The cache alone therefore cannot promise
+freshness, and the hub does not rely on it: every fetch answered from a cached value is
+checked against the database in the transaction that audits it (``hub.services.freshness``),
+and a superseded value is read again. What this scheme buys is that the check almost never
+fails. A Redis restored from an old snapshot also forgets bumps nobody knows were lost: run
+the cache Redis without persistence (``--save "" --appendonly no``).
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
 import logging
 import threading
 from collections import OrderedDict
@@ -24,14 +23,18 @@ from hub.audit.committer import GroupCommitter
 from hub.audit.entry import OK, Action, AuditRecord, holder_commitment
 from hub.audit.log import AuditLog, AuditLogKeys
 from hub.errors import HubError, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
-from hub.registry import Principal, Registry, Role
-from hub.services import directory, ingest, intake
+from hub.registry import Principal, Registry, Role, ServiceItem
+from hub.services import directory, freshness, ingest, intake
 from hub.services.registry_store import RegistrySource
 from hub.store.engine import read_scope, session_scope
 
 log = logging.getLogger("certhub.hub")
 
 T = TypeVar("T")
+
+# The outcome of a fetch's audit entry whose cached view turned out superseded in its group
+# commit: nothing was answered from it; the fetch's retry from the database has its own entry.
+STALE_VIEW = "stale-view-retried"
 
 # Certificates' dates are Chinese civil dates: "today" is taken in China Standard Time.
 SERVICE_TIMEZONE = dt.timezone(dt.timedelta(hours=8), "CST")
@@ -296,35 +299,78 @@ class Hub:
             item = intake.check_purpose(registry, caller, purpose)
         except HubError as error:
             raise await self._audited(record(error.status_name), error) from None
-        certificates = await self._holder_certificates(holder.key(), commitment)
+        view, cached = await self._holder_view(holder.key(), commitment)
+        answered = await self._answer_fetch(
+            request, registry, item, view, now=now, record=record, commitment=commitment,
+            cached_view=(holder.key(), view.version) if cached else None,
+        )  # fmt: skip
+        if answered is None:
+            # The cached view was superseded (an invalidation was lost): its entry says so.
+            # Read the database and answer from there, audited again.
+            log.warning("fetch: cached holder view was stale; answered from the database")
+            await self.cache.invalidate([commitment])
+            view = await asyncio.to_thread(self._load_holder_view, holder.key())
+            answered = await self._answer_fetch(
+                request, registry, item, view, now=now, record=record, commitment=commitment,
+                cached_view=None,
+            )  # fmt: skip
+            assert answered is not None  # only a cached view can be stale
+        served, materials, audit_index = answered
+        return FetchOutput(intake.FetchResult(holder, served, materials), audit_index)
+
+    async def _answer_fetch(
+        self,
+        request: intake.FetchInput,
+        registry: Registry,
+        item: ServiceItem,
+        view: intake.HolderView,
+        *,
+        now: dt.datetime,
+        record: Callable[..., AuditRecord],
+        commitment: str,
+        cached_view: tuple[str, int] | None,
+    ) -> tuple[tuple[intake.Served, ...], tuple[intake.MaterialResult, ...], int] | None:
+        """Select, audit and return what the item needs from ``view``; None if the group
+        commit found the cached view superseded."""
+        purpose = request.purpose
         chosen, materials = intake.select_for_item(
             item,
-            certificates,
+            view.certificates,
             today=now.astimezone(SERVICE_TIMEZONE).date(),
             distrusted=registry.compromised_key_ids,
         )
+        any_satisfied = any(m.satisfied for m in materials)
+        new_case = not self._cases.recorded(purpose.case_number, served=any_satisfied)
+        unit = intake.FetchUnit(
+            case=(purpose, any_satisfied, now) if new_case else None, cached_view=cached_view
+        )
+        ids = tuple(c.certificate_id for c, _ in chosen)
+
+        def describe(value: str | None, _error: HubError | None) -> AuditRecord:
+            if value == freshness.STALE:
+                return record(STALE_VIEW, holder=commitment)
+            return record(OK, holder=commitment, certificate_ids=ids)
+
+        if unit.case is None and unit.cached_view is None:
+            pending = self.committer.submit(None, describe)  # audit-only: nothing to check
+        else:
+            pending = self.committer.submit(
+                lambda s: intake.FETCH_BATCH.apply_all(s, [unit])[0],
+                describe,
+                batch=intake.FETCH_BATCH,
+                item=unit,
+            )
+        committed = await pending.wait()
+        if committed.value == freshness.STALE:
+            return None
+        if new_case:
+            self._cases.remember(purpose.case_number, served=any_satisfied)
         attachments = await self._attachments(chosen, request.include_attachments)
         served = tuple(
             intake.Served(c, status, attachments.get(c.attachment_sha256 or ""))
             for c, status in chosen
         )
-        any_satisfied = any(m.satisfied for m in materials)
-        record_case = None
-        if not self._cases.recorded(purpose.case_number, served=any_satisfied):
-            record_case = functools.partial(
-                intake.record_case, purpose=purpose, served=any_satisfied, now=now
-            )
-        committed = await self.committer.submit(
-            record_case,
-            lambda _v, _e: record(
-                OK, holder=commitment, certificate_ids=tuple(c.certificate_id for c, _ in chosen)
-            ),
-            batch=intake.CASE_BATCH if record_case is not None else None,
-            item=(purpose, any_satisfied, now),
-        ).wait()
-        if record_case is not None:
-            self._cases.remember(purpose.case_number, served=any_satisfied)
-        return FetchOutput(intake.FetchResult(holder, served, materials), committed.audit_index)
+        return served, materials, committed.audit_index
 
     async def get(self, caller: Principal, request: intake.GetInput) -> GetOutput:
         now = self.clock()
@@ -399,17 +445,24 @@ class Hub:
 
     # --- internals ----------------------------------------------------------------------
 
-    async def _holder_certificates(
+    async def _holder_view(
         self, holder_key: str, commitment: str
-    ) -> list[intake.StoredCertificate]:
-        def load() -> bytes:
-            with read_scope(self.sessions) as conn:
-                return intake.encode_holder(intake.load_holder(conn, holder_key))
+    ) -> tuple[intake.HolderView, bool]:
+        """The holder's view, and whether it came from the cache (then it must be checked
+        in the fetch's group commit)."""
+        loaded = False
 
-        async def load_async() -> bytes:
-            return await asyncio.to_thread(load)
+        async def load() -> bytes:
+            nonlocal loaded
+            loaded = True
+            return intake.encode_holder(await asyncio.to_thread(self._load_holder_view, holder_key))
 
-        return intake.decode_holder(await self.cache.read_through(commitment, load_async))
+        data = await self.cache.read_through(commitment, load)
+        return intake.decode_holder(data), not loaded
+
+    def _load_holder_view(self, holder_key: str) -> intake.HolderView:
+        with read_scope(self.sessions) as conn:
+            return intake.load_holder_view(conn, holder_key)
 
     def _load_certificate(self, certificate_id: str) -> tuple[intake.StoredCertificate, str] | None:
         with session_scope(self.sessions) as session:

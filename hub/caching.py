@@ -49,12 +49,13 @@ __all__ = [
 
 # Bumped whenever hub.services.intake.encode_holder changes what the bytes mean, so hubs of
 # two releases on one Redis never decode each other's entries.
-HOLDER_SCHEMA_VERSION = 2
+HOLDER_SCHEMA_VERSION = 3
 
-# Longest a cached holder view may outlive an invalidation that was lost while Redis was
-# unreachable (see cache.port, "Residual window"). Invalidations that reach Redis take
-# effect at once whatever this is; two minutes still covers the repeated fetches of one
-# case at a service window (the same applicant, several materials, a few minutes).
+# How long a cached holder view lives. Correctness does not depend on it: a view whose
+# invalidation was lost is caught in the fetch's group commit (hub.services.freshness) and
+# costs one database read. It bounds how long such a superseded view keeps costing that
+# read; two minutes still covers the repeated fetches of one case at a service window
+# (the same applicant, several materials, a few minutes).
 HOLDER_CACHE_TTL_SECONDS = 120.0
 
 

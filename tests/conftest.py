@@ -4,10 +4,12 @@ running hub on loopback with real mTLS."""
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy.engine import Engine
 from support.databases import fresh_postgres_database
 from support.hubs import RunningHub, start_hub
@@ -52,6 +54,22 @@ def redis_url() -> str:
     if not url:
         pytest.skip(f"{REDIS_ENV} is not set: Redis tests need a server")
     return url
+
+
+@pytest.fixture
+def cache_prefix(redis_url: str) -> Iterator[str]:
+    """A Redis key prefix no other test uses; its keys are removed afterwards."""
+    value = f"t{uuid.uuid4().hex[:16]}"
+    yield value
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"certhub:{value}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    except redis.RedisError:
+        pass  # a test may have left Redis unreachable: nothing to clean
+    finally:
+        client.close()
 
 
 @pytest.fixture

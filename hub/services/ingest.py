@@ -31,6 +31,7 @@ from hub.errors import (
     ResourceExhausted,
 )
 from hub.registry import Principal, Registry, Role
+from hub.services import freshness
 from hub.store.models import Attachment, Certificate, Revocation
 from signing import (
     CERTIFICATE_PAYLOAD_TYPE,
@@ -326,6 +327,7 @@ def _write_accepted(
     current only if it is its lineage's highest, and the attachments sent with them."""
     if not accepted:
         return  # superseding is only ever non-empty with something accepted
+    freshness.bump(session, (checked.payload.holder.key() for checked, _ in accepted))
     rows = [
         _row(checked, is_current=checked.payload.version == known[checked.payload.lineage].top,
              now=now)
@@ -584,4 +586,5 @@ def store_revoke(
     except exc.IntegrityError:
         # Another hub process recorded a revocation of this lineage first.
         return Revoked(r.certificate_id, newly_revoked=False, holder_key=holder_key)
+    freshness.bump(session, [holder_key])
     return Revoked(r.certificate_id, newly_revoked=True, holder_key=holder_key)

@@ -21,6 +21,7 @@ from hub.domain.identifier import MAX_CERTIFICATE_ID_LENGTH
 from hub.domain.status import CertificateStatus, compute_status
 from hub.errors import HubError, InvalidArgument, NotFound, PermissionDenied
 from hub.registry import Principal, Registry, Role, ServiceItem
+from hub.services import freshness
 from hub.services.ingest import read_envelope, require_role
 from hub.store.models import Attachment, Case, Certificate, Revocation
 from signing import CERTIFICATE_PAYLOAD_TYPE, verify_envelope
@@ -208,6 +209,19 @@ def load_holder(conn: Connection, holder_key: str) -> list[StoredCertificate]:
     return [_stored(row) for row in rows]
 
 
+@dataclass(frozen=True, slots=True)
+class HolderView:
+    """A holder's certificates and the ``holder_states`` counter read just before them."""
+
+    version: int
+    certificates: list[StoredCertificate]
+
+
+def load_holder_view(conn: Connection, holder_key: str) -> HolderView:
+    version = freshness.read_version(conn, holder_key)
+    return HolderView(version, load_holder(conn, holder_key))
+
+
 def select_for_item(
     item: ServiceItem,
     certificates: Sequence[StoredCertificate],
@@ -248,11 +262,6 @@ def load_attachments(session: Session, digests: Sequence[str]) -> dict[str, byte
         select(Attachment.sha256, Attachment.data).where(Attachment.sha256.in_(digests))
     ).all()
     return {row.sha256: row.data for row in rows}
-
-
-def record_case(session: Session, purpose: Purpose, *, served: bool, now: dt.datetime) -> None:
-    """Count the case for the usage KPI (cases fetched, cases served by e-certificates)."""
-    record_cases(session, [(purpose, served, now)])
 
 
 def record_cases(session: Session, cases: Sequence[tuple[Purpose, bool, dt.datetime]]) -> None:
@@ -304,19 +313,43 @@ WHERE excluded.served AND NOT cases.served
 )
 
 
-class CaseBatch:
-    """The group committer's handle for recording a run of fetched cases as one upsert."""
+@dataclass(frozen=True, slots=True)
+class FetchUnit:
+    """What a fetch asks of its group commit: record its case (None: already recorded by
+    this process) and, for a view served from the cache, check it is still current."""
 
-    # ON CONFLICT resolves every clash with another process's insert: no savepoint needed.
+    case: tuple[Purpose, bool, dt.datetime] | None
+    # (holder key, counter the cached view was read at); None for a view read just now.
+    cached_view: tuple[str, int] | None
+
+
+class FetchBatch:
+    """The group committer's handle for a run of fetches: one query checks every cached
+    view of the run (``hub.services.freshness``), one upsert records their cases. A unit's
+    value is ``freshness.STALE`` when its view was superseded (its case is then left to the
+    fetch's retry, which knows what was really served), else None."""
+
+    # ON CONFLICT resolves every clash with another process's insert, and the check only
+    # reads: no savepoint needed.
     may_race = False
 
-    def apply_all(self, session: Session, items: Sequence[object]) -> list[None]:
+    def apply_all(self, session: Session, items: Sequence[object]) -> list[str | None]:
         # Items are what Hub.fetch hands the committer with this batch handle.
-        record_cases(session, cast("list[tuple[Purpose, bool, dt.datetime]]", items))
-        return [None] * len(items)
+        units = cast("list[FetchUnit]", items)
+        views = dict(u.cached_view for u in units if u.cached_view is not None)
+        stale = freshness.stale_holders(session, views)
+        values = [
+            freshness.STALE if u.cached_view is not None and u.cached_view[0] in stale else None
+            for u in units
+        ]
+        record_cases(
+            session,
+            [u.case for u, value in zip(units, values, strict=True) if u.case and value is None],
+        )
+        return values
 
 
-CASE_BATCH = CaseBatch()
+FETCH_BATCH = FetchBatch()
 
 
 def load_certificate(session: Session, certificate_id: str) -> tuple[StoredCertificate, str] | None:
@@ -430,30 +463,35 @@ def verify_shown(
 # --- cache encoding: the holder view travels through the cache as bytes -------------------
 
 
-def encode_holder(certificates: Sequence[StoredCertificate]) -> bytes:
+def encode_holder(view: HolderView) -> bytes:
     return json.dumps(
         [
+            view.version,
             [
-                c.certificate_id,
-                c.version,
-                c.type_code,
-                c.is_current,
-                c.valid_from.isoformat(),
-                c.valid_until.isoformat() if c.valid_until else None,
-                base64.b64encode(c.envelope).decode(),
-                c.attachment_sha256,
-                base64.b64encode(c.revocation_envelope).decode() if c.revocation_envelope else None,
-                c.key_id,
-            ]
-            for c in certificates
+                [
+                    c.certificate_id,
+                    c.version,
+                    c.type_code,
+                    c.is_current,
+                    c.valid_from.isoformat(),
+                    c.valid_until.isoformat() if c.valid_until else None,
+                    base64.b64encode(c.envelope).decode(),
+                    c.attachment_sha256,
+                    base64.b64encode(c.revocation_envelope).decode()
+                    if c.revocation_envelope
+                    else None,
+                    c.key_id,
+                ]
+                for c in view.certificates
+            ],
         ],
         separators=(",", ":"),
     ).encode()
 
 
-def decode_holder(data: bytes) -> list[StoredCertificate]:
-    rows: list[list[Any]] = json.loads(data)
-    return [_decode_one(row) for row in rows]
+def decode_holder(data: bytes) -> HolderView:
+    version, rows = cast("tuple[int, list[list[Any]]]", json.loads(data))
+    return HolderView(version, [_decode_one(row) for row in rows])
 
 
 def _decode_one(row: list[Any]) -> StoredCertificate:

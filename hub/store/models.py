@@ -118,6 +118,18 @@ class Revocation(Base):
     audit_idx: Mapped[int | None] = mapped_column(BIGINT, nullable=True)
 
 
+class HolderState(Base):
+    """How often a holder's certificates changed: moved in the transaction of every push and
+    revocation. A fetch answered from the cache compares the counter its cached view was
+    read at with this row, in its own group commit (``hub.services.freshness``), so no
+    lost cache invalidation can serve a superseded state."""
+
+    __tablename__ = "holder_states"
+
+    holder_key: Mapped[str] = mapped_column(String(HOLDER_KEY_WIDTH), primary_key=True)
+    version: Mapped[int] = mapped_column(BIGINT)
+
+
 class Case(Base):
     """Cases (办件) that fetched, for the usage KPI."""
 

@@ -58,6 +58,7 @@ class TcpRelay:
         self.connections: list[Relayed] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._held = False
         self._thread = threading.Thread(target=self._accept, name="tcp-relay", daemon=True)
         self._thread.start()
 
@@ -68,6 +69,20 @@ class TcpRelay:
     def snapshot(self) -> list[Relayed]:
         with self._lock:
             return list(self.connections)
+
+    def blackhole(self) -> None:
+        """Hold back every client's bytes, on open and on new connections alike (a network
+        path that silently drops packets): connects succeed, nothing is answered."""
+        with self._lock:
+            self._held = True
+            for relayed in self.connections:
+                relayed.pause()
+
+    def restore(self) -> None:
+        with self._lock:
+            self._held = False
+            for relayed in self.connections:
+                relayed.resume()
 
     def _accept(self) -> None:
         while not self._stopped.is_set():
@@ -82,6 +97,8 @@ class TcpRelay:
                 continue
             with self._lock:
                 relayed = Relayed(number=len(self.connections), client=client, server=server)
+                if self._held:
+                    relayed.pause()
                 self.connections.append(relayed)
             for up in (True, False):
                 threading.Thread(target=self._pump, args=(relayed, up), daemon=True).start()

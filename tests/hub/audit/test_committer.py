@@ -51,13 +51,13 @@ def _entry(case: str, action: Action) -> AuditRecord:
     )
 
 
-def _case_unit(committer: GroupCommitter, case: str, *, served: bool) -> Pending[None]:
-    purpose = intake.Purpose(ITEM, case)
+def _case_unit(committer: GroupCommitter, case: str, *, served: bool) -> Pending[str | None]:
+    unit = intake.FetchUnit(case=(intake.Purpose(ITEM, case), served, NOW), cached_view=None)
     return committer.submit(
-        lambda s: intake.record_case(s, purpose, served=served, now=NOW),
+        lambda s: intake.FETCH_BATCH.apply_all(s, [unit])[0],
         lambda _v, _e: _entry(case, Action.FETCH),
-        batch=intake.CASE_BATCH,
-        item=(purpose, served, NOW),
+        batch=intake.FETCH_BATCH,
+        item=unit,
     )
 
 

@@ -1,34 +1,16 @@
 """Fixtures for the scale-out tests: a served hub's files on a fresh PostgreSQL database
-(several processes share it, so only PostgreSQL will do), and a private Redis key prefix."""
+(several processes share it, so only PostgreSQL will do), and a Redis server of their own."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from support.redis_server import RedisServer, own_redis_server
 from support.served import Deployment
 
 from hub.store.engine import make_engine
-
-
-@pytest.fixture
-def cache_prefix(redis_url: str) -> Iterator[str]:
-    """A Redis key prefix no other test uses; its keys are removed afterwards."""
-    value = f"t{uuid.uuid4().hex[:16]}"
-    yield value
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"certhub:{value}:*", count=1000))
-        if keys:
-            client.delete(*keys)
-    except redis.RedisError:
-        pass  # a test may have left Redis unreachable: nothing to clean
-    finally:
-        client.close()
 
 
 @pytest.fixture
