@@ -2,11 +2,13 @@
 
 Kept beside ``hub.app`` rather than inside it: the same order as every hub call (check ->
 group commit with its audit entry -> answer), through the hub's committer, clock and
-registry. Servicers and the web console call these and nothing else.
+registry. Coroutines, like the hub's use cases: a call waits for its group commit on its
+own event loop. Servicers and the web console call these and nothing else.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from dataclasses import dataclass
 from typing import NoReturn
@@ -41,7 +43,9 @@ class Casework:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
 
-    def register_case(self, caller: Principal, request: cases.RegisterInput) -> RegisterCaseOutput:
+    async def register_case(
+        self, caller: Principal, request: cases.RegisterInput
+    ) -> RegisterCaseOutput:
         now = self.hub.clock()
 
         def record(outcome: str) -> AuditRecord:
@@ -57,14 +61,14 @@ class Casework:
         try:
             registration = cases.check_register(self.hub.registry(), caller, request)
         except HubError as error:
-            self._refuse(record(error.status_name), error)
-        committed = self.hub.committer.run(
+            await self._refuse(record(error.status_name), error)
+        committed = await self.hub.committer.submit(
             lambda s: cases.register_case(s, registration, now=now),
             lambda _value, error: record(error.status_name if error else OK),
-        )
+        ).wait()
         return RegisterCaseOutput(committed.value, committed.audit_index)
 
-    def close_case(self, caller: Principal, request: cases.CloseInput) -> CloseCaseOutput:
+    async def close_case(self, caller: Principal, request: cases.CloseInput) -> CloseCaseOutput:
         now = self.hub.clock()
         registry = self.hub.registry()
 
@@ -82,17 +86,21 @@ class Casework:
             require_role(caller, Role.INTAKE, "closing cases")
             cases.check_close(request)
         except HubError as error:
-            self._refuse(describe(None, error), error)
-        committed = self.hub.committer.run(
+            await self._refuse(describe(None, error), error)
+        committed = await self.hub.committer.submit(
             lambda s: cases.close_case(s, registry, caller, request, now=now), describe
-        )
+        ).wait()
         return CloseCaseOutput(committed.value, committed.audit_index)
 
-    def period_stats(self, query: stats.StatsQuery) -> stats.PeriodStats:
+    async def period_stats(self, query: stats.StatsQuery) -> stats.PeriodStats:
+        """A read with a synchronous session: in the loop's thread pool."""
+        return await asyncio.to_thread(self.period_stats_now, query)
+
+    def period_stats_now(self, query: stats.StatsQuery) -> stats.PeriodStats:
         with session_scope(self.hub.sessions) as session:
             return stats.compute(session, self.hub.registry(), query, now=self.hub.clock())
 
-    def console_view(
+    async def console_view(
         self,
         caller: Principal,
         what: str,
@@ -121,10 +129,10 @@ class Casework:
                 f"{' or '.join(sorted(roles))}",
                 reason="WRONG_ROLE",
             )
-            self._refuse(dataclasses.replace(entry, outcome=error.status_name), error)
-        return self.hub.committer.submit_entry(entry).result().audit_index
+            await self._refuse(dataclasses.replace(entry, outcome=error.status_name), error)
+        return (await self.hub.committer.submit_entry(entry).wait()).audit_index
 
-    def console_refuse(
+    async def console_refuse(
         self,
         caller: Principal,
         what: str,
@@ -134,11 +142,11 @@ class Casework:
         roles: frozenset[Role] = CONSOLE_ROLES,
     ) -> NoReturn:
         """Audit a console query refused for its input (after the role check), then raise."""
-        error.audit_index = self.console_view(
+        error.audit_index = await self.console_view(
             caller, what, holder=holder, roles=roles, outcome=error.status_name
         )
         raise error
 
-    def _refuse(self, entry: AuditRecord, error: HubError) -> NoReturn:
-        error.audit_index = self.hub.committer.submit_entry(entry).result().audit_index
+    async def _refuse(self, entry: AuditRecord, error: HubError) -> NoReturn:
+        error.audit_index = (await self.hub.committer.submit_entry(entry).wait()).audit_index
         raise error

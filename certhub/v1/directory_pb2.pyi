@@ -48,6 +48,42 @@ KEY_COMPROMISED: KeyStatus.ValueType  # 3
 """Must not verify anything."""
 Global___KeyStatus: _TypeAlias = KeyStatus  # noqa: Y015
 
+class _StatsBreakdown:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StatsBreakdownEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StatsBreakdown.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STATS_BREAKDOWN_UNSPECIFIED: _StatsBreakdown.ValueType  # 0
+    """Not set: rejected."""
+    STATS_BY_MONTH: _StatsBreakdown.ValueType  # 1
+    """By month of registration (China Standard Time), with the exemption rate of the registry
+    in force at the month's end.
+    """
+    STATS_BY_DEPARTMENT: _StatsBreakdown.ValueType  # 2
+    """By handling department (承办部门)."""
+    STATS_BY_SERVICE_ITEM: _StatsBreakdown.ValueType  # 3
+    """By service item."""
+    STATS_BY_WINDOW: _StatsBreakdown.ValueType  # 4
+    """By acceptance point (受理窗口)."""
+
+class StatsBreakdown(_StatsBreakdown, metaclass=_StatsBreakdownEnumTypeWrapper):
+    """A breakdown of the case figures."""
+
+STATS_BREAKDOWN_UNSPECIFIED: StatsBreakdown.ValueType  # 0
+"""Not set: rejected."""
+STATS_BY_MONTH: StatsBreakdown.ValueType  # 1
+"""By month of registration (China Standard Time), with the exemption rate of the registry
+in force at the month's end.
+"""
+STATS_BY_DEPARTMENT: StatsBreakdown.ValueType  # 2
+"""By handling department (承办部门)."""
+STATS_BY_SERVICE_ITEM: StatsBreakdown.ValueType  # 3
+"""By service item."""
+STATS_BY_WINDOW: StatsBreakdown.ValueType  # 4
+"""By acceptance point (受理窗口)."""
+Global___StatsBreakdown: _TypeAlias = StatsBreakdown  # noqa: Y015
+
 @_typing.final
 class ListIssuerKeysRequest(_message.Message):
     """Filter for ListIssuerKeys."""
@@ -318,16 +354,31 @@ Global___ServiceItem: _TypeAlias = ServiceItem  # noqa: Y015
 
 @_typing.final
 class GetStatsRequest(_message.Message):
-    """No fields: the KPIs are global."""
+    """The period and breakdowns of the KPIs; empty = lifetime totals, no breakdown."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    since: _builtins.str
+    """First day counted (ISO date, China Standard Time), inclusive; empty = from the start."""
+    until: _builtins.str
+    """Last day counted (ISO date, China Standard Time), inclusive; empty = up to today."""
+    @_builtins.property
+    def by(self) -> _containers.RepeatedScalarFieldContainer[Global___StatsBreakdown.ValueType]:
+        """Breakdowns to compute, each at most once."""
+
     def __init__(
         self,
+        *,
+        since: _builtins.str = ...,
+        until: _builtins.str = ...,
+        by: _abc.Iterable[Global___StatsBreakdown.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by", b"by", "since", b"since", "until", b"until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -380,6 +431,14 @@ class Stats(_message.Message):
     USAGE_RATE_FIELD_NUMBER: _builtins.int
     PAPER_MATERIALS_PER_ITEM_FIELD_NUMBER: _builtins.int
     CERTIFICATES_TOTAL_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    CASES_REGISTERED_FIELD_NUMBER: _builtins.int
+    CASES_CLOSED_FIELD_NUMBER: _builtins.int
+    CASES_WITH_E_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    CASE_USAGE_RATE_FIELD_NUMBER: _builtins.int
+    BREAKDOWNS_FIELD_NUMBER: _builtins.int
+    NON_EXEMPT_ITEMS_FIELD_NUMBER: _builtins.int
     service_items: _builtins.int
     """Number of service items."""
     exempt_service_items: _builtins.int
@@ -387,15 +446,31 @@ class Stats(_message.Message):
     exemption_rate: _builtins.float
     """exempt_service_items / service_items (0 when there are none)."""
     cases_fetched: _builtins.int
-    """Distinct cases that fetched."""
+    """Distinct cases that fetched, first fetch in the period."""
     cases_with_certificates: _builtins.int
-    """Distinct cases that received at least one certificate."""
+    """Of those, cases that received at least one certificate."""
     usage_rate: _builtins.float
-    """cases_with_certificates / cases_fetched (0 when there are none)."""
+    """cases_with_certificates / cases_fetched (0 when there are none). Counts only cases that
+    reached the hub; case_usage_rate is the reform's rate over all cases handled.
+    """
     paper_materials_per_item: _builtins.float
     """Average number of materials per service item that still need paper."""
     certificates_total: _builtins.int
     """Total stored certificates (current versions)."""
+    since: _builtins.str
+    """The period counted: first day, ISO date (empty = from the first case)."""
+    until: _builtins.str
+    """The period counted: last day, ISO date (always set: the request's or today)."""
+    cases_registered: _builtins.int
+    """Cases registered (RegisterCase) in the period: every case handled, on paper or not."""
+    cases_closed: _builtins.int
+    """Of those, cases closed (CloseCase)."""
+    cases_with_e_certificate: _builtins.int
+    """Of those, closed with at least one material satisfied by an e-certificate."""
+    case_usage_rate: _builtins.float
+    """电子应用率 as the reform defines it: cases_with_e_certificate / cases_registered (0 when
+    there are none). An open case counts in the denominator only.
+    """
     @_builtins.property
     def certificates_by_kind(self) -> _containers.RepeatedCompositeFieldContainer[Global___Count]:
         """Stored certificates (current versions) by kind."""
@@ -407,6 +482,14 @@ class Stats(_message.Message):
     @_builtins.property
     def types_by_kind(self) -> _containers.RepeatedCompositeFieldContainer[Global___Count]:
         """Certificate types by kind."""
+
+    @_builtins.property
+    def breakdowns(self) -> _containers.RepeatedCompositeFieldContainer[Global___Breakdown]:
+        """The breakdowns asked for, in the order asked."""
+
+    @_builtins.property
+    def non_exempt_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___NonExemptItem]:
+        """Every service item of the current registry that is not exempt, ordered by code."""
 
     def __init__(
         self,
@@ -422,11 +505,161 @@ class Stats(_message.Message):
         usage_rate: _builtins.float = ...,
         paper_materials_per_item: _builtins.float = ...,
         certificates_total: _builtins.int = ...,
+        since: _builtins.str = ...,
+        until: _builtins.str = ...,
+        cases_registered: _builtins.int = ...,
+        cases_closed: _builtins.int = ...,
+        cases_with_e_certificate: _builtins.int = ...,
+        case_usage_rate: _builtins.float = ...,
+        breakdowns: _abc.Iterable[Global___Breakdown] | None = ...,
+        non_exempt_items: _abc.Iterable[Global___NonExemptItem] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cases_fetched", b"cases_fetched", "cases_with_certificates", b"cases_with_certificates", "certificates_by_department", b"certificates_by_department", "certificates_by_kind", b"certificates_by_kind", "certificates_total", b"certificates_total", "exempt_service_items", b"exempt_service_items", "exemption_rate", b"exemption_rate", "paper_materials_per_item", b"paper_materials_per_item", "service_items", b"service_items", "types_by_kind", b"types_by_kind", "usage_rate", b"usage_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakdowns", b"breakdowns", "case_usage_rate", b"case_usage_rate", "cases_closed", b"cases_closed", "cases_fetched", b"cases_fetched", "cases_registered", b"cases_registered", "cases_with_certificates", b"cases_with_certificates", "cases_with_e_certificate", b"cases_with_e_certificate", "certificates_by_department", b"certificates_by_department", "certificates_by_kind", b"certificates_by_kind", "certificates_total", b"certificates_total", "exempt_service_items", b"exempt_service_items", "exemption_rate", b"exemption_rate", "non_exempt_items", b"non_exempt_items", "paper_materials_per_item", b"paper_materials_per_item", "service_items", b"service_items", "since", b"since", "types_by_kind", b"types_by_kind", "until", b"until", "usage_rate", b"usage_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Stats: _TypeAlias = Stats  # noqa: Y015
+
+@_typing.final
+class CaseGroup(_message.Message):
+    """The case figures of one group (a month, a department, an item, a window)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    CASES_REGISTERED_FIELD_NUMBER: _builtins.int
+    CASES_CLOSED_FIELD_NUMBER: _builtins.int
+    CASES_WITH_E_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    USAGE_RATE_FIELD_NUMBER: _builtins.int
+    EXEMPTION_RATE_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The group's key: "2026-03", a department code, an item code or a window."""
+    label: _builtins.str
+    """Human label (department or item name; the key for months and windows)."""
+    cases_registered: _builtins.int
+    """Cases registered in the period."""
+    cases_closed: _builtins.int
+    """Of those, cases closed."""
+    cases_with_e_certificate: _builtins.int
+    """Of those, closed with at least one material satisfied by an e-certificate."""
+    usage_rate: _builtins.float
+    """cases_with_e_certificate / cases_registered (0 when there are none)."""
+    exemption_rate: _builtins.float
+    """Months only: the exemption rate of the registry in force at the month's end (or now,
+    for the current month); -1 when no registry was applied by then.
+    """
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        label: _builtins.str = ...,
+        cases_registered: _builtins.int = ...,
+        cases_closed: _builtins.int = ...,
+        cases_with_e_certificate: _builtins.int = ...,
+        usage_rate: _builtins.float = ...,
+        exemption_rate: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cases_closed", b"cases_closed", "cases_registered", b"cases_registered", "cases_with_e_certificate", b"cases_with_e_certificate", "exemption_rate", b"exemption_rate", "key", b"key", "label", b"label", "usage_rate", b"usage_rate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseGroup: _TypeAlias = CaseGroup  # noqa: Y015
+
+@_typing.final
+class Breakdown(_message.Message):
+    """The groups of one breakdown."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BY_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
+    by: Global___StatsBreakdown.ValueType
+    """Which breakdown."""
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___CaseGroup]:
+        """Ordered by key."""
+
+    def __init__(
+        self,
+        *,
+        by: Global___StatsBreakdown.ValueType = ...,
+        groups: _abc.Iterable[Global___CaseGroup] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["by", b"by", "groups", b"groups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Breakdown: _TypeAlias = Breakdown  # noqa: Y015
+
+@_typing.final
+class PaperMaterial(_message.Message):
+    """A material that no certificate type satisfies, keeping its item from being exempt."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    CASES_ON_PAPER_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """Material code within the item."""
+    name: _builtins.str
+    """Material name, e.g. 房屋租赁合同."""
+    cases_on_paper: _builtins.int
+    """Closed cases of the period in which it came on paper."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        name: _builtins.str = ...,
+        cases_on_paper: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cases_on_paper", b"cases_on_paper", "code", b"code", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaperMaterial: _TypeAlias = PaperMaterial  # noqa: Y015
+
+@_typing.final
+class NonExemptItem(_message.Message):
+    """A service item that still needs paper, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PAPER_MATERIALS_FIELD_NUMBER: _builtins.int
+    CASES_REGISTERED_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """Item code."""
+    name: _builtins.str
+    """Item name."""
+    cases_registered: _builtins.int
+    """Cases of the item registered in the period."""
+    @_builtins.property
+    def paper_materials(self) -> _containers.RepeatedCompositeFieldContainer[Global___PaperMaterial]:
+        """The materials no certificate type satisfies."""
+
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        name: _builtins.str = ...,
+        paper_materials: _abc.Iterable[Global___PaperMaterial] | None = ...,
+        cases_registered: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cases_registered", b"cases_registered", "code", b"code", "name", b"name", "paper_materials", b"paper_materials"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NonExemptItem: _TypeAlias = NonExemptItem  # noqa: Y015

@@ -25,13 +25,17 @@ _sym_db = _symbol_database.Default()
 from certhub.v1 import common_pb2 as certhub_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x65rthub/v1/intake.proto\x12\ncerthub.v1\x1a\x17\x63\x65rthub/v1/common.proto\"\x7f\n\x0c\x46\x65tchRequest\x12\"\n\x06holder\x18\x01 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x19\n\x11service_item_code\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x03 \x01(\t\x12\x1b\n\x13include_attachments\x18\x04 \x01(\x08\"\x80\x01\n\x0eMaterialStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tsatisfied\x18\x03 \x01(\x08\x12\x17\n\x0f\x63\x65rtificate_ids\x18\x04 \x03(\t\x12\x12\n\npaper_only\x18\x05 \x01(\x08\x12\x12\n\ntype_codes\x18\x06 \x03(\t\"\x88\x01\n\rFetchResponse\x12\x33\n\x0c\x63\x65rtificates\x18\x01 \x03(\x0b\x32\x1d.certhub.v1.CertificateRecord\x12-\n\tmaterials\x18\x02 \x03(\x0b\x32\x1a.certhub.v1.MaterialStatus\x12\x13\n\x0b\x61udit_index\x18\x03 \x01(\x04\"\xa0\x01\n\x15GetCertificateRequest\x12\x16\n\x0e\x63\x65rtificate_id\x18\x01 \x01(\t\x12\"\n\x06holder\x18\x02 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x19\n\x11service_item_code\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x04 \x01(\t\x12\x1b\n\x13include_attachments\x18\x05 \x01(\x08\"!\n\rVerifyRequest\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\"\xef\x01\n\x0eVerifyResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x1d.certhub.v1.CertificateStatus\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x13\n\x0bissuer_code\x18\x04 \x01(\t\x12\x13\n\x0bissuer_name\x18\x05 \x01(\t\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12/\n\x07summary\x18\x07 \x01(\x0b\x32\x1e.certhub.v1.CertificateSummary\x12\x0e\n\x06stored\x18\x08 \x01(\x08\x12\x13\n\x0b\x61udit_index\x18\t \x01(\x04\x32\xf9\x01\n\rIntakeService\x12H\n\x11\x46\x65tchCertificates\x12\x18.certhub.v1.FetchRequest\x1a\x19.certhub.v1.FetchResponse\x12R\n\x0eGetCertificate\x12!.certhub.v1.GetCertificateRequest\x1a\x1d.certhub.v1.CertificateRecord\x12J\n\x11VerifyCertificate\x12\x19.certhub.v1.VerifyRequest\x1a\x1a.certhub.v1.VerifyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x65rthub/v1/intake.proto\x12\ncerthub.v1\x1a\x17\x63\x65rthub/v1/common.proto\"\x7f\n\x0c\x46\x65tchRequest\x12\"\n\x06holder\x18\x01 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x19\n\x11service_item_code\x18\x02 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x03 \x01(\t\x12\x1b\n\x13include_attachments\x18\x04 \x01(\x08\"\x80\x01\n\x0eMaterialStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tsatisfied\x18\x03 \x01(\x08\x12\x17\n\x0f\x63\x65rtificate_ids\x18\x04 \x03(\t\x12\x12\n\npaper_only\x18\x05 \x01(\x08\x12\x12\n\ntype_codes\x18\x06 \x03(\t\"\x88\x01\n\rFetchResponse\x12\x33\n\x0c\x63\x65rtificates\x18\x01 \x03(\x0b\x32\x1d.certhub.v1.CertificateRecord\x12-\n\tmaterials\x18\x02 \x03(\x0b\x32\x1a.certhub.v1.MaterialStatus\x12\x13\n\x0b\x61udit_index\x18\x03 \x01(\x04\"\xa0\x01\n\x15GetCertificateRequest\x12\x16\n\x0e\x63\x65rtificate_id\x18\x01 \x01(\t\x12\"\n\x06holder\x18\x02 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x19\n\x11service_item_code\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x04 \x01(\t\x12\x1b\n\x13include_attachments\x18\x05 \x01(\x08\"!\n\rVerifyRequest\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\"\xef\x01\n\x0eVerifyResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x1d.certhub.v1.CertificateStatus\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x13\n\x0bissuer_code\x18\x04 \x01(\t\x12\x13\n\x0bissuer_name\x18\x05 \x01(\t\x12\x0e\n\x06key_id\x18\x06 \x01(\t\x12/\n\x07summary\x18\x07 \x01(\x0b\x32\x1e.certhub.v1.CertificateSummary\x12\x0e\n\x06stored\x18\x08 \x01(\x08\x12\x13\n\x0b\x61udit_index\x18\t \x01(\x04\"\x98\x01\n\x13RegisterCaseRequest\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\x12\x19\n\x11service_item_code\x18\x02 \x01(\t\x12(\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x17.certhub.v1.CaseChannel\x12\x17\n\x0f\x64\x65partment_code\x18\x04 \x01(\t\x12\x0e\n\x06window\x18\x05 \x01(\t\"<\n\x14RegisterCaseResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\x12\x13\n\x0b\x61udit_index\x18\x02 \x01(\x04\"h\n\x0bMaterialUse\x12\x15\n\rmaterial_code\x18\x01 \x01(\t\x12*\n\x06source\x18\x02 \x01(\x0e\x32\x1a.certhub.v1.MaterialSource\x12\x16\n\x0e\x63\x65rtificate_id\x18\x03 \x01(\t\"S\n\x10\x43loseCaseRequest\x12\x13\n\x0b\x63\x61se_number\x18\x01 \x01(\t\x12*\n\tmaterials\x18\x02 \x03(\x0b\x32\x17.certhub.v1.MaterialUse\"T\n\x11\x43loseCaseResponse\x12\x1a\n\x12used_e_certificate\x18\x01 \x01(\x08\x12\x0e\n\x06\x63losed\x18\x02 \x01(\x08\x12\x13\n\x0b\x61udit_index\x18\x03 \x01(\x04*\x95\x01\n\x0b\x43\x61seChannel\x12\x1c\n\x18\x43\x41SE_CHANNEL_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43\x41SE_CHANNEL_WINDOW\x10\x01\x12\x17\n\x13\x43\x41SE_CHANNEL_ONLINE\x10\x02\x12\x1d\n\x19\x43\x41SE_CHANNEL_SELF_SERVICE\x10\x03\x12\x17\n\x13\x43\x41SE_CHANNEL_MOBILE\x10\x04*\x91\x01\n\x0eMaterialSource\x12\x1f\n\x1bMATERIAL_SOURCE_UNSPECIFIED\x10\x00\x12!\n\x1dMATERIAL_SOURCE_E_CERTIFICATE\x10\x01\x12\x19\n\x15MATERIAL_SOURCE_PAPER\x10\x02\x12 \n\x1cMATERIAL_SOURCE_NOT_PROVIDED\x10\x03\x32\x96\x03\n\rIntakeService\x12H\n\x11\x46\x65tchCertificates\x12\x18.certhub.v1.FetchRequest\x1a\x19.certhub.v1.FetchResponse\x12R\n\x0eGetCertificate\x12!.certhub.v1.GetCertificateRequest\x1a\x1d.certhub.v1.CertificateRecord\x12J\n\x11VerifyCertificate\x12\x19.certhub.v1.VerifyRequest\x1a\x1a.certhub.v1.VerifyResponse\x12Q\n\x0cRegisterCase\x12\x1f.certhub.v1.RegisterCaseRequest\x1a .certhub.v1.RegisterCaseResponse\x12H\n\tCloseCase\x12\x1c.certhub.v1.CloseCaseRequest\x1a\x1d.certhub.v1.CloseCaseResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'certhub.v1.intake_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CASECHANNEL']._serialized_start=1398
+  _globals['_CASECHANNEL']._serialized_end=1547
+  _globals['_MATERIALSOURCE']._serialized_start=1550
+  _globals['_MATERIALSOURCE']._serialized_end=1695
   _globals['_FETCHREQUEST']._serialized_start=64
   _globals['_FETCHREQUEST']._serialized_end=191
   _globals['_MATERIALSTATUS']._serialized_start=194
@@ -44,6 +48,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VERIFYREQUEST']._serialized_end=659
   _globals['_VERIFYRESPONSE']._serialized_start=662
   _globals['_VERIFYRESPONSE']._serialized_end=901
-  _globals['_INTAKESERVICE']._serialized_start=904
-  _globals['_INTAKESERVICE']._serialized_end=1153
+  _globals['_REGISTERCASEREQUEST']._serialized_start=904
+  _globals['_REGISTERCASEREQUEST']._serialized_end=1056
+  _globals['_REGISTERCASERESPONSE']._serialized_start=1058
+  _globals['_REGISTERCASERESPONSE']._serialized_end=1118
+  _globals['_MATERIALUSE']._serialized_start=1120
+  _globals['_MATERIALUSE']._serialized_end=1224
+  _globals['_CLOSECASEREQUEST']._serialized_start=1226
+  _globals['_CLOSECASEREQUEST']._serialized_end=1309
+  _globals['_CLOSECASERESPONSE']._serialized_start=1311
+  _globals['_CLOSECASERESPONSE']._serialized_end=1395
+  _globals['_INTAKESERVICE']._serialized_start=1698
+  _globals['_INTAKESERVICE']._serialized_end=2104
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,66 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _CaseChannel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CaseChannelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CaseChannel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CASE_CHANNEL_UNSPECIFIED: _CaseChannel.ValueType  # 0
+    """Not set: rejected."""
+    CASE_CHANNEL_WINDOW: _CaseChannel.ValueType  # 1
+    """At a counter of a service centre (窗口)."""
+    CASE_CHANNEL_ONLINE: _CaseChannel.ValueType  # 2
+    """Through the government website (网上办)."""
+    CASE_CHANNEL_SELF_SERVICE: _CaseChannel.ValueType  # 3
+    """At a self-service terminal (自助终端)."""
+    CASE_CHANNEL_MOBILE: _CaseChannel.ValueType  # 4
+    """Through the government app (掌上办)."""
+
+class CaseChannel(_CaseChannel, metaclass=_CaseChannelEnumTypeWrapper):
+    """How an applicant reached the hub's window (受理渠道)."""
+
+CASE_CHANNEL_UNSPECIFIED: CaseChannel.ValueType  # 0
+"""Not set: rejected."""
+CASE_CHANNEL_WINDOW: CaseChannel.ValueType  # 1
+"""At a counter of a service centre (窗口)."""
+CASE_CHANNEL_ONLINE: CaseChannel.ValueType  # 2
+"""Through the government website (网上办)."""
+CASE_CHANNEL_SELF_SERVICE: CaseChannel.ValueType  # 3
+"""At a self-service terminal (自助终端)."""
+CASE_CHANNEL_MOBILE: CaseChannel.ValueType  # 4
+"""Through the government app (掌上办)."""
+Global___CaseChannel: _TypeAlias = CaseChannel  # noqa: Y015
+
+class _MaterialSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MaterialSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MaterialSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MATERIAL_SOURCE_UNSPECIFIED: _MaterialSource.ValueType  # 0
+    """Not set: rejected."""
+    MATERIAL_SOURCE_E_CERTIFICATE: _MaterialSource.ValueType  # 1
+    """By an e-certificate the hub served for this case (免提交)."""
+    MATERIAL_SOURCE_PAPER: _MaterialSource.ValueType  # 2
+    """The applicant brought paper."""
+    MATERIAL_SOURCE_NOT_PROVIDED: _MaterialSource.ValueType  # 3
+    """Not provided (the case was refused or withdrawn before it came)."""
+
+class MaterialSource(_MaterialSource, metaclass=_MaterialSourceEnumTypeWrapper):
+    """How one required material of the item was satisfied."""
+
+MATERIAL_SOURCE_UNSPECIFIED: MaterialSource.ValueType  # 0
+"""Not set: rejected."""
+MATERIAL_SOURCE_E_CERTIFICATE: MaterialSource.ValueType  # 1
+"""By an e-certificate the hub served for this case (免提交)."""
+MATERIAL_SOURCE_PAPER: MaterialSource.ValueType  # 2
+"""The applicant brought paper."""
+MATERIAL_SOURCE_NOT_PROVIDED: MaterialSource.ValueType  # 3
+"""Not provided (the case was refused or withdrawn before it came)."""
+Global___MaterialSource: _TypeAlias = MaterialSource  # noqa: Y015
 
 @_typing.final
 class FetchRequest(_message.Message):
@@ -256,3 +317,159 @@ class VerifyResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VerifyResponse: _TypeAlias = VerifyResponse  # noqa: Y015
+
+@_typing.final
+class RegisterCaseRequest(_message.Message):
+    """A case accepted by an intake system."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_NUMBER_FIELD_NUMBER: _builtins.int
+    SERVICE_ITEM_CODE_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    DEPARTMENT_CODE_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    case_number: _builtins.str
+    """The case (办件) number; at most 64 printable characters. Fetches for the case use it."""
+    service_item_code: _builtins.str
+    """The service item (事项) code; must be one of the caller's items."""
+    channel: Global___CaseChannel.ValueType
+    """How the applicant came."""
+    department_code: _builtins.str
+    """The department that handles the case (承办部门): a registry department code."""
+    window: _builtins.str
+    """The acceptance point (受理窗口), e.g. "鼓楼区行政服务中心 3号窗"; empty = the caller's
+    principal name. At most 128 printable characters.
+    """
+    def __init__(
+        self,
+        *,
+        case_number: _builtins.str = ...,
+        service_item_code: _builtins.str = ...,
+        channel: Global___CaseChannel.ValueType = ...,
+        department_code: _builtins.str = ...,
+        window: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_number", b"case_number", "channel", b"channel", "department_code", b"department_code", "service_item_code", b"service_item_code", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterCaseRequest: _TypeAlias = RegisterCaseRequest  # noqa: Y015
+
+@_typing.final
+class RegisterCaseResponse(_message.Message):
+    """The registered case."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREATED_FIELD_NUMBER: _builtins.int
+    AUDIT_INDEX_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """False when the same case was registered before with the same fields (a retry)."""
+    audit_index: _builtins.int
+    """Index of the audit log entry recording this registration."""
+    def __init__(
+        self,
+        *,
+        created: _builtins.bool = ...,
+        audit_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_index", b"audit_index", "created", b"created"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterCaseResponse: _TypeAlias = RegisterCaseResponse  # noqa: Y015
+
+@_typing.final
+class MaterialUse(_message.Message):
+    """One material of a closed case."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATERIAL_CODE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_ID_FIELD_NUMBER: _builtins.int
+    material_code: _builtins.str
+    """Material code within the service item."""
+    source: Global___MaterialSource.ValueType
+    """How it was satisfied. E_CERTIFICATE needs a material that certificate types satisfy
+    and a fetch for this case that served one.
+    """
+    certificate_id: _builtins.str
+    """With E_CERTIFICATE: the certificate that satisfied it (optional)."""
+    def __init__(
+        self,
+        *,
+        material_code: _builtins.str = ...,
+        source: Global___MaterialSource.ValueType = ...,
+        certificate_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate_id", b"certificate_id", "material_code", b"material_code", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MaterialUse: _TypeAlias = MaterialUse  # noqa: Y015
+
+@_typing.final
+class CloseCaseRequest(_message.Message):
+    """A case closed by the intake system that registered it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_NUMBER_FIELD_NUMBER: _builtins.int
+    MATERIALS_FIELD_NUMBER: _builtins.int
+    case_number: _builtins.str
+    """The case number given to RegisterCase."""
+    @_builtins.property
+    def materials(self) -> _containers.RepeatedCompositeFieldContainer[Global___MaterialUse]:
+        """Every required material of the case's service item, each exactly once."""
+
+    def __init__(
+        self,
+        *,
+        case_number: _builtins.str = ...,
+        materials: _abc.Iterable[Global___MaterialUse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_number", b"case_number", "materials", b"materials"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseCaseRequest: _TypeAlias = CloseCaseRequest  # noqa: Y015
+
+@_typing.final
+class CloseCaseResponse(_message.Message):
+    """The closed case."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USED_E_CERTIFICATE_FIELD_NUMBER: _builtins.int
+    CLOSED_FIELD_NUMBER: _builtins.int
+    AUDIT_INDEX_FIELD_NUMBER: _builtins.int
+    used_e_certificate: _builtins.bool
+    """True when at least one material came as an e-certificate: the case counts as used."""
+    closed: _builtins.bool
+    """False when the case was already closed with the same materials (a retry)."""
+    audit_index: _builtins.int
+    """Index of the audit log entry recording this closure."""
+    def __init__(
+        self,
+        *,
+        used_e_certificate: _builtins.bool = ...,
+        closed: _builtins.bool = ...,
+        audit_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_index", b"audit_index", "closed", b"closed", "used_e_certificate", b"used_e_certificate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseCaseResponse: _TypeAlias = CloseCaseResponse  # noqa: Y015

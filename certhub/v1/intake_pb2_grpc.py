@@ -51,6 +51,16 @@ class IntakeServiceStub:
                 request_serializer=certhub_dot_v1_dot_intake__pb2.VerifyRequest.SerializeToString,
                 response_deserializer=certhub_dot_v1_dot_intake__pb2.VerifyResponse.FromString,
                 _registered_method=True)
+        self.RegisterCase = channel.unary_unary(
+                '/certhub.v1.IntakeService/RegisterCase',
+                request_serializer=certhub_dot_v1_dot_intake__pb2.RegisterCaseRequest.SerializeToString,
+                response_deserializer=certhub_dot_v1_dot_intake__pb2.RegisterCaseResponse.FromString,
+                _registered_method=True)
+        self.CloseCase = channel.unary_unary(
+                '/certhub.v1.IntakeService/CloseCase',
+                request_serializer=certhub_dot_v1_dot_intake__pb2.CloseCaseRequest.SerializeToString,
+                response_deserializer=certhub_dot_v1_dot_intake__pb2.CloseCaseResponse.FromString,
+                _registered_method=True)
 
 
 class IntakeServiceServicer:
@@ -78,6 +88,20 @@ class IntakeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterCase(self, request, context):
+        """A case accepted at a window (受理): counted in the usage rate whether or not it fetches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseCase(self, request, context):
+        """A case closed (办结): how each required material was satisfied.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IntakeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +119,16 @@ def add_IntakeServiceServicer_to_server(servicer, server):
                     servicer.VerifyCertificate,
                     request_deserializer=certhub_dot_v1_dot_intake__pb2.VerifyRequest.FromString,
                     response_serializer=certhub_dot_v1_dot_intake__pb2.VerifyResponse.SerializeToString,
+            ),
+            'RegisterCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterCase,
+                    request_deserializer=certhub_dot_v1_dot_intake__pb2.RegisterCaseRequest.FromString,
+                    response_serializer=certhub_dot_v1_dot_intake__pb2.RegisterCaseResponse.SerializeToString,
+            ),
+            'CloseCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseCase,
+                    request_deserializer=certhub_dot_v1_dot_intake__pb2.CloseCaseRequest.FromString,
+                    response_serializer=certhub_dot_v1_dot_intake__pb2.CloseCaseResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +213,60 @@ class IntakeService:
             '/certhub.v1.IntakeService/VerifyCertificate',
             certhub_dot_v1_dot_intake__pb2.VerifyRequest.SerializeToString,
             certhub_dot_v1_dot_intake__pb2.VerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certhub.v1.IntakeService/RegisterCase',
+            certhub_dot_v1_dot_intake__pb2.RegisterCaseRequest.SerializeToString,
+            certhub_dot_v1_dot_intake__pb2.RegisterCaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certhub.v1.IntakeService/CloseCase',
+            certhub_dot_v1_dot_intake__pb2.CloseCaseRequest.SerializeToString,
+            certhub_dot_v1_dot_intake__pb2.CloseCaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

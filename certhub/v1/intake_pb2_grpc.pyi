@@ -40,6 +40,10 @@ class IntakeServiceStub:
     """One certificate by id, for the same purpose fields as a fetch."""
     VerifyCertificate: _grpc.UnaryUnaryMultiCallable[_intake_pb2.VerifyRequest, _intake_pb2.VerifyResponse]
     """Check an envelope shown at the window (e.g. decoded from a QR code)."""
+    RegisterCase: _grpc.UnaryUnaryMultiCallable[_intake_pb2.RegisterCaseRequest, _intake_pb2.RegisterCaseResponse]
+    """A case accepted at a window (受理): counted in the usage rate whether or not it fetches."""
+    CloseCase: _grpc.UnaryUnaryMultiCallable[_intake_pb2.CloseCaseRequest, _intake_pb2.CloseCaseResponse]
+    """A case closed (办结): how each required material was satisfied."""
 
 @_typing.type_check_only
 class IntakeServiceAsyncStub(IntakeServiceStub):
@@ -52,6 +56,10 @@ class IntakeServiceAsyncStub(IntakeServiceStub):
     """One certificate by id, for the same purpose fields as a fetch."""
     VerifyCertificate: _aio.UnaryUnaryMultiCallable[_intake_pb2.VerifyRequest, _intake_pb2.VerifyResponse]  # type: ignore[assignment]
     """Check an envelope shown at the window (e.g. decoded from a QR code)."""
+    RegisterCase: _aio.UnaryUnaryMultiCallable[_intake_pb2.RegisterCaseRequest, _intake_pb2.RegisterCaseResponse]  # type: ignore[assignment]
+    """A case accepted at a window (受理): counted in the usage rate whether or not it fetches."""
+    CloseCase: _aio.UnaryUnaryMultiCallable[_intake_pb2.CloseCaseRequest, _intake_pb2.CloseCaseResponse]  # type: ignore[assignment]
+    """A case closed (办结): how each required material was satisfied."""
 
 class IntakeServiceServicer(metaclass=_abc_1.ABCMeta):
     """Fetch an applicant's certificates for one service item and one case."""
@@ -79,5 +87,21 @@ class IntakeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_intake_pb2.VerifyResponse, _abc.Awaitable[_intake_pb2.VerifyResponse]]:
         """Check an envelope shown at the window (e.g. decoded from a QR code)."""
+
+    @_abc_1.abstractmethod
+    def RegisterCase(
+        self,
+        request: _intake_pb2.RegisterCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_intake_pb2.RegisterCaseResponse, _abc.Awaitable[_intake_pb2.RegisterCaseResponse]]:
+        """A case accepted at a window (受理): counted in the usage rate whether or not it fetches."""
+
+    @_abc_1.abstractmethod
+    def CloseCase(
+        self,
+        request: _intake_pb2.CloseCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_intake_pb2.CloseCaseResponse, _abc.Awaitable[_intake_pb2.CloseCaseResponse]]:
+        """A case closed (办结): how each required material was satisfied."""
 
 def add_IntakeServiceServicer_to_server(servicer: IntakeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from certhub.v1 import ingest_pb2
+from certhub.v1 import ingest_pb2, intake_pb2
 from hub.app import Hub
 from hub.casework import Casework
 from hub.cli.stats import render, render_period
@@ -35,7 +35,6 @@ from hub.grpc.server import ServerTLS, build_server
 from hub.pki import PkiPaths, init_pki, issue_client_certificate
 from hub.runtime import HubConfig, build_hub, open_engine
 from hub.services import stats
-from hub.services.cases import CloseInput, MaterialUse, RegisterInput
 from hub.services.registry_store import apply_registry
 from hub.store import migrate
 from hub.store.engine import make_session_factory, session_scope
@@ -145,9 +144,9 @@ def run_demo(
             )
             feeds.run()
             _push_all(world, client, out, skip=feeds.departments)
-            _fetch_cases(world, client, Casework(hub), out)
+            _fetch_cases(world, client, out)
             _revoke_one(world, client, out, cancel=feeds.cancel)
-            period = Casework(hub).period_stats(stats.StatsQuery(by=(stats.Breakdown.MONTH,)))
+            period = Casework(hub).period_stats_now(stats.StatsQuery(by=(stats.Breakdown.MONTH,)))
             out("")
             out("KPIs")
             out(render(period.base, hub.registry()))
@@ -223,14 +222,10 @@ def _push_all(
 
 
 def _fetch_cases(
-    world: DemoWorld,
-    client: Callable[[str], HubClient],
-    work: Casework,
-    out: Callable[[str], None],
+    world: DemoWorld, client: Callable[[str], HubClient], out: Callable[[str], None]
 ) -> None:
     """Each case as a window handles it: registered, fetched, closed with how every
-    material came."""
-    principal = work.hub.registry().principals["gulou-service-centre"]
+    material came (RegisterCase, FetchCertificates, CloseCase)."""
     licence = world.type_by_name("营业执照").code
     id_card = world.type_by_name("居民身份证").code
     # Cases as they arrive at a window: enterprises for business items, citizens for the rest.
@@ -247,10 +242,14 @@ def _fetch_cases(
             item = items[(case // 2) % len(items)]
             number = f"GL-2026-{case + 1:06d}"
             where, channel = WINDOWS[case % len(WINDOWS)]
-            work.register_case(
-                principal,
-                RegisterInput(
-                    number, item.code, str(channel), handling_department(world, item), where
+            window.call(
+                window.intake.RegisterCase,
+                intake_pb2.RegisterCaseRequest(
+                    case_number=number,
+                    service_item_code=item.code,
+                    channel=intake_pb2.CaseChannel.Value(f"CASE_CHANNEL_{channel}"),
+                    department_code=handling_department(world, item),
+                    window=where,
                 ),
             )
             fetched = window.fetch(
@@ -259,16 +258,22 @@ def _fetch_cases(
                 service_item=item.code,
                 case_number=number,
             )
-            work.close_case(
-                principal,
-                CloseInput(
-                    number,
-                    tuple(
-                        MaterialUse(m.code, "E_CERTIFICATE", m.certificate_ids[0])
+            window.call(
+                window.intake.CloseCase,
+                intake_pb2.CloseCaseRequest(
+                    case_number=number,
+                    materials=[
+                        intake_pb2.MaterialUse(
+                            material_code=m.code,
+                            source=intake_pb2.MATERIAL_SOURCE_E_CERTIFICATE,
+                            certificate_id=m.certificate_ids[0],
+                        )
                         if m.satisfied
-                        else MaterialUse(m.code, "PAPER")
+                        else intake_pb2.MaterialUse(
+                            material_code=m.code, source=intake_pb2.MATERIAL_SOURCE_PAPER
+                        )
                         for m in fetched.materials
-                    ),
+                    ],
                 ),
             )
             if case == 0:

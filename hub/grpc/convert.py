@@ -15,7 +15,7 @@ from hub.domain.certificate import CertificatePayload
 from hub.domain.status import CertificateStatus
 from hub.errors import HubError, InvalidArgument
 from hub.registry import CertificateType, Department, ServiceItem
-from hub.services import directory, ingest, intake
+from hub.services import cases, directory, ingest, intake, stats
 from signing import KeyStatus, parse_envelope
 
 _ID_TYPES = {v: k for k, v in common_pb2.IdType.items() if v}
@@ -317,3 +317,86 @@ def stats_out(stats: directory.Stats, labels: dict[str, str]) -> directory_pb2.S
         paper_materials_per_item=stats.paper_materials_per_item,
         certificates_total=stats.certificates_total,
     )
+
+
+# --- cases and period statistics (hub.casework) ----------------------------------------------
+
+
+def _enum_name(value: int, names: dict[int, str], prefix: str) -> str:
+    """The domain's name for a proto enum value ("CASE_CHANNEL_WINDOW" -> "WINDOW"); an
+    unknown number passes through as its digits, for the domain check to name."""
+    name = names.get(value)
+    return name.removeprefix(prefix) if name is not None else str(value)
+
+
+_CHANNELS = {int(v): k for k, v in intake_pb2.CaseChannel.items()}
+_SOURCES = {int(v): k for k, v in intake_pb2.MaterialSource.items()}
+_BREAKDOWNS = {int(v): k for k, v in directory_pb2.StatsBreakdown.items()}
+
+
+def register_case_in(request: intake_pb2.RegisterCaseRequest) -> cases.RegisterInput:
+    return cases.RegisterInput(
+        case_number=request.case_number,
+        service_item_code=request.service_item_code,
+        channel=_enum_name(request.channel, _CHANNELS, "CASE_CHANNEL_"),
+        department_code=request.department_code,
+        window=request.window,
+    )
+
+
+def close_case_in(request: intake_pb2.CloseCaseRequest) -> cases.CloseInput:
+    return cases.CloseInput(
+        case_number=request.case_number,
+        materials=tuple(
+            cases.MaterialUse(
+                material_code=m.material_code,
+                source=_enum_name(m.source, _SOURCES, "MATERIAL_SOURCE_"),
+                certificate_id=m.certificate_id,
+            )
+            for m in request.materials
+        ),
+    )
+
+
+def stats_query_in(request: directory_pb2.GetStatsRequest) -> stats.StatsQuery:
+    by = [_enum_name(b, _BREAKDOWNS, "STATS_BY_") for b in request.by]
+    return stats.parse_query(request.since, request.until, by)
+
+
+def period_stats_out(period: stats.PeriodStats, labels: dict[str, str]) -> directory_pb2.Stats:
+    out = stats_out(period.base, labels)
+    out.since = period.since.isoformat() if period.since else ""
+    out.until = period.until.isoformat()
+    out.cases_registered = period.cases_registered
+    out.cases_closed = period.cases_closed
+    out.cases_with_e_certificate = period.cases_with_e_certificate
+    out.case_usage_rate = period.case_usage_rate
+    for by, groups in period.breakdowns:
+        out.breakdowns.add(
+            by=directory_pb2.StatsBreakdown.Value(f"STATS_BY_{by}"),
+            groups=[
+                directory_pb2.CaseGroup(
+                    key=g.key,
+                    label=g.label,
+                    cases_registered=g.registered,
+                    cases_closed=g.closed,
+                    cases_with_e_certificate=g.with_e_certificate,
+                    usage_rate=g.usage_rate,
+                    exemption_rate=-1.0 if g.exemption_rate is None else g.exemption_rate,
+                )
+                for g in groups
+            ],
+        )
+    for item in period.non_exempt:
+        out.non_exempt_items.add(
+            code=item.code,
+            name=item.name,
+            cases_registered=item.cases_registered,
+            paper_materials=[
+                directory_pb2.PaperMaterial(
+                    code=m.code, name=m.name, cases_on_paper=m.cases_on_paper
+                )
+                for m in item.paper_materials
+            ],
+        )
+    return out

@@ -18,6 +18,7 @@ from certhub.v1 import (
     intake_pb2_grpc,
 )
 from hub.app import Hub, PushOutput
+from hub.casework import Casework
 from hub.domain.certificate import CertificateKind
 from hub.errors import HubError, InvalidArgument, NotFound
 from hub.grpc import convert
@@ -88,6 +89,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
 class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
+        self._cases = Casework(hub)
 
     async def FetchCertificates(  # noqa: N802
         self, request: intake_pb2.FetchRequest, context: Context
@@ -108,10 +110,31 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     ) -> intake_pb2.VerifyResponse:
         return convert.verify_out(await self._hub.verify(current_principal(), request.envelope))
 
+    async def RegisterCase(  # noqa: N802
+        self, request: intake_pb2.RegisterCaseRequest, context: Context
+    ) -> intake_pb2.RegisterCaseResponse:
+        out = await self._cases.register_case(
+            current_principal(), convert.register_case_in(request)
+        )
+        return intake_pb2.RegisterCaseResponse(
+            created=out.registered.created, audit_index=out.audit_index
+        )
+
+    async def CloseCase(  # noqa: N802
+        self, request: intake_pb2.CloseCaseRequest, context: Context
+    ) -> intake_pb2.CloseCaseResponse:
+        out = await self._cases.close_case(current_principal(), convert.close_case_in(request))
+        return intake_pb2.CloseCaseResponse(
+            used_e_certificate=out.closed.used_e_certificate,
+            closed=out.closed.closed,
+            audit_index=out.audit_index,
+        )
+
 
 class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
+        self._cases = Casework(hub)
 
     async def ListIssuerKeys(  # noqa: N802
         self, request: directory_pb2.ListIssuerKeysRequest, context: Context
@@ -157,6 +180,7 @@ class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
     async def GetStats(  # noqa: N802
         self, request: directory_pb2.GetStatsRequest, context: Context
     ) -> directory_pb2.Stats:
+        query = convert.stats_query_in(request)
         registry = self._hub.registry()
         labels = {code: d.name for code, d in registry.departments.items()}
-        return convert.stats_out(await asyncio.to_thread(self._hub.stats), labels)
+        return convert.period_stats_out(await self._cases.period_stats(query), labels)

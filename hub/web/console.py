@@ -7,6 +7,7 @@ before the page is built, and a refusal is audited too.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -224,13 +225,13 @@ class Console:
             first = (first - dt.timedelta(days=1)).replace(day=1)
         return first.isoformat(), today.isoformat()
 
-    def dashboard(self, caller: Principal, since: str, until: str) -> Dashboard:
+    async def dashboard(self, caller: Principal, since: str, until: str) -> Dashboard:
         query = stats.parse_query(since, until, [b.value for b in stats.Breakdown])
-        index = self.work.console_view(
+        index = await self.work.console_view(
             caller, "/dashboard?" + urlencode(_drop_empty({"since": since, "until": until}))
         )
         return Dashboard(
-            period=self.work.period_stats(query),
+            period=await self.work.period_stats(query),
             registry=self.hub.registry(),
             targets=self.targets,
             audit_index=index,
@@ -238,12 +239,12 @@ class Console:
 
     # --- registry -------------------------------------------------------------------------
 
-    def registry(self, caller: Principal) -> tuple[Registry, int]:
-        return self.hub.registry(), self.work.console_view(caller, "/registry")
+    async def registry(self, caller: Principal) -> tuple[Registry, int]:
+        return self.hub.registry(), await self.work.console_view(caller, "/registry")
 
     # --- audit browser --------------------------------------------------------------------
 
-    def audit_query(
+    async def audit_query(
         self,
         caller: Principal,
         form: AuditFilter,
@@ -269,16 +270,15 @@ class Console:
             )
             before = audit.decode_page_token(form.page_token)
         except HubError as error:
-            self.work.console_refuse(caller, what, error, holder=commitment, roles=AUDITORS)
-        index = self.work.console_view(
+            await self.work.console_refuse(caller, what, error, holder=commitment, roles=AUDITORS)
+        index = await self.work.console_view(
             caller,
             what,
             holder=commitment,
             case_number=form.case_number or None,
             roles=AUDITORS,
         )
-        with session_scope(self.hub.sessions) as session:
-            page = audit.query(session, where, page_size=AUDIT_PAGE_SIZE, before=before)
+        page = await asyncio.to_thread(self._query, where, before)
         rows = tuple(
             AuditRow(
                 index=e.index,
@@ -295,10 +295,17 @@ class Console:
         )
         return AuditResults(rows, page.next_page_token, commitment, index)
 
-    def entry(self, caller: Principal, index: int) -> EntryDetail:
+    def _query(self, where: audit.QueryFilter, before: int | None) -> audit.Page:
+        with session_scope(self.hub.sessions) as session:
+            return audit.query(session, where, page_size=AUDIT_PAGE_SIZE, before=before)
+
+    async def entry(self, caller: Principal, index: int) -> EntryDetail:
         """One entry, its inclusion proof in the latest checkpoint, checked here too, and
         the receipt that lets anyone check it in a browser."""
-        audit_index = self.work.console_view(caller, f"/audit/entry/{index}", roles=AUDITORS)
+        audit_index = await self.work.console_view(caller, f"/audit/entry/{index}", roles=AUDITORS)
+        return await asyncio.to_thread(self._entry, index, audit_index)
+
+    def _entry(self, index: int, audit_index: int) -> EntryDetail:
         with session_scope(self.hub.sessions) as session:
             if index >= audit.log_size(session):
                 raise NotFound(f"audit entry {index} does not exist", reason="NO_SUCH_ENTRY")

@@ -190,7 +190,7 @@ class ConsoleApp:
         default_since, default_until = self.console.default_period()
         since = request.query.get("since", default_since)
         until = request.query.get("until", default_until)
-        board = await asyncio.to_thread(self.console.dashboard, caller, since, until)
+        board = await self.console.dashboard(caller, since, until)
         return self._page(
             request,
             "dashboard.html",
@@ -204,7 +204,7 @@ class ConsoleApp:
 
     async def registry(self, request: web.Request) -> web.Response:
         caller = await self._caller(request)
-        registry, index = await asyncio.to_thread(self.console.registry, caller)
+        registry, index = await self.console.registry(caller)
         return self._page(
             request, "registry.html", principal=caller, registry=registry, audit_index=index
         )
@@ -230,9 +230,7 @@ class ConsoleApp:
                 raise web.HTTPForbidden(text="the form's token does not match; reload the page")
             id_type = str(body.get("id_type", ""))
             holder_id = str(body.get("holder_id", ""))
-        results = await asyncio.to_thread(
-            self.console.audit_query, caller, form, id_type=id_type, holder_id=holder_id
-        )
+        results = await self.console.audit_query(caller, form, id_type=id_type, holder_id=holder_id)
         response = self._page(
             request,
             "audit.html",
@@ -250,7 +248,7 @@ class ConsoleApp:
     async def entry(self, request: web.Request) -> web.Response:
         caller = await self._caller(request)
         index = int(request.match_info["index"])
-        detail = await asyncio.to_thread(self.console.entry, caller, index)
+        detail = await self.console.entry(caller, index)
         return self._page(request, "entry.html", principal=caller, entry=detail)
 
     async def transparency(self, request: web.Request) -> web.Response:

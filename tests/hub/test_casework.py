@@ -8,11 +8,11 @@ import datetime as dt
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
+from support.casework import SyncCasework
 from support.hubs import RunningHub
 from support.intake import WINDOW, push_licence
 
 from hub.audit.entry import Action
-from hub.casework import Casework
 from hub.demo.world import DemoWorld
 from hub.errors import (
     AlreadyExists,
@@ -51,7 +51,7 @@ def _count(running: RunningHub, model: type[CaseFile] | type[CaseMaterial]) -> i
 
 
 def _register(
-    work: Casework, running: RunningHub, case: str, item_name: str, *, window: str = ""
+    work: SyncCasework, running: RunningHub, case: str, item_name: str, *, window: str = ""
 ) -> int:
     world = running.world
     item = world.item_by_name(item_name)
@@ -73,7 +73,7 @@ def _uses(world: DemoWorld, item_name: str, source: str) -> tuple[MaterialUse, .
 def test_register_is_audited_idempotent_and_refuses_a_conflicting_retry(
     running_hub: RunningHub, world: DemoWorld
 ) -> None:
-    work = Casework(running_hub.hub)
+    work = SyncCasework(running_hub)
     index = _register(work, running_hub, "GL-C-1", HEALTH_ITEM)
     entry = _entry(running_hub, index)
     assert (entry.action, entry.outcome, entry.case_number, entry.principal) == (
@@ -123,7 +123,7 @@ def test_bad_registrations_name_the_problem_and_store_nothing(
         "department_code": next(iter(world.departments)),
         "window": "",
     } | change
-    work = Casework(running_hub.hub)
+    work = SyncCasework(running_hub)
     with pytest.raises(error) as raised:
         work.register_case(_principal(running_hub, WINDOW), RegisterInput(**fields))
     if field is not None:
@@ -138,7 +138,7 @@ def test_a_department_cannot_register_a_case(running_hub: RunningHub, world: Dem
     department = next(iter(world.departments.values()))
     item = world.item_by_name(HEALTH_ITEM)
     with pytest.raises(PermissionDenied, match="role"):
-        Casework(running_hub.hub).register_case(
+        SyncCasework(running_hub).register_case(
             _principal(running_hub, department.principal),
             RegisterInput("GL-C-3", item.code, "WINDOW", department.code),
         )
@@ -147,7 +147,7 @@ def test_a_department_cannot_register_a_case(running_hub: RunningHub, world: Dem
 def test_close_links_e_certificates_to_the_case_fetches(
     running_hub: RunningHub, world: DemoWorld
 ) -> None:
-    work = Casework(running_hub.hub)
+    work = SyncCasework(running_hub)
     window = _principal(running_hub, WINDOW)
     pushed = push_licence(running_hub, world, 7)
     _register(work, running_hub, "GL-C-4", HEALTH_ITEM)
@@ -191,7 +191,7 @@ def test_close_links_e_certificates_to_the_case_fetches(
 def test_close_refuses_incomplete_or_impossible_materials(
     running_hub: RunningHub, world: DemoWorld
 ) -> None:
-    work = Casework(running_hub.hub)
+    work = SyncCasework(running_hub)
     window = _principal(running_hub, WINDOW)
     _register(work, running_hub, "GL-C-5", PAPER_ITEM)
     with pytest.raises(InvalidArgument, match="misses material") as raised:
@@ -221,7 +221,7 @@ def test_period_stats_count_every_case_handled(running_hub: RunningHub, world: D
     """Four cases in two months: one used an e-certificate, one closed on paper, two open.
     The usage rate is 1 of 4 registered, whatever the fetch-based figure says."""
     hub = running_hub.hub
-    work = Casework(hub)
+    work = SyncCasework(running_hub)
     window = _principal(running_hub, WINDOW)
     pushed = push_licence(running_hub, world, 8)
     march = dt.datetime(2026, 3, 10, 2, tzinfo=dt.UTC)
@@ -302,7 +302,7 @@ def test_monthly_exemption_follows_the_registry_history(
         )
         apply_registry(session, improved, now=dt.datetime(2026, 5, 3, tzinfo=dt.UTC))
     running_hub.hub.registry_source.refresh()
-    result = Casework(running_hub.hub).period_stats(
+    result = SyncCasework(running_hub).period_stats(
         stats.parse_query("2026-03-01", "2026-06-30", ["MONTH"])
     )
     rates = [g.exemption_rate for g in result.breakdown(stats.Breakdown.MONTH)]
@@ -337,7 +337,7 @@ def test_the_period_and_the_months_are_china_standard_time(
     """20:00 UTC on 31 March is 04:00 on 1 April in Fuzhou: an April case, in both the
     period filter and the monthly breakdown."""
     hub = running_hub.hub
-    work = Casework(hub)
+    work = SyncCasework(running_hub)
     real_clock = hub.clock
     try:
         hub.clock = lambda: dt.datetime(2026, 3, 31, 20, tzinfo=dt.UTC)

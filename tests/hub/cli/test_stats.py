@@ -6,10 +6,10 @@ import datetime as dt
 import json
 
 import pytest
+from support.casework import SyncCasework
 from support.hubs import RunningHub
 from support.intake import WINDOW, push_licence
 
-from hub.casework import Casework
 from hub.cli.main import main
 from hub.demo.world import DemoWorld
 from hub.services import stats
@@ -70,7 +70,7 @@ def test_stats_for_a_period_with_breakdowns_equals_the_service(
     running_hub: RunningHub, world: DemoWorld, capsys: pytest.CaptureFixture[str]
 ) -> None:
     hub = running_hub.hub
-    work = Casework(hub)
+    work = SyncCasework(running_hub)
     window = hub.registry().principals[WINDOW]
     department = next(iter(world.departments))
     paper_item = world.item_by_name("建筑工程施工许可")

@@ -47,13 +47,23 @@ OWN_ITEM, FOREIGN_ITEM = 0, 5  # indices into the demo's service items
 BYSTANDER = "gulou-service-centre"
 
 INGEST = ("PushCertificate", "PushCertificates", "RevokeCertificate")
-INTAKE = ("FetchCertificates", "GetCertificate", "VerifyCertificate")
+INTAKE = ("FetchCertificates", "GetCertificate", "VerifyCertificate", "RegisterCase", "CloseCase")
 DIRECTORY = ("ListIssuerKeys", "ListCertificateTypes", "GetServiceItem", "GetStats")
 AUDIT = ("QueryAudit", "GetCheckpoint", "GetInclusionProof", "GetConsistencyProof", "GetEntries")
 # Methods where "own" and "foreign" differ: a department's own certificates vs another
 # department's, an intake system's own service items vs others', a log entry the caller
 # caused vs another principal's.
-WITH_RESOURCE = frozenset({*INGEST, "FetchCertificates", "GetCertificate", "GetInclusionProof"})
+# For CloseCase: a case the caller registered vs one another window registered.
+WITH_RESOURCE = frozenset(
+    {
+        *INGEST,
+        "FetchCertificates",
+        "GetCertificate",
+        "RegisterCase",
+        "CloseCase",
+        "GetInclusionProof",
+    }
+)
 
 
 def _expected(role: str, method: str, resource: str) -> str:
@@ -66,6 +76,8 @@ def _expected(role: str, method: str, resource: str) -> str:
         return OK if role == "department" and resource == "own" else DENIED
     if method == "VerifyCertificate":
         return OK if role == "intake" else DENIED
+    if method == "CloseCase" and role == "intake" and resource == "foreign":
+        return "NOT_FOUND"  # the same answer as for no such case: no oracle
     if method in INTAKE:
         return OK if role == "intake" and resource == "own" else DENIED
     if method in ("QueryAudit", "GetEntries"):
@@ -146,6 +158,14 @@ class Scene:
         )
         return sign_certificate(payload, [self.amr.key])
 
+    def registration(self, item: str) -> intake_pb2.RegisterCaseRequest:
+        return intake_pb2.RegisterCaseRequest(
+            case_number=f"MATRIX-CASE-{next_serial()}",
+            service_item_code=item,
+            channel=intake_pb2.CASE_CHANNEL_WINDOW,
+            department_code=self.amr.code,
+        )
+
     def own_leaf(self, client: HubClient, principal: str) -> int:
         """The index of an audit entry this caller caused (here: a refused or allowed fetch)."""
         try:
@@ -200,6 +220,24 @@ class Scene:
         if m == "VerifyCertificate":
             envelope = self.unpushed()
             return lambda c: c.verify(envelope)
+        if m == "RegisterCase":
+            register = self.registration(item)
+            return lambda c: c.call(c.intake.RegisterCase, register)
+        if m == "CloseCase":
+            # Registered beforehand by the matrix's intake system, or by another window.
+            opened = self.registration(self.items[OWN_ITEM])
+            with self.running.client(CALLERS["intake"] if own else BYSTANDER) as window:
+                window.call(window.intake.RegisterCase, opened)
+            close = intake_pb2.CloseCaseRequest(
+                case_number=opened.case_number,
+                materials=[
+                    intake_pb2.MaterialUse(
+                        material_code=code, source=intake_pb2.MATERIAL_SOURCE_PAPER
+                    )
+                    for code, _, _ in self.world.items[self.items[OWN_ITEM]].materials
+                ],
+            )
+            return lambda c: c.call(c.intake.CloseCase, close)
         if m in DIRECTORY:
             request = {
                 "ListIssuerKeys": directory_pb2.ListIssuerKeysRequest(),

@@ -7,12 +7,14 @@ import asyncio
 import datetime as dt
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy.engine import Engine
+from support.casework import SyncCasework
 from support.hubs import RunningHub, start_hub
 from support.intake import WINDOW, Pushed, push_licence
 
@@ -26,6 +28,7 @@ from hub.store.engine import make_session_factory, session_scope
 from hub.web.console import Console
 from hub.web.server import ConsoleTLS, RunningConsole, start_console
 
+T = TypeVar("T")
 # Screenshots of every page land here (ignored by git), for people to look at.
 ARTIFACTS = Path(os.environ.get("CERTHUB_TEST_ARTIFACTS", "test-artifacts")) / "console"
 # Months of history the console tests chart: enough for a trend, quick to write.
@@ -39,6 +42,10 @@ class ServedConsole:
     work: Casework
     pushed: Pushed
     loop: asyncio.AbstractEventLoop
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the console's loop, from the test's thread."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
 
     @property
     def url(self) -> str:
@@ -54,7 +61,7 @@ def _fill(running: RunningHub, world: DemoWorld) -> Pushed:
         # The current registry applied last again, so it is the one in force.
         apply_registry(session, world.registry_toml(), now=now + dt.timedelta(seconds=1))
     running.hub.registry_source.refresh()
-    work = Casework(running.hub)
+    work = SyncCasework(running)
     window = running.hub.registry().principals[WINDOW]
     pushed = push_licence(running, world, 5)
     department = world.type_by_name("营业执照").issuer

@@ -75,7 +75,7 @@ def test_every_console_page_shows_the_hubs_figures(
     browser: Browser, served_console: ServedConsole
 ) -> None:
     since, until = Console(served_console.work).default_period()
-    expected = served_console.work.period_stats(
+    expected = served_console.work.period_stats_now(
         stats.parse_query(since, until, [b.value for b in stats.Breakdown])
     )
     context = _context(browser, served_console, AUDITOR, DESKTOP)
@@ -154,12 +154,11 @@ def test_a_receipt_is_checked_by_the_browser_and_a_tampered_one_fails(
 ) -> None:
     work = served_console.work
     auditor = work.hub.registry().principals[AUDITOR]
-    fetch_index = next(
-        row.index
-        for row in Console(work).audit_query(auditor, AuditFilter(case_number="GL-LIVE-1")).rows
-        if row.action == "fetch"
+    found = served_console.run(
+        Console(work).audit_query(auditor, AuditFilter(case_number="GL-LIVE-1"))
     )
-    receipt = Console(work).entry(auditor, fetch_index).receipt
+    fetch_index = next(row.index for row in found.rows if row.action == "fetch")
+    receipt = served_console.run(Console(work).entry(auditor, fetch_index)).receipt
     assert receipt is not None
     context = _context(browser, served_console, None, DESKTOP)  # the public: no certificate
     page = context.new_page()
