@@ -22,8 +22,10 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hub.errors import HubError, InvalidArgument
+from hub.observability.kpis import KpiCollector, kpi_registry
 from hub.pki import PkiPaths
 from hub.registry import Principal
 from hub.web.console import AuditFilter, Console, fingerprint
@@ -56,7 +58,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-PUBLIC_PREFIXES = ("/transparency", "/static/")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -113,6 +114,8 @@ class ConsoleApp:
     def __init__(self, console: Console) -> None:
         self.console = console
         self.env = _environment()
+        hub = console.hub
+        self.kpis = kpi_registry(KpiCollector(hub.sessions, hub.registry))
 
     def build(self) -> web.Application:
         app = web.Application(
@@ -126,6 +129,7 @@ class ConsoleApp:
         app.router.add_get("/audit/entry/{index:[0-9]{1,19}}", self.entry)
         app.router.add_get("/transparency", self.transparency)
         app.router.add_get("/transparency/proof", self.proof)
+        app.router.add_get("/metrics", self.metrics)
         app.router.add_static("/static/", STATIC, append_version=True)
         return app
 
@@ -276,6 +280,12 @@ class ConsoleApp:
             raise InvalidArgument("index must be >= 0 and size >= 1", reason="BAD_PROOF_REQUEST")
         found = await asyncio.to_thread(self.console.public_proof, index, size)
         return web.json_response(found)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """The reform's KPIs for Prometheus: aggregates by registry code, no personal data,
+        so no login (like the hub's own metrics endpoint)."""
+        body = await asyncio.to_thread(generate_latest, self.kpis)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 @dataclass

@@ -168,3 +168,12 @@ def test_public_proofs_carry_hashes_only_and_refuse_bad_input(
     assert status == 400
     status, body, _ = get(served_console, "/transparency/proof?index=5&size=3", None)
     assert status == 400
+
+
+def test_the_kpis_are_served_for_prometheus_without_login(served_console: ServedConsole) -> None:
+    status, body, headers = get(served_console, "/metrics", None)
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain")
+    assert "certhub_reform_usage_rate " in body
+    assert 'certhub_reform_cases_registered{department="' in body
+    assert served_console.pushed.holder_id not in body
