@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from hub.services import stats
+from certhub.v1 import directory_pb2
 from hub.web.console import AuditFilter, Console
 
 from .conftest import ARTIFACTS, ServedConsole
@@ -75,9 +75,21 @@ def test_every_console_page_shows_the_hubs_figures(
     browser: Browser, served_console: ServedConsole
 ) -> None:
     since, until = Console(served_console.work).default_period()
-    expected = served_console.work.period_stats_now(
-        stats.parse_query(since, until, [b.value for b in stats.Breakdown])
-    )
+    with served_console.running.client(AUDITOR) as client:
+        expected = client.call(
+            client.directory.GetStats,
+            directory_pb2.GetStatsRequest(
+                since=since,
+                until=until,
+                by=[
+                    directory_pb2.STATS_BY_MONTH,
+                    directory_pb2.STATS_BY_DEPARTMENT,
+                    directory_pb2.STATS_BY_SERVICE_ITEM,
+                    directory_pb2.STATS_BY_WINDOW,
+                ],
+            ),
+        )
+    breakdowns = {b.by: b.groups for b in expected.breakdowns}
     context = _context(browser, served_console, AUDITOR, DESKTOP)
     page = context.new_page()
     errors = _watch(page)
@@ -91,21 +103,43 @@ def test_every_console_page_shows_the_hubs_figures(
         f"{expected.cases_with_e_certificate:,}"
     )
     assert _text(page, '[data-kpi="case_usage_rate"]') == f"{expected.case_usage_rate:.2%}"
-    assert _text(page, '[data-kpi="exemption_rate"]') == f"{expected.base.exemption_rate:.2%}"
-    assert _text(page, '[data-kpi="certificates_total"]') == f"{expected.base.certificates_total:,}"
-    for group in expected.breakdown(stats.Breakdown.MONTH):
+    assert _text(page, '[data-kpi="exemption_rate"]') == f"{expected.exemption_rate:.2%}"
+    assert _text(page, '[data-kpi="certificates_total"]') == f"{expected.certificates_total:,}"
+    assert _text(page, '[data-kpi="until"]') == expected.until
+    months = breakdowns[directory_pb2.STATS_BY_MONTH]
+    for group in months:
         row = page.locator(f'table[data-breakdown="MONTH"] tr[data-key="{group.key}"]')
-        assert row.locator('[data-field="registered"]').inner_text() == f"{group.registered:,}"
-        assert row.locator('[data-field="usage_rate"]').inner_text() == f"{group.usage_rate:.2%}"
-    for by in (stats.Breakdown.DEPARTMENT, stats.Breakdown.SERVICE_ITEM, stats.Breakdown.WINDOW):
-        shown = page.locator(f'table[data-breakdown="{by}"] tbody tr')
-        assert shown.count() == len(expected.breakdown(by))
-    for item in expected.non_exempt:
-        assert page.locator(f'[data-list="non_exempt"] > li[data-key="{item.code}"]').count() == 1
+        cells = {
+            field: row.locator(f'[data-field="{field}"]').inner_text()
+            for field in ("registered", "with_e_certificate", "usage_rate", "exemption_rate")
+        }
+        assert cells == {
+            "registered": f"{group.cases_registered:,}",
+            "with_e_certificate": f"{group.cases_with_e_certificate:,}",
+            "usage_rate": f"{group.usage_rate:.2%}",
+            "exemption_rate": "—" if group.exemption_rate < 0 else f"{group.exemption_rate:.2%}",
+        }
+    for by, name in (
+        (directory_pb2.STATS_BY_DEPARTMENT, "DEPARTMENT"),
+        (directory_pb2.STATS_BY_SERVICE_ITEM, "SERVICE_ITEM"),
+        (directory_pb2.STATS_BY_WINDOW, "WINDOW"),
+    ):
+        for group in breakdowns[by]:
+            row = page.locator(f'table[data-breakdown="{name}"] tr[data-key="{group.key}"]')
+            assert row.locator('[data-field="registered"]').inner_text() == (
+                f"{group.cases_registered:,}"
+            )
+        assert page.locator(f'table[data-breakdown="{name}"] tbody tr').count() == len(
+            breakdowns[by]
+        )
+    for item in expected.non_exempt_items:
+        shown = page.locator(f'[data-list="non_exempt"] > li[data-key="{item.code}"]')
+        assert shown.locator('[data-field="cases_registered"]').first.inner_text() == (
+            f"{item.cases_registered:,}"
+        )
     # The charts were drawn by the shipped Chart.js, from the same numbers.
-    assert page.evaluate("Chart.getChart('chart-months').data.datasets[0].data.length") == len(
-        expected.breakdown(stats.Breakdown.MONTH)
-    )
+    drawn = page.evaluate("Chart.getChart('chart-months').data.datasets[0].data")
+    assert drawn == [round(g.usage_rate * 100, 2) for g in months]
     _shot(page, "dashboard-1280")
 
     page.get_by_role("link", name="审计日志 Audit log").click()

@@ -1,0 +1,85 @@
+"""`certhub console` as an operator runs it: its own process over the hub's database,
+HTTPS with the hub's certificate, the URL printed, a clean exit on SIGTERM."""
+
+from __future__ import annotations
+
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+
+from support.hubs import RunningHub
+from support.processes import REPO, certhub_env
+
+START_SECONDS = 60.0
+
+
+def test_console_process_serves_and_stops(running_hub: RunningHub) -> None:
+    url = running_hub.engine.url.render_as_string(hide_password=False)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hub.cli.main",
+            "console",
+            "--data-dir",
+            str(running_hub.config.data_dir),
+            "--db",
+            url,
+            "--console-address",
+            "127.0.0.1:0",
+        ],
+        cwd=REPO,
+        env=certhub_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        printed = ""
+        assert process.stdout is not None
+        while time.monotonic() < deadline and "console " not in printed:
+            line = process.stdout.readline()
+            if not line and process.poll() is not None:
+                break
+            printed += line
+        found = re.search(r"console\s+(https://127\.0\.0\.1:\d+/)", printed)
+        assert found, printed + (process.stderr.read() if process.poll() is not None else "")
+        context = ssl.create_default_context(cafile=str(running_hub.config.pki.ca_cert))
+        context.check_hostname = False  # the server certificate names localhost, not the IP
+        with urllib.request.urlopen(found.group(1) + "transparency", context=context) as page:
+            assert page.status == 200
+            assert "核验我的回执" in page.read().decode()
+        with urllib.request.urlopen(found.group(1) + "metrics", context=context) as metrics:
+            assert b"certhub_reform_exemption_rate" in metrics.read()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=60)
+    assert code == 0
+
+
+def test_console_refuses_a_bad_address_naming_it(running_hub: RunningHub) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hub.cli.main",
+            "console",
+            "--data-dir",
+            str(running_hub.config.data_dir),
+            "--console-address",
+            "nowhere",
+        ],
+        cwd=REPO,
+        env=certhub_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "'nowhere' is not host:port" in done.stderr
