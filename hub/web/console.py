@@ -66,7 +66,8 @@ class Dashboard:
         labels = {c: d.name for c, d in self.registry.departments.items()}
         return {
             "months": [g.key for g in months],
-            "usage": [round(g.usage_rate * 100, 2) for g in months],
+            # A month without cases has no rate: a gap in the line, not a fall to 0%.
+            "usage": [round(g.usage_rate * 100, 2) if g.registered else None for g in months],
             "exemption": [
                 None if g.exemption_rate is None else round(g.exemption_rate * 100, 2)
                 for g in months
