@@ -167,7 +167,11 @@ class ConsoleApp:
         audited (UNAUTHENTICATED) by the hub."""
         name = client_common_name(request)
         hub = self.console.hub
-        return await hub.authenticate(name, method=f"console:{request.path}")
+        method = f"console:{request.path}"
+        principal = await hub.authenticate(name, method=method)
+        # The principal's registry rate limit covers its console queries too.
+        await hub.admit(principal, method=method)
+        return principal
 
     def _page(
         self, request: web.Request, template: str, *, status: int = 200, **values: Any
