@@ -157,6 +157,19 @@ def test_every_console_page_shows_the_hubs_figures(
         "register_case",
     ]
     _shot(page, "audit-by-case")
+    # By holder: the ID goes in a POST form; the page shows only its commitment.
+    holder_id = served_console.pushed.holder_id
+    page.get_by_label("证件类型 ID type").select_option("USCC")
+    page.get_by_label("证件号码 ID number").fill(holder_id)
+    page.get_by_role("button", name="按持证主体查询 Search by holder").click()
+    commitment = served_console.running.hub.commitment(f"USCC:{holder_id}")
+    expect(page.locator("[data-holder]")).to_have_text(commitment)
+    expect(page.locator("table.entries")).to_contain_text("GL-LIVE-1")
+    assert holder_id not in page.content()
+    assert holder_id not in page.url
+    _shot(page, "audit-by-holder")
+    page.get_by_label("办件号 Case").fill("GL-LIVE-1")
+    page.get_by_role("button", name="查询 Search", exact=True).click()
     rows.filter(has_text="fetch").get_by_role("link").first.click()
     expect(page.locator('[data-proof-verified="true"]')).to_be_visible()
     receipt = json.loads(page.locator("[data-receipt]").inner_text())
