@@ -15,6 +15,8 @@ that ``apply_config`` can tell an option given on the command line from one left
 from __future__ import annotations
 
 import argparse
+import difflib
+import logging
 import os
 import re
 import tomllib
@@ -33,8 +35,15 @@ __all__ = [
     "mask_secret",
 ]
 
+log = logging.getLogger("certhub.config")
+
 ENV_PREFIX = "CERTHUB_"
 CONFIG_ENV = "CERTHUB_CONFIG"
+# CERTHUB_* variables that are not `serve` settings but are read elsewhere: the other
+# commands' data dir, database and hub address (hub.cli.options, hub.cli.connection), and
+# the tests' and benchmarks' own (README, tests/, bench/). Anything else is a typo.
+OTHER_ENV = frozenset({"CERTHUB_DATA_DIR", "CERTHUB_DB", "CERTHUB_ADDRESS", CONFIG_ENV})
+OTHER_ENV_PREFIXES = ("CERTHUB_TEST_", "CERTHUB_BENCH_", "CERTHUB_MERKLE_", "CERTHUB_CHROMIUM")
 # Namespace attributes this module keeps on the parsed arguments.
 _ACTIONS_ATTR = "config_actions"
 _SETTINGS_ATTR = "config_settings"
@@ -108,6 +117,7 @@ def apply_config(
     place; return the effective settings. Raises ``ConfigError`` naming a bad setting."""
     environ = os.environ if environ is None else environ
     actions: tuple[argparse.Action, ...] = getattr(args, _ACTIONS_ATTR, ())
+    _warn_unknown_variables(environ, actions)
     path = args.config if args.config is not None else environ.get(CONFIG_ENV)
     file_values, file_label = _read_file(Path(path), actions) if path else ({}, "")
     settings = []
@@ -129,6 +139,29 @@ def apply_config(
         settings.append(Setting(name=name, value=value, source=source, option=_option(action)))
     setattr(args, _SETTINGS_ATTR, settings)
     return settings
+
+
+def unknown_variables(
+    environ: Mapping[str, str], actions: tuple[argparse.Action, ...]
+) -> list[tuple[str, str | None]]:
+    """``CERTHUB_*`` variables nothing reads, each with the closest known name (or None)."""
+    known = {ENV_PREFIX + a.dest.upper() for a in actions} | OTHER_ENV
+    unknown = []
+    for var in sorted(environ):
+        if not var.startswith(ENV_PREFIX) or var in known or var.startswith(OTHER_ENV_PREFIXES):
+            continue
+        close = difflib.get_close_matches(var, sorted(known), n=1)
+        unknown.append((var, close[0] if close else None))
+    return unknown
+
+
+def _warn_unknown_variables(
+    environ: Mapping[str, str], actions: tuple[argparse.Action, ...]
+) -> None:
+    # A warning, not an error: the same environment file may serve a newer release.
+    for var, close in unknown_variables(environ, actions):
+        hint = f" (did you mean {close}?)" if close else ""
+        log.warning("environment variable %s is not a certhub setting%s; ignored", var, hint)
 
 
 def mask_secret(name: str, value: Any) -> Any:
@@ -211,8 +244,18 @@ def _from_file(action: argparse.Action, value: Any, source: str) -> Any:
 
 
 def _from_file_scalar(action: argparse.Action, value: Any, where: str) -> Any:
+    # TOML has types: a number is written as one (`workers = 2`), text as text. A quoted
+    # number is refused rather than converted, so the file means what it says.
+    wants_number = action.type in (int, float)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ConfigError(f"{where} must be a string or a number, not {value!r}")
+        expected = "a number" if wants_number else "a string"
+        raise ConfigError(f"{where} must be {expected}, not {value!r}")
+    if wants_number and isinstance(value, str):
+        raise ConfigError(f"{where} must be a number, not the string {value!r} (drop the quotes)")
+    if action.type is int and isinstance(value, float):
+        raise ConfigError(f"{where} must be a whole number, not {value!r}")
+    if not wants_number and not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, not {value!r} (quote it)")
     return _checked(action, _typed(action, str(value), where), where)
 
 
@@ -222,7 +265,13 @@ def _typed(action: argparse.Action, text: str, where: str) -> Any:
     try:
         return action.type(text)
     except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
-        raise ConfigError(f"{where}: invalid value {text!r} for {_option(action)}: {e}") from e
+        if action.type is int:
+            problem = "is not a whole number"
+        elif action.type is float:
+            problem = "is not a number"
+        else:
+            problem = f"is not valid for {_option(action)}: {e}"
+        raise ConfigError(f"{where}: {text!r} {problem}") from e
 
 
 def _checked(action: argparse.Action, value: Any, where: str) -> Any:

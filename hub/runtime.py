@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from hub.app import HolderCache, Hub
 from hub.audit.log import AuditLogKeys
 from hub.caching import build_holder_cache, build_rate_limiter
+from hub.config import mask_secret
 from hub.pki import PkiPaths, init_hub_secrets
 from hub.services.registry_store import RegistrySource
 from hub.store import migrate
@@ -96,6 +97,29 @@ def schema_problem(engine: Engine) -> str | None:
     )
 
 
+# How long the start-up Redis probe waits: a reachable Redis answers PING in a millisecond;
+# a start that waits on an unreachable one more than a second helps nobody.
+REDIS_PROBE_TIMEOUT_SECONDS = 1.0
+
+
+def probe_redis(url: str) -> str | None:
+    """None when Redis at ``url`` answers PING, else why not (for the start-up log)."""
+    import redis  # noqa: PLC0415 - only hubs configured with Redis need it
+
+    client = redis.Redis.from_url(
+        url,
+        socket_connect_timeout=REDIS_PROBE_TIMEOUT_SECONDS,
+        socket_timeout=REDIS_PROBE_TIMEOUT_SECONDS,
+    )
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as e:
+        return f"{type(e).__name__}: {e}"
+    finally:
+        client.close()
+    return None
+
+
 def build_hub(config: HubConfig, engine: Engine, *, cache: HolderCache | None = None) -> Hub:
     """A Hub over an up-to-date database; the caller owns ``engine`` and must close the hub."""
     problem = schema_problem(engine)
@@ -111,6 +135,17 @@ def build_hub(config: HubConfig, engine: Engine, *, cache: HolderCache | None = 
         signer=NoteSigner(origin, secrets.load_log_key()),
         hmac_key=secrets.load_audit_hmac_key(),
     )
+    if config.redis_url:
+        # Said at start, not at the first call that finds out: the hub runs without Redis
+        # (from the database, rate limits per process) until it answers.
+        problem = probe_redis(config.redis_url)
+        if problem is not None:
+            log.warning(
+                "Redis at %s is unreachable at start (%s): serving from the database until "
+                "it answers",
+                mask_secret("redis", config.redis_url),
+                problem,
+            )
     if cache is None:
         cache = build_holder_cache(
             enabled=config.cache_enabled,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import tomllib
 from pathlib import Path
 
@@ -61,7 +62,11 @@ def test_switches_take_booleans_and_the_setting_is_the_destination() -> None:
     ("content", "message"),
     [
         ("wrokers = 2\n", "unknown setting 'wrokers'"),
-        ("workers = 'two'\n", "invalid value 'two' for --workers"),
+        ("workers = 'two'\n", "workers must be a number, not the string 'two'"),
+        # Quoted numbers are text in TOML: refused, not converted (issue 15, item 7).
+        ('workers = "2"\n', "workers must be a number, not the string '2'"),
+        ("workers = 2.5\n", "workers must be a whole number, not 2.5"),
+        ("address = 50051\n", "address must be a string, not 50051"),
         ("log_format = 'xml'\n", "'xml' is not one of json, text"),
         ("insecure = 'yes'\n", "insecure must be true or false"),
         ("workers = [\n", "not valid TOML"),
@@ -78,8 +83,26 @@ def test_a_bad_file_is_refused_naming_the_setting(
 
 
 def test_bad_environment_values_name_the_variable() -> None:
-    with pytest.raises(ConfigError, match="environment CERTHUB_METRICS_PORT: invalid value"):
+    with pytest.raises(ConfigError) as caught:
         _serve([], {"CERTHUB_METRICS_PORT": "ninety"})
+    # In the operator's words, not Python's ("invalid literal for int() with base 10").
+    assert str(caught.value) == "environment CERTHUB_METRICS_PORT: 'ninety' is not a whole number"
+
+
+def test_a_misspelt_variable_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    env = {
+        "CERTHUB_WORKER": "37",  # a typo of CERTHUB_WORKERS
+        "CERTHUB_DB": "sqlite://",  # read by every command
+        "CERTHUB_TEST_REDIS_URL": "redis://x",  # the tests' own
+    }
+    with caplog.at_level(logging.WARNING, logger="certhub.config"):
+        args, _ = _serve([], env)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "certhub.config"]
+    assert warnings == [
+        "environment variable CERTHUB_WORKER is not a certhub setting "
+        "(did you mean CERTHUB_WORKERS?); ignored"
+    ]
+    assert args.workers != 37
 
 
 def test_secrets_are_masked() -> None:

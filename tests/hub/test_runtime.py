@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
+import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import Engine
+from support.redis_server import own_redis_server
 
-from hub.runtime import GC_YOUNG_THRESHOLD, tune_gc_for_serving
+from hub.demo.world import DemoWorld
+from hub.runtime import (
+    GC_YOUNG_THRESHOLD,
+    HubConfig,
+    build_hub,
+    probe_redis,
+    tune_gc_for_serving,
+)
+from hub.services.registry_store import apply_registry
+from hub.store.engine import make_session_factory, session_scope
 
 
 @pytest.fixture
@@ -33,3 +47,23 @@ def test_serving_freezes_what_start_up_built_and_collects_young_objects_less_oft
     # Only the young generation's threshold moves; the older two keep their ratios.
     assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, restored_gc[1], restored_gc[2])
     assert restored_gc[0] < GC_YOUNG_THRESHOLD
+
+
+def test_an_unreachable_redis_is_logged_at_start(
+    tmp_path: Path, engine: Engine, world: DemoWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not only at the first call that finds out (issue 15, item 7)."""
+    with own_redis_server(tmp_path) as server:
+        url = server.url
+        assert probe_redis(url) is None
+    # The server is gone: its port refuses connections.
+    assert probe_redis(url) is not None
+    with session_scope(make_session_factory(engine), write=True) as session:
+        apply_registry(session, world.registry_toml(), now=dt.datetime.now(dt.UTC))
+    config = HubConfig(data_dir=tmp_path / "data", redis_url=url)
+    with caplog.at_level(logging.WARNING, logger="certhub.runtime"):
+        hub = build_hub(config, engine)
+    hub.close()
+    [line] = [r.getMessage() for r in caplog.records if r.name == "certhub.runtime"]
+    assert "is unreachable at start" in line
+    assert "serving from the database" in line
