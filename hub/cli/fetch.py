@@ -36,7 +36,7 @@ def register(subparsers: Any) -> None:
         "--holder",
         required=True,
         metavar="TYPE:ID",
-        help=f"the applicant, TYPE one of {', '.join(_ID_TYPES)}; e.g. USCC:91350102MA2Y0001XX",
+        help=f"the applicant, TYPE one of {', '.join(_ID_TYPES)}; e.g. USCC:91350102MA2Y0001X6",
     )
     parser.add_argument("--item", required=True, metavar="CODE", help="service item code")
     parser.add_argument("--case", required=True, metavar="NUMBER", help="case number (办件号)")
