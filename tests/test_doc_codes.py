@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 # certificate type code is a USCC plus three digits; certificate ids embed both).
 _USCC = re.compile(r"(?<![0-9A-Z])[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}(?![0-9A-Z])")
 _RESIDENT = re.compile(r"(?<![0-9A-Z])\d{17}[0-9X](?![0-9A-Z])")
-GUIDES = ["README.md", "docs/api.md", "docs/operations.md"]
+GUIDES = ["README.md", "docs/api.md", "docs/operations.md", "docs/adapters.md"]
 
 
 def _bad_codes(text: str) -> list[str]:
