@@ -180,6 +180,21 @@ def _raise_typed(error: grpc.RpcError) -> NoReturn:
     ) from error
 
 
+def _id_type(id_type: str) -> common_pb2.IdType.ValueType:
+    """The proto enum value of ``id_type``; an unknown name is refused as the hub would."""
+    try:
+        return common_pb2.IdType.Value(id_type)
+    except ValueError:
+        known = ", ".join(n for n, v in common_pb2.IdType.items() if v != 0)
+        message = f"id_type {id_type!r} is not one of {known}"
+        raise InvalidArgumentError(
+            message,
+            code=grpc.StatusCode.INVALID_ARGUMENT,
+            reason="INVALID_HOLDER_ID_TYPE",
+            violations=(Violation("holder.id_type", message),),
+        ) from None
+
+
 # --- results ----------------------------------------------------------------------------------
 
 
@@ -394,7 +409,7 @@ class HubClient:
         """``prove_audit`` also proves the fetch's audit entry is in a checkpoint signed by
         ``log_verifier_key`` and describes this fetch (see ``verify_audit_index``)."""
         request = intake_pb2.FetchRequest(
-            holder=common_pb2.Holder(id_type=common_pb2.IdType.Value(id_type), id=holder_id),
+            holder=common_pb2.Holder(id_type=_id_type(id_type), id=holder_id),
             service_item_code=service_item,
             case_number=case_number,
             include_attachments=include_attachments,
@@ -424,7 +439,7 @@ class HubClient:
     ) -> VerifiedCertificate:
         request = intake_pb2.GetCertificateRequest(
             certificate_id=certificate_id,
-            holder=common_pb2.Holder(id_type=common_pb2.IdType.Value(id_type), id=holder_id),
+            holder=common_pb2.Holder(id_type=_id_type(id_type), id=holder_id),
             service_item_code=service_item,
             case_number=case_number,
             include_attachments=include_attachments,

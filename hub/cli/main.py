@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.metadata
 import logging
 import sys
 import traceback
@@ -30,6 +31,13 @@ COMMAND_MODULES = (
 )
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("certhub")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout, not installed
+        return "unknown (not installed)"
+
+
 class CommandError(Exception):
     """A failure the user can fix; printed without a traceback, exit status 1."""
 
@@ -39,7 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="certhub",
         description="Certificate-sharing data exchange hub for government services.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log debug messages; a failure also prints its traceback",
+    )
+    parser.add_argument("--version", action="version", version=f"certhub {_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
