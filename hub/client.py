@@ -53,8 +53,43 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 # since a certificate fetched with its attachment may carry a 20 MiB file. gRPC's default,
 # 4 MiB, refused every attachment above it.
 MAX_RECEIVE_MESSAGE_BYTES = 22 * 1024 * 1024
+# Retries of UNAVAILABLE (the hub lost its database, is restarting, or a balancer has no
+# ready hub), done by gRPC itself for the calls that are safe to repeat: every intake,
+# directory and audit read, and the unary push and revoke (idempotent: the same envelope is
+# a DUPLICATE, a second revocation not newly_revoked). Three attempts with 0.2 s, then up to
+# 0.4 s of jittered backoff outlast a hub restart's NOT_SERVING gap behind a balancer
+# without stretching a window's wait past its 10 s deadline, which bounds them all. The
+# PushCertificates stream is not retried: the adapter resends from its outbox.
+RETRY_MAX_ATTEMPTS = 3
+RETRY_INITIAL_BACKOFF = "0.2s"
+RETRY_MAX_BACKOFF = "2s"
+_RETRY_POLICY = {
+    "maxAttempts": RETRY_MAX_ATTEMPTS,
+    "initialBackoff": RETRY_INITIAL_BACKOFF,
+    "maxBackoff": RETRY_MAX_BACKOFF,
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": "certhub.v1.IntakeService"},
+                    {"service": "certhub.v1.DirectoryService"},
+                    {"service": "certhub.v1.AuditService"},
+                    {"service": "certhub.v1.IngestService", "method": "PushCertificate"},
+                    {"service": "certhub.v1.IngestService", "method": "RevokeCertificate"},
+                ],
+                "retryPolicy": _RETRY_POLICY,
+            }
+        ]
+    }
+)
 _CHANNEL_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES)
+    ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
+    ("grpc.enable_retries", 1),
+    ("grpc.service_config", SERVICE_CONFIG),
 ]
 INSECURE_PRINCIPAL_HEADER = "x-certhub-principal"
 _KEY_STATUS = {
