@@ -32,6 +32,8 @@ def test_reflection_lists_and_describes_every_service(running_hub: RunningHub) -
         "FetchCertificates",
         "GetCertificate",
         "VerifyCertificate",
+        "RegisterCase",
+        "CloseCase",
     ]
 
 
