@@ -23,6 +23,8 @@ from grpc_status import rpc_status
 from certhub.v1 import (
     audit_pb2,
     audit_pb2_grpc,
+    citizen_pb2,
+    citizen_pb2_grpc,
     common_pb2,
     directory_pb2,
     directory_pb2_grpc,
@@ -78,6 +80,7 @@ SERVICE_CONFIG = json.dumps(
                     {"service": "certhub.v1.IntakeService"},
                     {"service": "certhub.v1.DirectoryService"},
                     {"service": "certhub.v1.AuditService"},
+                    {"service": "certhub.v1.CitizenService", "method": "ListMyAccesses"},
                     {"service": "certhub.v1.IngestService", "method": "PushCertificate"},
                     {"service": "certhub.v1.IngestService", "method": "RevokeCertificate"},
                 ],
@@ -353,6 +356,10 @@ class HubClient:
     def audit(self) -> audit_pb2_grpc.AuditServiceStub:
         return audit_pb2_grpc.AuditServiceStub(self.channel)
 
+    @property
+    def citizen(self) -> citizen_pb2_grpc.CitizenServiceStub:
+        return citizen_pb2_grpc.CitizenServiceStub(self.channel)
+
     def call(self, method: Any, request: Any) -> Any:
         """Invoke a unary stub method with this client's deadline and metadata, typed errors."""
         try:
@@ -593,3 +600,21 @@ class HubClient:
             self.directory.GetStats, directory_pb2.GetStatsRequest()
         )
         return response
+
+    # --- citizen app side (role CITIZEN_APP, acting for the applicant it authenticated) ----
+
+    def my_accesses(
+        self, *, id_type: str, holder_id: str, page_size: int = 0, page_token: str = ""
+    ) -> citizen_pb2.ListMyAccessesResponse:
+        """One page of the audit entries about the applicant, newest first."""
+        request = citizen_pb2.ListMyAccessesRequest(
+            applicant=_applicant(id_type, holder_id), page_size=page_size, page_token=page_token
+        )
+        response: citizen_pb2.ListMyAccessesResponse = self.call(
+            self.citizen.ListMyAccesses, request
+        )
+        return response
+
+
+def _applicant(id_type: str, holder_id: str) -> common_pb2.Holder:
+    return common_pb2.Holder(id_type=_id_type(id_type), id=holder_id)

@@ -88,6 +88,9 @@ class Role(StrEnum):
     INTAKE = "INTAKE"
     AUDITOR = "AUDITOR"
     OPERATOR = "OPERATOR"
+    # The government app that has authenticated an applicant and acts for that one
+    # applicant: consent, presentation tokens, their own access history, export.
+    CITIZEN_APP = "CITIZEN_APP"
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,10 @@ class ServiceItem:
     code: str
     name: str
     materials: tuple[Material, ...]
+    #: Sharing for this item needs the applicant's explicit approval (consent and preview).
+    #: Default false: the law lets a window fetch for a case the applicant opened in person
+    #: (e.g. 免证办); an item whose rules require approval says ``consent_required = true``.
+    consent_required: bool = False
 
     @property
     def exempt(self) -> bool:
@@ -754,9 +761,12 @@ class _Checker:
         items: dict[str, ServiceItem] = {}
         first_code: dict[str, str] = {}
         for path, value in self.array_of_tables(document, "service_items"):
-            table = self.table(value, path, required=("code", "name"), optional=("materials",))
+            table = self.table(
+                value, path, required=("code", "name"), optional=("materials", "consent_required")
+            )
             if table is None:
                 continue
+            consent = self.typed(table, "consent_required", path, bool, "true or false")
             code = self.code(table, "code", path)
             if code is not None and not self._first(
                 first_code, code, f"{path}.code", "service item code"
@@ -765,7 +775,9 @@ class _Checker:
             name = self.text(table, "name", path)
             materials = self.materials(table, path, declared=declared, types=types)
             if code is not None and name is not None and materials is not None:
-                items[code] = ServiceItem(code=code, name=name, materials=materials)
+                items[code] = ServiceItem(
+                    code=code, name=name, materials=materials, consent_required=bool(consent)
+                )
         self._declared_items = set(first_code)
         return items
 

@@ -18,7 +18,7 @@ from google.protobuf.descriptor import MethodDescriptor
 from grpc_health.v1 import health_pb2
 from support.hubs import RunningHub
 
-from certhub.v1 import audit_pb2, directory_pb2, ingest_pb2, intake_pb2
+from certhub.v1 import audit_pb2, citizen_pb2, directory_pb2, ingest_pb2, intake_pb2
 from hub.cli.main import build_parser
 from hub.demo.world import (
     DemoWorld,
@@ -81,7 +81,7 @@ def _examples() -> list[Example]:
 
 def test_api_guide_has_a_grpcurl_example_for_every_rpc() -> None:
     documented = {e.method for e in _examples()} | {"certhub.v1.IngestService/PushCertificates"}
-    for module in (ingest_pb2, intake_pb2, directory_pb2, audit_pb2):
+    for module in (ingest_pb2, intake_pb2, directory_pb2, audit_pb2, citizen_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 assert f"{service.full_name}/{method.name}" in documented, method.full_name
@@ -89,7 +89,7 @@ def test_api_guide_has_a_grpcurl_example_for_every_rpc() -> None:
 
 def _method(path: str) -> MethodDescriptor:
     service_name, method_name = path.split("/")
-    for module in (ingest_pb2, intake_pb2, directory_pb2, audit_pb2, health_pb2):
+    for module in (ingest_pb2, intake_pb2, directory_pb2, audit_pb2, citizen_pb2, health_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             if service.full_name == service_name:
                 return service.methods_by_name[method_name]

@@ -32,6 +32,9 @@ class Action(StrEnum):
     CLOSE_CASE = "close_case"
     # A page or query of the web console (hub.web), by an operator or auditor.
     CONSOLE = "console"
+    # CitizenService (a citizen app acting for its applicant) and the window's redemption of
+    # an applicant's presentation token (hub.citizen).
+    LIST_ACCESSES = "list_accesses"
     # A call refused before it could name what it wanted (e.g. no or unknown principal).
     REFUSED = "refused"
 

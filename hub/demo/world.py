@@ -34,6 +34,8 @@ from signing import (
 
 GULOU_REGION = "350102"
 KEYS_VALID_FROM = dt.date(2020, 1, 1)
+# The demo's citizen-app principal (e.g. 闽政通): acts for the applicant it authenticated.
+CITIZEN_APP = "mzt-citizen-app"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +60,7 @@ class DemoItem:
     code: str
     name: str
     materials: tuple[tuple[str, str, tuple[str, ...]], ...]  # (code, name, type codes)
+    consent_required: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,7 +136,8 @@ class DemoWorld:
                 "",
             ]
         for i in self.items.values():
-            out += ["[[service_items]]", f"code = {_q(i.code)}", f"name = {_q(i.name)}", ""]
+            out += ["[[service_items]]", f"code = {_q(i.code)}", f"name = {_q(i.name)}"]
+            out += ["consent_required = true", ""] if i.consent_required else [""]
             for code, name, types in i.materials:
                 out += [
                     "  [[service_items.materials]]",
@@ -325,6 +329,8 @@ def build_world(*, algorithm: Algorithm = Algorithm.ED25519) -> DemoWorld:
         DemoPrincipal(name="wenquan-street-office", role="INTAKE", service_items=all_items[:3]),
         DemoPrincipal(name="gulou-audit-office", role="AUDITOR"),
         DemoPrincipal(name="gulou-operator", role="OPERATOR"),
+        # The government app that has authenticated the applicant (CitizenService).
+        DemoPrincipal(name=CITIZEN_APP, role="CITIZEN_APP"),
     ]
     return DemoWorld(departments=departments, types=types, items=items, principals=principals)
 

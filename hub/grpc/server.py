@@ -21,6 +21,8 @@ from grpc_reflection.v1alpha import reflection
 from certhub.v1 import (
     audit_pb2,
     audit_pb2_grpc,
+    citizen_pb2,
+    citizen_pb2_grpc,
     directory_pb2,
     directory_pb2_grpc,
     ingest_pb2,
@@ -31,6 +33,7 @@ from certhub.v1 import (
 from hub.app import Hub
 from hub.audit.api import AuditApi
 from hub.grpc.audit_servicer import AuditServicer
+from hub.grpc.citizen_servicer import CitizenServicer
 from hub.grpc.interceptor import EdgeInterceptor
 from hub.grpc.servicers import DirectoryServicer, IngestServicer, IntakeServicer
 from hub.health import HEALTH_CHECK_SECONDS, HealthChecker
@@ -65,6 +68,7 @@ SERVICE_NAMES = (
     ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name,
     intake_pb2.DESCRIPTOR.services_by_name["IntakeService"].full_name,
     directory_pb2.DESCRIPTOR.services_by_name["DirectoryService"].full_name,
+    citizen_pb2.DESCRIPTOR.services_by_name["CitizenService"].full_name,
 )
 AUDIT_SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
 
@@ -260,6 +264,7 @@ async def _start(
     intake_pb2_grpc.add_IntakeServiceServicer_to_server(IntakeServicer(hub), server)
     directory_pb2_grpc.add_DirectoryServiceServicer_to_server(DirectoryServicer(hub), server)
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(AuditApi(hub)), server)
+    citizen_pb2_grpc.add_CitizenServiceServicer_to_server(CitizenServicer(hub), server)
     names = [*SERVICE_NAMES, AUDIT_SERVICE_NAME]
     health_servicer = aio_health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -182,6 +182,44 @@ def test_derived_fields_of_a_small_registry() -> None:
     assert registry.principals["amr-adapter"].service_items == frozenset()
 
 
+def test_consent_flag_defaults_to_false_and_citizen_apps_are_principals() -> None:
+    """Issue 14: an item may require the applicant's approval; the example documents one."""
+    assert not parse_registry(valid_text()).service_items[ITEM].consent_required
+    text = valid_text().replace(
+        'name = "食品经营许可（新办）"\n',
+        'name = "食品经营许可（新办）"\nconsent_required = true\n',
+    )
+    text += '\n[[principals]]\nname = "citizen-app"\nrole = "CITIZEN_APP"\n'
+    registry = parse_registry(text)
+    assert registry.service_items[ITEM].consent_required
+    app = registry.principals["citizen-app"]
+    assert app.role is Role.CITIZEN_APP
+    assert app.service_items == frozenset()
+    assert app.department_code is None
+    _, example = load_registry_file(EXAMPLE)
+    assert [c for c, i in example.service_items.items() if i.consent_required] == [
+        "350102-000201001000-XK-002"
+    ]
+    assert example.principals["mzt-citizen-app"].role is Role.CITIZEN_APP
+
+
+def test_consent_flag_must_be_a_boolean_and_citizen_apps_have_no_items() -> None:
+    text = valid_text().replace(
+        'name = "食品经营许可（新办）"\n',
+        'name = "食品经营许可（新办）"\nconsent_required = "yes"\n',
+    )
+    problem = only_problem(text)
+    assert problem.path == "service_items[0].consent_required"
+    assert "must be true or false" in problem.message
+    text = valid_text() + (
+        f'\n[[principals]]\nname = "citizen-app"\nrole = "CITIZEN_APP"\n'
+        f'service_items = ["{ITEM}"]\n'
+    )
+    problem = only_problem(text)
+    assert problem.path == "principals[2].service_items"
+    assert "only INTAKE principals" in problem.message
+
+
 def test_exempt_needs_materials_and_a_type_for_each() -> None:
     text = valid_text().replace(
         '  types = ["' + TYPE + '"]\n',
@@ -524,7 +562,7 @@ def test_material_types_must_be_declared() -> None:
             'role = "DEPARTMENT"',
             'role = "department"',
             "principals[0].role",
-            "is not one of DEPARTMENT | INTAKE | AUDITOR | OPERATOR",
+            "is not one of DEPARTMENT | INTAKE | AUDITOR | OPERATOR | CITIZEN_APP",
         ),
         (
             'name = "window-1"',

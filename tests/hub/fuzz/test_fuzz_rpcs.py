@@ -28,6 +28,7 @@ from support.shared_hub import DATABASES, next_serial, serving_hub
 from certhub.v1 import (
     audit_pb2,
     audit_pb2_grpc,
+    citizen_pb2,
     common_pb2,
     directory_pb2,
     ingest_pb2,
@@ -35,6 +36,7 @@ from certhub.v1 import (
 )
 from hub.client import HubClient, HubClientError
 from hub.demo.world import (
+    CITIZEN_APP,
     DemoWorld,
     certificate_payload,
     enterprise,
@@ -47,6 +49,7 @@ from signing import CERTIFICATE_PAYLOAD_TYPE, MAX_ENVELOPE_BYTES, REVOCATION_PAY
 DEPARTMENT = "gulou-amr-adapter"
 WINDOW = "gulou-service-centre"
 AUDITOR = "gulou-audit-office"
+APP = CITIZEN_APP
 
 # What each RPC may answer besides OK (DESIGN.md "Errors", API.md, audit.proto).
 PUSH_CODES = {
@@ -61,6 +64,8 @@ INTAKE_CODES = {"INVALID_ARGUMENT", "NOT_FOUND", "PERMISSION_DENIED"}
 VERIFY_CODES = {"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"}
 DIRECTORY_CODES = {"INVALID_ARGUMENT", "NOT_FOUND"}
 AUDIT_CODES = {"INVALID_ARGUMENT", "OUT_OF_RANGE", "NOT_FOUND", "PERMISSION_DENIED"}
+# CitizenService (citizen.proto): bad applicant, page size or token.
+CITIZEN_CODES = {"INVALID_ARGUMENT"}
 
 FUZZ = settings(
     max_examples=60,
@@ -527,6 +532,27 @@ def _bound(client: HubClient, method: Any, request: Any) -> Callable[[], object]
     return lambda: client.call(method, request)
 
 
+# --- CitizenService -----------------------------------------------------------------------------
+
+
+@FUZZ
+@given(
+    holder=st.one_of(st.none(), holders()),
+    page_size=st.one_of(st.integers(0, 600), UINT32),
+    token=st.one_of(
+        st.just(""), TEXT, st.binary(max_size=64).map(lambda b: base64.b64encode(b).decode())
+    ),
+)
+def test_citizen_accesses_hostile(
+    fz: Fuzzed, holder: common_pb2.Holder | None, page_size: int, token: str
+) -> None:
+    client = fz.client(APP)
+    request = citizen_pb2.ListMyAccessesRequest(
+        applicant=holder, page_size=page_size, page_token=token
+    )
+    fz.answer(CITIZEN_CODES, lambda: client.call(client.citizen.ListMyAccesses, request))
+
+
 # --- every RPC, as raw wire bytes ---------------------------------------------------------------
 
 UNARY_METHODS = [
@@ -544,6 +570,7 @@ UNARY_METHODS = [
     (AUDITOR, "/certhub.v1.AuditService/GetInclusionProof", AUDIT_CODES),
     (AUDITOR, "/certhub.v1.AuditService/GetConsistencyProof", AUDIT_CODES),
     (AUDITOR, "/certhub.v1.AuditService/GetEntries", AUDIT_CODES),
+    (APP, "/certhub.v1.CitizenService/ListMyAccesses", CITIZEN_CODES),
 ]
 
 

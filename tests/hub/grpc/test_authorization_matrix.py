@@ -18,12 +18,21 @@ from support.hubs import RunningHub
 from support.probes import audit_row, audit_size
 from support.shared_hub import DATABASES, next_serial, serving_hub
 
-from certhub.v1 import audit_pb2, audit_pb2_grpc, directory_pb2, ingest_pb2, intake_pb2
+from certhub.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    citizen_pb2,
+    directory_pb2,
+    ingest_pb2,
+    intake_pb2,
+)
 from hub.client import HubClient, HubClientError
 from hub.demo.world import (
+    CITIZEN_APP,
     DemoDepartment,
     DemoWorld,
     certificate_payload,
+    citizen,
     enterprise,
     sign_certificate,
     sign_revocation,
@@ -40,6 +49,7 @@ CALLERS = {
     "intake": "wenquan-street-office",
     "auditor": "gulou-audit-office",
     "operator": "gulou-operator",
+    "citizen_app": CITIZEN_APP,
     "unknown": "not-in-the-registry",
 }
 OWN_ITEM, FOREIGN_ITEM = 0, 5  # indices into the demo's service items
@@ -50,6 +60,8 @@ INGEST = ("PushCertificate", "PushCertificates", "RevokeCertificate")
 INTAKE = ("FetchCertificates", "GetCertificate", "VerifyCertificate", "RegisterCase", "CloseCase")
 DIRECTORY = ("ListIssuerKeys", "ListCertificateTypes", "GetServiceItem", "GetStats")
 AUDIT = ("QueryAudit", "GetCheckpoint", "GetInclusionProof", "GetConsistencyProof", "GetEntries")
+# CitizenService (issue 14): only a citizen app, acting for the applicant it names.
+CITIZEN = ("ListMyAccesses",)
 # Methods where "own" and "foreign" differ: a department's own certificates vs another
 # department's, an intake system's own service items vs others', a log entry the caller
 # caused vs another principal's.
@@ -72,6 +84,8 @@ def _expected(role: str, method: str, resource: str) -> str:
         return UNAUTHENTICATED
     if method in DIRECTORY or method in ("GetCheckpoint", "GetConsistencyProof"):
         return OK
+    if method in CITIZEN:
+        return OK if role == "citizen_app" else DENIED
     if method in INGEST:
         return OK if role == "department" and resource == "own" else DENIED
     if method == "VerifyCertificate":
@@ -100,7 +114,7 @@ class Row:
 
 MATRIX = [
     Row(role, method, resource, _expected(role, method, resource))
-    for role, method in itertools.product(CALLERS, (*INGEST, *INTAKE, *DIRECTORY, *AUDIT))
+    for role, method in itertools.product(CALLERS, (*INGEST, *INTAKE, *DIRECTORY, *AUDIT, *CITIZEN))
     for resource in (("own", "foreign") if method in WITH_RESOURCE else ("-",))
 ]
 
@@ -238,6 +252,9 @@ class Scene:
                 ],
             )
             return lambda c: c.call(c.intake.CloseCase, close)
+        if m == "ListMyAccesses":
+            holder = citizen(next_serial() % 900).holder.id
+            return lambda c: c.my_accesses(id_type="RESIDENT_ID", holder_id=holder)
         if m in DIRECTORY:
             request = {
                 "ListIssuerKeys": directory_pb2.ListIssuerKeysRequest(),
@@ -324,6 +341,7 @@ def test_matrix_covers_every_method_of_every_service() -> None:
         intake_pb2.DESCRIPTOR.services_by_name["IntakeService"],
         directory_pb2.DESCRIPTOR.services_by_name["DirectoryService"],
         audit_pb2.DESCRIPTOR.services_by_name["AuditService"],
+        citizen_pb2.DESCRIPTOR.services_by_name["CitizenService"],
     }
     methods = {m.name for s in services for m in s.methods}
     assert methods == {r.method for r in MATRIX}

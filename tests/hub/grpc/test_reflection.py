@@ -26,6 +26,7 @@ def test_reflection_lists_and_describes_every_service(running_hub: RunningHub) -
         "certhub.v1.IntakeService",
         "certhub.v1.DirectoryService",
         "certhub.v1.AuditService",
+        "certhub.v1.CitizenService",
         "grpc.health.v1.Health",
     } <= services
     assert [m.name for m in intake.service[0].method] == [

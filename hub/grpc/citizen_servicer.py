@@ -1,0 +1,67 @@
+"""CitizenService, thin: proto -> dataclass -> CitizenDesk -> proto. Roles, limits and
+refusals live in ``hub.citizen``; errors are mapped by the interceptor."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from certhub.v1 import citizen_pb2, citizen_pb2_grpc, common_pb2
+from hub.app import Hub
+from hub.citizen import AccessesInput, Applicant, CitizenDesk
+from hub.grpc.interceptor import Context, current_principal
+from hub.registry import ServiceItem
+from hub.services import audit
+
+
+def applicant_in(holder: common_pb2.Holder) -> Applicant:
+    """Unchecked: the desk validates it (INVALID_ARGUMENT naming ``applicant``), audited."""
+    names = {v: k for k, v in common_pb2.IdType.items() if v}
+    return Applicant(names.get(holder.id_type, str(holder.id_type)), holder.id)
+
+
+class CitizenServicer(citizen_pb2_grpc.CitizenServiceServicer):
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._desk = CitizenDesk(hub)
+
+    async def ListMyAccesses(  # noqa: N802 - names fixed by the contract
+        self, request: citizen_pb2.ListMyAccessesRequest, context: Context
+    ) -> citizen_pb2.ListMyAccessesResponse:
+        output = await self._desk.list_my_accesses(
+            current_principal(),
+            AccessesInput(
+                applicant=applicant_in(request.applicant),
+                page_size=request.page_size,
+                page_token=request.page_token,
+            ),
+        )
+        items = self._hub.registry().service_items
+        return citizen_pb2.ListMyAccessesResponse(
+            entries=[access_out(e, items) for e in output.page.entries],
+            next_page_token=output.page.next_page_token,
+            audit_index=output.audit_index,
+        )
+
+
+def access_out(entry: audit.EntryView, items: Mapping[str, ServiceItem]) -> citizen_pb2.AccessEntry:
+    f = entry.fields
+
+    def text(key: str) -> str:
+        value = f.get(key)
+        return value if isinstance(value, str) else ""
+
+    ids = f.get("certificate_ids")
+    code = text("service_item")
+    item = items.get(code) if code else None
+    return citizen_pb2.AccessEntry(
+        index=entry.index,
+        time=text("time"),
+        principal=text("principal"),
+        action=text("action"),
+        outcome=text("outcome"),
+        service_item_code=code,
+        service_item_name=item.name if item is not None else "",
+        case_number=text("case"),
+        certificate_ids=[i for i in ids if isinstance(i, str)] if isinstance(ids, list) else [],
+        leaf=entry.leaf,
+    )
