@@ -7,6 +7,10 @@ schema is behind this code's migrations (``certhub db upgrade`` not run yet), SE
 when the probe passes. A schema ahead of the code (a rolling upgrade in progress) serves.
 A probe that hangs (a frozen database server) counts as a failure once the timeout passes;
 no new probe starts while it hangs.
+
+``hold(service, problem)`` keeps one service NOT_SERVING for the life of the process
+whatever the database probe says: the audit self-check holds the audit service when the log
+it serves no longer matches what the hub signed (``hub.audit.selfcheck``).
 """
 
 from __future__ import annotations
@@ -116,6 +120,10 @@ class HealthChecker:
         self._known = known_revisions()
         self._serving: bool | None = None
         self._last: Probe | None = None
+        # Services held NOT_SERVING whatever the probe says -> why. Publishing happens
+        # under the lock, so a hold is never overtaken by a SERVING computed before it.
+        self._held: dict[str, str] = {}
+        self._publishing = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="health-checker", daemon=True)
         self._probing: threading.Thread | None = None
@@ -134,6 +142,20 @@ class HealthChecker:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
+
+    def hold(self, service: str, problem: str) -> None:
+        """Keep ``service`` NOT_SERVING from now on (logged once); publishes at once. Call it
+        from any thread but the serving loop's (publishing waits for that loop)."""
+        with self._publishing:
+            if service in self._held:
+                return
+            self._held[service] = problem
+            log.error("NOT_SERVING %s: %s", service, problem)
+            self._servicer.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    @property
+    def held(self) -> dict[str, str]:
+        return dict(self._held)
 
     def check(self) -> Probe:
         """Run one probe within the timeout and publish its verdict."""
@@ -173,8 +195,12 @@ class HealthChecker:
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         # After enter_graceful_shutdown the servicer ignores these: shutdown wins.
-        for name in self._services:
-            self._servicer.set(name, status)
+        with self._publishing:
+            for name in self._services:
+                held = name in self._held
+                self._servicer.set(
+                    name, health_pb2.HealthCheckResponse.NOT_SERVING if held else status
+                )
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):

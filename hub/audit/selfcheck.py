@@ -29,7 +29,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from hub.audit.verify import verify_log
 from hub.observability.metrics import metrics
 from hub.services import audit
-from hub.store.engine import session_scope
+from hub.store.engine import is_sqlite, session_scope
 from hub.store.models import AuditEntry, TreeNode
 from signing import SigningError, merkle
 from signing.cosignature import CosignatureVerifier, verify_cosignatures
@@ -135,9 +135,14 @@ class AuditSelfCheck:
     # --- the checks (worker thread) ------------------------------------------------------------
 
     def _incremental(self) -> Failure | None:
-        with session_scope(self._sessions) as session:
+        with _snapshot(self._sessions) as session:
             latest = audit.latest_checkpoint(session)
             if latest is None:
+                if self._anchor is None:
+                    # An empty log is the first anchor: every entry the hub appends from
+                    # now on is rehashed against the checkpoint that first covers it,
+                    # rather than that checkpoint being taken on trust.
+                    self._anchor = Checkpoint(self._verifier.name, 0, merkle.EMPTY_ROOT)
                 return None
             try:
                 body = parse_checkpoint(open_note(latest.note, [self._verifier]))
@@ -261,13 +266,25 @@ class AuditSelfCheck:
             ) from e
 
     def _full(self) -> Failure | None:
-        with session_scope(self._sessions) as session:
+        with _snapshot(self._sessions) as session:
+            anchor = self._anchor if self._anchor is not None and self._anchor.size else None
             report = verify_log(
-                session, self._verifier, trusted=self._anchor, now=dt.datetime.now(dt.UTC)
+                session, self._verifier, trusted=anchor, now=dt.datetime.now(dt.UTC)
             )
         if report.problem is None:
             return None
         return Failure(report.problem.index, report.problem.message)
+
+
+@contextlib.contextmanager
+def _snapshot(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """One read transaction that sees one state of the log while the hub keeps appending
+    (PostgreSQL's default READ COMMITTED gives each statement its own: a pass read entries
+    before a commit and their certificate links after it, and failed an honest log)."""
+    with session_scope(sessions) as session:
+        if not is_sqlite(session.get_bind()):  # type: ignore[arg-type]
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        yield session
 
 
 def _frontier(session: Session, size: int) -> list[bytes] | None:

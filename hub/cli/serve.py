@@ -28,12 +28,15 @@ from hub.cli.options import (
     config_from,
 )
 from hub.config import ConfigError, add_config_option, apply_config
-from hub.grpc.server import ServerTLS, build_server, is_loopback
+from hub.grpc.server import AuditWatch, ServerTLS, build_server, is_loopback
 from hub.observability.logs import configure_logging
 from hub.observability.metrics import MetricsEndpoint, prepare_multiprocess, serve_metrics
 from hub.runtime import HubConfig, build_hub, open_engine, tune_gc_for_serving
 from hub.store import migrate
+from hub.witness.submitter import WitnessEndpoint
 from hub.workers import Supervisor, notify_ready, parent_alive, resolve_port
+from signing import SigningError
+from signing.cosignature import CosignatureVerifier
 
 log = logging.getLogger("certhub.serve")
 
@@ -50,6 +53,24 @@ PARENT_CHECK_SECONDS = 1.0
 MAX_WORKERS = 255
 
 DEFAULT_CACHE_PREFIX = "certhub"
+
+
+class _Append(argparse._AppendAction):  # argparse has no public base for it
+    """``append`` that starts a new list over the default: hub.config wraps every default
+    in a marker (to tell given options from defaults) that the stock ``append`` cannot
+    append to. A subclass of ``_AppendAction`` so the environment's comma lists apply."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        items = list(current) if isinstance(current, list) else []
+        items.append(values)
+        setattr(namespace, self.dest, items)
 
 
 def register(subparsers: Any) -> None:
@@ -83,6 +104,23 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="serve every fetch from the database (rate limits still apply)",
     )
+    parser.add_argument(
+        "--witness",
+        action=_Append,
+        default=[],
+        metavar="VKEY=URL",
+        help="a witness to submit each new checkpoint to: its key (`certhub witness vkey`) "
+        "and the URL its add-checkpoint is served under; repeat for each witness "
+        "(docs/trust.md)",
+    )
+    parser.add_argument(
+        "--witness-quorum",
+        type=int,
+        default=0,
+        metavar="K",
+        help="cosignatures needed to publish a checkpoint, and that the self-check requires "
+        "of the newest cosigned one (default: every --witness)",
+    )
     add_operations_options(parser)
     add_config_option(parser)  # last: layers every option above (CLI > env > file)
     parser.set_defaults(func=run)
@@ -105,6 +143,29 @@ def serve_config(args: argparse.Namespace) -> HubConfig:
     )
 
 
+def audit_watch(args: argparse.Namespace) -> AuditWatch:
+    """The witnesses and quorum of ``--witness``/``--witness-quorum``, checked."""
+    witnesses = []
+    for given in args.witness:
+        vkey, sep, url = given.partition("=")
+        if not sep or not url.startswith(("http://", "https://")):
+            raise CommandError(
+                f"--witness {given!r}: expected VKEY=URL, e.g. "
+                "witness.example/w1+850a23ce+BP4I...=https://witness.example:8390"
+            )
+        try:
+            verifier = CosignatureVerifier.from_vkey(vkey)
+        except SigningError as e:
+            raise CommandError(f"--witness: {e}") from e
+        witnesses.append(WitnessEndpoint(verifier=verifier, url=url))
+    quorum = args.witness_quorum
+    if quorum and not 1 <= quorum <= len(witnesses):
+        raise CommandError(
+            f"--witness-quorum {quorum} needs between 1 and {len(witnesses)} (the --witness count)"
+        )
+    return AuditWatch(witnesses=tuple(witnesses), quorum=quorum)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         apply_config(args)
@@ -116,12 +177,13 @@ def run(args: argparse.Namespace) -> int:
         access_log=args.access_log,
     )
     config = serve_config(args)
+    watch = audit_watch(args)
     tls = _server_tls(config)
     _check_writable(config)
     if config.workers == 1:
         endpoint = _metrics_endpoint(args)
         try:
-            return _serve(config, tls, on_serving=_announce(config))
+            return _serve(config, tls, watch, on_serving=_announce(config))
         finally:
             if endpoint is not None:
                 endpoint.stop()
@@ -144,9 +206,12 @@ def run(args: argparse.Namespace) -> int:
 
     def worker(slot: int, ready_fd: int) -> int:
         try:
+            # Every worker checks the log it serves; slot 0 alone submits to the witnesses
+            # (hub.grpc.server.AuditWatch says why).
             return _serve(
                 config,
                 tls,
+                dataclasses.replace(watch, submit=slot == 0),
                 on_serving=lambda _port: notify_ready(ready_fd, slot),
                 keep_going=lambda: parent_alive(parent),
             )
@@ -237,6 +302,7 @@ def _announce(config: HubConfig) -> Any:
 def _serve(
     config: HubConfig,
     tls: ServerTLS | None,
+    watch: AuditWatch,
     *,
     on_serving: Any,
     keep_going: Any = lambda: True,
@@ -254,7 +320,11 @@ def _serve(
         raise CommandError(str(e)) from e
     try:
         server = build_server(
-            hub, address=config.address, tls=tls, reflection_enabled=config.reflection
+            hub,
+            address=config.address,
+            tls=tls,
+            reflection_enabled=config.reflection,
+            audit_watch=watch,
         )
     except (OSError, RuntimeError) as e:  # grpcio reports a failed bind as RuntimeError
         hub.close()

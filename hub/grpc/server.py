@@ -32,6 +32,12 @@ from certhub.v1 import (
 )
 from hub.app import Hub
 from hub.audit.api import AuditApi
+from hub.audit.selfcheck import (
+    DEFAULT_FULL_EVERY_SECONDS,
+    DEFAULT_INTERVAL_SECONDS,
+    AuditSelfCheck,
+    Failure,
+)
 from hub.grpc.audit_servicer import AuditServicer
 from hub.grpc.citizen_servicer import CitizenServicer
 from hub.grpc.interceptor import EdgeInterceptor
@@ -40,6 +46,8 @@ from hub.health import HEALTH_CHECK_SECONDS, HealthChecker
 from hub.observability.calls import CallObserver
 from hub.observability.metrics import MetricsSampler, hub_counter_sources, metrics
 from hub.services.registry_store import RELOAD_INTERVAL_SECONDS
+from hub.witness.submitter import WitnessEndpoint, WitnessSubmitter
+from signing import NoteVerifier
 
 log = logging.getLogger("certhub.server")
 
@@ -71,6 +79,35 @@ SERVICE_NAMES = (
     citizen_pb2.DESCRIPTOR.services_by_name["CitizenService"].full_name,
 )
 AUDIT_SERVICE_NAME = audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditWatch:
+    """How a serving process watches its own audit log (docs/trust.md, "Self-check while
+    serving" and "Witnesses").
+
+    Every serving process runs the self-check: health is answered per process, and a load
+    balancer's probe reaches whichever worker accepted its connection, so each worker must
+    know for itself. Only the process with ``submit`` (worker slot 0 of ``certhub serve
+    --workers N``) submits checkpoints to the witnesses: one submitter per machine is
+    enough, and several would send each checkpoint N times (harmless, the 409 rule sorts
+    it out, but N times the witnesses' work).
+    """
+
+    selfcheck: bool = True
+    witnesses: tuple[WitnessEndpoint, ...] = ()
+    # Cosignatures needed to publish (and that the self-check requires); 0 = every witness.
+    quorum: int = 0
+    submit: bool = True
+    interval: float = DEFAULT_INTERVAL_SECONDS
+    full_every: float = DEFAULT_FULL_EVERY_SECONDS
+
+    @property
+    def required(self) -> int:
+        return self.quorum or len(self.witnesses)
+
+
+DEFAULT_AUDIT_WATCH = AuditWatch()
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +175,8 @@ class RunningServer:
     # Background threads (health checker, metrics sampler) that stop with the server.
     watchers: tuple[HealthChecker | MetricsSampler, ...] = ()
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    selfcheck: AuditSelfCheck | None = None
+    submitter: WitnessSubmitter | None = None
 
     def stop(self, grace: float | None = None) -> None:
         if not self.thread.is_alive():
@@ -152,6 +191,9 @@ class RunningServer:
         self.loop.close()
 
     async def _stop(self, grace: float | None) -> None:
+        for component in (self.selfcheck, self.submitter):
+            if component is not None:
+                component.stop()
         for task in self.tasks:
             task.cancel()
         await self.server.stop(grace)
@@ -166,6 +208,7 @@ def build_server(
     reflection_enabled: bool = True,
     extra_options: list[tuple[str, int]] | None = None,
     health_interval: float = HEALTH_CHECK_SECONDS,
+    audit_watch: AuditWatch = DEFAULT_AUDIT_WATCH,
 ) -> RunningServer:
     """A started server on ``address``, serving from a new event loop thread. ``tls=None``
     is the development mode: loopback only."""
@@ -220,7 +263,40 @@ def build_server(
     running.tasks.append(
         asyncio.run_coroutine_threadsafe(_spawn(_refresh_registry(hub)), loop).result()
     )
+    _watch_audit_log(running, checker, audit_watch)
     return running
+
+
+def _watch_audit_log(running: RunningServer, checker: HealthChecker, watch: AuditWatch) -> None:
+    """Start the self-check and, where configured, the witness submitter on the loop."""
+    hub, loop = running.hub, running.loop
+    witnesses = [w.verifier for w in watch.witnesses]
+    if watch.selfcheck:
+
+        def on_failure(failure: Failure) -> None:
+            # Called on the loop; holding publishes through the loop, so from a thread.
+            problem = f"audit self-check: first bad index {failure.index}: {failure.message}"
+            loop.run_in_executor(None, checker.hold, AUDIT_SERVICE_NAME, problem)
+
+        running.selfcheck = AuditSelfCheck(
+            sessions=hub.sessions,
+            verifier=NoteVerifier.from_vkey(hub.audit_log.keys.signer.vkey),
+            witnesses=witnesses,
+            quorum=watch.required if witnesses else 0,
+            interval=watch.interval,
+            full_every=watch.full_every,
+            on_failure=on_failure,
+        )
+        running.tasks.append(
+            asyncio.run_coroutine_threadsafe(_spawn(running.selfcheck.run()), loop).result()
+        )
+    if watch.witnesses and watch.submit:
+        running.submitter = WitnessSubmitter(
+            sessions=hub.sessions, witnesses=watch.witnesses, quorum=watch.required
+        )
+        running.tasks.append(
+            asyncio.run_coroutine_threadsafe(_spawn(running.submitter.run()), loop).result()
+        )
 
 
 async def _spawn(coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

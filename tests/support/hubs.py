@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from hub.app import Hub
 from hub.client import ClientTLS, HubClient
 from hub.demo.world import DemoWorld
-from hub.grpc.server import RunningServer, ServerTLS, build_server
+from hub.grpc.server import DEFAULT_AUDIT_WATCH, AuditWatch, RunningServer, ServerTLS, build_server
 from hub.pki import init_pki, issue_client_certificate
 from hub.runtime import HubConfig, build_hub
 from hub.services.registry_store import apply_registry
@@ -61,7 +61,13 @@ class RunningHub:
         self.hub.registry_source.refresh()
 
 
-def start_hub(data_dir: Path, engine: Engine, world: DemoWorld) -> RunningHub:
+def start_hub(
+    data_dir: Path,
+    engine: Engine,
+    world: DemoWorld,
+    *,
+    audit_watch: AuditWatch = DEFAULT_AUDIT_WATCH,
+) -> RunningHub:
     config = HubConfig(
         data_dir=data_dir,
         db_url=engine.url.render_as_string(hide_password=False),
@@ -75,5 +81,6 @@ def start_hub(data_dir: Path, engine: Engine, world: DemoWorld) -> RunningHub:
         hub,
         address="127.0.0.1:0",
         tls=ServerTLS(cert=pki.server_cert, key=pki.server_key, client_ca=pki.ca_cert),
+        audit_watch=audit_watch,
     )
     return RunningHub(hub=hub, server=server, config=config, world=world, engine=engine)

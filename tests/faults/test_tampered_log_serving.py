@@ -1,0 +1,121 @@
+"""A serving hub notices a log tampered with in its database (issue 12, build item 3): the
+self-check the server starts turns health NOT_SERVING for certhub.v1.AuditService within
+seconds, while the other services keep serving."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Engine
+from support.audit_log import append_all, synthetic_records
+from support.hubs import RunningHub, start_hub
+
+from hub.demo.world import DemoWorld
+from hub.grpc.server import AUDIT_SERVICE_NAME, AuditWatch
+from hub.store.engine import session_scope
+from hub.store.models import AuditEntry, LogCheckpoint
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+INTAKE = "certhub.v1.IntakeService"
+# Self-check rounds run every second; the health checker publishes every 2 s. A busy
+# shared test machine gets a few times that.
+NOTICE_SECONDS = 15.0
+
+
+def status(running: RunningHub, service: str) -> int:
+    with running.client("gulou-operator") as client:
+        stub = health_pb2_grpc.HealthStub(client.channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+def wait_for(condition: object, what: str) -> None:
+    deadline = time.monotonic() + NOTICE_SECONDS
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not within {NOTICE_SECONDS} s: {what}")
+
+
+def grow(running: RunningHub, count: int, start: int) -> None:
+    hub = running.hub
+    append_all(hub.sessions, hub.audit_log, synthetic_records(count, start=start), batch=50)
+
+
+def anchored(running: RunningHub, size: int) -> bool:
+    check = running.server.selfcheck
+    return check is not None and check.anchor is not None and check.anchor.size >= size
+
+
+@pytest.fixture
+def watched_hub(tmp_path: Path, engine: Engine, world: DemoWorld) -> Iterator[RunningHub]:
+    # A full pass every 2 s instead of every ten minutes, to see a changed old entry.
+    running = start_hub(tmp_path / "data", engine, world, audit_watch=AuditWatch(full_every=2.0))
+    yield running
+    running.server.stop(grace=None)
+    running.hub.close()
+
+
+def test_a_rolled_back_log_turns_the_audit_service_not_serving(running_hub: RunningHub) -> None:
+    grow(running_hub, 200, 0)
+    wait_for(lambda: anchored(running_hub, 200), "self-check verified the 200 entries")
+    assert status(running_hub, AUDIT_SERVICE_NAME) == SERVING
+    # Cut the log back: the checkpoints past entry 100 are deleted (a rewrite of the tail
+    # starts so).
+    with session_scope(running_hub.hub.sessions, write=True) as session:
+        session.execute(delete(LogCheckpoint).where(LogCheckpoint.size > 100))
+    wait_for(
+        lambda: status(running_hub, AUDIT_SERVICE_NAME) == NOT_SERVING,
+        "audit service NOT_SERVING",
+    )
+    check = running_hub.server.selfcheck
+    assert check is not None
+    assert check.failure is not None
+    assert "rolled back" in check.failure.message
+    # Only the audit service: fetches and pushes do not depend on the log's past.
+    assert status(running_hub, INTAKE) == SERVING
+    # Held: the database probe passing again does not bring it back.
+    time.sleep(2.5)
+    assert status(running_hub, AUDIT_SERVICE_NAME) == NOT_SERVING
+
+
+def test_a_changed_old_entry_turns_the_audit_service_not_serving(
+    watched_hub: RunningHub,
+) -> None:
+    grow(watched_hub, 150, 0)
+    wait_for(lambda: anchored(watched_hub, 150), "self-check verified the 150 entries")
+    assert status(watched_hub, AUDIT_SERVICE_NAME) == SERVING
+    with session_scope(watched_hub.hub.sessions, write=True) as session:
+        leaf = bytes(
+            session.execute(select(AuditEntry.leaf).where(AuditEntry.idx == 42)).scalar_one()
+        )
+        session.execute(
+            update(AuditEntry)
+            .where(AuditEntry.idx == 42)
+            .values(leaf=leaf.replace(b"gulou-service-centre", b"gulou-service-centrX"))
+        )
+    wait_for(
+        lambda: status(watched_hub, AUDIT_SERVICE_NAME) == NOT_SERVING,
+        "audit service NOT_SERVING",
+    )
+    check = watched_hub.server.selfcheck
+    assert check is not None
+    assert check.failure is not None
+    assert check.failure.index == 42
+    assert status(watched_hub, INTAKE) == SERVING
+
+
+def test_an_honest_growing_log_keeps_serving(running_hub: RunningHub) -> None:
+    grow(running_hub, 60, 0)
+    wait_for(lambda: anchored(running_hub, 60), "self-check verified the entries")
+    grow(running_hub, 60, 60)
+    wait_for(lambda: anchored(running_hub, 120), "self-check verified the new entries")
+    assert running_hub.server.selfcheck is not None
+    assert running_hub.server.selfcheck.failure is None
+    assert status(running_hub, AUDIT_SERVICE_NAME) == SERVING
