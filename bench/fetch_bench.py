@@ -209,7 +209,8 @@ def _free_port() -> int:
 
 
 class Server:
-    """A server subprocess; ``ready`` lines on stdout say it serves."""
+    """A server subprocess; ``marker`` lines in its output (stdout and stderr, both copied to
+    ``log``: `certhub serve`'s banner is a log line on stderr) say it serves."""
 
     def __init__(self, argv: list[str], *, marker: str, count: int, log: Path) -> None:
         self._log = log.open("w")
@@ -218,18 +219,26 @@ class Server:
             cwd=REPO,
             env={**os.environ, "PYTHONPATH": str(REPO)},
             stdout=subprocess.PIPE,
-            stderr=self._log,
+            stderr=subprocess.STDOUT,
             text=True,
         )
-        seen = 0
-        deadline = time.monotonic() + START_TIMEOUT
-        assert self.process.stdout is not None
-        while seen < count:
-            line = self.process.stdout.readline()
-            if not line or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"{argv[:4]} did not start; see {log}")
-            seen += marker in line
+        ready = threading.Event()
+
+        def pump() -> None:  # keeps draining after start-up, so the server never blocks
+            seen = 0
+            assert self.process.stdout is not None
+            for line in self.process.stdout:
+                self._log.write(line)
+                seen += marker in line
+                if seen >= count:
+                    ready.set()
+            ready.set()
+
+        self._pump = threading.Thread(target=pump, daemon=True)
+        self._pump.start()
+        if not ready.wait(START_TIMEOUT) or self.process.poll() is not None:
+            self.stop()
+            raise RuntimeError(f"{argv[:4]} did not start; see {log}")
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -239,6 +248,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._pump.join(timeout=5)
         self._log.close()
 
 

@@ -91,6 +91,7 @@ class Supervisor:
         main: WorkerMain,
         grace_seconds: float,
         on_ready: Callable[[], None] = lambda: None,
+        on_stopping: Callable[[], object] = lambda: None,
     ) -> None:
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}")
@@ -98,6 +99,7 @@ class Supervisor:
         self._main = main
         self._grace = grace_seconds
         self._on_ready = on_ready
+        self._on_stopping = on_stopping
         self._slots = [_Slot(i) for i in range(count)]
         self._stopping = False
         self._ever_ready: set[int] = set()
@@ -171,6 +173,7 @@ class Supervisor:
                 if not self._stopping and slot.restart_at is not None and now >= slot.restart_at:
                     self.restarts += 1
                     self._spawn(slot, ready_read, ready_write)
+        self._on_stopping()
         clean = self._stop_all()
         return 0 if clean and not failed_startup else 1
 

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from cache.port import check_prefix
+from hub import systemd
 from hub.caching import announce_cache, announce_rate_limits
 from hub.cli.main import CommandError
 from hub.cli.options import (
@@ -29,10 +30,9 @@ from hub.cli.options import (
 )
 from hub.config import ConfigError, add_config_option, apply_config
 from hub.grpc.server import AuditWatch, ServerTLS, build_server, is_loopback
-from hub.observability.logs import configure_logging
+from hub.observability.logs import configure_logging, set_worker
 from hub.observability.metrics import MetricsEndpoint, prepare_multiprocess, serve_metrics
-from hub.runtime import HubConfig, build_hub, open_engine, tune_gc_for_serving
-from hub.store import migrate
+from hub.runtime import HubConfig, build_hub, open_engine, schema_problem, tune_gc_for_serving
 from hub.witness.submitter import WitnessEndpoint
 from hub.workers import Supervisor, notify_ready, parent_alive, resolve_port
 from signing import SigningError
@@ -183,20 +183,32 @@ def run(args: argparse.Namespace) -> int:
     if config.workers == 1:
         endpoint = _metrics_endpoint(args)
         try:
-            return _serve(config, tls, watch, on_serving=_announce(config))
+            return _serve(
+                config,
+                tls,
+                watch,
+                on_serving=_announce(config),
+                on_stopping=systemd.notify_stopping,
+            )
         finally:
             if endpoint is not None:
                 endpoint.stop()
+    return _supervise(args, config, tls, watch)
+
+
+def _supervise(
+    args: argparse.Namespace, config: HubConfig, tls: ServerTLS | None, watch: AuditWatch
+) -> int:
+    """``--workers N`` > 1: check once what every worker would fail on, fork, supervise."""
+    set_worker("supervisor")  # this process's lines; each forked worker names its slot
     # Everything a worker would fail on identically is checked once here, so a bad setup
     # is one clear error rather than N workers in a restart loop.
     config = dataclasses.replace(config, address=resolve_port(config.address))
     engine = open_engine(config)
     try:
-        if migrate.pending(engine):
-            raise CommandError(
-                f"database schema is behind (at {migrate.current_revision(engine)}): "
-                "run `certhub db upgrade`"
-            )
+        problem = schema_problem(engine)
+        if problem is not None:
+            raise CommandError(problem)
     finally:
         engine.dispose()  # no pooled connection may cross the fork
     # Said once here; the forked workers inherit that it was said.
@@ -205,6 +217,10 @@ def run(args: argparse.Namespace) -> int:
     parent = os.getpid()
 
     def worker(slot: int, ready_fd: int) -> int:
+        set_worker(slot)
+        # systemd hears from the supervisor (the unit's main process) only: a worker's
+        # READY=1 would be refused under NotifyAccess=main, or premature under =all.
+        os.environ.pop(systemd.NOTIFY_SOCKET_ENV, None)
         try:
             # Every worker checks the log it serves; slot 0 alone submits to the witnesses
             # (hub.grpc.server.AuditWatch says why).
@@ -224,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
     endpoints: list[MetricsEndpoint] = []
 
     def ready() -> None:
-        print(f"certhub serving on {config.address} ({config.workers} workers)", flush=True)
+        _banner(config.address, workers=config.workers)
         # After the fork: the endpoint's thread must not be copied into the workers.
         try:
             endpoints.extend(e for e in [_metrics_endpoint(args)] if e is not None)
@@ -236,6 +252,7 @@ def run(args: argparse.Namespace) -> int:
         main=worker,
         grace_seconds=SHUTDOWN_GRACE_SECONDS,
         on_ready=ready,
+        on_stopping=systemd.notify_stopping,
     )
     log.info("starting %d workers on %s", config.workers, config.address)
     try:
@@ -256,7 +273,9 @@ def _metrics_endpoint(args: argparse.Namespace) -> MetricsEndpoint | None:
         raise CommandError(
             f"--metrics-port: cannot listen on {args.metrics_host}:{args.metrics_port} ({e})"
         ) from e
-    print(f"certhub metrics on http://{args.metrics_host}:{endpoint.port}/metrics", flush=True)
+    url = f"http://{args.metrics_host}:{endpoint.port}/metrics"
+    # A log line on stderr like the serving banner: stdout stays free of start-up text.
+    log.info("certhub metrics on %s", url, extra={"metrics_url": url})
     return endpoint
 
 
@@ -292,9 +311,23 @@ def _server_tls(config: HubConfig) -> ServerTLS | None:
     return ServerTLS(cert=pki.server_cert, key=pki.server_key, client_ca=pki.ca_cert)
 
 
+def _banner(address: str, *, workers: int) -> None:
+    """Say the hub accepts calls: one log line on stderr (JSON with ``--log-format json``;
+    ``certhub serving on HOST:PORT`` in its message either way), then READY=1 to systemd when
+    it runs the hub as a ``Type=notify`` unit."""
+    log.info(
+        "certhub serving on %s (%d %s)",
+        address,
+        workers,
+        "worker" if workers == 1 else "workers",
+        extra={"address": address, "workers": workers},
+    )
+    systemd.notify_ready(f"serving on {address}")
+
+
 def _announce(config: HubConfig) -> Any:
     def announce(port: int) -> None:
-        print(f"certhub serving on {config.address.rsplit(':', 1)[0]}:{port}", flush=True)
+        _banner(f"{config.address.rsplit(':', 1)[0]}:{port}", workers=1)
 
     return announce
 
@@ -305,6 +338,7 @@ def _serve(
     watch: AuditWatch,
     *,
     on_serving: Any,
+    on_stopping: Any = lambda: None,
     keep_going: Any = lambda: True,
 ) -> int:
     """Serve in this process until SIGTERM/SIGINT (or ``keep_going()`` turns False)."""
@@ -337,6 +371,7 @@ def _serve(
         if not keep_going():
             log.warning("supervisor is gone: stopping")
             break
+    on_stopping()
     log.info("stopping: draining in-flight calls for up to %.0f s", SHUTDOWN_GRACE_SECONDS)
     server.stop(grace=SHUTDOWN_GRACE_SECONDS)
     hub.close()

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,20 +56,32 @@ def _free_port() -> int:
 
 
 def _wait_for_line(process: subprocess.Popen[str], marker: str) -> str:
-    """The first stdout line containing ``marker``; fails if the process exits or stalls."""
-    assert process.stdout is not None
-    selector = selectors.DefaultSelector()
-    selector.register(process.stdout, selectors.EVENT_READ)
+    """The first stderr line containing ``marker`` (start-up banners are log lines on stderr,
+    stdout stays free of them); fails if the process exits or stalls. A thread keeps reading
+    stderr afterwards, so the hub never blocks on a full pipe."""
+    assert process.stderr is not None
+    stream = process.stderr
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if selector.select(timeout=0.2):
-            line = process.stdout.readline()
-            if marker in line:
-                return line
-            if not line and process.poll() is not None:
-                break
-    stderr = process.stderr.read() if process.stderr and process.poll() is not None else ""
-    pytest.fail(f"`certhub serve` never printed {marker!r}; exit {process.poll()}: {stderr}")
+    seen: list[str] = []
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        seen.append(line)
+        if marker in line:
+            return line
+        if not line:
+            break
+    pytest.fail(f"`certhub serve` never printed {marker!r}; exit {process.poll()}: {''.join(seen)}")
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 # Two workers each import grpc, SQLAlchemy and build a hub: about a second each on an idle
 # machine; the shared 2-core test machine can be several times slower.
 START_TIMEOUT = 30.0
+# The supervisor's (or the one process's) banner once every worker serves.
+_SERVING = re.compile(r"certhub serving on (\S+:[1-9]\d*)")
 
 
 def prepare_deployment(data_dir: Path, engine: Engine, registry_toml: str) -> PkiPaths:
@@ -132,8 +135,10 @@ def serve(
         assert process.stdout is not None
         for line in process.stdout:
             output.append(line)
-            if line.startswith("certhub serving on ") and not found:
-                found.append(line.split()[3])
+            # The banner is a log line on stderr (JSON by default), not stdout text.
+            banner = _SERVING.search(line)
+            if banner is not None and not found:
+                found.append(banner.group(1))
                 ready.set()
         ready.set()
 

@@ -64,11 +64,14 @@ def test_verbose_adds_the_traceback(tmp_path: Path) -> None:
     assert stderr.rstrip().splitlines()[-1].startswith("certhub db: ")
 
 
-def test_a_schema_never_created_is_named_as_such(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_schema_never_created_is_named_as_such(tmp_path: Path, workers: str) -> None:
+    """One process finds out in build_hub, the supervisor of several before forking: same line."""
     data = tmp_path / "data"
     assert _certhub("init", "--data-dir", str(data), cwd=tmp_path)[0] == 0
     status, stderr = _certhub(
-        "serve", "--workers", "1", "--address", "127.0.0.1:0", "--data-dir", str(data), cwd=tmp_path
+        *("serve", "--workers", workers, "--address", "127.0.0.1:0", "--data-dir", str(data)),
+        cwd=tmp_path,
     )
     assert status == failures.EXIT_FAILED
     assert "at None" not in stderr

@@ -136,8 +136,11 @@ def test_one_endpoint_sums_the_workers_of_certhub_serve(
             timeout=10,
             what="the metrics endpoint",
         )
+        # A log line on stderr (JSON by default) naming the endpoint.
         url = next(
-            line.split()[-1] for line in served.output if line.startswith("certhub metrics on")
+            m.group(1)
+            for line in served.output
+            if (m := re.search(r"certhub metrics on (http://[^\s\"]+/metrics)", line))
         )
         item = world.item_by_name("公共场所卫生许可（新办）").code
         calls = 12

@@ -45,4 +45,5 @@ def test_a_port_taken_by_another_program_stops_the_supervisor(
     assert f"cannot serve on 127.0.0.1:{port}" in done.stderr
     assert "before any worker could serve: giving up" in done.stderr
     assert "Traceback" not in done.stderr
-    assert "certhub serving on" not in done.stdout
+    assert "certhub serving on" not in done.stderr
+    assert done.stdout == ""
