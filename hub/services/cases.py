@@ -19,6 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from hub.audit.entry import OK, Action
+from hub.audit.redact import check_case_number
 from hub.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -212,6 +213,7 @@ def check_close(request: CloseInput) -> None:
             "surrounding spaces",
             reason="BAD_CASE_NUMBER",
         )
+    check_case_number(case)
     if len(request.materials) > MAX_MATERIALS:
         raise InvalidArgument.field(
             "materials",

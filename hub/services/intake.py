@@ -15,6 +15,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from hub.audit.redact import check_case_number
 from hub.domain.certificate import CertificatePayload, parse_certificate_payload
 from hub.domain.holder import Holder, check_holder
 from hub.domain.identifier import MAX_CERTIFICATE_ID_LENGTH
@@ -147,6 +148,9 @@ def check_purpose(registry: Registry, caller: Principal, purpose: Purpose) -> Se
             "surrounding spaces",
             reason="BAD_CASE_NUMBER",
         )
+    # A case number typed as the applicant's ID would reach the permanent log and the KPI
+    # tables: refused (the refusal's entry carries it redacted, docs/trust.md).
+    check_case_number(case)
     if code not in caller.service_items:
         raise PermissionDenied(
             f"principal {caller.name!r} does not handle service item {code}",
