@@ -154,17 +154,24 @@ class Hub:
     def registry(self) -> Registry:
         return self.registry_source.current()
 
-    async def authenticate(self, name: str | None, *, method: str) -> Principal:
-        """The registry principal for a client certificate's CN; refusals are audited."""
-        principal = self.registry().principals.get(name or "")
+    async def authenticate(
+        self, name: str | None, *, method: str, problem: str | None = None
+    ) -> Principal:
+        """The registry principal for a client certificate's CN; refusals are audited.
+        ``problem``: the edge found the certificate's identity ambiguous (two CNs, a SAN
+        naming another principal): refused whatever ``name`` is."""
+        principal = None if problem else self.registry().principals.get(name or "")
         if principal is not None:
             return principal
-        error = Unauthenticated(
-            f"client certificate names no registered principal ({name!r})"
-            if name
-            else "no client certificate",
-            reason="UNKNOWN_PRINCIPAL",
-        )
+        if problem:
+            error = Unauthenticated(problem, reason="AMBIGUOUS_CLIENT_CERTIFICATE")
+        else:
+            error = Unauthenticated(
+                f"client certificate names no registered principal ({name!r})"
+                if name
+                else "no client certificate",
+                reason="UNKNOWN_PRINCIPAL",
+            )
         raise await self._audited(
             AuditRecord(
                 time=self.clock(),

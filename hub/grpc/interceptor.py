@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -18,11 +19,14 @@ from typing import Any, TypeAlias, cast
 
 import grpc
 import grpc.aio
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from hub.app import Hub
 from hub.errors import HubError, InvalidArgument
 from hub.grpc.errors import internal_status, to_status
 from hub.observability.calls import Call, CallObserver
+from hub.pki import PRINCIPAL_URI_PREFIX
 from hub.registry import Principal
 
 log = logging.getLogger("certhub.grpc")
@@ -45,16 +49,71 @@ def current_principal() -> Principal:
     return _principal.get()
 
 
-def _claimed_name(context: Context, *, insecure: bool) -> str | None:
+# Client certificates whose identity verdict is kept, by their PEM: parsing one costs tens of
+# microseconds, the lookup one. A province has hundreds of principals, each with a current
+# and, during a rotation, a next certificate: 4,096 holds them all, in ~10 MB at most.
+IDENTITY_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=IDENTITY_CACHE_SIZE)
+def certificate_identity(pem: bytes) -> tuple[str | None, str | None]:
+    """(the principal a client certificate names, why that identity is ambiguous or None).
+
+    A principal's certificate names exactly one principal: one subject CN, and any
+    ``urn:certhub:principal:`` URI in its subject alternative names equal to it. gRPC reports
+    only the first CN, so a certificate with two (made by a CA that does not check, as
+    ``hub.pki`` does) would make its first one the principal.
+    """
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        return None, "client certificate: not a readable X.509 certificate"
+    names = [
+        v.value if isinstance(v.value, str) else v.value.decode("utf-8", "replace")
+        for v in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    ]
+    if len(names) != 1:
+        return (names[0] if names else None), (
+            f"client certificate has {len(names)} subject CNs; a principal's certificate "
+            "names exactly one, the principal name"
+        )
+    name = names[0]
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return name, None
+    others = sorted(
+        {
+            uri.removeprefix(PRINCIPAL_URI_PREFIX)
+            for uri in san.get_values_for_type(x509.UniformResourceIdentifier)
+            if uri.startswith(PRINCIPAL_URI_PREFIX)
+        }
+        - {name}
+    )
+    if others:
+        return name, (
+            f"client certificate names principal {name[:_LOGGED_NAME_CHARS]!r} in its CN and "
+            f"{len(others)} other principal(s) in its subject alternative names; it must "
+            "name one"
+        )
+    return name, None
+
+
+def _claimed_name(context: Context, *, insecure: bool) -> tuple[str | None, str | None]:
+    """(the claimed principal name, why the client certificate's identity is ambiguous)."""
     if insecure:
         for key, value in context.invocation_metadata() or ():
             if key == INSECURE_PRINCIPAL_HEADER:
-                return str(value)
-        return None
-    names: object = context.auth_context().get("x509_common_name") or []
+                return str(value), None
+        return None, None
+    auth = context.auth_context()
+    pems: object = auth.get("x509_pem_cert") or []
+    if isinstance(pems, list) and pems and isinstance(pems[0], bytes):
+        return certificate_identity(pems[0])
+    names: object = auth.get("x509_common_name") or []
     if isinstance(names, list) and names and isinstance(names[0], bytes):
-        return names[0].decode(errors="replace")
-    return None
+        return names[0].decode(errors="replace"), None
+    return None, None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +196,9 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
     async def _authenticate(self, call: Call, context: Context) -> None:
         """Sets the caller, once it has a token of its rate limit (a refusal raises,
         audited)."""
-        claimed = _claimed_name(context, insecure=self._insecure)
+        claimed, problem = _claimed_name(context, insecure=self._insecure)
         call.principal = (claimed or "")[:_LOGGED_NAME_CHARS]
-        principal = await self._hub.authenticate(claimed, method=call.method)
+        principal = await self._hub.authenticate(claimed, method=call.method, problem=problem)
         await self._hub.admit(principal, method=call.method)
         _principal.set(principal)
 
