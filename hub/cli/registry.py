@@ -1,9 +1,11 @@
-"""`certhub registry apply|show`: the registry file, validated whole before anything changes."""
+"""`certhub registry apply|example`: the registry file, validated whole before anything changes;
+the documented example, shipped inside the package so an installed wheel has it too."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.resources
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,53 @@ def register(subparsers: Any) -> None:
     apply.add_argument("--check", action="store_true", help="only validate; change nothing")
     add_data_options(apply)
     apply.set_defaults(func=run_apply)
+    example = sub.add_parser(
+        "example",
+        help="print the documented example registry (a start for your own registry.toml)",
+        description="The complete, commented example of the registry format (the demo district "
+        "of docs/registry.example.toml), from the installed package: print it, or write it "
+        "to a new file with --output.",
+    )
+    example.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        metavar="FILE",
+        default=None,
+        help="write it to FILE (refused if FILE exists) instead of printing it",
+    )
+    example.set_defaults(func=run_example)
+
+
+# Inside the hub package (a link to docs/registry.example.toml in the repository, a file in
+# the wheel), so `pip install certhub` brings it.
+EXAMPLE_RESOURCE = "registry.example.toml"
+
+
+def example_registry() -> str:
+    """The text of the documented example registry shipped with the package."""
+    return (importlib.resources.files("hub") / EXAMPLE_RESOURCE).read_text(encoding="utf-8")
+
+
+def run_example(args: argparse.Namespace) -> int:
+    text = example_registry()
+    if args.output is None:
+        print(text, end="")
+        return 0
+    try:
+        with args.output.open("x", encoding="utf-8") as out:
+            out.write(text)
+    except FileExistsError as e:
+        raise CommandError(
+            f"{args.output} exists: not overwritten (choose another --output)"
+        ) from e
+    except OSError as e:
+        raise CommandError(f"cannot write {args.output}: {e.strerror}") from e
+    print(
+        f"wrote the example registry to {args.output}; check it: certhub registry apply "
+        f"--check {args.output}"
+    )
+    return 0
 
 
 def run_apply(args: argparse.Namespace) -> int:
