@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -25,6 +26,7 @@ __all__ = [
     "IdType",
     "check_holder",
     "check_uscc",
+    "is_pilot_uscc_form",
     "resident_id",
     "resident_id_check_char",
     "uscc",
@@ -50,6 +52,16 @@ _MAX_SEQUENCE = 999
 
 # How much of a bad value a message quotes: enough to recognise it.
 _MAX_QUOTED = 64
+
+#: The one form ``accept_legacy_uscc`` lets through with a wrong check character: the early
+#: Fujian pilot codes (DESIGN.md: "some early Fujian pilot codes are legal but fail the check",
+#: e.g. 91350100M0001TGQXM), assigned before GB 32100-2015 by the market regulator
+#: (registration authority 9), in a Fujian division (35xxxx), with an organisation part of
+#: the pilot's own series: M and a digit (the national series that followed is MA...). Any
+#: other wrong check character is a typo or a forgery (91440300192189148B, Shenzhen, is
+#: refused), whatever the setting says.
+_PILOT_USCC_FORM = re.compile(r"9[0-9A-HJ-NPQRTUWXY]35\d{4}M\d[0-9A-HJ-NPQRTUWXY]{8}")
+PILOT_USCC_FORM_TEXT = "9?35xxxxM#... (the early Fujian pilot codes, e.g. 91350100M0001TGQXM)"
 
 _REASON_ID = "INVALID_HOLDER_ID"
 _REASON_ID_TYPE = "INVALID_HOLDER_ID_TYPE"
@@ -124,9 +136,18 @@ def check_uscc(raw: str, *, accept_legacy_uscc: bool, field: str) -> tuple[str, 
     expected = uscc_check_char(code[:-1])
     if code[-1] == expected:
         return code, False
-    if accept_legacy_uscc:
+    if accept_legacy_uscc and is_pilot_uscc_form(code):
         return code, True
-    raise _bad_id(field, f"check character is {code[-1]}, expected {expected}")
+    wrong = f"check character is {code[-1]}, expected {expected}"
+    if accept_legacy_uscc:
+        wrong += f"; accept_legacy_uscc admits only the pre-standard form {PILOT_USCC_FORM_TEXT}"
+    raise _bad_id(field, wrong)
+
+
+def is_pilot_uscc_form(code: str) -> bool:
+    """Whether an 18-character USCC has the early Fujian pilot form ``accept_legacy_uscc``
+    admits with a wrong check character (the check character itself is not looked at)."""
+    return _PILOT_USCC_FORM.fullmatch(code) is not None
 
 
 def _check_resident_id(raw: str, field: str) -> str:

@@ -12,6 +12,7 @@ from hub.domain.holder import (
     Holder,
     IdType,
     check_holder,
+    is_pilot_uscc_form,
     resident_id,
     resident_id_check_char,
     uscc,
@@ -124,6 +125,34 @@ def test_legacy_uscc_is_rejected_without_the_flag() -> None:
 def test_legacy_uscc_is_accepted_and_flagged_with_the_flag() -> None:
     checked = check_holder("USCC", LEGACY_USCC, accept_legacy_uscc=True)
     assert checked == CheckedHolder(Holder(IdType.USCC, LEGACY_USCC), legacy_uscc=True)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "91440300192189148B",  # Shenzhen (4403): not a Fujian code (issue 15, item 12)
+        "91350102MA2Y0001X7",  # Fujian, but the national MA... series: a typo of ...X6
+        "11350100M0001TGQXM",  # registration authority 1 (an agency), not the regulator
+        "91350100A0001TGQXM",  # organisation part outside the pilot's M# series
+        "913501000M001TGQXM",  # division 350100, then no M at position 9
+    ],
+)
+def test_the_legacy_setting_admits_only_the_pilot_form(raw: str) -> None:
+    with pytest.raises(InvalidArgument) as exc:
+        check_holder("USCC", raw, accept_legacy_uscc=True)
+    field, description = violation(exc)
+    assert field == "holder.id"
+    assert description.startswith(f"check character is {raw[-1]}, expected ")
+    assert "accept_legacy_uscc admits only the pre-standard form" in description
+
+
+def test_pilot_form_codes_other_than_the_example_are_admitted_and_flagged() -> None:
+    for raw in ("91350100M0001TGQXA", "92350203M9ABCDEFGH"):  # Fuzhou; Xiamen, individual
+        assert uscc_check_char(raw[:-1]) != raw[-1]
+        checked = check_holder("USCC", raw, accept_legacy_uscc=True)
+        assert checked == CheckedHolder(Holder(IdType.USCC, raw), legacy_uscc=True)
+        with pytest.raises(InvalidArgument):
+            check_holder("USCC", raw, accept_legacy_uscc=False)
 
 
 @pytest.mark.parametrize(
@@ -267,4 +296,8 @@ def test_any_other_uscc_check_char_fails_or_is_flagged_legacy(
         return
     with pytest.raises(InvalidArgument, match="check character"):
         check_holder("USCC", tampered, accept_legacy_uscc=False)
-    assert check_holder("USCC", tampered, accept_legacy_uscc=True).legacy_uscc
+    if is_pilot_uscc_form(tampered):
+        assert check_holder("USCC", tampered, accept_legacy_uscc=True).legacy_uscc
+    else:  # the setting admits the pilot form only
+        with pytest.raises(InvalidArgument, match="admits only the pre-standard form"):
+            check_holder("USCC", tampered, accept_legacy_uscc=True)
