@@ -27,6 +27,7 @@ from hub.registry import Principal, Registry, Role, ServiceItem
 from hub.services import directory, freshness, ingest, intake
 from hub.services.registry_store import RegistrySource
 from hub.store.engine import read_scope, session_scope
+from signing import Algorithm, PrivateKey
 
 log = logging.getLogger("certhub.hub")
 
@@ -125,6 +126,7 @@ class Hub:
         cache: HolderCache | None = None,
         rate_limiter: RateLimiter | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        attestation_key: PrivateKey | None = None,
     ) -> None:
         self.sessions = sessions
         self.registry_source = registry
@@ -135,6 +137,10 @@ class Hub:
         self.rate_limiter = rate_limiter
         self.clock = clock
         self._hmac_key = audit_keys.hmac_key
+        # Signs presentation tokens and exported credentials (hub.citizen). Every process of
+        # a deployment must share it (build_hub loads it from the data directory); a
+        # process-local key only suits tests that build a Hub by hand.
+        self.attestation_key = attestation_key or PrivateKey.generate(Algorithm.ED25519)
         self._cases = _RecordedCases()
 
     def close(self) -> None:

@@ -10,16 +10,18 @@ registry. Every call appends one entry carrying the commitment, never the raw ID
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from hub.app import Hub
+from hub.app import SERVICE_TIMEZONE, Hub
 from hub.audit.entry import OK, Action, AuditRecord
 from hub.domain.holder import Holder, check_holder
-from hub.errors import HubError
+from hub.domain.status import CertificateStatus
+from hub.errors import FailedPrecondition, HubError, NotFound, PermissionDenied
 from hub.registry import Principal, Role
-from hub.services import audit
+from hub.services import audit, intake, presentation
 from hub.services.ingest import require_role
 from hub.store.engine import session_scope
 
@@ -42,6 +44,38 @@ class AccessesInput:
 @dataclass(frozen=True, slots=True)
 class AccessesOutput:
     page: audit.Page
+    audit_index: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreatePresentationInput:
+    applicant: Applicant
+    certificate_id: str
+    purpose: str = ""
+    service_item_code: str = ""
+    ttl_seconds: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CreatePresentationOutput:
+    token: str
+    token_id: str
+    expires_at: dt.datetime
+    audit_index: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedeemInput:
+    token: str
+    purpose: intake.Purpose
+    include_attachments: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RedeemOutput:
+    served: intake.Served
+    purpose: str
+    presented_at: dt.datetime
     audit_index: int
 
 
@@ -85,7 +119,154 @@ class CitizenDesk:
         index = (await self.hub.committer.submit_entry(entry).wait()).audit_index
         return AccessesOutput(page, index)
 
+    # --- presentation tokens (亮证) -------------------------------------------------------
+
+    async def create_presentation(
+        self, caller: Principal, request: CreatePresentationInput
+    ) -> CreatePresentationOutput:
+        """A single-use token, valid at most 5 minutes, showing one of the applicant's
+        certificates (in force today) to a window."""
+        now = self.hub.clock()
+        record = self._recorder(caller, Action.CREATE_PRESENTATION)
+        commitment: str | None = None
+        registry = self.hub.registry()
+        try:
+            require_role(caller, Role.CITIZEN_APP, "creating presentation tokens")
+            holder = self.applicant(request.applicant)
+            commitment = self.hub.commitment(holder.key())
+            intake.check_certificate_id(request.certificate_id)
+            purpose = presentation.check_purpose_text(request.purpose)
+            ttl = presentation.check_ttl(request.ttl_seconds)
+            item_code = request.service_item_code or None
+            if item_code is not None and item_code not in registry.service_items:
+                raise NotFound(
+                    f"service_item_code: {item_code[:64]!r} is not in the registry",
+                    reason="UNKNOWN_SERVICE_ITEM",
+                )
+            stored = await self._holders_certificate(holder, request.certificate_id)
+            status = stored.status(
+                now.astimezone(SERVICE_TIMEZONE).date(), distrusted=registry.compromised_key_ids
+            )
+            if status is not CertificateStatus.VALID:
+                raise FailedPrecondition(
+                    f"certificate {request.certificate_id} is {status}: only a certificate in "
+                    "force can be presented",
+                    reason="CERTIFICATE_NOT_VALID",
+                )
+        except HubError as error:
+            ids = (request.certificate_id,) if request.certificate_id else ()
+            await self._refuse(
+                record(error.status_name, holder=commitment, certificate_ids=ids), error
+            )
+        expires = (now + dt.timedelta(seconds=ttl)).replace(microsecond=0)
+        row = presentation.Row(
+            token_id=presentation.new_token_id(),
+            holder_commitment=commitment,
+            certificate_id=stored.certificate_id,
+            service_item_code=item_code,
+            purpose=purpose,
+            created_at=now,
+            expires_at=expires,
+            redeemed_at=None,
+        )
+        committed = await self.hub.committer.submit(
+            lambda s: presentation.store(s, row, created_by=caller.name),
+            lambda _v, error: record(
+                error.status_name if error else OK,
+                holder=commitment,
+                certificate_ids=(stored.certificate_id,),
+                service_item_code=item_code,
+            ),
+        ).wait()
+        token = presentation.mint(
+            self.hub.attestation_key, token_id=row.token_id, expires_at=expires
+        )
+        return CreatePresentationOutput(token, row.token_id, expires, committed.audit_index)
+
+    async def redeem_presentation(self, caller: Principal, request: RedeemInput) -> RedeemOutput:
+        """A window redeems a token for a case: the certificate with its envelope, once."""
+        now = self.hub.clock()
+        case = request.purpose
+        record = self._recorder(caller, Action.REDEEM_PRESENTATION)
+        registry = self.hub.registry()
+        commitment: str | None = None
+        ids: tuple[str, ...] = ()
+        try:
+            item = intake.check_purpose(registry, caller, case)
+            claims = presentation.read_token(request.token, self.hub.attestation_key)
+            if claims.expires_at <= now:
+                raise presentation.expired(claims.expires_at)
+            row = await asyncio.to_thread(self._load_presentation, claims.token_id)
+            if row is None:
+                raise presentation.unknown()
+            commitment = row.holder_commitment
+            ids = (row.certificate_id,)
+            if row.redeemed_at is not None:
+                raise presentation.replayed(row)
+            if row.service_item_code is not None and row.service_item_code != item.code:
+                raise PermissionDenied(
+                    f"token: the applicant bound it to service item {row.service_item_code}, "
+                    f"not {item.code}",
+                    reason="PRESENTATION_OTHER_ITEM",
+                )
+            found = await asyncio.to_thread(self.hub._load_certificate, row.certificate_id)
+            if found is None:
+                raise NotFound(
+                    f"certificate {row.certificate_id} is no longer held",
+                    reason="CERTIFICATE_NOT_FOUND",
+                )
+            stored = found[0]
+            if stored.type_code not in item.satisfying_types:
+                raise PermissionDenied(
+                    f"certificate type {stored.type_code} satisfies no material of service "
+                    f"item {item.code}",
+                    reason="NOT_NEEDED_FOR_ITEM",
+                )
+        except HubError as error:
+            entry = record(
+                error.status_name,
+                holder=commitment,
+                certificate_ids=ids,
+                service_item_code=case.service_item_code,
+                case_number=case.case_number,
+            )
+            await self._refuse(entry, error)
+        committed = await self.hub.committer.submit(
+            lambda s: presentation.consume(
+                s, claims.token_id, now=now, principal=caller.name, case_number=case.case_number
+            ),
+            lambda _v, error: record(
+                error.status_name if error else OK,
+                holder=commitment,
+                certificate_ids=ids,
+                service_item_code=case.service_item_code,
+                case_number=case.case_number,
+            ),
+        ).wait()
+        attachments = await self.hub._attachments([(stored, None)], request.include_attachments)
+        status = stored.status(
+            now.astimezone(SERVICE_TIMEZONE).date(), distrusted=registry.compromised_key_ids
+        )
+        served = intake.Served(stored, status, attachments.get(stored.attachment_sha256 or ""))
+        return RedeemOutput(served, row.purpose or "", row.created_at, committed.audit_index)
+
     # --- internals ----------------------------------------------------------------------
+
+    async def _holders_certificate(
+        self, holder: Holder, certificate_id: str
+    ) -> intake.StoredCertificate:
+        found = await asyncio.to_thread(self.hub._load_certificate, certificate_id)
+        if found is None or found[1] != holder.key():
+            # Same answer for "no such id" and "not this applicant's": no existence oracle.
+            raise NotFound(
+                f"the applicant has no certificate {certificate_id}",
+                reason="CERTIFICATE_NOT_FOUND",
+            )
+        return found[0]
+
+    def _load_presentation(self, token_id: str) -> presentation.Row | None:
+        with session_scope(self.hub.sessions) as session:
+            return presentation.load(session, token_id)
 
     def _recorder(self, caller: Principal, action: Action) -> Callable[..., AuditRecord]:
         now = self.hub.clock()

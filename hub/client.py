@@ -85,7 +85,11 @@ SERVICE_CONFIG = json.dumps(
                     {"service": "certhub.v1.IngestService", "method": "RevokeCertificate"},
                 ],
                 "retryPolicy": _RETRY_POLICY,
-            }
+            },
+            # Single-use: a redemption whose answer was lost may have committed, and its
+            # retry would be refused as PRESENTATION_REPLAYED. A method's own entry
+            # overrides its service's, so this one is not retried.
+            {"name": [{"service": "certhub.v1.IntakeService", "method": "RedeemPresentation"}]},
         ]
     }
 )
@@ -287,6 +291,17 @@ class Fetched:
     audit_index: int
     # Set by ``fetch(prove_audit=True)``: the fetch's own audit entry, proven in the log.
     audit_proof: ProvenEntry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """A redeemed presentation token: the certificate (verified offline), the purpose the
+    applicant gave, when they created the token, and the redemption's audit index."""
+
+    certificate: VerifiedCertificate
+    purpose: str
+    presented_at: str
+    audit_index: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -508,6 +523,32 @@ class HubClient:
             )
         return VerifiedCertificate(record=record, payload=payload, key_id=key_id)
 
+    def redeem_presentation(
+        self,
+        token: str,
+        *,
+        service_item: str,
+        case_number: str,
+        include_attachments: bool = False,
+    ) -> Presented:
+        """Redeem an applicant's presentation token (亮证 QR) for a case; single-use. Not
+        retried on UNAVAILABLE: a redemption that committed cannot be repeated."""
+        request = intake_pb2.RedeemPresentationRequest(
+            token=token,
+            service_item_code=service_item,
+            case_number=case_number,
+            include_attachments=include_attachments,
+        )
+        response: intake_pb2.RedeemPresentationResponse = self.call(
+            self.intake.RedeemPresentation, request
+        )
+        return Presented(
+            self._checked(response.certificate),
+            response.purpose,
+            response.presented_at,
+            response.audit_index,
+        )
+
     def verify(self, envelope: bytes) -> intake_pb2.VerifyResponse:
         response: intake_pb2.VerifyResponse = self.call(
             self.intake.VerifyCertificate, intake_pb2.VerifyRequest(envelope=envelope)
@@ -612,6 +653,30 @@ class HubClient:
         )
         response: citizen_pb2.ListMyAccessesResponse = self.call(
             self.citizen.ListMyAccesses, request
+        )
+        return response
+
+    def create_presentation(
+        self,
+        certificate_id: str,
+        *,
+        id_type: str,
+        holder_id: str,
+        purpose: str = "",
+        service_item: str = "",
+        ttl_seconds: int = 0,
+    ) -> citizen_pb2.CreatePresentationResponse:
+        """A single-use presentation token (at most 5 minutes) for one of the applicant's
+        certificates; render ``.token`` as a QR code (``hub.cli.citizen.qr_code``)."""
+        request = citizen_pb2.CreatePresentationRequest(
+            applicant=_applicant(id_type, holder_id),
+            certificate_id=certificate_id,
+            purpose=purpose,
+            service_item_code=service_item,
+            ttl_seconds=ttl_seconds,
+        )
+        response: citizen_pb2.CreatePresentationResponse = self.call(
+            self.citizen.CreatePresentation, request
         )
         return response
 

@@ -142,13 +142,32 @@ class HubSecrets:
 
     log_key_path: Path
     audit_hmac_key_path: Path
+    # The hub's attestation key (issue 14): signs presentation tokens and the credentials
+    # and status lists it exports. Separate from the log key, so that neither signature can
+    # ever be taken for the other. Shared by every hub process like the two above.
+    attestation_key_path: Path
 
     @classmethod
     def for_data_dir(cls, root: Path) -> HubSecrets:
         keys = root / "keys"
         return cls(
-            log_key_path=keys / "log-ed25519.pem", audit_hmac_key_path=keys / "audit-hmac.key"
+            log_key_path=keys / "log-ed25519.pem",
+            audit_hmac_key_path=keys / "audit-hmac.key",
+            attestation_key_path=keys / "attestation-ed25519.pem",
         )
+
+    def load_attestation_key(self) -> PrivateKey:
+        data = _read(self.attestation_key_path, "the hub's attestation key")
+        try:
+            key = PrivateKey.from_pem(data)
+        except MalformedKey as exc:
+            raise PkiError(f"{self.attestation_key_path}: {exc}") from exc
+        if key.algorithm is not Algorithm.ED25519:
+            raise PkiError(
+                f"{self.attestation_key_path}: the attestation key must be Ed25519 (EdDSA), "
+                f"got {key.algorithm}"
+            )
+        return key
 
     def load_log_key(self) -> PrivateKey:
         data = _read(self.log_key_path, "the audit log key")
@@ -198,8 +217,17 @@ def init_hub_secrets(root: Path) -> HubSecrets:
             mode=_PRIVATE_FILE_MODE,
             exclusive=True,
         )
+    if not hub_secrets.attestation_key_path.exists():
+        key = PrivateKey.generate(Algorithm.ED25519)
+        _write(
+            hub_secrets.attestation_key_path,
+            key.to_pem(),
+            mode=_PRIVATE_FILE_MODE,
+            exclusive=True,
+        )
     hub_secrets.load_log_key()
     hub_secrets.load_audit_hmac_key()
+    hub_secrets.load_attestation_key()
     return hub_secrets
 
 

@@ -157,5 +157,10 @@ def build_hub(config: HubConfig, engine: Engine, *, cache: HolderCache | None = 
         redis_url=config.redis_url, prefix=config.cache_prefix, workers=config.workers
     )
     return Hub(
-        sessions=sessions, registry=source, audit_keys=keys, cache=cache, rate_limiter=limiter
+        sessions=sessions,
+        registry=source,
+        audit_keys=keys,
+        cache=cache,
+        rate_limiter=limiter,
+        attestation_key=secrets.load_attestation_key(),
     )

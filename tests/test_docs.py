@@ -21,6 +21,7 @@ from support.hubs import RunningHub
 from certhub.v1 import audit_pb2, citizen_pb2, directory_pb2, ingest_pb2, intake_pb2
 from hub.cli.main import build_parser
 from hub.demo.world import (
+    CITIZEN_APP,
     DemoWorld,
     certificate_payload,
     enterprise,
@@ -108,11 +109,14 @@ def test_every_grpcurl_example_is_accepted_by_a_real_hub(
     }
     examples = _examples()
     assert len(examples) >= 15
+    token = ""
     for example in examples:
+        if "$token" in example.body and not token:
+            token = _presentation_token(running_hub, world)
         body = re.sub(
             r"\$\(base64 -w0 ([\w.-]+)\)",
             lambda m: base64.b64encode(files[m.group(1)]).decode(),
-            example.body,
+            example.body.replace("$token", token),
         )
         method = _method(example.method)
         request_class = message_factory.GetMessageClass(method.input_type)
@@ -131,6 +135,20 @@ def test_every_grpcurl_example_is_accepted_by_a_real_hub(
                 code = error.code()
                 details = error.details()
         assert code in ACCEPTABLE, f"{example.method} as {example.principal}: {code} {details}"
+
+
+def _presentation_token(running_hub: RunningHub, world: DemoWorld) -> str:
+    """A real presentation token for the RedeemPresentation example (its ``$token``)."""
+    licence = world.type_by_name("营业执照")
+    key = world.departments[licence.issuer].key
+    payload = certificate_payload(world, licence.code, enterprise(82), serial=82)
+    with running_hub.client(world.departments[licence.issuer].principal) as department:
+        department.push(sign_certificate(payload, [key]))
+    with running_hub.client(CITIZEN_APP) as app:
+        created = app.create_presentation(
+            payload.certificate_id, id_type="USCC", holder_id=enterprise(82).holder.id
+        )
+    return created.token
 
 
 @pytest.mark.parametrize("guide", ["architecture.md", "operations.md", "api.md"])

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from certhub.v1 import common_pb2 as certhub_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x65rthub/v1/citizen.proto\x12\ncerthub.v1\x1a\x17\x63\x65rthub/v1/common.proto\"e\n\x15ListMyAccessesRequest\x12%\n\tapplicant\x18\x01 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xd0\x01\n\x0b\x41\x63\x63\x65ssEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04time\x18\x02 \x01(\t\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12\x19\n\x11service_item_code\x18\x06 \x01(\t\x12\x19\n\x11service_item_name\x18\x07 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x08 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_ids\x18\t \x03(\t\x12\x0c\n\x04leaf\x18\n \x01(\x0c\"p\n\x16ListMyAccessesResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.certhub.v1.AccessEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x13\n\x0b\x61udit_index\x18\x03 \x01(\x04\x32i\n\x0e\x43itizenService\x12W\n\x0eListMyAccesses\x12!.certhub.v1.ListMyAccessesRequest\x1a\".certhub.v1.ListMyAccessesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x65rthub/v1/citizen.proto\x12\ncerthub.v1\x1a\x17\x63\x65rthub/v1/common.proto\"e\n\x15ListMyAccessesRequest\x12%\n\tapplicant\x18\x01 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xd0\x01\n\x0b\x41\x63\x63\x65ssEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04time\x18\x02 \x01(\t\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12\x19\n\x11service_item_code\x18\x06 \x01(\t\x12\x19\n\x11service_item_name\x18\x07 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x08 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_ids\x18\t \x03(\t\x12\x0c\n\x04leaf\x18\n \x01(\x0c\"p\n\x16ListMyAccessesResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.certhub.v1.AccessEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x13\n\x0b\x61udit_index\x18\x03 \x01(\x04\"\x9b\x01\n\x19\x43reatePresentationRequest\x12%\n\tapplicant\x18\x01 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x16\n\x0e\x63\x65rtificate_id\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x19\n\x11service_item_code\x18\x04 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x05 \x01(\r\"f\n\x1a\x43reatePresentationResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\t\x12\x13\n\x0b\x61udit_index\x18\x04 \x01(\x04\x32\xce\x01\n\x0e\x43itizenService\x12W\n\x0eListMyAccesses\x12!.certhub.v1.ListMyAccessesRequest\x1a\".certhub.v1.ListMyAccessesResponse\x12\x63\n\x12\x43reatePresentation\x12%.certhub.v1.CreatePresentationRequest\x1a&.certhub.v1.CreatePresentationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCESSENTRY']._serialized_end=377
   _globals['_LISTMYACCESSESRESPONSE']._serialized_start=379
   _globals['_LISTMYACCESSESRESPONSE']._serialized_end=491
-  _globals['_CITIZENSERVICE']._serialized_start=493
-  _globals['_CITIZENSERVICE']._serialized_end=598
+  _globals['_CREATEPRESENTATIONREQUEST']._serialized_start=494
+  _globals['_CREATEPRESENTATIONREQUEST']._serialized_end=649
+  _globals['_CREATEPRESENTATIONRESPONSE']._serialized_start=651
+  _globals['_CREATEPRESENTATIONRESPONSE']._serialized_end=753
+  _globals['_CITIZENSERVICE']._serialized_start=756
+  _globals['_CITIZENSERVICE']._serialized_end=962
 # @@protoc_insertion_point(module_scope)

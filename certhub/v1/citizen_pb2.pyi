@@ -144,3 +144,77 @@ class ListMyAccessesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListMyAccessesResponse: _TypeAlias = ListMyAccessesResponse  # noqa: Y015
+
+@_typing.final
+class CreatePresentationRequest(_message.Message):
+    """What to present, for how long, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICANT_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_ID_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    SERVICE_ITEM_CODE_FIELD_NUMBER: _builtins.int
+    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    certificate_id: _builtins.str
+    """The certificate to present (for issuer-unique ids, the latest version)."""
+    purpose: _builtins.str
+    """Optional purpose (用证事由), shown to the window: at most 200 printable characters."""
+    service_item_code: _builtins.str
+    """Optional: only a window handling this service item may redeem the token."""
+    ttl_seconds: _builtins.int
+    """Lifetime in seconds: 0 = 120, at most 300 (INVALID_ARGUMENT PRESENTATION_TTL_TOO_LONG)."""
+    @_builtins.property
+    def applicant(self) -> _common_pb2.Holder:
+        """The applicant the app has authenticated; must hold the certificate."""
+
+    def __init__(
+        self,
+        *,
+        applicant: _common_pb2.Holder | None = ...,
+        certificate_id: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        service_item_code: _builtins.str = ...,
+        ttl_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "certificate_id", b"certificate_id", "purpose", b"purpose", "service_item_code", b"service_item_code", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatePresentationRequest: _TypeAlias = CreatePresentationRequest  # noqa: Y015
+
+@_typing.final
+class CreatePresentationResponse(_message.Message):
+    """The token to show as a QR code."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    TOKEN_ID_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    AUDIT_INDEX_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """base32 text (QR alphanumeric mode); show it once, it is single-use."""
+    token_id: _builtins.str
+    """The token's id (hex), for the app's own records."""
+    expires_at: _builtins.str
+    """RFC 3339 UTC time after which it is refused."""
+    audit_index: _builtins.int
+    """Index of the audit entry recording its creation."""
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        token_id: _builtins.str = ...,
+        expires_at: _builtins.str = ...,
+        audit_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_index", b"audit_index", "expires_at", b"expires_at", "token", b"token", "token_id", b"token_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreatePresentationResponse: _TypeAlias = CreatePresentationResponse  # noqa: Y015

@@ -45,6 +45,11 @@ class CitizenServiceStub:
                 request_serializer=certhub_dot_v1_dot_citizen__pb2.ListMyAccessesRequest.SerializeToString,
                 response_deserializer=certhub_dot_v1_dot_citizen__pb2.ListMyAccessesResponse.FromString,
                 _registered_method=True)
+        self.CreatePresentation = channel.unary_unary(
+                '/certhub.v1.CitizenService/CreatePresentation',
+                request_serializer=certhub_dot_v1_dot_citizen__pb2.CreatePresentationRequest.SerializeToString,
+                response_deserializer=certhub_dot_v1_dot_citizen__pb2.CreatePresentationResponse.FromString,
+                _registered_method=True)
 
 
 class CitizenServiceServicer:
@@ -66,6 +71,17 @@ class CitizenServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreatePresentation(self, request, context):
+        """A presentation token (亮证) for one of the applicant's certificates in force: single-use,
+        valid at most 5 minutes, signed by the hub (Ed25519), 143 characters of base32 for a QR
+        code. A window redeems it with IntakeService.RedeemPresentation. NOT_FOUND
+        (CERTIFICATE_NOT_FOUND) when the applicant holds no such certificate, FAILED_PRECONDITION
+        (CERTIFICATE_NOT_VALID) when it is not in force. Audited as "create_presentation".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CitizenServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -73,6 +89,11 @@ def add_CitizenServiceServicer_to_server(servicer, server):
                     servicer.ListMyAccesses,
                     request_deserializer=certhub_dot_v1_dot_citizen__pb2.ListMyAccessesRequest.FromString,
                     response_serializer=certhub_dot_v1_dot_citizen__pb2.ListMyAccessesResponse.SerializeToString,
+            ),
+            'CreatePresentation': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreatePresentation,
+                    request_deserializer=certhub_dot_v1_dot_citizen__pb2.CreatePresentationRequest.FromString,
+                    response_serializer=certhub_dot_v1_dot_citizen__pb2.CreatePresentationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -108,6 +129,33 @@ class CitizenService:
             '/certhub.v1.CitizenService/ListMyAccesses',
             certhub_dot_v1_dot_citizen__pb2.ListMyAccessesRequest.SerializeToString,
             certhub_dot_v1_dot_citizen__pb2.ListMyAccessesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreatePresentation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certhub.v1.CitizenService/CreatePresentation',
+            certhub_dot_v1_dot_citizen__pb2.CreatePresentationRequest.SerializeToString,
+            certhub_dot_v1_dot_citizen__pb2.CreatePresentationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,13 @@ class CitizenServiceStub:
     Newest first, paged. The call itself is audited (action "list_accesses") and does not
     appear in its own answer.
     """
+    CreatePresentation: _grpc.UnaryUnaryMultiCallable[_citizen_pb2.CreatePresentationRequest, _citizen_pb2.CreatePresentationResponse]
+    """A presentation token (亮证) for one of the applicant's certificates in force: single-use,
+    valid at most 5 minutes, signed by the hub (Ed25519), 143 characters of base32 for a QR
+    code. A window redeems it with IntakeService.RedeemPresentation. NOT_FOUND
+    (CERTIFICATE_NOT_FOUND) when the applicant holds no such certificate, FAILED_PRECONDITION
+    (CERTIFICATE_NOT_VALID) when it is not in force. Audited as "create_presentation".
+    """
 
 @_typing.type_check_only
 class CitizenServiceAsyncStub(CitizenServiceStub):
@@ -64,6 +71,13 @@ class CitizenServiceAsyncStub(CitizenServiceStub):
     used their certificates, for which service item and case, when and with what outcome.
     Newest first, paged. The call itself is audited (action "list_accesses") and does not
     appear in its own answer.
+    """
+    CreatePresentation: _aio.UnaryUnaryMultiCallable[_citizen_pb2.CreatePresentationRequest, _citizen_pb2.CreatePresentationResponse]  # type: ignore[assignment]
+    """A presentation token (亮证) for one of the applicant's certificates in force: single-use,
+    valid at most 5 minutes, signed by the hub (Ed25519), 143 characters of base32 for a QR
+    code. A window redeems it with IntakeService.RedeemPresentation. NOT_FOUND
+    (CERTIFICATE_NOT_FOUND) when the applicant holds no such certificate, FAILED_PRECONDITION
+    (CERTIFICATE_NOT_VALID) when it is not in force. Audited as "create_presentation".
     """
 
 class CitizenServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -85,6 +99,19 @@ class CitizenServiceServicer(metaclass=_abc_1.ABCMeta):
         used their certificates, for which service item and case, when and with what outcome.
         Newest first, paged. The call itself is audited (action "list_accesses") and does not
         appear in its own answer.
+        """
+
+    @_abc_1.abstractmethod
+    def CreatePresentation(
+        self,
+        request: _citizen_pb2.CreatePresentationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_citizen_pb2.CreatePresentationResponse, _abc.Awaitable[_citizen_pb2.CreatePresentationResponse]]:
+        """A presentation token (亮证) for one of the applicant's certificates in force: single-use,
+        valid at most 5 minutes, signed by the hub (Ed25519), 143 characters of base32 for a QR
+        code. A window redeems it with IntakeService.RedeemPresentation. NOT_FOUND
+        (CERTIFICATE_NOT_FOUND) when the applicant holds no such certificate, FAILED_PRECONDITION
+        (CERTIFICATE_NOT_VALID) when it is not in force. Audited as "create_presentation".
         """
 
 def add_CitizenServiceServicer_to_server(servicer: CitizenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

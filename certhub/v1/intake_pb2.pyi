@@ -473,3 +473,73 @@ class CloseCaseResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CloseCaseResponse: _TypeAlias = CloseCaseResponse  # noqa: Y015
+
+@_typing.final
+class RedeemPresentationRequest(_message.Message):
+    """A scanned token, for a case."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    SERVICE_ITEM_CODE_FIELD_NUMBER: _builtins.int
+    CASE_NUMBER_FIELD_NUMBER: _builtins.int
+    INCLUDE_ATTACHMENTS_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """The token text from the applicant's QR code."""
+    service_item_code: _builtins.str
+    """The service item the window is handling; one of the caller's items."""
+    case_number: _builtins.str
+    """The case number."""
+    include_attachments: _builtins.bool
+    """Also return the attachment bytes."""
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+        service_item_code: _builtins.str = ...,
+        case_number: _builtins.str = ...,
+        include_attachments: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_number", b"case_number", "include_attachments", b"include_attachments", "service_item_code", b"service_item_code", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedeemPresentationRequest: _TypeAlias = RedeemPresentationRequest  # noqa: Y015
+
+@_typing.final
+class RedeemPresentationResponse(_message.Message):
+    """The presented certificate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATE_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    PRESENTED_AT_FIELD_NUMBER: _builtins.int
+    AUDIT_INDEX_FIELD_NUMBER: _builtins.int
+    purpose: _builtins.str
+    """The purpose (用证事由) the applicant gave, or empty."""
+    presented_at: _builtins.str
+    """RFC 3339 UTC time the applicant created the token."""
+    audit_index: _builtins.int
+    """Index of the audit entry recording this redemption."""
+    @_builtins.property
+    def certificate(self) -> _common_pb2.CertificateRecord:
+        """The certificate, with its DSSE envelope to verify offline and its status today."""
+
+    def __init__(
+        self,
+        *,
+        certificate: _common_pb2.CertificateRecord | None = ...,
+        purpose: _builtins.str = ...,
+        presented_at: _builtins.str = ...,
+        audit_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_index", b"audit_index", "certificate", b"certificate", "presented_at", b"presented_at", "purpose", b"purpose"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RedeemPresentationResponse: _TypeAlias = RedeemPresentationResponse  # noqa: Y015

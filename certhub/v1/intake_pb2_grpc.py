@@ -61,6 +61,11 @@ class IntakeServiceStub:
                 request_serializer=certhub_dot_v1_dot_intake__pb2.CloseCaseRequest.SerializeToString,
                 response_deserializer=certhub_dot_v1_dot_intake__pb2.CloseCaseResponse.FromString,
                 _registered_method=True)
+        self.RedeemPresentation = channel.unary_unary(
+                '/certhub.v1.IntakeService/RedeemPresentation',
+                request_serializer=certhub_dot_v1_dot_intake__pb2.RedeemPresentationRequest.SerializeToString,
+                response_deserializer=certhub_dot_v1_dot_intake__pb2.RedeemPresentationResponse.FromString,
+                _registered_method=True)
 
 
 class IntakeServiceServicer:
@@ -102,6 +107,19 @@ class IntakeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RedeemPresentation(self, request, context):
+        """Redeem an applicant's presentation token (亮证 QR code, CitizenService.CreatePresentation)
+        for a case: the certificate with its envelope, once. Refusals, each with its own
+        reason: INVALID_ARGUMENT PRESENTATION_MALFORMED; PERMISSION_DENIED PRESENTATION_FOREIGN
+        (another hub's key), PRESENTATION_TAMPERED (altered), PRESENTATION_OTHER_ITEM (bound to
+        another service item), NOT_NEEDED_FOR_ITEM; FAILED_PRECONDITION PRESENTATION_EXPIRED,
+        PRESENTATION_REPLAYED (already redeemed); NOT_FOUND PRESENTATION_UNKNOWN. A refused
+        token stays redeemable (unless expired). Audited as "redeem_presentation".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IntakeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +147,11 @@ def add_IntakeServiceServicer_to_server(servicer, server):
                     servicer.CloseCase,
                     request_deserializer=certhub_dot_v1_dot_intake__pb2.CloseCaseRequest.FromString,
                     response_serializer=certhub_dot_v1_dot_intake__pb2.CloseCaseResponse.SerializeToString,
+            ),
+            'RedeemPresentation': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeemPresentation,
+                    request_deserializer=certhub_dot_v1_dot_intake__pb2.RedeemPresentationRequest.FromString,
+                    response_serializer=certhub_dot_v1_dot_intake__pb2.RedeemPresentationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +290,33 @@ class IntakeService:
             '/certhub.v1.IntakeService/CloseCase',
             certhub_dot_v1_dot_intake__pb2.CloseCaseRequest.SerializeToString,
             certhub_dot_v1_dot_intake__pb2.CloseCaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedeemPresentation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certhub.v1.IntakeService/RedeemPresentation',
+            certhub_dot_v1_dot_intake__pb2.RedeemPresentationRequest.SerializeToString,
+            certhub_dot_v1_dot_intake__pb2.RedeemPresentationResponse.FromString,
             options,
             channel_credentials,
             insecure,

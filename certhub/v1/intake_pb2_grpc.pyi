@@ -44,6 +44,15 @@ class IntakeServiceStub:
     """A case accepted at a window (受理): counted in the usage rate whether or not it fetches."""
     CloseCase: _grpc.UnaryUnaryMultiCallable[_intake_pb2.CloseCaseRequest, _intake_pb2.CloseCaseResponse]
     """A case closed (办结): how each required material was satisfied."""
+    RedeemPresentation: _grpc.UnaryUnaryMultiCallable[_intake_pb2.RedeemPresentationRequest, _intake_pb2.RedeemPresentationResponse]
+    """Redeem an applicant's presentation token (亮证 QR code, CitizenService.CreatePresentation)
+    for a case: the certificate with its envelope, once. Refusals, each with its own
+    reason: INVALID_ARGUMENT PRESENTATION_MALFORMED; PERMISSION_DENIED PRESENTATION_FOREIGN
+    (another hub's key), PRESENTATION_TAMPERED (altered), PRESENTATION_OTHER_ITEM (bound to
+    another service item), NOT_NEEDED_FOR_ITEM; FAILED_PRECONDITION PRESENTATION_EXPIRED,
+    PRESENTATION_REPLAYED (already redeemed); NOT_FOUND PRESENTATION_UNKNOWN. A refused
+    token stays redeemable (unless expired). Audited as "redeem_presentation".
+    """
 
 @_typing.type_check_only
 class IntakeServiceAsyncStub(IntakeServiceStub):
@@ -60,6 +69,15 @@ class IntakeServiceAsyncStub(IntakeServiceStub):
     """A case accepted at a window (受理): counted in the usage rate whether or not it fetches."""
     CloseCase: _aio.UnaryUnaryMultiCallable[_intake_pb2.CloseCaseRequest, _intake_pb2.CloseCaseResponse]  # type: ignore[assignment]
     """A case closed (办结): how each required material was satisfied."""
+    RedeemPresentation: _aio.UnaryUnaryMultiCallable[_intake_pb2.RedeemPresentationRequest, _intake_pb2.RedeemPresentationResponse]  # type: ignore[assignment]
+    """Redeem an applicant's presentation token (亮证 QR code, CitizenService.CreatePresentation)
+    for a case: the certificate with its envelope, once. Refusals, each with its own
+    reason: INVALID_ARGUMENT PRESENTATION_MALFORMED; PERMISSION_DENIED PRESENTATION_FOREIGN
+    (another hub's key), PRESENTATION_TAMPERED (altered), PRESENTATION_OTHER_ITEM (bound to
+    another service item), NOT_NEEDED_FOR_ITEM; FAILED_PRECONDITION PRESENTATION_EXPIRED,
+    PRESENTATION_REPLAYED (already redeemed); NOT_FOUND PRESENTATION_UNKNOWN. A refused
+    token stays redeemable (unless expired). Audited as "redeem_presentation".
+    """
 
 class IntakeServiceServicer(metaclass=_abc_1.ABCMeta):
     """Fetch an applicant's certificates for one service item and one case."""
@@ -103,5 +121,20 @@ class IntakeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_intake_pb2.CloseCaseResponse, _abc.Awaitable[_intake_pb2.CloseCaseResponse]]:
         """A case closed (办结): how each required material was satisfied."""
+
+    @_abc_1.abstractmethod
+    def RedeemPresentation(
+        self,
+        request: _intake_pb2.RedeemPresentationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_intake_pb2.RedeemPresentationResponse, _abc.Awaitable[_intake_pb2.RedeemPresentationResponse]]:
+        """Redeem an applicant's presentation token (亮证 QR code, CitizenService.CreatePresentation)
+        for a case: the certificate with its envelope, once. Refusals, each with its own
+        reason: INVALID_ARGUMENT PRESENTATION_MALFORMED; PERMISSION_DENIED PRESENTATION_FOREIGN
+        (another hub's key), PRESENTATION_TAMPERED (altered), PRESENTATION_OTHER_ITEM (bound to
+        another service item), NOT_NEEDED_FOR_ITEM; FAILED_PRECONDITION PRESENTATION_EXPIRED,
+        PRESENTATION_REPLAYED (already redeemed); NOT_FOUND PRESENTATION_UNKNOWN. A refused
+        token stays redeemable (unless expired). Audited as "redeem_presentation".
+        """
 
 def add_IntakeServiceServicer_to_server(servicer: IntakeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

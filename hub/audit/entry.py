@@ -35,6 +35,8 @@ class Action(StrEnum):
     # CitizenService (a citizen app acting for its applicant) and the window's redemption of
     # an applicant's presentation token (hub.citizen).
     LIST_ACCESSES = "list_accesses"
+    CREATE_PRESENTATION = "create_presentation"
+    REDEEM_PRESENTATION = "redeem_presentation"
     # A call refused before it could name what it wanted (e.g. no or unknown principal).
     REFUSED = "refused"
 
@@ -44,7 +46,15 @@ OK = "ok"
 # Actions whose successful entries name certificates the hub stored (or, for VERIFY, one a
 # department validly signed).
 _STORED_ID_ACTIONS = frozenset(
-    {Action.PUSH, Action.REVOKE, Action.FETCH, Action.GET, Action.VERIFY}
+    {
+        Action.PUSH,
+        Action.REVOKE,
+        Action.FETCH,
+        Action.GET,
+        Action.VERIFY,
+        Action.CREATE_PRESENTATION,
+        Action.REDEEM_PRESENTATION,
+    }
 )
 
 

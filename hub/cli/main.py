@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "hub.cli.audit",
     "hub.cli.witness",
     "hub.cli.console",
+    "hub.cli.citizen",
 )
 
 

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 
 from certhub.v1 import citizen_pb2, citizen_pb2_grpc, common_pb2
 from hub.app import Hub
-from hub.citizen import AccessesInput, Applicant, CitizenDesk
+from hub.audit.entry import format_time
+from hub.citizen import AccessesInput, Applicant, CitizenDesk, CreatePresentationInput
 from hub.grpc.interceptor import Context, current_principal
 from hub.registry import ServiceItem
 from hub.services import audit
@@ -39,6 +40,26 @@ class CitizenServicer(citizen_pb2_grpc.CitizenServiceServicer):
         return citizen_pb2.ListMyAccessesResponse(
             entries=[access_out(e, items) for e in output.page.entries],
             next_page_token=output.page.next_page_token,
+            audit_index=output.audit_index,
+        )
+
+    async def CreatePresentation(  # noqa: N802
+        self, request: citizen_pb2.CreatePresentationRequest, context: Context
+    ) -> citizen_pb2.CreatePresentationResponse:
+        output = await self._desk.create_presentation(
+            current_principal(),
+            CreatePresentationInput(
+                applicant=applicant_in(request.applicant),
+                certificate_id=request.certificate_id,
+                purpose=request.purpose,
+                service_item_code=request.service_item_code,
+                ttl_seconds=request.ttl_seconds,
+            ),
+        )
+        return citizen_pb2.CreatePresentationResponse(
+            token=output.token,
+            token_id=output.token_id,
+            expires_at=format_time(output.expires_at),
             audit_index=output.audit_index,
         )
 

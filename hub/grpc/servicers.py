@@ -18,11 +18,14 @@ from certhub.v1 import (
     intake_pb2_grpc,
 )
 from hub.app import Hub, PushOutput
+from hub.audit.entry import format_time
 from hub.casework import Casework
+from hub.citizen import CitizenDesk, RedeemInput
 from hub.domain.certificate import CertificateKind
 from hub.errors import HubError, InvalidArgument, NotFound
 from hub.grpc import convert
 from hub.grpc.interceptor import Context, current_principal
+from hub.services import intake
 
 # Pushes of one stream in flight at once (checked and waiting for their group commit).
 # Enough to fill a few group-commit batches from one adapter; bounded so a fast client
@@ -90,6 +93,7 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
         self._cases = Casework(hub)
+        self._desk = CitizenDesk(hub)
 
     async def FetchCertificates(  # noqa: N802
         self, request: intake_pb2.FetchRequest, context: Context
@@ -127,6 +131,24 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
         return intake_pb2.CloseCaseResponse(
             used_e_certificate=out.closed.used_e_certificate,
             closed=out.closed.closed,
+            audit_index=out.audit_index,
+        )
+
+    async def RedeemPresentation(  # noqa: N802
+        self, request: intake_pb2.RedeemPresentationRequest, context: Context
+    ) -> intake_pb2.RedeemPresentationResponse:
+        out = await self._desk.redeem_presentation(
+            current_principal(),
+            RedeemInput(
+                token=request.token,
+                purpose=intake.Purpose(request.service_item_code, request.case_number),
+                include_attachments=request.include_attachments,
+            ),
+        )
+        return intake_pb2.RedeemPresentationResponse(
+            certificate=convert.record_out(out.served),
+            purpose=out.purpose,
+            presented_at=format_time(out.presented_at),
             audit_index=out.audit_index,
         )
 

@@ -265,3 +265,79 @@ class CosignedCheckpoint(Base):
     note: Mapped[str] = mapped_column(Text)
     cosigners: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Presentation(Base):
+    """A presentation token (亮证) an applicant's app created for one certificate: the token
+    carries only its id and expiry, signed by the hub; what it shows is here. Redeemed at
+    most once: the redeeming UPDATE matches only an unredeemed row
+    (``hub.services.presentation``)."""
+
+    __tablename__ = "presentations"
+
+    token_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder_commitment: Mapped[str] = mapped_column(String(64))
+    certificate_id: Mapped[str] = mapped_column(String(ID_WIDTH))
+    # Optional binding: only a window handling this service item may redeem it.
+    service_item_code: Mapped[str | None] = mapped_column(String(CODE_WIDTH), nullable=True)
+    # Optional purpose (用证事由) the applicant gave, shown to the window.
+    purpose: Mapped[str | None] = mapped_column(String(NAME_WIDTH), nullable=True)
+    created_by: Mapped[str] = mapped_column(String(NAME_WIDTH))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    redeemed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    redeemed_by: Mapped[str | None] = mapped_column(String(NAME_WIDTH), nullable=True)
+    redeemed_case: Mapped[str | None] = mapped_column(String(CODE_WIDTH * 2), nullable=True)
+
+
+class ConsentRequest(Base):
+    """A window's request to share an applicant's certificates for one case of an item that
+    needs consent: PENDING until the applicant decides (APPROVED / DECLINED), USED once the
+    window received the certificates; ``round`` counts the requests of one (holder, window,
+    item, case), so a new request follows a used one."""
+
+    __tablename__ = "consent_requests"
+    __table_args__ = (
+        UniqueConstraint(
+            "holder_commitment",
+            "principal",
+            "service_item_code",
+            "case_number",
+            "round",
+            name="uq_consent_requests_purpose_round",
+        ),
+        Index("ix_consent_requests_holder", "holder_commitment", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    holder_commitment: Mapped[str] = mapped_column(String(64))
+    principal: Mapped[str] = mapped_column(String(NAME_WIDTH))
+    service_item_code: Mapped[str] = mapped_column(String(CODE_WIDTH))
+    case_number: Mapped[str] = mapped_column(String(CODE_WIDTH * 2))
+    round: Mapped[int] = mapped_column(Integer)
+    # JSON list of the certificate type codes the window would receive.
+    type_codes: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class CredentialStatus(Base):
+    """The Bitstring Status List entry of an exported credential: one per certificate
+    version, at a random index of a list (herd privacy, W3C Bitstring Status List §6)."""
+
+    __tablename__ = "credential_status"
+    __table_args__ = (
+        UniqueConstraint("certificate_id", "version", name="uq_credential_status_certificate"),
+        UniqueConstraint("list_number", "list_index", name="uq_credential_status_slot"),
+    )
+
+    id: Mapped[int] = mapped_column(BIGINT, primary_key=True)
+    certificate_id: Mapped[str] = mapped_column(String(ID_WIDTH))
+    version: Mapped[int] = mapped_column(Integer)
+    lineage: Mapped[str] = mapped_column(String(ID_WIDTH))
+    list_number: Mapped[int] = mapped_column(Integer)
+    list_index: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))

@@ -319,3 +319,25 @@ def test_hub_secrets_refuse_damaged_files(tmp_path: Path) -> None:
     hub_secrets.log_key_path.unlink()
     with pytest.raises(PkiError, match="is missing"):
         hub_secrets.load_log_key()
+
+
+def test_the_attestation_key_is_its_own_and_kept(tmp_path: Path) -> None:
+    """Issue 14: presentation tokens and credentials are signed by a separate Ed25519 key,
+    created once (also in a data directory initialised before it existed) and shared."""
+    created = init_hub_secrets(tmp_path)
+    key = created.load_attestation_key()
+    assert created.attestation_key_path == tmp_path / "keys" / "attestation-ed25519.pem"
+    assert key.algorithm is Algorithm.ED25519
+    assert key.public_key != created.load_log_key().public_key
+    assert created.attestation_key_path.stat().st_mode & 0o077 == 0
+    assert init_hub_secrets(tmp_path).load_attestation_key().public_key == key.public_key
+    created.attestation_key_path.unlink()  # a data dir from before issue 14
+    assert init_hub_secrets(tmp_path).load_attestation_key().public_key != key.public_key
+    p256 = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    created.attestation_key_path.write_bytes(p256)
+    with pytest.raises(PkiError, match="must be Ed25519"):
+        created.load_attestation_key()

@@ -66,6 +66,8 @@ DIRECTORY_CODES = {"INVALID_ARGUMENT", "NOT_FOUND"}
 AUDIT_CODES = {"INVALID_ARGUMENT", "OUT_OF_RANGE", "NOT_FOUND", "PERMISSION_DENIED"}
 # CitizenService (citizen.proto): bad applicant, page size or token.
 CITIZEN_CODES = {"INVALID_ARGUMENT"}
+PRESENT_CODES = {"INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION"}
+REDEEM_CODES = {"INVALID_ARGUMENT", "NOT_FOUND", "PERMISSION_DENIED", "FAILED_PRECONDITION"}
 
 FUZZ = settings(
     max_examples=60,
@@ -553,6 +555,45 @@ def test_citizen_accesses_hostile(
     fz.answer(CITIZEN_CODES, lambda: client.call(client.citizen.ListMyAccesses, request))
 
 
+@FUZZ
+@given(
+    holder=st.one_of(st.none(), holders()),
+    cid=st.one_of(TEXT, st.just("")),
+    purpose=TEXT,
+    item=st.one_of(st.just(""), TEXT),
+    ttl=st.one_of(st.integers(0, 400), UINT32),
+)
+def test_create_presentation_hostile(
+    fz: Fuzzed, holder: common_pb2.Holder | None, cid: str, purpose: str, item: str, ttl: int
+) -> None:
+    client = fz.client(APP)
+    request = citizen_pb2.CreatePresentationRequest(
+        applicant=holder,
+        certificate_id=cid or fz.stored.certificate_id,
+        purpose=purpose,
+        service_item_code=item,
+        ttl_seconds=ttl,
+    )
+    fz.answer(PRESENT_CODES, lambda: client.call(client.citizen.CreatePresentation, request))
+
+
+@FUZZ
+@given(token=TEXT, item_index=st.integers(0, 12), case=TEXT, data=st.data())
+def test_redeem_presentation_hostile(
+    fz: Fuzzed, token: str, item_index: int, case: str, data: st.DataObject
+) -> None:
+    if data.draw(st.booleans()):
+        valid = fz.client(APP).create_presentation(
+            fz.stored.certificate_id, id_type="USCC", holder_id=fz.holder.holder.id
+        )
+        token = data.draw(mutated(valid.token.encode())).decode("utf-8", errors="replace")
+    request = intake_pb2.RedeemPresentationRequest(
+        token=token, service_item_code=fz.items[item_index], case_number=case or "FUZZ-QR"
+    )
+    client = fz.client(WINDOW)
+    fz.answer(REDEEM_CODES, lambda: client.call(client.intake.RedeemPresentation, request))
+
+
 # --- every RPC, as raw wire bytes ---------------------------------------------------------------
 
 UNARY_METHODS = [
@@ -571,6 +612,8 @@ UNARY_METHODS = [
     (AUDITOR, "/certhub.v1.AuditService/GetConsistencyProof", AUDIT_CODES),
     (AUDITOR, "/certhub.v1.AuditService/GetEntries", AUDIT_CODES),
     (APP, "/certhub.v1.CitizenService/ListMyAccesses", CITIZEN_CODES),
+    (APP, "/certhub.v1.CitizenService/CreatePresentation", PRESENT_CODES),
+    (WINDOW, "/certhub.v1.IntakeService/RedeemPresentation", REDEEM_CODES),
 ]
 
 

@@ -57,11 +57,18 @@ OWN_ITEM, FOREIGN_ITEM = 0, 5  # indices into the demo's service items
 BYSTANDER = "gulou-service-centre"
 
 INGEST = ("PushCertificate", "PushCertificates", "RevokeCertificate")
-INTAKE = ("FetchCertificates", "GetCertificate", "VerifyCertificate", "RegisterCase", "CloseCase")
+INTAKE = (
+    "FetchCertificates",
+    "GetCertificate",
+    "VerifyCertificate",
+    "RegisterCase",
+    "CloseCase",
+    "RedeemPresentation",
+)
 DIRECTORY = ("ListIssuerKeys", "ListCertificateTypes", "GetServiceItem", "GetStats")
 AUDIT = ("QueryAudit", "GetCheckpoint", "GetInclusionProof", "GetConsistencyProof", "GetEntries")
 # CitizenService (issue 14): only a citizen app, acting for the applicant it names.
-CITIZEN = ("ListMyAccesses",)
+CITIZEN = ("ListMyAccesses", "CreatePresentation")
 # Methods where "own" and "foreign" differ: a department's own certificates vs another
 # department's, an intake system's own service items vs others', a log entry the caller
 # caused vs another principal's.
@@ -73,6 +80,7 @@ WITH_RESOURCE = frozenset(
         "GetCertificate",
         "RegisterCase",
         "CloseCase",
+        "RedeemPresentation",
         "GetInclusionProof",
     }
 )
@@ -163,6 +171,22 @@ class Scene:
             client.push(sign_certificate(payload, [department.key]))
         return payload
 
+    def citizens_licence(self) -> tuple[str, str]:
+        """A citizen's freshly pushed business licence: (resident ID, certificate id)."""
+        holder = citizen(next_serial() % 900)
+        payload = certificate_payload(
+            self.world, self.world.type_by_name("营业执照").code, holder, serial=next_serial()
+        )
+        with self.running.client(self.amr.principal) as client:
+            client.push(sign_certificate(payload, [self.amr.key]))
+        return holder.holder.id, payload.certificate_id
+
+    def presentation_token(self) -> str:
+        holder, licence = self.citizens_licence()
+        with self.running.client(CITIZEN_APP) as app:
+            created = app.create_presentation(licence, id_type="RESIDENT_ID", holder_id=holder)
+        return created.token
+
     def unpushed(self) -> bytes:
         payload = certificate_payload(
             self.world,
@@ -252,6 +276,14 @@ class Scene:
                 ],
             )
             return lambda c: c.call(c.intake.CloseCase, close)
+        if m == "RedeemPresentation":
+            token = self.presentation_token()
+            return lambda c: c.redeem_presentation(
+                token, service_item=item, case_number="MATRIX-QR"
+            )
+        if m == "CreatePresentation":
+            holder, licence = self.citizens_licence()
+            return lambda c: c.create_presentation(licence, id_type="RESIDENT_ID", holder_id=holder)
         if m == "ListMyAccesses":
             holder = citizen(next_serial() % 900).holder.id
             return lambda c: c.my_accesses(id_type="RESIDENT_ID", holder_id=holder)

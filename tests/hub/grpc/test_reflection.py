@@ -35,6 +35,7 @@ def test_reflection_lists_and_describes_every_service(running_hub: RunningHub) -
         "VerifyCertificate",
         "RegisterCase",
         "CloseCase",
+        "RedeemPresentation",
     ]
 
 
