@@ -49,7 +49,7 @@ __all__ = [
 
 # Bumped whenever hub.services.intake.encode_holder changes what the bytes mean, so hubs of
 # two releases on one Redis never decode each other's entries.
-HOLDER_SCHEMA_VERSION = 3
+HOLDER_SCHEMA_VERSION = 4
 
 # How long a cached holder view lives. Correctness does not depend on it: a view whose
 # invalidation was lost is caught in the fetch's group commit (hub.services.freshness) and

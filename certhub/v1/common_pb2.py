@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x65rthub/v1/common.proto\x12\ncerthub.v1\"9\n\x06Holder\x12#\n\x07id_type\x18\x01 \x01(\x0e\x32\x12.certhub.v1.IdType\x12\n\n\x02id\x18\x02 \x01(\t\"\xf6\x03\n\x12\x43\x65rtificateSummary\x12\x16\n\x0e\x63\x65rtificate_id\x18\x01 \x01(\t\x12\x11\n\ttype_code\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12)\n\x04kind\x18\x04 \x01(\x0e\x32\x1b.certhub.v1.CertificateKind\x12\x0e\n\x06number\x18\x05 \x01(\t\x12\"\n\x06holder\x18\x06 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x13\n\x0bholder_name\x18\x07 \x01(\t\x12\x13\n\x0bissuer_code\x18\x08 \x01(\t\x12\x13\n\x0bissuer_name\x18\t \x01(\t\x12\x11\n\tissued_on\x18\n \x01(\t\x12\x12\n\nvalid_from\x18\x0b \x01(\t\x12\x13\n\x0bvalid_until\x18\x0c \x01(\t\x12\x0f\n\x07version\x18\r \x01(\r\x12:\n\x06\x66ields\x18\x0e \x03(\x0b\x32*.certhub.v1.CertificateSummary.FieldsEntry\x12\x1d\n\x15\x61ttachment_media_type\x18\x0f \x01(\t\x12\x19\n\x11\x61ttachment_sha256\x18\x10 \x01(\t\x12\x17\n\x0f\x61ttachment_size\x18\x11 \x01(\x04\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xcb\x01\n\x11\x43\x65rtificateRecord\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12/\n\x07summary\x18\x02 \x01(\x0b\x32\x1e.certhub.v1.CertificateSummary\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.certhub.v1.CertificateStatus\x12\x12\n\nattachment\x18\x04 \x01(\x0c\x12\x1b\n\x13revocation_envelope\x18\x05 \x01(\x0c\x12\x13\n\x0b\x61udit_index\x18\x06 \x01(\x04*U\n\x06IdType\x12\x17\n\x13ID_TYPE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bRESIDENT_ID\x10\x01\x12\x08\n\x04USCC\x10\x02\x12\x0c\n\x08PASSPORT\x10\x03\x12\t\n\x05OTHER\x10\x04*N\n\x0f\x43\x65rtificateKind\x12 \n\x1c\x43\x45RTIFICATE_KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07LICENCE\x10\x01\x12\x0c\n\x08\x41PPROVAL\x10\x02*\x7f\n\x11\x43\x65rtificateStatus\x12\"\n\x1e\x43\x45RTIFICATE_STATUS_UNSPECIFIED\x10\x00\x12\t\n\x05VALID\x10\x01\x12\x11\n\rNOT_YET_VALID\x10\x02\x12\x0b\n\x07\x45XPIRED\x10\x03\x12\x0e\n\nSUPERSEDED\x10\x04\x12\x0b\n\x07REVOKED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63\x65rthub/v1/common.proto\x12\ncerthub.v1\"9\n\x06Holder\x12#\n\x07id_type\x18\x01 \x01(\x0e\x32\x12.certhub.v1.IdType\x12\n\n\x02id\x18\x02 \x01(\t\"\xf6\x03\n\x12\x43\x65rtificateSummary\x12\x16\n\x0e\x63\x65rtificate_id\x18\x01 \x01(\t\x12\x11\n\ttype_code\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12)\n\x04kind\x18\x04 \x01(\x0e\x32\x1b.certhub.v1.CertificateKind\x12\x0e\n\x06number\x18\x05 \x01(\t\x12\"\n\x06holder\x18\x06 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x13\n\x0bholder_name\x18\x07 \x01(\t\x12\x13\n\x0bissuer_code\x18\x08 \x01(\t\x12\x13\n\x0bissuer_name\x18\t \x01(\t\x12\x11\n\tissued_on\x18\n \x01(\t\x12\x12\n\nvalid_from\x18\x0b \x01(\t\x12\x13\n\x0bvalid_until\x18\x0c \x01(\t\x12\x0f\n\x07version\x18\r \x01(\r\x12:\n\x06\x66ields\x18\x0e \x03(\x0b\x32*.certhub.v1.CertificateSummary.FieldsEntry\x12\x1d\n\x15\x61ttachment_media_type\x18\x0f \x01(\t\x12\x19\n\x11\x61ttachment_sha256\x18\x10 \x01(\t\x12\x17\n\x0f\x61ttachment_size\x18\x11 \x01(\x04\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xdc\x01\n\x11\x43\x65rtificateRecord\x12\x10\n\x08\x65nvelope\x18\x01 \x01(\x0c\x12/\n\x07summary\x18\x02 \x01(\x0b\x32\x1e.certhub.v1.CertificateSummary\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.certhub.v1.CertificateStatus\x12\x12\n\nattachment\x18\x04 \x01(\x0c\x12\x1b\n\x13revocation_envelope\x18\x05 \x01(\x0c\x12\x13\n\x0b\x61udit_index\x18\x06 \x01(\x04\x12\x0f\n\x07problem\x18\x07 \x01(\t*U\n\x06IdType\x12\x17\n\x13ID_TYPE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bRESIDENT_ID\x10\x01\x12\x08\n\x04USCC\x10\x02\x12\x0c\n\x08PASSPORT\x10\x03\x12\t\n\x05OTHER\x10\x04*N\n\x0f\x43\x65rtificateKind\x12 \n\x1c\x43\x45RTIFICATE_KIND_UNSPECIFIED\x10\x00\x12\x0b\n\x07LICENCE\x10\x01\x12\x0c\n\x08\x41PPROVAL\x10\x02*\x8d\x01\n\x11\x43\x65rtificateStatus\x12\"\n\x1e\x43\x45RTIFICATE_STATUS_UNSPECIFIED\x10\x00\x12\t\n\x05VALID\x10\x01\x12\x11\n\rNOT_YET_VALID\x10\x02\x12\x0b\n\x07\x45XPIRED\x10\x03\x12\x0e\n\nSUPERSEDED\x10\x04\x12\x0b\n\x07REVOKED\x10\x05\x12\x0c\n\x08UNUSABLE\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,12 +33,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CERTIFICATESUMMARY_FIELDSENTRY']._loaded_options = None
   _globals['_CERTIFICATESUMMARY_FIELDSENTRY']._serialized_options = b'8\001'
-  _globals['_IDTYPE']._serialized_start=809
-  _globals['_IDTYPE']._serialized_end=894
-  _globals['_CERTIFICATEKIND']._serialized_start=896
-  _globals['_CERTIFICATEKIND']._serialized_end=974
-  _globals['_CERTIFICATESTATUS']._serialized_start=976
-  _globals['_CERTIFICATESTATUS']._serialized_end=1103
+  _globals['_IDTYPE']._serialized_start=826
+  _globals['_IDTYPE']._serialized_end=911
+  _globals['_CERTIFICATEKIND']._serialized_start=913
+  _globals['_CERTIFICATEKIND']._serialized_end=991
+  _globals['_CERTIFICATESTATUS']._serialized_start=994
+  _globals['_CERTIFICATESTATUS']._serialized_end=1135
   _globals['_HOLDER']._serialized_start=39
   _globals['_HOLDER']._serialized_end=96
   _globals['_CERTIFICATESUMMARY']._serialized_start=99
@@ -46,5 +46,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CERTIFICATESUMMARY_FIELDSENTRY']._serialized_start=556
   _globals['_CERTIFICATESUMMARY_FIELDSENTRY']._serialized_end=601
   _globals['_CERTIFICATERECORD']._serialized_start=604
-  _globals['_CERTIFICATERECORD']._serialized_end=807
+  _globals['_CERTIFICATERECORD']._serialized_end=824
 # @@protoc_insertion_point(module_scope)

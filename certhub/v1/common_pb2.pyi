@@ -93,6 +93,10 @@ class _CertificateStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Cer
     """A higher version of the same certificate exists."""
     REVOKED: _CertificateStatus.ValueType  # 5
     """The issuer revoked it (注销/吊销)."""
+    UNUSABLE: _CertificateStatus.ValueType  # 6
+    """The hub cannot read its stored envelope (a damaged row): it satisfies no material and
+    CertificateRecord.problem says why; the holder's other certificates are served as usual.
+    """
 
 class CertificateStatus(_CertificateStatus, metaclass=_CertificateStatusEnumTypeWrapper):
     """Status of a certificate, computed by the hub when it answers."""
@@ -109,6 +113,10 @@ SUPERSEDED: CertificateStatus.ValueType  # 4
 """A higher version of the same certificate exists."""
 REVOKED: CertificateStatus.ValueType  # 5
 """The issuer revoked it (注销/吊销)."""
+UNUSABLE: CertificateStatus.ValueType  # 6
+"""The hub cannot read its stored envelope (a damaged row): it satisfies no material and
+CertificateRecord.problem says why; the holder's other certificates are served as usual.
+"""
 Global___CertificateStatus: _TypeAlias = CertificateStatus  # noqa: Y015
 
 @_typing.final
@@ -259,6 +267,7 @@ class CertificateRecord(_message.Message):
     ATTACHMENT_FIELD_NUMBER: _builtins.int
     REVOCATION_ENVELOPE_FIELD_NUMBER: _builtins.int
     AUDIT_INDEX_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
     envelope: _builtins.bytes
     """The DSSE envelope JSON exactly as the department pushed it."""
     status: Global___CertificateStatus.ValueType
@@ -269,6 +278,10 @@ class CertificateRecord(_message.Message):
     """The revocation envelope, when status is REVOKED."""
     audit_index: _builtins.int
     """Set by GetCertificate only: index of the audit log entry recording the get."""
+    problem: _builtins.str
+    """Set when status is UNUSABLE: what is wrong with the stored envelope. The summary then
+    carries only what the hub's own columns say (certificate_id, type_code, version).
+    """
     @_builtins.property
     def summary(self) -> Global___CertificateSummary:
         """The indexed fields of the payload."""
@@ -282,10 +295,11 @@ class CertificateRecord(_message.Message):
         attachment: _builtins.bytes = ...,
         revocation_envelope: _builtins.bytes = ...,
         audit_index: _builtins.int = ...,
+        problem: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "audit_index", b"audit_index", "envelope", b"envelope", "revocation_envelope", b"revocation_envelope", "status", b"status", "summary", b"summary"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attachment", b"attachment", "audit_index", b"audit_index", "envelope", b"envelope", "problem", b"problem", "revocation_envelope", b"revocation_envelope", "status", b"status", "summary", b"summary"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -17,6 +17,8 @@ class CertificateStatus(StrEnum):
     EXPIRED = "EXPIRED"
     SUPERSEDED = "SUPERSEDED"
     REVOKED = "REVOKED"
+    # The stored envelope cannot be read (a damaged row): nothing can rely on it.
+    UNUSABLE = "UNUSABLE"
 
 
 def compute_status(

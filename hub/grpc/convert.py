@@ -132,10 +132,13 @@ class _SummaryMemo:
     def __init__(self, *, size: int) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._entries: OrderedDict[bytes, common_pb2.CertificateSummary] = OrderedDict()
+        self._entries: OrderedDict[str, common_pb2.CertificateSummary] = OrderedDict()
 
-    def shared(self, envelope: bytes) -> common_pb2.CertificateSummary:
-        digest = hashlib.sha256(envelope).digest()
+    def shared(self, envelope: bytes, digest: str | None = None) -> common_pb2.CertificateSummary:
+        """``digest``: the envelope's SHA-256 (hex) when the caller knows it (a stored
+        certificate checked against it when read), saving the hash on every answer."""
+        if digest is None:
+            digest = hashlib.sha256(envelope).hexdigest()
         with self._lock:
             summary = self._entries.get(digest)
             if summary is not None:
@@ -214,9 +217,23 @@ def summary_from_payload(p: CertificatePayload) -> common_pb2.CertificateSummary
 
 def record_out(served: intake.Served) -> common_pb2.CertificateRecord:
     stored = served.stored
+    if stored.unusable is not None:
+        # The envelope cannot be parsed into a summary: what the hub's own columns say.
+        return common_pb2.CertificateRecord(
+            envelope=stored.envelope,
+            summary=common_pb2.CertificateSummary(
+                certificate_id=stored.certificate_id,
+                type_code=stored.type_code,
+                version=stored.version,
+            ),
+            status=status_out(served.status),
+            revocation_envelope=stored.revocation_envelope or b"",
+            problem=stored.unusable,
+        )
     return common_pb2.CertificateRecord(
         envelope=stored.envelope,
-        summary=_summaries.shared(stored.envelope),  # the constructor copies it
+        # The constructor copies it.
+        summary=_summaries.shared(stored.envelope, stored.envelope_sha256),
         status=status_out(served.status),
         attachment=served.attachment or b"",
         revocation_envelope=stored.revocation_envelope or b"",

@@ -119,6 +119,12 @@ class HubMetrics:
             ["backend"],
             registry=registry,
         )
+        self.unusable_certificates = Counter(
+            "certhub_unusable_certificates",
+            "Reads from the database that found a stored certificate's envelope unusable (a "
+            "damaged row: served as UNUSABLE, the holder's others as usual); alert on any",
+            registry=registry,
+        )
         self.audit_log_size = Gauge(
             "certhub_audit_log_size",
             "Entries in the audit log (size of the latest tree)",

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -21,11 +25,14 @@ from hub.domain.holder import Holder, check_holder
 from hub.domain.identifier import MAX_CERTIFICATE_ID_LENGTH
 from hub.domain.status import CertificateStatus, compute_status
 from hub.errors import HubError, InvalidArgument, NotFound, PermissionDenied
+from hub.observability.metrics import metrics
 from hub.registry import Principal, Registry, Role, ServiceItem
 from hub.services import freshness
 from hub.services.ingest import read_envelope, require_role
 from hub.store.models import Attachment, Case, Certificate, Revocation
 from signing import CERTIFICATE_PAYLOAD_TYPE, verify_envelope
+
+log = logging.getLogger("certhub.intake")
 
 # Case numbers are printed on forms and typed at windows; the city platform's are ~30 chars.
 MAX_CASE_NUMBER_LENGTH = 64
@@ -74,13 +81,20 @@ class StoredCertificate:
     revocation_envelope: bytes | None
     # The department key that verified the envelope when it was pushed.
     key_id: str
+    # The SHA-256 (hex) stored with the envelope when it was pushed.
+    envelope_sha256: str
+    # Why the stored envelope cannot be used (``envelope_problem``), None when it can.
+    unusable: str | None = None
 
     def status(
         self, today: dt.date, *, distrusted: frozenset[str] = frozenset()
     ) -> CertificateStatus:
         """Status today. A certificate signed by a key now marked compromised (``distrusted``)
         is REVOKED: its signature proves nothing any more, so it must not satisfy a material;
-        the department re-signs it as a new version with a good key."""
+        the department re-signs it as a new version with a good key. One whose stored
+        envelope cannot be read is UNUSABLE, unless revoked (which a window must see)."""
+        if self.unusable is not None and self.revocation_envelope is None:
+            return CertificateStatus.UNUSABLE
         return compute_status(
             valid_from=self.valid_from,
             valid_until=self.valid_until,
@@ -195,6 +209,7 @@ _STORED_COLUMNS = (
     Certificate.attachment_sha256,
     Revocation.envelope,
     Certificate.key_id,
+    Certificate.envelope_sha256,
 )
 
 # The fetch query, built once: constructing and compiling the select on every cache miss
@@ -255,8 +270,64 @@ def select_for_item(
 
 
 def _stored(columns: Sequence[Any]) -> StoredCertificate:
-    # The queries select _STORED_COLUMNS: exactly StoredCertificate's fields, in order.
-    return StoredCertificate(*columns)
+    # The queries select _STORED_COLUMNS: StoredCertificate's fields up to ``unusable``, in
+    # order. Checked here, on a read from the database only: the cached view carries the
+    # verdict, so a warm fetch pays nothing for it.
+    stored = StoredCertificate(*columns)
+    problem = envelope_problem(stored)
+    if problem is None:
+        return stored
+    log.error(
+        "certificate %s version %d is unusable: %s", stored.certificate_id, stored.version, problem
+    )
+    metrics().unusable_certificates.inc()
+    return dataclasses.replace(stored, unusable=problem)
+
+
+# Verdicts kept per process, by envelope digest: the same certificates are read again on
+# every cache miss and parsing one costs tens of microseconds. 20,000 digests (~3 MB) hold
+# the certificates a worker reads for hours of a district's fetches; a forgotten verdict is
+# only recomputed.
+ENVELOPE_VERDICTS_MAX = 20_000
+_readable: OrderedDict[str, str | None] = OrderedDict()
+_readable_lock = threading.Lock()
+
+
+def envelope_problem(stored: StoredCertificate) -> str | None:
+    """Why ``stored``'s envelope cannot be served as the certificate it claims to be, or
+    None: its bytes must still have the digest stored at push time, and parse as a DSSE
+    envelope whose payload names this certificate id and version. The signature was
+    verified at push and is verified again by every client; it is not re-checked here."""
+    envelope = stored.envelope
+    if hashlib.sha256(envelope).hexdigest() != stored.envelope_sha256:
+        return "the stored envelope no longer has the SHA-256 recorded when it was pushed"
+    key = f"{stored.envelope_sha256}:{stored.certificate_id}:{stored.version}"
+    with _readable_lock:
+        if key in _readable:
+            _readable.move_to_end(key)
+            return _readable[key]
+    problem = _parse_problem(stored)
+    with _readable_lock:
+        _readable[key] = problem
+        while len(_readable) > ENVELOPE_VERDICTS_MAX:
+            _readable.popitem(last=False)
+    return problem
+
+
+def _parse_problem(stored: StoredCertificate) -> str | None:
+    try:
+        payload = json.loads(read_envelope(stored.envelope).payload)
+    except (HubError, ValueError) as e:
+        return f"the stored envelope is not readable: {e}"
+    if not isinstance(payload, dict):
+        return "the stored envelope's payload is not a JSON object"
+    named = (payload.get("certificate_id"), payload.get("version"))
+    if named != (stored.certificate_id, stored.version):
+        return (
+            "the stored envelope names another certificate or version than its row "
+            f"({stored.certificate_id} version {stored.version})"
+        )
+    return None
 
 
 def load_attachments(session: Session, digests: Sequence[str]) -> dict[str, bytes]:
@@ -485,6 +556,8 @@ def encode_holder(view: HolderView) -> bytes:
                     if c.revocation_envelope
                     else None,
                     c.key_id,
+                    c.envelope_sha256,
+                    c.unusable,
                 ]
                 for c in view.certificates
             ],
@@ -510,6 +583,8 @@ def _decode_one(row: list[Any]) -> StoredCertificate:
         attachment,
         revocation,
         key_id,
+        envelope_sha256,
+        unusable,
     ) = row
     return StoredCertificate(
         certificate_id=cid,
@@ -522,4 +597,6 @@ def _decode_one(row: list[Any]) -> StoredCertificate:
         attachment_sha256=attachment,
         revocation_envelope=base64.b64decode(revocation) if revocation else None,
         key_id=key_id,
+        envelope_sha256=envelope_sha256,
+        unusable=unusable,
     )
