@@ -37,6 +37,9 @@ class Action(StrEnum):
     LIST_ACCESSES = "list_accesses"
     CREATE_PRESENTATION = "create_presentation"
     REDEEM_PRESENTATION = "redeem_presentation"
+    # A registry change the log must keep: a compromised key trusted again, forced by an
+    # operator (`certhub registry apply --trust-again KEY_ID`, hub.services.registry_store).
+    REGISTRY = "registry"
     # A call refused before it could name what it wanted (e.g. no or unknown principal).
     REFUSED = "refused"
 

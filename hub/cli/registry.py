@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
 import importlib.resources
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session, sessionmaker
+
+from hub.audit.log import AuditLog, AuditLogKeys
 from hub.cli.main import CommandError
 from hub.cli.options import add_data_options, config_from
+from hub.errors import FailedPrecondition
+from hub.pki import HubSecrets, PkiError
 from hub.registry import RegistryError, load_registry_file
-from hub.runtime import open_engine
-from hub.services.registry_store import apply_registry
-from hub.store import migrate
+from hub.runtime import HubConfig, open_engine, schema_problem
+from hub.services.registry_store import RegistryAuditor, RegistrySource, apply_registry
 from hub.store.engine import make_session_factory, session_scope
+from signing.note import NoteSigner
 
 
 def register(subparsers: Any) -> None:
@@ -29,6 +35,15 @@ def register(subparsers: Any) -> None:
     )
     apply.add_argument("file", type=Path)
     apply.add_argument("--check", action="store_true", help="only validate; change nothing")
+    apply.add_argument(
+        "--trust-again",
+        action="append",
+        default=[],
+        metavar="KEY_ID",
+        help="confirm that a key the registry in force marks compromised is listed as active "
+        "or retired again, or dropped (what it signed turns VALID again); repeat per key. "
+        "Recorded in the audit log with the data dir's audit-log keys",
+    )
     add_data_options(apply)
     apply.set_defaults(func=run_apply)
     example = sub.add_parser(
@@ -47,6 +62,24 @@ def register(subparsers: Any) -> None:
         help="write it to FILE (refused if FILE exists) instead of printing it",
     )
     example.set_defaults(func=run_example)
+
+
+def _auditor(
+    args: argparse.Namespace, config: HubConfig, sessions: sessionmaker[Session]
+) -> RegistryAuditor:
+    """The audit log as the hubs of this deployment write it: their keys (the data dir's,
+    never new ones) and the origin of the registry in force."""
+    secrets = HubSecrets.for_data_dir(config.data_dir)
+    try:
+        signer_key, hmac_key = secrets.load_log_key(), secrets.load_audit_hmac_key()
+    except PkiError as e:
+        raise CommandError(
+            f"--trust-again is recorded in the audit log, which needs the hub's keys: {e} "
+            "(name the hub's data dir with --data-dir)"
+        ) from e
+    origin = RegistrySource(sessions).refresh().settings.log_origin or config.log_origin
+    keys = AuditLogKeys(origin=origin, signer=NoteSigner(origin, signer_key), hmac_key=hmac_key)
+    return RegistryAuditor(log=AuditLog(keys), principal=f"certhub-cli:{getpass.getuser()}")
 
 
 # Inside the hub package (a link to docs/registry.example.toml in the repository, a file in
@@ -93,12 +126,27 @@ def run_apply(args: argparse.Namespace) -> int:
     if args.check:
         print(f"{args.file}: valid ({summary})")
         return 0
-    engine = open_engine(config_from(args))
-    if migrate.pending(engine):
-        raise CommandError("database schema is behind: run `certhub db upgrade` first")
-    with session_scope(make_session_factory(engine), write=True) as session:
-        version, _, changed = apply_registry(session, text, now=dt.datetime.now(dt.UTC))
-    engine.dispose()
+    config = config_from(args)
+    engine = open_engine(config)
+    try:
+        problem = schema_problem(engine)
+        if problem is not None:
+            raise CommandError(problem)
+        sessions = make_session_factory(engine)
+        auditor = _auditor(args, config, sessions) if args.trust_again else None
+        try:
+            with session_scope(sessions, write=True) as session:
+                version, _, changed = apply_registry(
+                    session,
+                    text,
+                    now=dt.datetime.now(dt.UTC),
+                    trust_again=frozenset(args.trust_again),
+                    auditor=auditor,
+                )
+        except FailedPrecondition as e:
+            raise CommandError(f"{args.file} not applied; nothing changed: {e.message}") from e
+    finally:
+        engine.dispose()
     state = "applied as version" if changed else "unchanged; still version"
     print(f"{args.file}: {state} {version} ({summary})")
     return 0

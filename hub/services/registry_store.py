@@ -7,13 +7,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from hub.audit.entry import OK, Action, AuditRecord
+from hub.audit.log import AuditLog
+from hub.errors import FailedPrecondition
 from hub.registry import Registry, parse_registry
 from hub.store.engine import session_scope
 from hub.store.models import RegistryVersion
+from signing.keys import KeyStatus
 
 log = logging.getLogger("certhub.registry")
 
@@ -22,20 +27,116 @@ log = logging.getLogger("certhub.registry")
 RELOAD_INTERVAL_SECONDS = 1.0
 
 
-def apply_registry(session: Session, text: str, *, now: dt.datetime) -> tuple[int, Registry, bool]:
+# Reason of the refusal to trust a compromised key again without an explicit force.
+REASON_COMPROMISED_KEY_TRUSTED_AGAIN = "COMPROMISED_KEY_TRUSTED_AGAIN"
+# The key id as an audit entry names it: the 16 hex digits operators see elsewhere (`certhub
+# fetch`, the console) and enough to be unique among a registry's keys; the full 64 would
+# only risk runs of digits the audit log's free-text rule redacts (hub.audit.redact).
+AUDIT_KEY_ID_DIGITS = 16
+
+
+@dataclass(frozen=True)
+class TrustedAgain:
+    """A key the current registry marks compromised and a new one would trust again."""
+
+    key_id: str
+    owner: str
+    becomes: str  # "active", "retired" or "removed" (a key no longer listed is not distrusted)
+
+
+def trusted_again(current: Registry, new: Registry) -> list[TrustedAgain]:
+    """Compromised keys of ``current`` that ``new`` lists as active or retired, or drops.
+
+    Either turns every certificate the key signed VALID again at the next fetch (the hub
+    distrusts exactly the keys the registry in force marks compromised)."""
+    found = []
+    for kid in sorted(current.compromised_key_ids):
+        key = new.keys.get(kid)
+        if key is None or key.status is not KeyStatus.COMPROMISED:
+            found.append(
+                TrustedAgain(
+                    key_id=kid,
+                    owner=current.keys[kid].owner,
+                    becomes="removed" if key is None else str(key.status),
+                )
+            )
+    return found
+
+
+@dataclass(frozen=True)
+class RegistryAuditor:
+    """Who applies a registry and the log that records what needs recording (a compromised
+    key trusted again): the hub's audit-log keys, from its data dir."""
+
+    log: AuditLog
+    principal: str
+
+
+def apply_registry(
+    session: Session,
+    text: str,
+    *,
+    now: dt.datetime,
+    trust_again: frozenset[str] = frozenset(),
+    auditor: RegistryAuditor | None = None,
+) -> tuple[int, Registry, bool]:
     """Validate the whole file, then store it; an invalid file raises RegistryError and
-    changes nothing. Returns (version, registry, changed); re-applying the same text is a no-op."""
+    changes nothing. Returns (version, registry, changed); re-applying the same text is a no-op.
+
+    A key the registry in force marks compromised stays distrusted: a file that lists it as
+    active or retired, or drops it, is refused (``FailedPrecondition``) unless its key id is
+    in ``trust_again``; then the change is recorded in the audit log through ``auditor``, in
+    the same transaction (no auditor: refused too)."""
     registry = parse_registry(text)
     latest = session.execute(
-        select(RegistryVersion.id, RegistryVersion.digest)
+        select(RegistryVersion.id, RegistryVersion.digest, RegistryVersion.text)
         .order_by(RegistryVersion.id.desc())
         .limit(1)
     ).one_or_none()
     if latest is not None and latest.digest == registry.digest:
         return latest.id, registry, False
+    again = trusted_again(parse_registry(latest.text), registry) if latest is not None else []
+    unforced = [t for t in again if t.key_id not in trust_again]
+    if unforced:
+        listed = "; ".join(f"{t.key_id} of {t.owner} would be {t.becomes}" for t in unforced)
+        raise FailedPrecondition(
+            f"compromised keys would be trusted again, making what they signed VALID: "
+            f"{listed}. Keep them compromised, or confirm each with --trust-again KEY_ID "
+            "(recorded in the audit log)",
+            reason=REASON_COMPROMISED_KEY_TRUSTED_AGAIN,
+        )
+    if again and auditor is None:
+        raise FailedPrecondition(
+            "trusting a compromised key again is recorded in the audit log: this caller has "
+            "no audit-log keys",
+            reason=REASON_COMPROMISED_KEY_TRUSTED_AGAIN,
+        )
     row = RegistryVersion(digest=registry.digest, text=text, applied_at=now)
     session.add(row)
     session.flush()
+    if again and auditor is not None:
+        auditor.log.append(
+            session,
+            [
+                AuditRecord(
+                    time=now,
+                    principal=auditor.principal,
+                    action=Action.REGISTRY,
+                    outcome=OK,
+                    method=f"registry version {row.id}: compromised key "
+                    f"{t.key_id[:AUDIT_KEY_ID_DIGITS]} trusted again ({t.becomes}, forced)",
+                )
+                for t in again
+            ],
+        )
+        for t in again:
+            log.warning(
+                "registry version %d: compromised key %s of %s trusted again (%s), forced",
+                row.id,
+                t.key_id,
+                t.owner,
+                t.becomes,
+            )
     return row.id, registry, True
 
 
