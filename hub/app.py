@@ -24,7 +24,7 @@ from hub.audit.entry import OK, Action, AuditRecord, holder_commitment
 from hub.audit.log import AuditLog, AuditLogKeys
 from hub.errors import HubError, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
 from hub.registry import Principal, Registry, Role, ServiceItem
-from hub.services import directory, freshness, ingest, intake
+from hub.services import consent, directory, freshness, ingest, intake
 from hub.services.registry_store import RegistrySource
 from hub.store.engine import read_scope, session_scope
 from signing import Algorithm, PrivateKey
@@ -313,6 +313,10 @@ class Hub:
         except HubError as error:
             raise await self._audited(record(error.status_name), error) from None
         view, cached = await self._holder_view(holder.key(), commitment)
+        if item.consent_required:  # the registry decides: no round trip for other items
+            view = await self._consent_gate(
+                caller, item, purpose, view, now=now, record=record, commitment=commitment
+            )
         answered = await self._answer_fetch(
             request, registry, item, view, now=now, record=record, commitment=commitment,
             cached_view=(holder.key(), view.version) if cached else None,
@@ -330,6 +334,44 @@ class Hub:
             assert answered is not None  # only a cached view can be stale
         served, materials, audit_index = answered
         return FetchOutput(intake.FetchResult(holder, served, materials), audit_index)
+
+    async def _consent_gate(
+        self,
+        caller: Principal,
+        item: ServiceItem,
+        purpose: intake.Purpose,
+        view: intake.HolderView,
+        *,
+        now: dt.datetime,
+        record: Callable[..., AuditRecord],
+        commitment: str,
+    ) -> intake.HolderView:
+        """For an item that needs the applicant's approval (``hub.services.consent``): the
+        view limited to the approved types, once; otherwise FAILED_PRECONDITION saying why
+        (CONSENT_PENDING / _DECLINED / _EXPIRED), its audit entry recording the step."""
+        registry = self.registry()
+        today = now.astimezone(SERVICE_TIMEZONE).date()
+        chosen, _ = intake.select_for_item(
+            item, view.certificates, today=today, distrusted=registry.compromised_key_ids
+        )
+        types = frozenset(c.type_code for c, _ in chosen)
+        if not types:
+            return view  # nothing would be shared: nothing to consent to
+        asked = consent.Purpose(commitment, caller.name, item.code, purpose.case_number)
+        committed = await self.committer.submit(
+            lambda s: consent.gate(s, asked, type_codes=types, now=now),
+            lambda gate, error: record(
+                str(gate.outcome) if gate else error.status_name if error else OK,
+                holder=asked.holder_commitment,
+            ),
+        ).wait()
+        gate = committed.value
+        if gate.outcome is consent.GateOutcome.USE:
+            allowed = [c for c in view.certificates if c.type_code in gate.type_codes]
+            return intake.HolderView(view.version, allowed)
+        error = consent.refusal(gate, service_item_code=item.code)
+        error.audit_index = committed.audit_index
+        raise error
 
     async def _answer_fetch(
         self,

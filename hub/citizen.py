@@ -21,7 +21,7 @@ from hub.domain.holder import Holder, check_holder
 from hub.domain.status import CertificateStatus
 from hub.errors import FailedPrecondition, HubError, NotFound, PermissionDenied
 from hub.registry import Principal, Role
-from hub.services import audit, intake, presentation
+from hub.services import audit, consent, intake, presentation
 from hub.services.ingest import require_role
 from hub.store.engine import session_scope
 
@@ -79,6 +79,33 @@ class RedeemOutput:
     audit_index: int
 
 
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """A pending consent request and exactly what the window would receive."""
+
+    request: consent.Request
+    certificates: tuple[intake.Served, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewsOutput:
+    previews: tuple[Preview, ...]
+    audit_index: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecideInput:
+    applicant: Applicant
+    request_id: str
+    approve: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DecideOutput:
+    request: consent.Request
+    audit_index: int
+
+
 class CitizenDesk:
     """ListMyAccesses (and, as they land, consent, presentation and export)."""
 
@@ -118,6 +145,73 @@ class CitizenDesk:
         entry = record(OK, holder=commitment)
         index = (await self.hub.committer.submit_entry(entry).wait()).audit_index
         return AccessesOutput(page, index)
+
+    # --- consent and preview ----------------------------------------------------------------
+
+    async def list_consent_requests(
+        self, caller: Principal, applicant: Applicant
+    ) -> PreviewsOutput:
+        """The applicant's pending requests, each with the certificates it would share now."""
+        now = self.hub.clock()
+        record = self._recorder(caller, Action.LIST_CONSENT_REQUESTS)
+        commitment: str | None = None
+        try:
+            require_role(caller, Role.CITIZEN_APP, "acting for an applicant")
+            holder = self.applicant(applicant)
+            commitment = self.hub.commitment(holder.key())
+        except HubError as error:
+            await self._refuse(record(error.status_name, holder=commitment), error)
+        registry = self.hub.registry()
+
+        def read() -> tuple[list[consent.Request], intake.HolderView]:
+            with session_scope(self.hub.sessions) as session:
+                requests = consent.pending(session, commitment, now=now)
+            return requests, self.hub._load_holder_view(holder.key())
+
+        requests, view = await asyncio.to_thread(read)
+        today = now.astimezone(SERVICE_TIMEZONE).date()
+        previews = []
+        for request in requests:
+            wanted = set(request.type_codes)
+            shown = [
+                intake.Served(c, c.status(today, distrusted=registry.compromised_key_ids), None)
+                for c in view.certificates
+                if c.type_code in wanted
+            ]
+            previews.append(Preview(request, tuple(shown)))
+        entry = record(OK, holder=commitment)
+        index = (await self.hub.committer.submit_entry(entry).wait()).audit_index
+        return PreviewsOutput(tuple(previews), index)
+
+    async def decide_consent(self, caller: Principal, request: DecideInput) -> DecideOutput:
+        """Approve or decline one of the applicant's pending requests."""
+        now = self.hub.clock()
+        record = self._recorder(caller, Action.DECIDE_CONSENT)
+        commitment: str | None = None
+        try:
+            require_role(caller, Role.CITIZEN_APP, "acting for an applicant")
+            holder = self.applicant(request.applicant)
+            commitment = self.hub.commitment(holder.key())
+            request_id = consent.check_request_id(request.request_id)
+        except HubError as error:
+            await self._refuse(record(error.status_name, holder=commitment), error)
+        decision = "approved" if request.approve else "declined"
+
+        def describe(decided: consent.Request | None, error: HubError | None) -> AuditRecord:
+            return record(
+                error.status_name if error else decision,
+                holder=commitment,
+                service_item_code=decided.service_item_code if decided else None,
+                case_number=decided.case_number if decided else None,
+            )
+
+        committed = await self.hub.committer.submit(
+            lambda s: consent.decide(
+                s, request_id, holder_commitment=commitment, approve=request.approve, now=now
+            ),
+            describe,
+        ).wait()
+        return DecideOutput(committed.value, committed.audit_index)
 
     # --- presentation tokens (亮证) -------------------------------------------------------
 

@@ -81,6 +81,7 @@ SERVICE_CONFIG = json.dumps(
                     {"service": "certhub.v1.DirectoryService"},
                     {"service": "certhub.v1.AuditService"},
                     {"service": "certhub.v1.CitizenService", "method": "ListMyAccesses"},
+                    {"service": "certhub.v1.CitizenService", "method": "ListConsentRequests"},
                     {"service": "certhub.v1.IngestService", "method": "PushCertificate"},
                     {"service": "certhub.v1.IngestService", "method": "RevokeCertificate"},
                 ],
@@ -678,6 +679,26 @@ class HubClient:
         response: citizen_pb2.CreatePresentationResponse = self.call(
             self.citizen.CreatePresentation, request
         )
+        return response
+
+    def consent_requests(
+        self, *, id_type: str, holder_id: str
+    ) -> citizen_pb2.ListConsentRequestsResponse:
+        """The applicant's pending consent requests, each with its preview."""
+        request = citizen_pb2.ListConsentRequestsRequest(applicant=_applicant(id_type, holder_id))
+        response: citizen_pb2.ListConsentRequestsResponse = self.call(
+            self.citizen.ListConsentRequests, request
+        )
+        return response
+
+    def decide_consent(
+        self, request_id: str, *, id_type: str, holder_id: str, approve: bool
+    ) -> citizen_pb2.DecideConsentResponse:
+        """Approve (``approve=True``) or decline one of the applicant's pending requests."""
+        request = citizen_pb2.DecideConsentRequest(
+            applicant=_applicant(id_type, holder_id), request_id=request_id, approve=approve
+        )
+        response: citizen_pb2.DecideConsentResponse = self.call(self.citizen.DecideConsent, request)
         return response
 
 

@@ -218,3 +218,176 @@ class CreatePresentationResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreatePresentationResponse: _TypeAlias = CreatePresentationResponse  # noqa: Y015
+
+@_typing.final
+class ListConsentRequestsRequest(_message.Message):
+    """Whose pending requests."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICANT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def applicant(self) -> _common_pb2.Holder:
+        """The applicant the app has authenticated."""
+
+    def __init__(
+        self,
+        *,
+        applicant: _common_pb2.Holder | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConsentRequestsRequest: _TypeAlias = ListConsentRequestsRequest  # noqa: Y015
+
+@_typing.final
+class ConsentRequest(_message.Message):
+    """A window's request to share the applicant's certificates, with a preview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    SERVICE_ITEM_CODE_FIELD_NUMBER: _builtins.int
+    SERVICE_ITEM_NAME_FIELD_NUMBER: _builtins.int
+    CASE_NUMBER_FIELD_NUMBER: _builtins.int
+    TYPE_CODES_FIELD_NUMBER: _builtins.int
+    CERTIFICATES_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The request's id (32 hex digits), for DecideConsent."""
+    principal: _builtins.str
+    """The window (intake system principal) that asks."""
+    service_item_code: _builtins.str
+    """The service item it handles."""
+    service_item_name: _builtins.str
+    """The item's name from the registry."""
+    case_number: _builtins.str
+    """The case number."""
+    created_at: _builtins.str
+    """RFC 3339 UTC times: when the window asked, and until when a decision is possible."""
+    expires_at: _builtins.str
+    @_builtins.property
+    def type_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The certificate types that would be shared."""
+
+    @_builtins.property
+    def certificates(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.CertificateRecord]:
+        """Exactly what the window would receive now: the applicant's certificates of those types
+        (attachments are not included in the preview).
+        """
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        principal: _builtins.str = ...,
+        service_item_code: _builtins.str = ...,
+        service_item_name: _builtins.str = ...,
+        case_number: _builtins.str = ...,
+        type_codes: _abc.Iterable[_builtins.str] | None = ...,
+        certificates: _abc.Iterable[_common_pb2.CertificateRecord] | None = ...,
+        created_at: _builtins.str = ...,
+        expires_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_number", b"case_number", "certificates", b"certificates", "created_at", b"created_at", "expires_at", b"expires_at", "principal", b"principal", "request_id", b"request_id", "service_item_code", b"service_item_code", "service_item_name", b"service_item_name", "type_codes", b"type_codes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsentRequest: _TypeAlias = ConsentRequest  # noqa: Y015
+
+@_typing.final
+class ListConsentRequestsResponse(_message.Message):
+    """Pending requests, oldest first (at most 50)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    AUDIT_INDEX_FIELD_NUMBER: _builtins.int
+    audit_index: _builtins.int
+    """Index of the audit entry recording this call."""
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsentRequest]:
+        """The requests awaiting a decision."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___ConsentRequest] | None = ...,
+        audit_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_index", b"audit_index", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListConsentRequestsResponse: _TypeAlias = ListConsentRequestsResponse  # noqa: Y015
+
+@_typing.final
+class DecideConsentRequest(_message.Message):
+    """The applicant's decision."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICANT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    APPROVE_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The request, from ListConsentRequests."""
+    approve: _builtins.bool
+    """True to approve, false to decline."""
+    @_builtins.property
+    def applicant(self) -> _common_pb2.Holder:
+        """The applicant the app has authenticated; must be the request's."""
+
+    def __init__(
+        self,
+        *,
+        applicant: _common_pb2.Holder | None = ...,
+        request_id: _builtins.str = ...,
+        approve: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "approve", b"approve", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideConsentRequest: _TypeAlias = DecideConsentRequest  # noqa: Y015
+
+@_typing.final
+class DecideConsentResponse(_message.Message):
+    """The request as decided."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    AUDIT_INDEX_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """"APPROVED" or "DECLINED"."""
+    expires_at: _builtins.str
+    """RFC 3339 UTC: until when an approval can be used by the window."""
+    audit_index: _builtins.int
+    """Index of the audit entry recording the decision."""
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+        expires_at: _builtins.str = ...,
+        audit_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_index", b"audit_index", "expires_at", b"expires_at", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideConsentResponse: _TypeAlias = DecideConsentResponse  # noqa: Y015

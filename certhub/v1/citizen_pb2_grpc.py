@@ -50,6 +50,16 @@ class CitizenServiceStub:
                 request_serializer=certhub_dot_v1_dot_citizen__pb2.CreatePresentationRequest.SerializeToString,
                 response_deserializer=certhub_dot_v1_dot_citizen__pb2.CreatePresentationResponse.FromString,
                 _registered_method=True)
+        self.ListConsentRequests = channel.unary_unary(
+                '/certhub.v1.CitizenService/ListConsentRequests',
+                request_serializer=certhub_dot_v1_dot_citizen__pb2.ListConsentRequestsRequest.SerializeToString,
+                response_deserializer=certhub_dot_v1_dot_citizen__pb2.ListConsentRequestsResponse.FromString,
+                _registered_method=True)
+        self.DecideConsent = channel.unary_unary(
+                '/certhub.v1.CitizenService/DecideConsent',
+                request_serializer=certhub_dot_v1_dot_citizen__pb2.DecideConsentRequest.SerializeToString,
+                response_deserializer=certhub_dot_v1_dot_citizen__pb2.DecideConsentResponse.FromString,
+                _registered_method=True)
 
 
 class CitizenServiceServicer:
@@ -82,6 +92,27 @@ class CitizenServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListConsentRequests(self, request, context):
+        """The applicant's consent requests awaiting a decision (a window's fetch for a service
+        item whose registry entry says consent_required opens one), each with a preview of
+        exactly the certificates the window would receive. Audited as "list_consent_requests".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideConsent(self, request, context):
+        """Approve or decline one pending request. After an approval the window's next fetch for
+        that case receives the certificates of the previewed types, once (within 10 minutes);
+        after a decline or an expiry it is refused (CONSENT_DECLINED / CONSENT_EXPIRED) and
+        uses paper. NOT_FOUND CONSENT_NOT_FOUND for another applicant's or an unknown request;
+        FAILED_PRECONDITION CONSENT_ALREADY_DECIDED or CONSENT_EXPIRED. Audited as
+        "decide_consent" with the outcome "approved" or "declined".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CitizenServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +125,16 @@ def add_CitizenServiceServicer_to_server(servicer, server):
                     servicer.CreatePresentation,
                     request_deserializer=certhub_dot_v1_dot_citizen__pb2.CreatePresentationRequest.FromString,
                     response_serializer=certhub_dot_v1_dot_citizen__pb2.CreatePresentationResponse.SerializeToString,
+            ),
+            'ListConsentRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConsentRequests,
+                    request_deserializer=certhub_dot_v1_dot_citizen__pb2.ListConsentRequestsRequest.FromString,
+                    response_serializer=certhub_dot_v1_dot_citizen__pb2.ListConsentRequestsResponse.SerializeToString,
+            ),
+            'DecideConsent': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideConsent,
+                    request_deserializer=certhub_dot_v1_dot_citizen__pb2.DecideConsentRequest.FromString,
+                    response_serializer=certhub_dot_v1_dot_citizen__pb2.DecideConsentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -156,6 +197,60 @@ class CitizenService:
             '/certhub.v1.CitizenService/CreatePresentation',
             certhub_dot_v1_dot_citizen__pb2.CreatePresentationRequest.SerializeToString,
             certhub_dot_v1_dot_citizen__pb2.CreatePresentationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConsentRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certhub.v1.CitizenService/ListConsentRequests',
+            certhub_dot_v1_dot_citizen__pb2.ListConsentRequestsRequest.SerializeToString,
+            certhub_dot_v1_dot_citizen__pb2.ListConsentRequestsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideConsent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certhub.v1.CitizenService/DecideConsent',
+            certhub_dot_v1_dot_citizen__pb2.DecideConsentRequest.SerializeToString,
+            certhub_dot_v1_dot_citizen__pb2.DecideConsentResponse.FromString,
             options,
             channel_credentials,
             insecure,

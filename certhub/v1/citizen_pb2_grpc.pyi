@@ -54,6 +54,19 @@ class CitizenServiceStub:
     (CERTIFICATE_NOT_FOUND) when the applicant holds no such certificate, FAILED_PRECONDITION
     (CERTIFICATE_NOT_VALID) when it is not in force. Audited as "create_presentation".
     """
+    ListConsentRequests: _grpc.UnaryUnaryMultiCallable[_citizen_pb2.ListConsentRequestsRequest, _citizen_pb2.ListConsentRequestsResponse]
+    """The applicant's consent requests awaiting a decision (a window's fetch for a service
+    item whose registry entry says consent_required opens one), each with a preview of
+    exactly the certificates the window would receive. Audited as "list_consent_requests".
+    """
+    DecideConsent: _grpc.UnaryUnaryMultiCallable[_citizen_pb2.DecideConsentRequest, _citizen_pb2.DecideConsentResponse]
+    """Approve or decline one pending request. After an approval the window's next fetch for
+    that case receives the certificates of the previewed types, once (within 10 minutes);
+    after a decline or an expiry it is refused (CONSENT_DECLINED / CONSENT_EXPIRED) and
+    uses paper. NOT_FOUND CONSENT_NOT_FOUND for another applicant's or an unknown request;
+    FAILED_PRECONDITION CONSENT_ALREADY_DECIDED or CONSENT_EXPIRED. Audited as
+    "decide_consent" with the outcome "approved" or "declined".
+    """
 
 @_typing.type_check_only
 class CitizenServiceAsyncStub(CitizenServiceStub):
@@ -78,6 +91,19 @@ class CitizenServiceAsyncStub(CitizenServiceStub):
     code. A window redeems it with IntakeService.RedeemPresentation. NOT_FOUND
     (CERTIFICATE_NOT_FOUND) when the applicant holds no such certificate, FAILED_PRECONDITION
     (CERTIFICATE_NOT_VALID) when it is not in force. Audited as "create_presentation".
+    """
+    ListConsentRequests: _aio.UnaryUnaryMultiCallable[_citizen_pb2.ListConsentRequestsRequest, _citizen_pb2.ListConsentRequestsResponse]  # type: ignore[assignment]
+    """The applicant's consent requests awaiting a decision (a window's fetch for a service
+    item whose registry entry says consent_required opens one), each with a preview of
+    exactly the certificates the window would receive. Audited as "list_consent_requests".
+    """
+    DecideConsent: _aio.UnaryUnaryMultiCallable[_citizen_pb2.DecideConsentRequest, _citizen_pb2.DecideConsentResponse]  # type: ignore[assignment]
+    """Approve or decline one pending request. After an approval the window's next fetch for
+    that case receives the certificates of the previewed types, once (within 10 minutes);
+    after a decline or an expiry it is refused (CONSENT_DECLINED / CONSENT_EXPIRED) and
+    uses paper. NOT_FOUND CONSENT_NOT_FOUND for another applicant's or an unknown request;
+    FAILED_PRECONDITION CONSENT_ALREADY_DECIDED or CONSENT_EXPIRED. Audited as
+    "decide_consent" with the outcome "approved" or "declined".
     """
 
 class CitizenServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -112,6 +138,31 @@ class CitizenServiceServicer(metaclass=_abc_1.ABCMeta):
         code. A window redeems it with IntakeService.RedeemPresentation. NOT_FOUND
         (CERTIFICATE_NOT_FOUND) when the applicant holds no such certificate, FAILED_PRECONDITION
         (CERTIFICATE_NOT_VALID) when it is not in force. Audited as "create_presentation".
+        """
+
+    @_abc_1.abstractmethod
+    def ListConsentRequests(
+        self,
+        request: _citizen_pb2.ListConsentRequestsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_citizen_pb2.ListConsentRequestsResponse, _abc.Awaitable[_citizen_pb2.ListConsentRequestsResponse]]:
+        """The applicant's consent requests awaiting a decision (a window's fetch for a service
+        item whose registry entry says consent_required opens one), each with a preview of
+        exactly the certificates the window would receive. Audited as "list_consent_requests".
+        """
+
+    @_abc_1.abstractmethod
+    def DecideConsent(
+        self,
+        request: _citizen_pb2.DecideConsentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_citizen_pb2.DecideConsentResponse, _abc.Awaitable[_citizen_pb2.DecideConsentResponse]]:
+        """Approve or decline one pending request. After an approval the window's next fetch for
+        that case receives the certificates of the previewed types, once (within 10 minutes);
+        after a decline or an expiry it is refused (CONSENT_DECLINED / CONSENT_EXPIRED) and
+        uses paper. NOT_FOUND CONSENT_NOT_FOUND for another applicant's or an unknown request;
+        FAILED_PRECONDITION CONSENT_ALREADY_DECIDED or CONSENT_EXPIRED. Audited as
+        "decide_consent" with the outcome "approved" or "declined".
         """
 
 def add_CitizenServiceServicer_to_server(servicer: CitizenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

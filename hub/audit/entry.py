@@ -37,6 +37,8 @@ class Action(StrEnum):
     LIST_ACCESSES = "list_accesses"
     CREATE_PRESENTATION = "create_presentation"
     REDEEM_PRESENTATION = "redeem_presentation"
+    LIST_CONSENT_REQUESTS = "list_consent_requests"
+    DECIDE_CONSENT = "decide_consent"
     # A registry change the log must keep: a compromised key trusted again, forced by an
     # operator (`certhub registry apply --trust-again KEY_ID`, hub.services.registry_store).
     REGISTRY = "registry"

@@ -8,7 +8,15 @@ from collections.abc import Mapping
 from certhub.v1 import citizen_pb2, citizen_pb2_grpc, common_pb2
 from hub.app import Hub
 from hub.audit.entry import format_time
-from hub.citizen import AccessesInput, Applicant, CitizenDesk, CreatePresentationInput
+from hub.citizen import (
+    AccessesInput,
+    Applicant,
+    CitizenDesk,
+    CreatePresentationInput,
+    DecideInput,
+    Preview,
+)
+from hub.grpc import convert
 from hub.grpc.interceptor import Context, current_principal
 from hub.registry import ServiceItem
 from hub.services import audit
@@ -62,6 +70,51 @@ class CitizenServicer(citizen_pb2_grpc.CitizenServiceServicer):
             expires_at=format_time(output.expires_at),
             audit_index=output.audit_index,
         )
+
+    async def ListConsentRequests(  # noqa: N802
+        self, request: citizen_pb2.ListConsentRequestsRequest, context: Context
+    ) -> citizen_pb2.ListConsentRequestsResponse:
+        output = await self._desk.list_consent_requests(
+            current_principal(), applicant_in(request.applicant)
+        )
+        items = self._hub.registry().service_items
+        return citizen_pb2.ListConsentRequestsResponse(
+            requests=[preview_out(p, items) for p in output.previews],
+            audit_index=output.audit_index,
+        )
+
+    async def DecideConsent(  # noqa: N802
+        self, request: citizen_pb2.DecideConsentRequest, context: Context
+    ) -> citizen_pb2.DecideConsentResponse:
+        output = await self._desk.decide_consent(
+            current_principal(),
+            DecideInput(
+                applicant=applicant_in(request.applicant),
+                request_id=request.request_id,
+                approve=request.approve,
+            ),
+        )
+        return citizen_pb2.DecideConsentResponse(
+            status=str(output.request.status),
+            expires_at=format_time(output.request.expires_at),
+            audit_index=output.audit_index,
+        )
+
+
+def preview_out(preview: Preview, items: Mapping[str, ServiceItem]) -> citizen_pb2.ConsentRequest:
+    r = preview.request
+    item = items.get(r.service_item_code)
+    return citizen_pb2.ConsentRequest(
+        request_id=r.request_id,
+        principal=r.principal,
+        service_item_code=r.service_item_code,
+        service_item_name=item.name if item else "",
+        case_number=r.case_number,
+        type_codes=r.type_codes,
+        certificates=[convert.record_out(c) for c in preview.certificates],
+        created_at=format_time(r.created_at),
+        expires_at=format_time(r.expires_at),
+    )
 
 
 def access_out(entry: audit.EntryView, items: Mapping[str, ServiceItem]) -> citizen_pb2.AccessEntry:

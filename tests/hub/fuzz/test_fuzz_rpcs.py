@@ -66,6 +66,7 @@ DIRECTORY_CODES = {"INVALID_ARGUMENT", "NOT_FOUND"}
 AUDIT_CODES = {"INVALID_ARGUMENT", "OUT_OF_RANGE", "NOT_FOUND", "PERMISSION_DENIED"}
 # CitizenService (citizen.proto): bad applicant, page size or token.
 CITIZEN_CODES = {"INVALID_ARGUMENT"}
+DECIDE_CODES = {"INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION"}
 PRESENT_CODES = {"INVALID_ARGUMENT", "NOT_FOUND", "FAILED_PRECONDITION"}
 REDEEM_CODES = {"INVALID_ARGUMENT", "NOT_FOUND", "PERMISSION_DENIED", "FAILED_PRECONDITION"}
 
@@ -558,6 +559,24 @@ def test_citizen_accesses_hostile(
 @FUZZ
 @given(
     holder=st.one_of(st.none(), holders()),
+    request_id=st.one_of(TEXT, st.text(alphabet="0123456789abcdef", min_size=32, max_size=32)),
+    approve=st.booleans(),
+)
+def test_consent_hostile(
+    fz: Fuzzed, holder: common_pb2.Holder | None, request_id: str, approve: bool
+) -> None:
+    client = fz.client(APP)
+    listing = citizen_pb2.ListConsentRequestsRequest(applicant=holder)
+    fz.answer(CITIZEN_CODES, lambda: client.call(client.citizen.ListConsentRequests, listing))
+    decision = citizen_pb2.DecideConsentRequest(
+        applicant=holder, request_id=request_id, approve=approve
+    )
+    fz.answer(DECIDE_CODES, lambda: client.call(client.citizen.DecideConsent, decision))
+
+
+@FUZZ
+@given(
+    holder=st.one_of(st.none(), holders()),
     cid=st.one_of(TEXT, st.just("")),
     purpose=TEXT,
     item=st.one_of(st.just(""), TEXT),
@@ -613,6 +632,8 @@ UNARY_METHODS = [
     (AUDITOR, "/certhub.v1.AuditService/GetEntries", AUDIT_CODES),
     (APP, "/certhub.v1.CitizenService/ListMyAccesses", CITIZEN_CODES),
     (APP, "/certhub.v1.CitizenService/CreatePresentation", PRESENT_CODES),
+    (APP, "/certhub.v1.CitizenService/ListConsentRequests", CITIZEN_CODES),
+    (APP, "/certhub.v1.CitizenService/DecideConsent", DECIDE_CODES),
     (WINDOW, "/certhub.v1.IntakeService/RedeemPresentation", REDEEM_CODES),
 ]
 

@@ -7,6 +7,7 @@ entry to the log whose outcome is that status name.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -68,7 +69,9 @@ INTAKE = (
 DIRECTORY = ("ListIssuerKeys", "ListCertificateTypes", "GetServiceItem", "GetStats")
 AUDIT = ("QueryAudit", "GetCheckpoint", "GetInclusionProof", "GetConsistencyProof", "GetEntries")
 # CitizenService (issue 14): only a citizen app, acting for the applicant it names.
-CITIZEN = ("ListMyAccesses", "CreatePresentation")
+CITIZEN = ("ListMyAccesses", "CreatePresentation", "ListConsentRequests", "DecideConsent")
+# An item no row fetches for, made consent_required so DecideConsent has a real request.
+CONSENT_ITEM = 1
 # Methods where "own" and "foreign" differ: a department's own certificates vs another
 # department's, an intake system's own service items vs others', a log entry the caller
 # caused vs another principal's.
@@ -133,6 +136,11 @@ def shared_hub(
 ) -> Iterator[RunningHub]:
     root: Path = tmp_path_factory.mktemp(f"matrix-{request.param}")
     with serving_hub(root, request.param, world) as running:
+        code = list(world.items)[CONSENT_ITEM]
+        items = {
+            c: dataclasses.replace(i, consent_required=c == code) for c, i in world.items.items()
+        }
+        running.apply_registry(dataclasses.replace(world, items=items).registry_toml())
         yield running
 
 
@@ -180,6 +188,19 @@ class Scene:
         with self.running.client(self.amr.principal) as client:
             client.push(sign_certificate(payload, [self.amr.key]))
         return holder.holder.id, payload.certificate_id
+
+    def consent_request(self) -> tuple[str, str]:
+        """A pending consent request a window opened for a citizen: (resident ID, its id)."""
+        holder, _ = self.citizens_licence()
+        with self.running.client(BYSTANDER) as window, pytest.raises(HubClientError) as asked:
+            window.fetch(
+                id_type="RESIDENT_ID",
+                holder_id=holder,
+                service_item=self.items[CONSENT_ITEM],
+                case_number=f"MATRIX-CONSENT-{next_serial()}",
+            )
+        assert asked.value.reason == "CONSENT_PENDING"
+        return holder, next(w for w in asked.value.message.split() if len(w) == 32)
 
     def presentation_token(self) -> str:
         holder, licence = self.citizens_licence()
@@ -284,6 +305,14 @@ class Scene:
         if m == "CreatePresentation":
             holder, licence = self.citizens_licence()
             return lambda c: c.create_presentation(licence, id_type="RESIDENT_ID", holder_id=holder)
+        if m == "ListConsentRequests":
+            holder = citizen(next_serial() % 900).holder.id
+            return lambda c: c.consent_requests(id_type="RESIDENT_ID", holder_id=holder)
+        if m == "DecideConsent":
+            holder, request_id = self.consent_request()
+            return lambda c: c.decide_consent(
+                request_id, id_type="RESIDENT_ID", holder_id=holder, approve=True
+            )
         if m == "ListMyAccesses":
             holder = citizen(next_serial() % 900).holder.id
             return lambda c: c.my_accesses(id_type="RESIDENT_ID", holder_id=holder)

@@ -1,0 +1,278 @@
+"""Consent and preview: sharing for an item that needs the applicant's explicit approval.
+
+A window's fetch for such an item passes through ``gate`` (in the fetch's group commit):
+the first fetch for a (holder, window, item, case) opens a PENDING request naming the
+certificate types that would be shared; the applicant's app previews and decides
+(``decide``); the next fetch after an approval uses it (USED, once) and receives the
+certificates of the approved types. A decline or an expiry is final for that request: the
+window falls back to paper. A fetch after a used request opens a new one (a new round):
+every share needs its own approval.
+
+Rows carry the holder commitment, never the ID. Every transition is one conditional
+UPDATE, so two processes cannot both use one approval or decide one request twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import exc, select, update
+from sqlalchemy.orm import Session
+
+from hub.errors import FailedPrecondition, InvalidArgument, NotFound
+from hub.store.models import ConsentRequest
+
+# An applicant at the counter decides in a minute or two; a request nobody answers in ten
+# minutes is stale (the applicant left, the app is off): the window then uses paper.
+REQUEST_TTL_SECONDS = 600
+# After approval the window's system fetches again at once (or at its next poll); ten
+# minutes bounds how long an unused approval can be used at all.
+APPROVAL_TTL_SECONDS = 600
+# Request ids are 128 random bits in hex.
+REQUEST_ID_CHARS = 32
+# Pending requests of one applicant in one listing: one per window and case at the counter.
+MAX_LISTED = 50
+
+
+class ConsentStatus(StrEnum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    DECLINED = "DECLINED"
+    USED = "USED"
+    EXPIRED = "EXPIRED"
+
+
+class GateOutcome(StrEnum):
+    """What the fetch's gate decided; the value is also the fetch's audit outcome."""
+
+    REQUESTED = "consent-requested"
+    PENDING = "consent-pending"
+    DECLINED = "consent-declined"
+    EXPIRED = "consent-expired"
+    USE = "consent-used"
+
+
+@dataclass(frozen=True, slots=True)
+class Purpose:
+    """Whose certificates, for which window, item and case."""
+
+    holder_commitment: str
+    principal: str
+    service_item_code: str
+    case_number: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    outcome: GateOutcome
+    request_id: str
+    expires_at: dt.datetime
+    # The approved types (only for USE).
+    type_codes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A consent request as the applicant's app previews it."""
+
+    request_id: str
+    principal: str
+    service_item_code: str
+    case_number: str
+    type_codes: tuple[str, ...]
+    status: ConsentStatus
+    created_at: dt.datetime
+    expires_at: dt.datetime
+
+
+def gate(
+    session: Session, purpose: Purpose, *, type_codes: frozenset[str], now: dt.datetime
+) -> Gate:
+    """Decide a consent-requiring fetch, recording what it changes (module docstring)."""
+    row = _latest(session, purpose)
+    if row is None or row.status == ConsentStatus.USED:
+        return _open(session, purpose, 0 if row is None else row.round + 1, type_codes, now)
+    expires = _utc(row.expires_at)
+    if row.status in (ConsentStatus.PENDING, ConsentStatus.APPROVED) and expires <= now:
+        _set(session, row.id, ConsentStatus.EXPIRED)
+        return Gate(GateOutcome.EXPIRED, row.id, expires)
+    if row.status != ConsentStatus.APPROVED:
+        return Gate(_WAITING[ConsentStatus(row.status)], row.id, expires)
+    used = session.execute(
+        update(ConsentRequest)
+        .where(ConsentRequest.id == row.id, ConsentRequest.status == ConsentStatus.APPROVED)
+        .values(status=ConsentStatus.USED, used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if used.rowcount != 1:  # type: ignore[attr-defined]
+        # Another process's fetch used it a moment ago: this one needs a new approval.
+        return _open(session, purpose, row.round + 1, type_codes, now)
+    return Gate(GateOutcome.USE, row.id, expires, frozenset(json.loads(row.type_codes)))
+
+
+# A request's status -> what a fetch answers while it is not an unexpired approval.
+_WAITING = {
+    ConsentStatus.PENDING: GateOutcome.PENDING,
+    ConsentStatus.DECLINED: GateOutcome.DECLINED,
+    ConsentStatus.EXPIRED: GateOutcome.EXPIRED,
+}
+
+
+def _open(
+    session: Session, purpose: Purpose, round_: int, types: frozenset[str], now: dt.datetime
+) -> Gate:
+    request_id = secrets.token_hex(REQUEST_ID_CHARS // 2)
+    expires = now + dt.timedelta(seconds=REQUEST_TTL_SECONDS)
+    try:
+        with session.begin_nested():
+            session.add(
+                ConsentRequest(
+                    id=request_id,
+                    holder_commitment=purpose.holder_commitment,
+                    principal=purpose.principal,
+                    service_item_code=purpose.service_item_code,
+                    case_number=purpose.case_number,
+                    round=round_,
+                    type_codes=json.dumps(sorted(types)),
+                    status=ConsentStatus.PENDING,
+                    created_at=now,
+                    expires_at=expires,
+                )
+            )
+    except exc.IntegrityError:
+        # Another process opened this round a moment ago: its request is the one pending.
+        row = _latest(session, purpose)
+        assert row is not None
+        return Gate(GateOutcome.PENDING, row.id, _utc(row.expires_at))
+    return Gate(GateOutcome.REQUESTED, request_id, expires)
+
+
+def _latest(session: Session, purpose: Purpose) -> ConsentRequest | None:
+    return session.execute(
+        select(ConsentRequest)
+        .where(
+            ConsentRequest.holder_commitment == purpose.holder_commitment,
+            ConsentRequest.principal == purpose.principal,
+            ConsentRequest.service_item_code == purpose.service_item_code,
+            ConsentRequest.case_number == purpose.case_number,
+        )
+        .order_by(ConsentRequest.round.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def _set(session: Session, request_id: str, status: ConsentStatus) -> None:
+    session.execute(
+        update(ConsentRequest)
+        .where(ConsentRequest.id == request_id)
+        .values(status=status)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def refusal(gate: Gate, *, service_item_code: str) -> FailedPrecondition:
+    """What the window is told when its fetch may not share (yet)."""
+    until = gate.expires_at.isoformat()
+    if gate.outcome is GateOutcome.DECLINED:
+        return FailedPrecondition(
+            f"the applicant declined consent request {gate.request_id}: nothing is shared for "
+            "this case; ask for the paper originals",
+            reason="CONSENT_DECLINED",
+        )
+    if gate.outcome is GateOutcome.EXPIRED:
+        return FailedPrecondition(
+            f"consent request {gate.request_id} expired at {until} without an approval in "
+            "time: ask for the paper originals",
+            reason="CONSENT_EXPIRED",
+        )
+    return FailedPrecondition(
+        f"service item {service_item_code} needs the applicant's consent: request "
+        f"{gate.request_id} awaits their decision in their app until {until}; fetch again "
+        "once they approve",
+        reason="CONSENT_PENDING",
+    )
+
+
+def check_request_id(request_id: str) -> str:
+    if len(request_id) != REQUEST_ID_CHARS or not all(c in "0123456789abcdef" for c in request_id):
+        raise InvalidArgument.field(
+            "request_id",
+            f"is not a consent request id ({REQUEST_ID_CHARS} lowercase hex digits)",
+            reason="BAD_CONSENT_REQUEST_ID",
+        )
+    return request_id
+
+
+def decide(
+    session: Session, request_id: str, *, holder_commitment: str, approve: bool, now: dt.datetime
+) -> Request:
+    """The applicant's decision on a pending request of theirs; the request as decided."""
+    status = ConsentStatus.APPROVED if approve else ConsentStatus.DECLINED
+    values: dict[str, object] = {"status": status, "decided_at": now}
+    if approve:
+        values["expires_at"] = now + dt.timedelta(seconds=APPROVAL_TTL_SECONDS)
+    changed = session.execute(
+        update(ConsentRequest)
+        .where(
+            ConsentRequest.id == request_id,
+            ConsentRequest.holder_commitment == holder_commitment,
+            ConsentRequest.status == ConsentStatus.PENDING,
+            ConsentRequest.expires_at > now,
+        )
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    row = session.get(ConsentRequest, request_id, populate_existing=True)
+    if row is None or row.holder_commitment != holder_commitment:
+        # The same answer for another applicant's request: no existence oracle.
+        raise NotFound(
+            f"the applicant has no consent request {request_id}", reason="CONSENT_NOT_FOUND"
+        )
+    if changed.rowcount != 1:  # type: ignore[attr-defined]
+        if row.status in (ConsentStatus.PENDING, ConsentStatus.EXPIRED):
+            raise FailedPrecondition(
+                f"consent request {request_id} expired at {_utc(row.expires_at).isoformat()}",
+                reason="CONSENT_EXPIRED",
+            )
+        raise FailedPrecondition(
+            f"consent request {request_id} is already {row.status}",
+            reason="CONSENT_ALREADY_DECIDED",
+        )
+    return _request(row)
+
+
+def pending(session: Session, holder_commitment: str, *, now: dt.datetime) -> list[Request]:
+    """The applicant's requests awaiting a decision, oldest first."""
+    rows = session.execute(
+        select(ConsentRequest)
+        .where(
+            ConsentRequest.holder_commitment == holder_commitment,
+            ConsentRequest.status == ConsentStatus.PENDING,
+            ConsentRequest.expires_at > now,
+        )
+        .order_by(ConsentRequest.created_at)
+        .limit(MAX_LISTED)
+    ).scalars()
+    return [_request(r) for r in rows]
+
+
+def _request(row: ConsentRequest) -> Request:
+    return Request(
+        request_id=row.id,
+        principal=row.principal,
+        service_item_code=row.service_item_code,
+        case_number=row.case_number,
+        type_codes=tuple(json.loads(row.type_codes)),
+        status=ConsentStatus(row.status),
+        created_at=_utc(row.created_at),
+        expires_at=_utc(row.expires_at),
+    )
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    # SQLite keeps no zone: the hub stores UTC.
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
