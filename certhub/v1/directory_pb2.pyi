@@ -439,6 +439,8 @@ class Stats(_message.Message):
     CASE_USAGE_RATE_FIELD_NUMBER: _builtins.int
     BREAKDOWNS_FIELD_NUMBER: _builtins.int
     NON_EXEMPT_ITEMS_FIELD_NUMBER: _builtins.int
+    ACCEPT_LEGACY_USCC_FIELD_NUMBER: _builtins.int
+    LEGACY_USCC_CERTIFICATES_FIELD_NUMBER: _builtins.int
     service_items: _builtins.int
     """Number of service items."""
     exempt_service_items: _builtins.int
@@ -470,6 +472,14 @@ class Stats(_message.Message):
     case_usage_rate: _builtins.float
     """电子应用率 as the reform defines it: cases_with_e_certificate / cases_registered (0 when
     there are none). An open case counts in the denominator only.
+    """
+    accept_legacy_uscc: _builtins.bool
+    """The registry's accept_legacy_uscc in force: when true, USCCs of the early Fujian pilot
+    form (9?35xxxxM#...) with a wrong check character are admitted, flagged.
+    """
+    legacy_uscc_certificates: _builtins.int
+    """Stored certificates (current versions) whose holder's USCC was admitted only under
+    accept_legacy_uscc.
     """
     @_builtins.property
     def certificates_by_kind(self) -> _containers.RepeatedCompositeFieldContainer[Global___Count]:
@@ -513,10 +523,12 @@ class Stats(_message.Message):
         case_usage_rate: _builtins.float = ...,
         breakdowns: _abc.Iterable[Global___Breakdown] | None = ...,
         non_exempt_items: _abc.Iterable[Global___NonExemptItem] | None = ...,
+        accept_legacy_uscc: _builtins.bool = ...,
+        legacy_uscc_certificates: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakdowns", b"breakdowns", "case_usage_rate", b"case_usage_rate", "cases_closed", b"cases_closed", "cases_fetched", b"cases_fetched", "cases_registered", b"cases_registered", "cases_with_certificates", b"cases_with_certificates", "cases_with_e_certificate", b"cases_with_e_certificate", "certificates_by_department", b"certificates_by_department", "certificates_by_kind", b"certificates_by_kind", "certificates_total", b"certificates_total", "exempt_service_items", b"exempt_service_items", "exemption_rate", b"exemption_rate", "non_exempt_items", b"non_exempt_items", "paper_materials_per_item", b"paper_materials_per_item", "service_items", b"service_items", "since", b"since", "types_by_kind", b"types_by_kind", "until", b"until", "usage_rate", b"usage_rate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accept_legacy_uscc", b"accept_legacy_uscc", "breakdowns", b"breakdowns", "case_usage_rate", b"case_usage_rate", "cases_closed", b"cases_closed", "cases_fetched", b"cases_fetched", "cases_registered", b"cases_registered", "cases_with_certificates", b"cases_with_certificates", "cases_with_e_certificate", b"cases_with_e_certificate", "certificates_by_department", b"certificates_by_department", "certificates_by_kind", b"certificates_by_kind", "certificates_total", b"certificates_total", "exempt_service_items", b"exempt_service_items", "exemption_rate", b"exemption_rate", "legacy_uscc_certificates", b"legacy_uscc_certificates", "non_exempt_items", b"non_exempt_items", "paper_materials_per_item", b"paper_materials_per_item", "service_items", b"service_items", "since", b"since", "types_by_kind", b"types_by_kind", "until", b"until", "usage_rate", b"usage_rate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

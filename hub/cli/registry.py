@@ -7,6 +7,7 @@ import argparse
 import datetime as dt
 import getpass
 import importlib.resources
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,12 @@ from hub.errors import FailedPrecondition
 from hub.pki import HubSecrets, PkiError
 from hub.registry import RegistryError, load_registry_file
 from hub.runtime import HubConfig, open_engine, schema_problem
-from hub.services.registry_store import RegistryAuditor, RegistrySource, apply_registry
+from hub.services.registry_store import (
+    RegistryAuditor,
+    RegistrySource,
+    apply_registry,
+    stranded_certificates,
+)
 from hub.store.engine import make_session_factory, session_scope
 from signing.note import NoteSigner
 
@@ -122,6 +128,7 @@ def run_apply(args: argparse.Namespace) -> int:
         f"{len(registry.departments)} departments, {len(registry.keys)} keys, "
         f"{len(registry.types)} certificate types, {len(registry.service_items)} service items, "
         f"{len(registry.principals)} principals"
+        + (", accept_legacy_uscc on" if registry.settings.accept_legacy_uscc else "")
     )
     if args.check:
         print(f"{args.file}: valid ({summary})")
@@ -136,6 +143,7 @@ def run_apply(args: argparse.Namespace) -> int:
         auditor = _auditor(args, config, sessions) if args.trust_again else None
         try:
             with session_scope(sessions, write=True) as session:
+                stranded = stranded_certificates(session, registry)
                 version, _, changed = apply_registry(
                     session,
                     text,
@@ -147,6 +155,9 @@ def run_apply(args: argparse.Namespace) -> int:
             raise CommandError(f"{args.file} not applied; nothing changed: {e.message}") from e
     finally:
         engine.dispose()
+    # Said, not refused: the operator may mean it (a type retired on purpose).
+    for warning in stranded if changed else []:
+        print(f"certhub registry: warning: {warning}", file=sys.stderr)
     state = "applied as version" if changed else "unchanged; still version"
     print(f"{args.file}: {state} {version} ({summary})")
     return 0

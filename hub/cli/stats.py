@@ -167,6 +167,8 @@ def stats_json(stats: Stats) -> dict[str, object]:
         "cases_with_certificates": stats.cases_with_certificates,
         "usage_rate": round(stats.usage_rate, 4),
         "paper_materials_per_item": round(stats.paper_materials_per_item, 3),
+        "accept_legacy_uscc": stats.accept_legacy_uscc,
+        "legacy_uscc_certificates": stats.legacy_uscc_certificates,
     }
 
 
@@ -198,6 +200,11 @@ def render(stats: Stats, registry: Registry) -> str:
             f"{stats.cases_with_certificates:,} of {stats.cases_fetched:,}",
         ),
         ("用证率 usage rate (of fetching cases)", f"{stats.usage_rate:.2%}"),
+        (
+            "accept_legacy_uscc (pilot USCCs, wrong check char)",
+            ("on" if stats.accept_legacy_uscc else "off")
+            + f"; {stats.legacy_uscc_certificates:,} certificates held under one",
+        ),
     ]
     return _table(rows)
 

@@ -333,6 +333,8 @@ def stats_out(stats: directory.Stats, labels: dict[str, str]) -> directory_pb2.S
         usage_rate=stats.usage_rate,
         paper_materials_per_item=stats.paper_materials_per_item,
         certificates_total=stats.certificates_total,
+        accept_legacy_uscc=stats.accept_legacy_uscc,
+        legacy_uscc_certificates=stats.legacy_uscc_certificates,
     )
 
 

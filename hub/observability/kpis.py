@@ -41,6 +41,12 @@ METRICS = {
     "certhub_reform_department_usage_rate": "usage rate of one handling department",
     "certhub_reform_certificates": "stored certificates (current versions) by kind",
     "certhub_reform_department_certificates": "stored certificates by issuing department",
+    "certhub_reform_accept_legacy_uscc": (
+        "1 while the registry admits pilot-form USCCs with a wrong check char, else 0"
+    ),
+    "certhub_reform_legacy_uscc_certificates": (
+        "stored certificates whose holder USCC was admitted only as a legacy code"
+    ),
 }
 
 
@@ -93,6 +99,10 @@ def snapshot(session: Session, registry: Registry) -> tuple[GaugeMetricFamily, .
     department_certificates = _gauge("certhub_reform_department_certificates", ["department"])
     for department, n in sorted(base.certificates_by_department.items()):
         department_certificates.add_metric([department], n)
+    accept_legacy = _gauge("certhub_reform_accept_legacy_uscc")
+    accept_legacy.add_metric([], 1.0 if base.accept_legacy_uscc else 0.0)
+    legacy_certificates = _gauge("certhub_reform_legacy_uscc_certificates")
+    legacy_certificates.add_metric([], base.legacy_uscc_certificates)
     return (
         items,
         exemption,
@@ -105,6 +115,8 @@ def snapshot(session: Session, registry: Registry) -> tuple[GaugeMetricFamily, .
         department_usage,
         certificates,
         department_certificates,
+        accept_legacy,
+        legacy_certificates,
     )
 
 

@@ -22,6 +22,10 @@ class Stats:
     cases_fetched: int
     cases_with_certificates: int
     paper_materials: int
+    #: The registry's ``accept_legacy_uscc`` in force, and the stored certificates (current
+    #: versions) whose holder's USCC was admitted only under it (flagged at push).
+    accept_legacy_uscc: bool = False
+    legacy_uscc_certificates: int = 0
 
     @property
     def certificates_total(self) -> int:
@@ -56,6 +60,11 @@ def compute_stats(session: Session, registry: Registry) -> Stats:
             .group_by(Certificate.issuer_code)
         ).all()
     )
+    legacy = session.execute(
+        select(func.count()).where(
+            Certificate.is_current.is_(True), Certificate.legacy_uscc.is_(True)
+        )
+    ).scalar_one()
     cases, served = session.execute(
         select(func.count(), func.coalesce(func.sum(case((Case.served.is_(True), 1), else_=0)), 0))
     ).one()
@@ -69,4 +78,6 @@ def compute_stats(session: Session, registry: Registry) -> Stats:
         cases_fetched=int(cases),
         cases_with_certificates=int(served),
         paper_materials=sum(1 for i in items for m in i.materials if m.paper_only),
+        accept_legacy_uscc=registry.settings.accept_legacy_uscc,
+        legacy_uscc_certificates=int(legacy),
     )

@@ -9,15 +9,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hub.audit.entry import OK, Action, AuditRecord
 from hub.audit.log import AuditLog
+from hub.domain.holder import is_pilot_uscc_form
 from hub.errors import FailedPrecondition
 from hub.registry import Registry, parse_registry
 from hub.store.engine import session_scope
-from hub.store.models import RegistryVersion
+from hub.store.models import Certificate, RegistryVersion
 from signing.keys import KeyStatus
 
 log = logging.getLogger("certhub.registry")
@@ -61,6 +62,55 @@ def trusted_again(current: Registry, new: Registry) -> list[TrustedAgain]:
                 )
             )
     return found
+
+
+def stranded_certificates(session: Session, new: Registry) -> list[str]:
+    """What applying ``new`` would leave stored but out of reach, in words for the operator
+    (empty when nothing): current certificates of a holder whose legacy USCC ``new`` refuses
+    (its holder ID is refused at fetch), of a type no longer listed (no item asks for it) or
+    of a department no longer listed (no key verifies it). Counts over the current versions;
+    nothing is deleted either way, so applying a registry that restores them brings them back.
+    """
+    current = Certificate.is_current.is_(True)
+    warnings = []
+    legacy_holders = session.execute(
+        select(Certificate.holder_key, func.count())
+        .where(current, Certificate.legacy_uscc.is_(True))
+        .group_by(Certificate.holder_key)
+    ).all()
+    refused = [
+        (key, n)
+        for key, n in legacy_holders
+        if not new.settings.accept_legacy_uscc or not is_pilot_uscc_form(key.partition(":")[2])
+    ]
+    if refused:
+        why = (
+            "accept_legacy_uscc = false"
+            if not new.settings.accept_legacy_uscc
+            else "accept_legacy_uscc admits only the early Fujian pilot form now"
+        )
+        warnings.append(
+            f"{sum(n for _, n in refused):,} stored certificates of {len(refused):,} holders "
+            f"with a legacy USCC become unreachable ({why}: their holder IDs are refused)"
+        )
+    for column, listed, what in (
+        (Certificate.type_code, new.types, "types"),
+        (Certificate.issuer_code, new.departments, "departments"),
+    ):
+        counts = session.execute(select(column, func.count()).where(current).group_by(column)).all()
+        gone = sorted((code, n) for code, n in counts if code not in listed)
+        if gone:
+            codes = ", ".join(f"{code} ({n:,})" for code, n in gone[:_MAX_NAMED])
+            more = f" and {len(gone) - _MAX_NAMED} more" if len(gone) > _MAX_NAMED else ""
+            warnings.append(
+                f"{sum(n for _, n in gone):,} stored certificates of {what} this file no "
+                f"longer lists become unreachable: {codes}{more}"
+            )
+    return warnings
+
+
+# How many codes a stranding warning names before it says "and N more": a terminal line.
+_MAX_NAMED = 5
 
 
 @dataclass(frozen=True)
