@@ -8,6 +8,7 @@ tests can call them directly with a real database.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -19,10 +20,12 @@ from typing import NoReturn, Protocol, TypeVar, runtime_checkable
 from sqlalchemy.orm import Session, sessionmaker
 
 from cache import RateLimit, RateLimiter
+from hub.audit import budget
 from hub.audit.committer import GroupCommitter
 from hub.audit.entry import OK, Action, AuditRecord, holder_commitment
 from hub.audit.log import AuditLog, AuditLogKeys
 from hub.errors import HubError, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
+from hub.observability.metrics import metrics
 from hub.registry import Principal, Registry, Role, ServiceItem
 from hub.services import consent, directory, freshness, ingest, intake
 from hub.services.registry_store import RegistrySource
@@ -137,6 +140,8 @@ class Hub:
         self.rate_limiter = rate_limiter
         self.clock = clock
         self._hmac_key = audit_keys.hmac_key
+        # How many refusals per principal get their own audit entry (hub.audit.budget).
+        self.refusals = budget.RefusalBudget()
         # Signs presentation tokens and exported credentials (hub.citizen). Every process of
         # a deployment must share it (build_hub loads it from the data directory); a
         # process-local key only suits tests that build a Hub by hand.
@@ -536,21 +541,62 @@ class Hub:
 
         return await asyncio.to_thread(load)
 
-    async def _audited(self, entry: AuditRecord, error: HubError) -> HubError:
-        """Audit a refusal; returns the error, carrying its audit index, to raise."""
-        error.audit_index = (await self.committer.submit_entry(entry).wait()).audit_index
+    async def audit_refusal(self, entry: AuditRecord, error: HubError) -> HubError:
+        """Audit a refusal within its principal's refusal budget (``hub.audit.budget``);
+        returns the error to raise, carrying its audit index. Past the budget that error is
+        RESOURCE_EXHAUSTED REFUSALS_RATE_LIMITED and the entry is a summary, or none."""
+        logged, error, summary = self.screen_refusal(entry, error)
+        if logged is not None:
+            error.audit_index = (await self.committer.submit_entry(logged).wait()).audit_index
+            if summary:
+                self.refusals.summary_logged(entry.principal, error.audit_index)
         return error
+
+    async def _audited(self, entry: AuditRecord, error: HubError) -> HubError:
+        return await self.audit_refusal(entry, error)
 
     def _refuse_later(
         self, entry: AuditRecord, error: HubError
     ) -> Callable[[], Awaitable[NoReturn]]:
-        pending = self.committer.submit_entry(entry)
+        logged, error, summary = self.screen_refusal(entry, error)
+        pending = self.committer.submit_entry(logged) if logged is not None else None
 
         async def finish() -> NoReturn:
-            error.audit_index = (await pending.wait()).audit_index
+            if pending is not None:
+                error.audit_index = (await pending.wait()).audit_index
+                if summary:
+                    self.refusals.summary_logged(entry.principal, error.audit_index)
             raise error
 
         return finish
+
+    def screen_refusal(
+        self, entry: AuditRecord, error: HubError
+    ) -> tuple[AuditRecord | None, HubError, bool]:
+        """(the entry to log or None, the error to raise, whether the entry is the summary
+        of a principal's exhausted refusal budget)."""
+        verdict = self.refusals.take(entry.principal)
+        if verdict.kind is budget.Kind.LOG:
+            return entry, error, False
+        limited = ResourceExhausted(
+            f"principal {entry.principal!r} had over {self.refusals.burst} calls refused "
+            "recently: its refused calls are answered RESOURCE_EXHAUSTED and not audited one "
+            f"by one for the next {verdict.retry_after:.1f} s (this call was refused: "
+            f"{error.reason})",
+            reason="REFUSALS_RATE_LIMITED",
+            retry_after=verdict.retry_after,
+        )
+        if verdict.kind is budget.Kind.SUMMARY:
+            what = entry.method or str(entry.action)
+            summary = dataclasses.replace(
+                entry,
+                outcome=limited.status_name,
+                method=f"{what}: refusal budget exhausted, further refusals not logged one by one",
+            )
+            return summary, limited, True
+        metrics().refusals_suppressed.inc()
+        limited.audit_index = verdict.summary_index
+        return None, limited, False
 
 
 # Cases whose KPI row this process has written. A window fetches several times for one

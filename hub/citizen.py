@@ -387,5 +387,4 @@ class CitizenDesk:
         return record
 
     async def _refuse(self, entry: AuditRecord, error: HubError) -> NoReturn:
-        error.audit_index = (await self.hub.committer.submit_entry(entry).wait()).audit_index
-        raise error
+        raise await self.hub.audit_refusal(entry, error)

@@ -203,5 +203,9 @@ class AuditApi:
         entry = self._record(
             caller, error.status_name, method, holder=holder, certificate_id=certificate_id
         )
-        error.audit_index = self._hub.committer.submit_entry(entry).result().audit_index
+        logged, error, summary = self._hub.screen_refusal(entry, error)
+        if logged is not None:
+            error.audit_index = self._hub.committer.submit_entry(logged).result().audit_index
+            if summary:
+                self._hub.refusals.summary_logged(entry.principal, error.audit_index)
         raise error

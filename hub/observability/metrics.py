@@ -119,6 +119,12 @@ class HubMetrics:
             ["backend"],
             registry=registry,
         )
+        self.refusals_suppressed = Counter(
+            "certhub_refusals_suppressed",
+            "Refused calls answered RESOURCE_EXHAUSTED by their principal's refusal budget "
+            "without an audit entry of their own (hub.audit.budget)",
+            registry=registry,
+        )
         self.unusable_certificates = Counter(
             "certhub_unusable_certificates",
             "Reads from the database that found a stored certificate's envelope unusable (a "
