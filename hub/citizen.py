@@ -15,15 +15,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
 
+from sqlalchemy import select
+
 from hub.app import SERVICE_TIMEZONE, Hub
 from hub.audit.entry import OK, Action, AuditRecord
 from hub.domain.holder import Holder, check_holder
 from hub.domain.status import CertificateStatus
 from hub.errors import FailedPrecondition, HubError, NotFound, PermissionDenied
 from hub.registry import Principal, Role
-from hub.services import audit, consent, intake, presentation
+from hub.services import audit, consent, credentials, intake, presentation
 from hub.services.ingest import require_role
 from hub.store.engine import session_scope
+from hub.store.models import Certificate
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,21 @@ class DecideInput:
 @dataclass(frozen=True, slots=True)
 class DecideOutput:
     request: consent.Request
+    audit_index: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExportInput:
+    applicant: Applicant
+    certificate_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExportOutput:
+    credential: str
+    claims: dict[str, object]
+    status: credentials.StatusEntry
+    status_list_url: str
     audit_index: int
 
 
@@ -212,6 +230,103 @@ class CitizenDesk:
             describe,
         ).wait()
         return DecideOutput(committed.value, committed.audit_index)
+
+    # --- portable credentials ---------------------------------------------------------------
+
+    def issuer(self) -> str:
+        return credentials.issuer_url(self.hub.audit_log.keys.origin)
+
+    async def export_credential(self, caller: Principal, request: ExportInput) -> ExportOutput:
+        """One of the applicant's certificates in force as a W3C VC 2.0 (vc+jwt) issued by
+        the hub, with a Bitstring Status List entry (``hub.services.credentials``)."""
+        now = self.hub.clock()
+        record = self._recorder(caller, Action.EXPORT_CREDENTIAL)
+        registry = self.hub.registry()
+        commitment: str | None = None
+        try:
+            require_role(caller, Role.CITIZEN_APP, "exporting credentials")
+            holder = self.applicant(request.applicant)
+            commitment = self.hub.commitment(holder.key())
+            intake.check_certificate_id(request.certificate_id)
+            found = await asyncio.to_thread(self._certificate_row, request.certificate_id)
+            if found is None or found[1] != holder.key():
+                raise NotFound(
+                    f"the applicant has no certificate {request.certificate_id}",
+                    reason="CERTIFICATE_NOT_FOUND",
+                )
+            stored, _, lineage = found
+            status = stored.status(
+                now.astimezone(SERVICE_TIMEZONE).date(), distrusted=registry.compromised_key_ids
+            )
+            if status is not CertificateStatus.VALID:
+                raise FailedPrecondition(
+                    f"certificate {request.certificate_id} is {status}: only a certificate in "
+                    "force is exported",
+                    reason="CERTIFICATE_NOT_VALID",
+                )
+        except HubError as error:
+            ids = (request.certificate_id,) if request.certificate_id else ()
+            await self._refuse(
+                record(error.status_name, holder=commitment, certificate_ids=ids), error
+            )
+        committed = await self.hub.committer.submit(
+            lambda s: credentials.allocate(
+                s,
+                certificate_id=stored.certificate_id,
+                version=stored.version,
+                lineage=lineage,
+                now=now,
+            ),
+            lambda _v, error: record(
+                error.status_name if error else OK,
+                holder=commitment,
+                certificate_ids=(stored.certificate_id,),
+            ),
+        ).wait()
+        issuer = self.issuer()
+        claims = credentials.credential(
+            envelope=stored.envelope,
+            department_key_id=stored.key_id,
+            issuer=issuer,
+            status=committed.value,
+            issuer_names={code: d.name for code, d in registry.departments.items()},
+        )
+        token = credentials.sign_jwt(self.hub.attestation_key, claims, issuer=issuer)
+        url = credentials.status_list_url(issuer, committed.value.list_number)
+        return ExportOutput(token, claims, committed.value, url, committed.audit_index)
+
+    def status_list(self, list_number: int) -> str:
+        """The status list credential ``list_number`` as it is now (vc+jwt); NOT_FOUND for
+        a list that does not exist."""
+        registry = self.hub.registry()
+        with session_scope(self.hub.sessions) as session:
+            if not credentials.list_exists(session, list_number):
+                raise credentials.no_such_list(list_number)
+            indices = credentials.revoked_indices(
+                session, list_number, distrusted=registry.compromised_key_ids
+            )
+        return credentials.status_list_credential(
+            self.hub.attestation_key,
+            issuer=self.issuer(),
+            list_number=list_number,
+            indices=indices,
+            now=self.hub.clock(),
+        )
+
+    def _certificate_row(
+        self, certificate_id: str
+    ) -> tuple[intake.StoredCertificate, str, str] | None:
+        with session_scope(self.hub.sessions) as session:
+            found = intake.load_certificate(session, certificate_id)
+            if found is None:
+                return None
+            lineage = session.execute(
+                select(Certificate.lineage).where(
+                    Certificate.certificate_id == found[0].certificate_id,
+                    Certificate.version == found[0].version,
+                )
+            ).scalar_one()
+        return found[0], found[1], lineage
 
     # --- presentation tokens (亮证) -------------------------------------------------------
 

@@ -701,6 +701,18 @@ class HubClient:
         response: citizen_pb2.DecideConsentResponse = self.call(self.citizen.DecideConsent, request)
         return response
 
+    def export_credential(
+        self, certificate_id: str, *, id_type: str, holder_id: str
+    ) -> citizen_pb2.ExportCredentialResponse:
+        """One of the applicant's certificates as a W3C VC 2.0 (``.credential``, vc+jwt)."""
+        request = citizen_pb2.ExportCredentialRequest(
+            applicant=_applicant(id_type, holder_id), certificate_id=certificate_id
+        )
+        response: citizen_pb2.ExportCredentialResponse = self.call(
+            self.citizen.ExportCredential, request
+        )
+        return response
+
 
 def _applicant(id_type: str, holder_id: str) -> common_pb2.Holder:
     return common_pb2.Holder(id_type=_id_type(id_type), id=holder_id)

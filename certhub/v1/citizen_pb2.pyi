@@ -391,3 +391,68 @@ class DecideConsentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DecideConsentResponse: _TypeAlias = DecideConsentResponse  # noqa: Y015
+
+@_typing.final
+class ExportCredentialRequest(_message.Message):
+    """Which certificate to export."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICANT_FIELD_NUMBER: _builtins.int
+    CERTIFICATE_ID_FIELD_NUMBER: _builtins.int
+    certificate_id: _builtins.str
+    """The certificate (for issuer-unique ids, the latest version)."""
+    @_builtins.property
+    def applicant(self) -> _common_pb2.Holder:
+        """The applicant the app has authenticated; must hold the certificate."""
+
+    def __init__(
+        self,
+        *,
+        applicant: _common_pb2.Holder | None = ...,
+        certificate_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applicant", b"applicant", "certificate_id", b"certificate_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportCredentialRequest: _TypeAlias = ExportCredentialRequest  # noqa: Y015
+
+@_typing.final
+class ExportCredentialResponse(_message.Message):
+    """The portable credential."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    STATUS_LIST_CREDENTIAL_FIELD_NUMBER: _builtins.int
+    STATUS_LIST_INDEX_FIELD_NUMBER: _builtins.int
+    AUDIT_INDEX_FIELD_NUMBER: _builtins.int
+    credential: _builtins.str
+    """The credential: a compact JWS (header.payload.signature), media type application/vc+jwt."""
+    credential_id: _builtins.str
+    """The credential's id (urn:uuid:...), as in its payload."""
+    status_list_credential: _builtins.str
+    """The status list credential's URL and this credential's index in it."""
+    status_list_index: _builtins.int
+    audit_index: _builtins.int
+    """Index of the audit entry recording the export."""
+    def __init__(
+        self,
+        *,
+        credential: _builtins.str = ...,
+        credential_id: _builtins.str = ...,
+        status_list_credential: _builtins.str = ...,
+        status_list_index: _builtins.int = ...,
+        audit_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_index", b"audit_index", "credential", b"credential", "credential_id", b"credential_id", "status_list_credential", b"status_list_credential", "status_list_index", b"status_list_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportCredentialResponse: _TypeAlias = ExportCredentialResponse  # noqa: Y015

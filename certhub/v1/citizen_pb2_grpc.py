@@ -60,6 +60,11 @@ class CitizenServiceStub:
                 request_serializer=certhub_dot_v1_dot_citizen__pb2.DecideConsentRequest.SerializeToString,
                 response_deserializer=certhub_dot_v1_dot_citizen__pb2.DecideConsentResponse.FromString,
                 _registered_method=True)
+        self.ExportCredential = channel.unary_unary(
+                '/certhub.v1.CitizenService/ExportCredential',
+                request_serializer=certhub_dot_v1_dot_citizen__pb2.ExportCredentialRequest.SerializeToString,
+                response_deserializer=certhub_dot_v1_dot_citizen__pb2.ExportCredentialResponse.FromString,
+                _registered_method=True)
 
 
 class CitizenServiceServicer:
@@ -113,6 +118,21 @@ class CitizenServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportCredential(self, request, context):
+        """One of the applicant's certificates in force as a W3C Verifiable Credential 2.0
+        secured with VC-JOSE-COSE (compact JWS, typ "vc+jwt", EdDSA), issued by the hub (its
+        attestation key, published at <issuer>/credentials/jwks.json) as attester of the
+        department-signed original: evidence names the DSSE envelope's SHA-256 and the
+        department key id. credentialStatus is a BitstringStatusListEntry (statusPurpose
+        "revocation") in a status list credential the hub's web server serves at
+        <issuer>/status/<n>, set while the certificate is revoked or its key compromised.
+        NOT_FOUND CERTIFICATE_NOT_FOUND; FAILED_PRECONDITION CERTIFICATE_NOT_VALID. Audited as
+        "export_credential".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CitizenServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -135,6 +155,11 @@ def add_CitizenServiceServicer_to_server(servicer, server):
                     servicer.DecideConsent,
                     request_deserializer=certhub_dot_v1_dot_citizen__pb2.DecideConsentRequest.FromString,
                     response_serializer=certhub_dot_v1_dot_citizen__pb2.DecideConsentResponse.SerializeToString,
+            ),
+            'ExportCredential': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportCredential,
+                    request_deserializer=certhub_dot_v1_dot_citizen__pb2.ExportCredentialRequest.FromString,
+                    response_serializer=certhub_dot_v1_dot_citizen__pb2.ExportCredentialResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -251,6 +276,33 @@ class CitizenService:
             '/certhub.v1.CitizenService/DecideConsent',
             certhub_dot_v1_dot_citizen__pb2.DecideConsentRequest.SerializeToString,
             certhub_dot_v1_dot_citizen__pb2.DecideConsentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportCredential(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certhub.v1.CitizenService/ExportCredential',
+            certhub_dot_v1_dot_citizen__pb2.ExportCredentialRequest.SerializeToString,
+            certhub_dot_v1_dot_citizen__pb2.ExportCredentialResponse.FromString,
             options,
             channel_credentials,
             insecure,

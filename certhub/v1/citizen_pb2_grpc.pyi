@@ -67,6 +67,17 @@ class CitizenServiceStub:
     FAILED_PRECONDITION CONSENT_ALREADY_DECIDED or CONSENT_EXPIRED. Audited as
     "decide_consent" with the outcome "approved" or "declined".
     """
+    ExportCredential: _grpc.UnaryUnaryMultiCallable[_citizen_pb2.ExportCredentialRequest, _citizen_pb2.ExportCredentialResponse]
+    """One of the applicant's certificates in force as a W3C Verifiable Credential 2.0
+    secured with VC-JOSE-COSE (compact JWS, typ "vc+jwt", EdDSA), issued by the hub (its
+    attestation key, published at <issuer>/credentials/jwks.json) as attester of the
+    department-signed original: evidence names the DSSE envelope's SHA-256 and the
+    department key id. credentialStatus is a BitstringStatusListEntry (statusPurpose
+    "revocation") in a status list credential the hub's web server serves at
+    <issuer>/status/<n>, set while the certificate is revoked or its key compromised.
+    NOT_FOUND CERTIFICATE_NOT_FOUND; FAILED_PRECONDITION CERTIFICATE_NOT_VALID. Audited as
+    "export_credential".
+    """
 
 @_typing.type_check_only
 class CitizenServiceAsyncStub(CitizenServiceStub):
@@ -104,6 +115,17 @@ class CitizenServiceAsyncStub(CitizenServiceStub):
     uses paper. NOT_FOUND CONSENT_NOT_FOUND for another applicant's or an unknown request;
     FAILED_PRECONDITION CONSENT_ALREADY_DECIDED or CONSENT_EXPIRED. Audited as
     "decide_consent" with the outcome "approved" or "declined".
+    """
+    ExportCredential: _aio.UnaryUnaryMultiCallable[_citizen_pb2.ExportCredentialRequest, _citizen_pb2.ExportCredentialResponse]  # type: ignore[assignment]
+    """One of the applicant's certificates in force as a W3C Verifiable Credential 2.0
+    secured with VC-JOSE-COSE (compact JWS, typ "vc+jwt", EdDSA), issued by the hub (its
+    attestation key, published at <issuer>/credentials/jwks.json) as attester of the
+    department-signed original: evidence names the DSSE envelope's SHA-256 and the
+    department key id. credentialStatus is a BitstringStatusListEntry (statusPurpose
+    "revocation") in a status list credential the hub's web server serves at
+    <issuer>/status/<n>, set while the certificate is revoked or its key compromised.
+    NOT_FOUND CERTIFICATE_NOT_FOUND; FAILED_PRECONDITION CERTIFICATE_NOT_VALID. Audited as
+    "export_credential".
     """
 
 class CitizenServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -163,6 +185,23 @@ class CitizenServiceServicer(metaclass=_abc_1.ABCMeta):
         uses paper. NOT_FOUND CONSENT_NOT_FOUND for another applicant's or an unknown request;
         FAILED_PRECONDITION CONSENT_ALREADY_DECIDED or CONSENT_EXPIRED. Audited as
         "decide_consent" with the outcome "approved" or "declined".
+        """
+
+    @_abc_1.abstractmethod
+    def ExportCredential(
+        self,
+        request: _citizen_pb2.ExportCredentialRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_citizen_pb2.ExportCredentialResponse, _abc.Awaitable[_citizen_pb2.ExportCredentialResponse]]:
+        """One of the applicant's certificates in force as a W3C Verifiable Credential 2.0
+        secured with VC-JOSE-COSE (compact JWS, typ "vc+jwt", EdDSA), issued by the hub (its
+        attestation key, published at <issuer>/credentials/jwks.json) as attester of the
+        department-signed original: evidence names the DSSE envelope's SHA-256 and the
+        department key id. credentialStatus is a BitstringStatusListEntry (statusPurpose
+        "revocation") in a status list credential the hub's web server serves at
+        <issuer>/status/<n>, set while the certificate is revoked or its key compromised.
+        NOT_FOUND CERTIFICATE_NOT_FOUND; FAILED_PRECONDITION CERTIFICATE_NOT_VALID. Audited as
+        "export_credential".
         """
 
 def add_CitizenServiceServicer_to_server(servicer: CitizenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -39,6 +39,7 @@ class Action(StrEnum):
     REDEEM_PRESENTATION = "redeem_presentation"
     LIST_CONSENT_REQUESTS = "list_consent_requests"
     DECIDE_CONSENT = "decide_consent"
+    EXPORT_CREDENTIAL = "export_credential"
     # A registry change the log must keep: a compromised key trusted again, forced by an
     # operator (`certhub registry apply --trust-again KEY_ID`, hub.services.registry_store).
     REGISTRY = "registry"
@@ -59,6 +60,7 @@ _STORED_ID_ACTIONS = frozenset(
         Action.VERIFY,
         Action.CREATE_PRESENTATION,
         Action.REDEEM_PRESENTATION,
+        Action.EXPORT_CREDENTIAL,
     }
 )
 

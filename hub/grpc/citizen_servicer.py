@@ -14,6 +14,7 @@ from hub.citizen import (
     CitizenDesk,
     CreatePresentationInput,
     DecideInput,
+    ExportInput,
     Preview,
 )
 from hub.grpc import convert
@@ -97,6 +98,23 @@ class CitizenServicer(citizen_pb2_grpc.CitizenServiceServicer):
         return citizen_pb2.DecideConsentResponse(
             status=str(output.request.status),
             expires_at=format_time(output.request.expires_at),
+            audit_index=output.audit_index,
+        )
+
+    async def ExportCredential(  # noqa: N802
+        self, request: citizen_pb2.ExportCredentialRequest, context: Context
+    ) -> citizen_pb2.ExportCredentialResponse:
+        output = await self._desk.export_credential(
+            current_principal(),
+            ExportInput(
+                applicant=applicant_in(request.applicant), certificate_id=request.certificate_id
+            ),
+        )
+        return citizen_pb2.ExportCredentialResponse(
+            credential=output.credential,
+            credential_id=str(output.claims["id"]),
+            status_list_credential=output.status_list_url,
+            status_list_index=output.status.index,
             audit_index=output.audit_index,
         )
 

@@ -24,10 +24,12 @@ import jinja2
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from hub.citizen import CitizenDesk
 from hub.errors import HubError, InvalidArgument
 from hub.observability.kpis import KpiCollector, kpi_registry
 from hub.pki import PkiPaths
 from hub.registry import Principal
+from hub.services import credentials
 from hub.web.console import AuditFilter, Console, fingerprint
 
 log = logging.getLogger("certhub.console")
@@ -130,6 +132,9 @@ class ConsoleApp:
         app.router.add_get("/transparency", self.transparency)
         app.router.add_get("/transparency/proof", self.proof)
         app.router.add_get("/metrics", self.metrics)
+        # Public, like the transparency page: verifiers of exported credentials (issue 14).
+        app.router.add_get("/status/{number:[0-9]{1,9}}", self.status_list)
+        app.router.add_get("/credentials/jwks.json", self.credential_keys)
         app.router.add_static("/static/", STATIC, append_version=True)
         return app
 
@@ -284,6 +289,20 @@ class ConsoleApp:
             raise InvalidArgument("index must be >= 0 and size >= 1", reason="BAD_PROOF_REQUEST")
         found = await asyncio.to_thread(self.console.public_proof, index, size)
         return web.json_response(found)
+
+    async def status_list(self, request: web.Request) -> web.Response:
+        """A Bitstring Status List credential (vc+jwt), computed now: a revocation shows at
+        once. No login: whoever holds an exported credential must be able to check it."""
+        desk = CitizenDesk(self.console.hub)
+        body = await asyncio.to_thread(desk.status_list, int(request.match_info["number"]))
+        return web.Response(text=body, headers={"Content-Type": credentials.CREDENTIAL_MEDIA_TYPE})
+
+    async def credential_keys(self, request: web.Request) -> web.Response:
+        """The hub's attestation key as a JWK Set, for verifiers of its credentials."""
+        hub = self.console.hub
+        desk = CitizenDesk(hub)
+        keys = credentials.jwks(hub.attestation_key.public_key, issuer=desk.issuer())
+        return web.json_response(keys, content_type="application/jwk-set+json")
 
     async def metrics(self, request: web.Request) -> web.Response:
         """The reform's KPIs for Prometheus: aggregates by registry code, no personal data,

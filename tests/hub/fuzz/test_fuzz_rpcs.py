@@ -594,6 +594,10 @@ def test_create_presentation_hostile(
         ttl_seconds=ttl,
     )
     fz.answer(PRESENT_CODES, lambda: client.call(client.citizen.CreatePresentation, request))
+    export = citizen_pb2.ExportCredentialRequest(
+        applicant=holder, certificate_id=cid or fz.stored.certificate_id
+    )
+    fz.answer(PRESENT_CODES, lambda: client.call(client.citizen.ExportCredential, export))
 
 
 @FUZZ
@@ -634,6 +638,7 @@ UNARY_METHODS = [
     (APP, "/certhub.v1.CitizenService/CreatePresentation", PRESENT_CODES),
     (APP, "/certhub.v1.CitizenService/ListConsentRequests", CITIZEN_CODES),
     (APP, "/certhub.v1.CitizenService/DecideConsent", DECIDE_CODES),
+    (APP, "/certhub.v1.CitizenService/ExportCredential", PRESENT_CODES),
     (WINDOW, "/certhub.v1.IntakeService/RedeemPresentation", REDEEM_CODES),
 ]
 

@@ -69,7 +69,13 @@ INTAKE = (
 DIRECTORY = ("ListIssuerKeys", "ListCertificateTypes", "GetServiceItem", "GetStats")
 AUDIT = ("QueryAudit", "GetCheckpoint", "GetInclusionProof", "GetConsistencyProof", "GetEntries")
 # CitizenService (issue 14): only a citizen app, acting for the applicant it names.
-CITIZEN = ("ListMyAccesses", "CreatePresentation", "ListConsentRequests", "DecideConsent")
+CITIZEN = (
+    "ListMyAccesses",
+    "CreatePresentation",
+    "ListConsentRequests",
+    "DecideConsent",
+    "ExportCredential",
+)
 # An item no row fetches for, made consent_required so DecideConsent has a real request.
 CONSENT_ITEM = 1
 # Methods where "own" and "foreign" differ: a department's own certificates vs another
@@ -305,6 +311,9 @@ class Scene:
         if m == "CreatePresentation":
             holder, licence = self.citizens_licence()
             return lambda c: c.create_presentation(licence, id_type="RESIDENT_ID", holder_id=holder)
+        if m == "ExportCredential":
+            holder, licence = self.citizens_licence()
+            return lambda c: c.export_credential(licence, id_type="RESIDENT_ID", holder_id=holder)
         if m == "ListConsentRequests":
             holder = citizen(next_serial() % 900).holder.id
             return lambda c: c.consent_requests(id_type="RESIDENT_ID", holder_id=holder)

@@ -1,0 +1,276 @@
+"""Portable credentials: a certificate as a W3C Verifiable Credential 2.0, secured with
+VC-JOSE-COSE (``vc+jwt``, EdDSA), and the Bitstring Status Lists that say whether each is
+still good.
+
+The hub issues the credential as the attester of the department-signed original: the
+credential's ``evidence`` names the DSSE envelope's SHA-256 and the department key that
+signed it, so a verifier can fetch the original (or be shown it) and check both
+signatures. Each exported certificate version gets one entry at a random index of a
+status list (herd privacy: W3C Bitstring Status List, "Privacy Considerations"); the bit is
+set while the certificate is revoked or its department key is marked compromised, and the
+list is computed from the database whenever it is served, so a revocation shows at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import gzip
+import hashlib
+import json
+import secrets
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import exc, func, select
+from sqlalchemy.orm import Session
+
+from hub.errors import NotFound, Unavailable
+from hub.store.models import Certificate, CredentialStatus, Revocation
+from signing import PrivateKey, PublicKey, parse_envelope
+
+VC_CONTEXT = "https://www.w3.org/ns/credentials/v2"
+# VC-JOSE-COSE §3.1.1: the JOSE header's typ for a credential secured as a JWT.
+CREDENTIAL_TYP = "vc+jwt"
+CREDENTIAL_MEDIA_TYPE = "application/vc+jwt"
+# W3C Bitstring Status List §2.1: "a minimum length of 131,072 (16KB) ... for herd privacy".
+STATUS_LIST_SIZE = 131_072
+# Indices are drawn at random; past half full a new list starts, so a draw needs at most two
+# tries on average and a list never becomes a dense map of who exported when.
+STATUS_LIST_FILL = STATUS_LIST_SIZE // 2
+# Random draws before giving up (each taken slot is one; at half fill, 2^-64 to fail).
+MAX_INDEX_DRAWS = 64
+STATUS_PURPOSE = "revocation"
+# Verifiers may cache a status list this long (validUntil of the status list credential).
+STATUS_LIST_VALIDITY = dt.timedelta(minutes=5)
+# Certificates' dates are Chinese civil dates: a credential is in force from the start of
+# valid_from to the end of valid_until in China Standard Time.
+CST = dt.timezone(dt.timedelta(hours=8), "CST")
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEntry:
+    list_number: int
+    index: int
+
+
+def issuer_url(origin: str) -> str:
+    """The hub's issuer id: its audit log origin as an https URL (origins are schema-less
+    URLs by convention, c2sp.org/tlog-checkpoint)."""
+    return origin if "://" in origin else f"https://{origin}"
+
+
+def status_list_url(issuer: str, list_number: int) -> str:
+    return f"{issuer}/status/{list_number}"
+
+
+def key_url(issuer: str, public_key: PublicKey) -> str:
+    return f"{issuer}/credentials/jwks.json#{public_key.key_id}"
+
+
+def allocate(
+    session: Session, *, certificate_id: str, version: int, lineage: str, now: dt.datetime
+) -> StatusEntry:
+    """The status entry of a certificate version: the one it has, or a new random one."""
+    existing = _entry(session, certificate_id, version)
+    if existing is not None:
+        return existing
+    latest = session.execute(select(func.max(CredentialStatus.list_number))).scalar_one()
+    list_number = latest or 1
+    used = session.execute(
+        select(func.count())
+        .select_from(CredentialStatus)
+        .where(CredentialStatus.list_number == list_number)
+    ).scalar_one()
+    if used >= STATUS_LIST_FILL:
+        list_number += 1
+    for _ in range(MAX_INDEX_DRAWS):
+        index = secrets.randbelow(STATUS_LIST_SIZE)
+        try:
+            with session.begin_nested():
+                session.add(
+                    CredentialStatus(
+                        certificate_id=certificate_id,
+                        version=version,
+                        lineage=lineage,
+                        list_number=list_number,
+                        list_index=index,
+                        created_at=now,
+                    )
+                )
+        except exc.IntegrityError:
+            # The slot is taken, or another process exported this version a moment ago.
+            raced = _entry(session, certificate_id, version)
+            if raced is not None:
+                return raced
+            continue
+        return StatusEntry(list_number, index)
+    raise Unavailable(
+        f"no free status list index after {MAX_INDEX_DRAWS} draws; retry",
+        reason="STATUS_LIST_FULL",
+    )
+
+
+def _entry(session: Session, certificate_id: str, version: int) -> StatusEntry | None:
+    row = session.execute(
+        select(CredentialStatus.list_number, CredentialStatus.list_index).where(
+            CredentialStatus.certificate_id == certificate_id, CredentialStatus.version == version
+        )
+    ).one_or_none()
+    return None if row is None else StatusEntry(int(row[0]), int(row[1]))
+
+
+def credential(
+    *,
+    envelope: bytes,
+    department_key_id: str,
+    issuer: str,
+    status: StatusEntry,
+    issuer_names: Mapping[str, str],
+) -> dict[str, Any]:
+    """The unsecured credential (the JWT claims set) for a stored certificate envelope."""
+    payload = json.loads(parse_envelope(envelope).payload)
+    holder = payload["holder"]
+    list_url = status_list_url(issuer, status.list_number)
+    subject: dict[str, Any] = {
+        "type": "ElectronicCertificate",
+        "certificateId": payload["certificate_id"],
+        "typeCode": payload["type_code"],
+        "name": payload["name"],
+        "kind": payload["kind"],
+        "number": payload["number"],
+        "holder": {"idType": holder["id_type"], "id": holder["id"], "name": holder["name"]},
+        "issuedBy": {
+            "code": payload["issuer"]["code"],
+            "name": issuer_names.get(payload["issuer"]["code"], payload["issuer"]["name"]),
+        },
+        "issuedOn": payload["issued_on"],
+        "version": payload["version"],
+        "fields": payload.get("fields") or {},
+    }
+    document: dict[str, Any] = {
+        "@context": [VC_CONTEXT],
+        "id": f"urn:uuid:{uuid.uuid4()}",
+        "type": ["VerifiableCredential", "ElectronicCertificateCredential"],
+        "name": payload["name"],
+        "issuer": issuer,
+        "validFrom": _start_of(payload["valid_from"]),
+        "credentialSubject": subject,
+        "credentialStatus": {
+            "id": f"{list_url}#{status.index}",
+            "type": "BitstringStatusListEntry",
+            "statusPurpose": STATUS_PURPOSE,
+            "statusListIndex": str(status.index),
+            "statusListCredential": list_url,
+        },
+        "evidence": [
+            {
+                "type": ["DsseEnvelopeEvidence"],
+                "description": "the department-signed original (DSSE envelope) this "
+                "credential attests",
+                "payloadType": parse_envelope(envelope).payload_type,
+                "envelopeDigest": "sha256:" + hashlib.sha256(envelope).hexdigest(),
+                "departmentCode": payload["issuer"]["code"],
+                "departmentKeyId": department_key_id,
+            }
+        ],
+    }
+    if payload.get("valid_until"):
+        document["validUntil"] = _end_of(payload["valid_until"])
+    return document
+
+
+def _start_of(day: str) -> str:
+    return dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), CST).isoformat()
+
+
+def _end_of(day: str) -> str:
+    return dt.datetime.combine(dt.date.fromisoformat(day), dt.time(23, 59, 59), CST).isoformat()
+
+
+def sign_jwt(key: PrivateKey, claims: Mapping[str, Any], *, issuer: str) -> str:
+    """A compact JWS (RFC 7515) of ``claims`` with EdDSA (RFC 8037), typ ``vc+jwt``."""
+    header = {"alg": "EdDSA", "typ": CREDENTIAL_TYP, "kid": key_url(issuer, key.public_key)}
+    signing_input = f"{_b64(_json(header))}.{_b64(_json(claims))}"
+    return f"{signing_input}.{_b64(key.sign(signing_input.encode('ascii')))}"
+
+
+def jwks(public_key: PublicKey, *, issuer: str) -> dict[str, Any]:
+    """The hub's attestation key as a JWK Set (RFC 7517, OKP Ed25519: RFC 8037)."""
+    return {
+        "keys": [
+            {
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": _b64(public_key.raw_ed25519()),
+                "kid": key_url(issuer, public_key),
+                "alg": "EdDSA",
+                "use": "sig",
+            }
+        ]
+    }
+
+
+def revoked_indices(session: Session, list_number: int, *, distrusted: frozenset[str]) -> list[int]:
+    """Indices of ``list_number`` whose certificate is revoked (its lineage has a revocation)
+    or was signed by a department key now marked compromised."""
+    rows = session.execute(
+        select(CredentialStatus.list_index, Revocation.lineage, Certificate.key_id)
+        .join(
+            Certificate,
+            (Certificate.certificate_id == CredentialStatus.certificate_id)
+            & (Certificate.version == CredentialStatus.version),
+        )
+        .outerjoin(Revocation, Revocation.lineage == CredentialStatus.lineage)
+        .where(CredentialStatus.list_number == list_number)
+    ).all()
+    return [int(i) for i, revoked, key_id in rows if revoked is not None or key_id in distrusted]
+
+
+def list_exists(session: Session, list_number: int) -> bool:
+    latest = session.execute(select(func.max(CredentialStatus.list_number))).scalar_one()
+    return 1 <= list_number <= (latest or 1)
+
+
+def encode_list(indices: list[int]) -> str:
+    """Multibase base64url (no padding) of the GZIP-compressed bitstring; index 0 is the
+    left-most bit of the first byte (Bitstring Status List §3.1)."""
+    bits = bytearray(STATUS_LIST_SIZE // 8)
+    for index in indices:
+        bits[index // 8] |= 0x80 >> (index % 8)
+    return "u" + _b64(gzip.compress(bytes(bits), mtime=0))
+
+
+def status_list_credential(
+    key: PrivateKey, *, issuer: str, list_number: int, indices: list[int], now: dt.datetime
+) -> str:
+    url = status_list_url(issuer, list_number)
+    claims = {
+        "@context": [VC_CONTEXT],
+        "id": url,
+        "type": ["VerifiableCredential", "BitstringStatusListCredential"],
+        "issuer": issuer,
+        "validFrom": now.replace(microsecond=0).isoformat(),
+        "validUntil": (now + STATUS_LIST_VALIDITY).replace(microsecond=0).isoformat(),
+        "credentialSubject": {
+            "id": f"{url}#list",
+            "type": "BitstringStatusList",
+            "statusPurpose": STATUS_PURPOSE,
+            "encodedList": encode_list(indices),
+        },
+    }
+    return sign_jwt(key, claims, issuer=issuer)
+
+
+def no_such_list(list_number: int) -> NotFound:
+    return NotFound(f"status list {list_number} does not exist", reason="NO_SUCH_STATUS_LIST")
+
+
+def _json(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
