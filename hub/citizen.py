@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from hub.app import SERVICE_TIMEZONE, Hub
 from hub.audit.entry import OK, Action, AuditRecord
@@ -441,9 +442,7 @@ class CitizenDesk:
             )
             await self._refuse(entry, error)
         committed = await self.hub.committer.submit(
-            lambda s: presentation.consume(
-                s, claims.token_id, now=now, principal=caller.name, case_number=case.case_number
-            ),
+            lambda s: self._redeem(s, claims.token_id, caller, case, now),
             lambda _v, error: record(
                 error.status_name if error else OK,
                 holder=commitment,
@@ -460,6 +459,21 @@ class CitizenDesk:
         return RedeemOutput(served, row.purpose or "", row.created_at, committed.audit_index)
 
     # --- internals ----------------------------------------------------------------------
+
+    @staticmethod
+    def _redeem(
+        session: Session,
+        token_id: str,
+        caller: Principal,
+        case: intake.Purpose,
+        now: dt.datetime,
+    ) -> None:
+        """Use the token up and count the case as served by an e-certificate (the usage
+        KPI's ``cases`` row, as a fetch that returned one does)."""
+        presentation.consume(
+            session, token_id, now=now, principal=caller.name, case_number=case.case_number
+        )
+        intake.record_cases(session, [(case, True, now)])
 
     async def _holders_certificate(
         self, holder: Holder, certificate_id: str

@@ -64,6 +64,31 @@ def register(subparsers: Any) -> None:
     _connection(present, "the citizen app")
     present.set_defaults(func=run_present)
 
+    consents = commands.add_parser(
+        "consents", help="the applicant's pending consent requests, with what each would share"
+    )
+    _applicant_option(consents)
+    _connection(consents, "the citizen app")
+    consents.set_defaults(func=run_consents)
+
+    decide = commands.add_parser("decide", help="approve or decline a pending consent request")
+    decide.add_argument("request_id", help="the request's id (from `certhub citizen consents`)")
+    _applicant_option(decide)
+    verdict = decide.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--approve", action="store_true", help="share, once")
+    verdict.add_argument("--decline", action="store_true", help="share nothing: paper instead")
+    _connection(decide, "the citizen app")
+    decide.set_defaults(func=run_decide)
+
+    export = commands.add_parser(
+        "export", help="a certificate as a W3C Verifiable Credential (vc+jwt)"
+    )
+    _applicant_option(export)
+    export.add_argument("--certificate", required=True, metavar="ID", help="certificate id")
+    export.add_argument("--output", type=Path, help="write the credential here (default: print it)")
+    _connection(export, "the citizen app")
+    export.set_defaults(func=run_export)
+
     redeem = commands.add_parser(
         "redeem", help="as a window: redeem a token an applicant shows, for a case"
     )
@@ -171,4 +196,67 @@ def run_redeem(args: argparse.Namespace) -> int:
     print(f"\nid {c.certificate_id} · presented {shown.presented_at}")
     if shown.purpose:
         print(f"purpose: {shown.purpose}")
+    return 0
+
+
+def run_consents(args: argparse.Namespace) -> int:
+    id_type, holder_id = parse_holder(args.applicant)
+    client, principal = _client(args, "citizen")
+    with client:
+        try:
+            listed = client.consent_requests(id_type=id_type, holder_id=holder_id)
+        except HubClientError as e:
+            raise CommandError(_describe(e)) from e
+    print(f"as {principal} · audit entry {listed.audit_index}\n")
+    if not listed.requests:
+        print("no consent requests awaiting a decision")
+        return 0
+    for r in listed.requests:
+        print(
+            f"{r.request_id}  {r.principal} · {r.service_item_name or r.service_item_code} · "
+            f"case {r.case_number} · decide before {r.expires_at}"
+        )
+        rows = [[c.summary.name, c.summary.number, c.summary.issuer_name] for c in r.certificates]
+        print(render_table(["would share", "number", "issuer"], rows))
+        print()
+    return 0
+
+
+def run_decide(args: argparse.Namespace) -> int:
+    id_type, holder_id = parse_holder(args.applicant)
+    client, principal = _client(args, "citizen")
+    with client:
+        try:
+            decided = client.decide_consent(
+                args.request_id, id_type=id_type, holder_id=holder_id, approve=args.approve
+            )
+        except HubClientError as e:
+            raise CommandError(_describe(e)) from e
+    until = f" until {decided.expires_at}" if decided.status == "APPROVED" else ""
+    print(
+        f"{args.request_id}: {decided.status}{until} · as {principal} · audit entry "
+        f"{decided.audit_index}"
+    )
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    id_type, holder_id = parse_holder(args.applicant)
+    client, principal = _client(args, "citizen")
+    with client:
+        try:
+            exported = client.export_credential(
+                args.certificate, id_type=id_type, holder_id=holder_id
+            )
+        except HubClientError as e:
+            raise CommandError(_describe(e)) from e
+    if args.output:
+        args.output.write_text(exported.credential + "\n", encoding="ascii")
+        print(f"{exported.credential_id} written to {args.output}")
+    else:
+        print(exported.credential)
+    print(
+        f"status {exported.status_list_credential}#{exported.status_list_index} · as "
+        f"{principal} · audit entry {exported.audit_index}"
+    )
     return 0

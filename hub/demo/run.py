@@ -21,6 +21,7 @@ from hub.app import Hub
 from hub.casework import Casework
 from hub.cli.stats import render, render_period
 from hub.client import ClientTLS, HubClient
+from hub.demo.citizen import show_applicants_in_control, with_consent
 from hub.demo.feeds import DemoFeeds
 from hub.demo.history import WINDOWS, backfill, handling_department
 from hub.demo.world import (
@@ -99,7 +100,7 @@ def run_demo(
     console_address: str = DEFAULT_CONSOLE_ADDRESS,
     out: Callable[[str], None] = print,
 ) -> int:
-    world = build_world()
+    world = with_consent(build_world())
     with _data_dir(data_dir) as root:
         config = HubConfig(data_dir=root, address="127.0.0.1:0")
         pki = init_pki(root)
@@ -146,6 +147,12 @@ def run_demo(
             _push_all(world, client, out, skip=feeds.departments)
             _fetch_cases(world, client, out)
             _revoke_one(world, client, out, cancel=feeds.cancel)
+            show_applicants_in_control(
+                world,
+                client,
+                out,
+                qr_file=root / "presentation-qr.png" if data_dir is not None else None,
+            )
             period = Casework(hub).period_stats_now(stats.StatsQuery(by=(stats.Breakdown.MONTH,)))
             out("")
             out("KPIs")

@@ -94,3 +94,32 @@ def test_present_render_redeem_and_history(
     assert "redeem_presentation" in out
     assert "create_presentation" in out
     assert WINDOW in out
+
+
+def test_consents_decide_and_export(
+    running_hub: RunningHub, world: DemoWorld, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    holder = citizen(62)
+    amr = world.department_by_name("市场监督管理局")
+    payload = certificate_payload(world, world.type_by_name("营业执照").code, holder, serial=62)
+    with running_hub.client(amr.principal) as department:
+        department.push(sign_certificate(payload, [amr.key]))
+    applicant = f"RESIDENT_ID:{holder.holder.id}"
+    status, out, _ = _run(running_hub, capsys, CITIZEN_APP, "consents", "--applicant", applicant)
+    assert status == 0
+    assert "no consent requests awaiting a decision" in out
+    status, _, err = _run(
+        running_hub, capsys, CITIZEN_APP, "decide", "0" * 32, "--applicant", applicant,
+        "--approve",
+    )  # fmt: skip
+    assert status == 1
+    assert "reason: CONSENT_NOT_FOUND" in err
+    credential = tmp_path / "licence.vc.jwt"
+    status, out, _ = _run(
+        running_hub, capsys, CITIZEN_APP, "export", "--applicant", applicant,
+        "--certificate", payload.certificate_id, "--output", str(credential),
+    )  # fmt: skip
+    assert status == 0
+    assert "urn:uuid:" in out
+    assert "/status/1#" in out
+    assert credential.read_text(encoding="ascii").count(".") == 2

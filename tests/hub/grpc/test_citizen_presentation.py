@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 import segno
+from sqlalchemy.orm import Session
 from support.hubs import RunningHub, start_hub
 from support.probes import audit_row, audit_size, snapshot
 from support.shared_hub import DATABASES, next_serial, serving_hub
@@ -30,6 +31,7 @@ from hub.demo.world import (
     sign_revocation,
 )
 from hub.services import presentation
+from hub.store.models import Case
 from signing import Algorithm, PrivateKey
 
 WINDOW = "gulou-service-centre"
@@ -122,6 +124,10 @@ def test_present_and_redeem_once(hub: RunningHub, world: DemoWorld) -> None:
     assert used.leaf["holder"] == made.leaf["holder"]
     assert used.leaf["certificate_ids"] == [licence]
 
+    with Session(hub.engine) as session:
+        counted = session.get(Case, case)
+    assert counted is not None
+    assert counted.served  # the usage KPI counts the case as served by an e-certificate
     replay = _refused(hub, created.token)
     assert replay.code is grpc.StatusCode.FAILED_PRECONDITION
     assert replay.reason == "PRESENTATION_REPLAYED"
