@@ -312,9 +312,12 @@ class Hub:
         record = _recorder(now, caller, Action.FETCH, purpose)
         registry = self.registry()
         try:
-            holder = intake.checked_holder(registry, request.id_type, request.holder_id)
+            holder, problems = intake.read_holder(
+                registry, caller, request.id_type, request.holder_id
+            )
+            item = intake.check_purpose(registry, caller, purpose, earlier=problems)
+            assert holder is not None  # else check_purpose raised its problem
             commitment = self.commitment(holder.key())
-            item = intake.check_purpose(registry, caller, purpose)
         except HubError as error:
             raise await self._audited(record(error.status_name), error) from None
         view, cached = await self._holder_view(holder.key(), commitment)
@@ -439,10 +442,14 @@ class Hub:
         registry = self.registry()
         commitment: str | None = None
         try:
-            holder = intake.checked_holder(registry, request.id_type, request.holder_id)
-            commitment = self.commitment(holder.key())
-            item = intake.check_purpose(registry, caller, purpose)
-            intake.check_certificate_id(request.certificate_id)
+            holder, problems = intake.read_holder(
+                registry, caller, request.id_type, request.holder_id
+            )
+            commitment = self.commitment(holder.key()) if holder is not None else None
+            item = intake.check_purpose(
+                registry, caller, purpose, earlier=problems, certificate_id=request.certificate_id
+            )
+            assert holder is not None  # else check_purpose raised its problem
             found = await asyncio.to_thread(self._load_certificate, request.certificate_id)
             if found is None or found[1] != holder.key():
                 # Same answer for "no such id" and "not this holder's": no existence oracle.

@@ -4,17 +4,19 @@ For operators and for trying the hub by hand. It calls ``FetchCertificates`` exa
 window's system does (the call is audited as that principal), verifies every returned
 envelope offline against the departments' keys from ``ListIssuerKeys``, and prints the
 certificates and the item's materials: satisfied, paper (no certificate type can satisfy
-it) or missing (a type could, the applicant has none in force).
+it) or missing (a type could, the applicant has none in force), with certificate types by
+name where the registry has one. ``--json`` prints the same as one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
-from certhub.v1 import common_pb2, intake_pb2
+from certhub.v1 import common_pb2, directory_pb2, intake_pb2
 from hub.cli.connection import ConnectionProblem, add_connection_options, connect
 from hub.cli.main import CommandError
 from hub.client import CertificateVerificationError, HubClient, HubClientError
@@ -42,6 +44,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--case", required=True, metavar="NUMBER", help="case number (办件号)")
     parser.add_argument(
         "--attachments", action="store_true", help="also download attachments (sizes shown)"
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (certificates with their signature check, materials with "
+        "their types' names) instead of tables",
     )
     add_connection_options(
         parser,
@@ -78,32 +86,115 @@ def run(args: argparse.Namespace) -> int:
             response: intake_pb2.FetchResponse = client.call(
                 client.intake.FetchCertificates, request
             )
-            rows, failures = _certificate_rows(client, response.certificates)
+            checks = [_signature(client, record) for record in response.certificates]
         except HubClientError as e:
             raise CommandError(_describe(e)) from e
+        names = _type_names(client, response.materials)
+    failures = sum(1 for check in checks if not check["verified"])
+    if args.json:
+        print(
+            json.dumps(
+                _as_json(args, principal, response, checks, names), ensure_ascii=False, indent=2
+            )
+        )
+        return VERIFICATION_FAILED_EXIT if failures else 0
     print(f"{args.item} · case {args.case} · as {principal} · audit entry {response.audit_index}\n")
     header = ["certificate", "number", "status", "issuer", "valid until", "signature"]
+    rows = _certificate_rows(response.certificates, checks)
     print(render_table(header, rows) if rows else "no certificates for this item")
     print()
-    print(render_table(["material", "code", "status", "by"], _material_rows(response.materials)))
+    print(
+        render_table(
+            ["material", "code", "status", "by"], _material_rows(response.materials, names)
+        )
+    )
     if failures:
         print(f"\n{failures} certificate(s) FAILED offline signature verification")
         return VERIFICATION_FAILED_EXIT
     return 0
 
 
-def _certificate_rows(
-    client: HubClient, records: Sequence[common_pb2.CertificateRecord]
-) -> tuple[list[list[str]], int]:
-    rows, failures = [], 0
-    for record in records:
+def _signature(client: HubClient, record: common_pb2.CertificateRecord) -> dict[str, Any]:
+    """The offline check of one served envelope against the departments' keys."""
+    try:
+        _payload, key_id = client.verify_offline(record.envelope)
+    except CertificateVerificationError as e:
+        return {"verified": False, "key_id": None, "problem": str(e)}
+    return {"verified": True, "key_id": key_id, "problem": None}
+
+
+def _type_names(
+    client: HubClient, materials: Sequence[intake_pb2.MaterialStatus]
+) -> dict[str, str]:
+    """Certificate type names by code from the registry (ListCertificateTypes), for the
+    materials' types; codes stay codes if the hub does not say."""
+    if not any(m.type_codes for m in materials):
+        return {}
+    try:
+        listed: directory_pb2.ListCertificateTypesResponse = client.call(
+            client.directory.ListCertificateTypes, directory_pb2.ListCertificateTypesRequest()
+        )
+    except HubClientError:
+        return {}
+    return {t.code: t.name for t in listed.types if t.name}
+
+
+def _as_json(
+    args: argparse.Namespace,
+    principal: str,
+    response: intake_pb2.FetchResponse,
+    checks: Sequence[dict[str, Any]],
+    names: dict[str, str],
+) -> dict[str, Any]:
+    certificates = []
+    for record, check in zip(response.certificates, checks, strict=True):
         s = record.summary
-        try:
-            _payload, key_id = client.verify_offline(record.envelope)
-            signature = f"✓ key {key_id[:12]}"
-        except CertificateVerificationError as e:
-            failures += 1
-            signature = f"✗ {e}"
+        certificates.append(
+            {
+                "certificate_id": s.certificate_id,
+                "type_code": s.type_code,
+                "type_name": names.get(s.type_code, s.name),
+                "name": s.name,
+                "number": s.number,
+                "version": s.version,
+                "status": common_pb2.CertificateStatus.Name(record.status),
+                "issuer_code": s.issuer_code,
+                "issuer_name": s.issuer_name,
+                "issued_on": s.issued_on,
+                "valid_from": s.valid_from,
+                "valid_until": s.valid_until or None,
+                "attachment_bytes": len(record.attachment) if record.attachment else None,
+                "signature": check,
+            }
+        )
+    return {
+        "service_item": args.item,
+        "case_number": args.case,
+        "principal": principal,
+        "audit_index": response.audit_index,
+        "certificates": certificates,
+        "materials": [
+            {
+                "code": m.code,
+                "name": m.name,
+                "status": _material_status(m),
+                "certificate_ids": list(m.certificate_ids),
+                "types": [{"code": c, "name": names.get(c)} for c in m.type_codes],
+            }
+            for m in response.materials
+        ],
+    }
+
+
+def _certificate_rows(
+    records: Sequence[common_pb2.CertificateRecord], checks: Sequence[dict[str, Any]]
+) -> list[list[str]]:
+    rows = []
+    for record, check in zip(records, checks, strict=True):
+        s = record.summary
+        signature = (
+            f"✓ key {check['key_id'][:12]}" if check["verified"] else f"✗ {check['problem']}"
+        )
         name = s.name + (f" ({len(record.attachment):,} B file)" if record.attachment else "")
         rows.append(
             [
@@ -115,18 +206,27 @@ def _certificate_rows(
                 signature,
             ]
         )
-    return rows, failures
+    return rows
 
 
-def _material_rows(materials: Sequence[intake_pb2.MaterialStatus]) -> list[list[str]]:
+def _material_status(m: intake_pb2.MaterialStatus) -> str:
+    return "satisfied" if m.satisfied else "paper" if m.paper_only else "missing"
+
+
+def _material_rows(
+    materials: Sequence[intake_pb2.MaterialStatus], names: dict[str, str]
+) -> list[list[str]]:
     rows = []
     for m in materials:
-        if m.satisfied:
-            status, by = "satisfied", ", ".join(m.certificate_ids)
-        elif m.paper_only:
-            status, by = "paper", "bring the paper original"
+        status = _material_status(m)
+        if status == "satisfied":
+            by = ", ".join(m.certificate_ids)
+        elif status == "paper":
+            by = "bring the paper original"
         else:
-            status, by = "missing", "no certificate in force of " + ", ".join(m.type_codes)
+            by = "no certificate in force of " + ", ".join(
+                f"{names[c]} ({c})" if c in names else c for c in m.type_codes
+            )
         rows.append([m.name, m.code, status, by])
     return rows
 

@@ -53,16 +53,16 @@ def run(args: argparse.Namespace) -> int:
         period = compute(session, registry, query, now=dt.datetime.now(dt.UTC))
     engine.dispose()
     print(
-        json.dumps(period_json(period), ensure_ascii=False, indent=2)
+        json.dumps(period_json(period, registry), ensure_ascii=False, indent=2)
         if args.json
         else render(period.base, registry) + "\n" + render_period(period)
     )
     return 0
 
 
-def period_json(period: PeriodStats) -> dict[str, object]:
+def period_json(period: PeriodStats, registry: Registry) -> dict[str, object]:
     return {
-        **stats_json(period.base),
+        **stats_json(period.base, registry),
         "since": period.since.isoformat() if period.since else None,
         "until": period.until.isoformat(),
         "cases_registered": period.cases_registered,
@@ -154,11 +154,21 @@ def render_period(period: PeriodStats) -> str:
     return "\n".join(lines)
 
 
-def stats_json(stats: Stats) -> dict[str, object]:
+def stats_json(stats: Stats, registry: Registry) -> dict[str, object]:
     return {
         "certificates_total": stats.certificates_total,
         "certificates_by_kind": stats.certificates_by_kind,
         "certificates_by_department": stats.certificates_by_department,
+        # The codes above (and the department breakdown's keys) by name, from the registry in
+        # force; a code the registry no longer lists has none.
+        "department_names": {
+            code: department.name for code, department in sorted(registry.departments.items())
+        }
+        | {
+            code: None
+            for code in sorted(stats.certificates_by_department)
+            if code not in registry.departments
+        },
         "types_by_kind": stats.types_by_kind,
         "service_items": stats.service_items,
         "exempt_service_items": stats.exempt_service_items,

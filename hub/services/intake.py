@@ -136,35 +136,28 @@ class FetchResult:
     materials: tuple[MaterialResult, ...]
 
 
-def check_purpose(registry: Registry, caller: Principal, purpose: Purpose) -> ServiceItem:
-    """An intake system may act only for its own service items, and only for a named case."""
+def check_purpose(
+    registry: Registry,
+    caller: Principal,
+    purpose: Purpose,
+    *,
+    earlier: Sequence[InvalidArgument] = (),
+    certificate_id: str | None = None,
+) -> ServiceItem:
+    """An intake system may act only for its own service items, and only for a named case.
+
+    Every malformed field is reported at once, with the ``earlier`` problems (the holder's,
+    from ``read_holder``) and the ``certificate_id``'s of a get, as a push's payload is."""
     require_role(caller, Role.INTAKE, "fetching certificates")
+    problems = [*earlier, *_purpose_problems(purpose)]
+    if certificate_id is not None:
+        try:
+            check_certificate_id(certificate_id)
+        except InvalidArgument as problem:
+            problems.append(problem)
+    if problems:
+        raise _together(problems)
     code = purpose.service_item_code
-    if not code:
-        raise InvalidArgument.field(
-            "service_item_code", "is required", reason="MISSING_SERVICE_ITEM"
-        )
-    if len(code) > MAX_ITEM_CODE_LENGTH:
-        raise InvalidArgument.field(
-            "service_item_code",
-            f"is longer than {MAX_ITEM_CODE_LENGTH} characters",
-            reason="BAD_SERVICE_ITEM",
-        )
-    case = purpose.case_number
-    if not case.strip():
-        raise InvalidArgument.field(
-            "case_number", "is required: every fetch names a case", reason="MISSING_CASE"
-        )
-    if len(case) > MAX_CASE_NUMBER_LENGTH or not case.isprintable() or case != case.strip():
-        raise InvalidArgument.field(
-            "case_number",
-            f"must be at most {MAX_CASE_NUMBER_LENGTH} printable characters without "
-            "surrounding spaces",
-            reason="BAD_CASE_NUMBER",
-        )
-    # A case number typed as the applicant's ID would reach the permanent log and the KPI
-    # tables: refused (the refusal's entry carries it redacted, docs/trust.md).
-    check_case_number(case)
     if code not in caller.service_items:
         raise PermissionDenied(
             f"principal {caller.name!r} does not handle service item {code}",
@@ -174,6 +167,79 @@ def check_purpose(registry: Registry, caller: Principal, purpose: Purpose) -> Se
     if item is None:
         raise NotFound(f"service item {code} is not in the registry", reason="UNKNOWN_SERVICE_ITEM")
     return item
+
+
+def read_holder(
+    registry: Registry, caller: Principal, id_type: str, holder_id: str
+) -> tuple[Holder | None, list[InvalidArgument]]:
+    """The holder of a fetch or get, or its problem to report with the purpose's
+    (``check_purpose(earlier=...)``). A bad holder is INVALID_ARGUMENT whoever asks: for a
+    caller that is no intake system it is raised at once, as it always was."""
+    try:
+        return checked_holder(registry, id_type, holder_id), []
+    except InvalidArgument as problem:
+        if caller.role is not Role.INTAKE:
+            raise
+        return None, [problem]
+
+
+def _purpose_problems(purpose: Purpose) -> list[InvalidArgument]:
+    problems = []
+    code = purpose.service_item_code
+    if not code:
+        problems.append(
+            InvalidArgument.field("service_item_code", "is required", reason="MISSING_SERVICE_ITEM")
+        )
+    elif len(code) > MAX_ITEM_CODE_LENGTH:
+        problems.append(
+            InvalidArgument.field(
+                "service_item_code",
+                f"is longer than {MAX_ITEM_CODE_LENGTH} characters",
+                reason="BAD_SERVICE_ITEM",
+            )
+        )
+    case = purpose.case_number
+    if not case.strip():
+        problems.append(
+            InvalidArgument.field(
+                "case_number", "is required: every fetch names a case", reason="MISSING_CASE"
+            )
+        )
+    elif len(case) > MAX_CASE_NUMBER_LENGTH or not case.isprintable() or case != case.strip():
+        problems.append(
+            InvalidArgument.field(
+                "case_number",
+                f"must be at most {MAX_CASE_NUMBER_LENGTH} printable characters without "
+                "surrounding spaces",
+                reason="BAD_CASE_NUMBER",
+            )
+        )
+    else:
+        # A case number typed as the applicant's ID would reach the permanent log and the KPI
+        # tables: refused (the refusal's entry carries it redacted, docs/trust.md).
+        try:
+            check_case_number(case)
+        except InvalidArgument as problem:
+            problems.append(problem)
+    return problems
+
+
+# The reason of a refusal with problems of several kinds (one kind keeps its own reason).
+REASON_SEVERAL_PROBLEMS = "INVALID_REQUEST"
+
+
+def _together(problems: list[InvalidArgument]) -> InvalidArgument:
+    """One INVALID_ARGUMENT carrying every problem's field violations."""
+    if len(problems) == 1:
+        return problems[0]
+    violations = tuple(v for p in problems for v in p.violations)
+    reasons = {p.reason for p in problems}
+    listed = "; ".join(f"{v.field}: {v.description}" for v in violations)
+    return InvalidArgument(
+        f"{len(violations)} problems in the request: {listed}",
+        reason=reasons.pop() if len(reasons) == 1 else REASON_SEVERAL_PROBLEMS,
+        violations=violations,
+    )
 
 
 def check_certificate_id(certificate_id: str) -> None:

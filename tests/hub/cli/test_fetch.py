@@ -85,7 +85,45 @@ def test_fetch_prints_verified_certificates_and_each_material(
         "GL-CLI-2",
     )
     assert status == 0
-    assert _row(out, "负责人身份证明", table="material")[2] == "missing"
+    missing = _row(out, "负责人身份证明", table="material")
+    assert missing[2] == "missing"
+    # The type by its registry name, the code beside it (issue 15, item 9).
+    (wanted,) = (t for t in world.types.values() if t.name == "居民身份证")
+    assert missing[3] == f"no certificate in force of 居民身份证 ({wanted.code})"
+
+
+def test_fetch_json(
+    running_hub: RunningHub, world: DemoWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pushed = push_licence(running_hub, world, 53)
+    health_item = world.item_by_name("公共场所卫生许可（新办）").code
+    status, out, _ = _fetch(
+        running_hub,
+        capsys,
+        *("--holder", f"USCC:{pushed.holder_id}", "--item", health_item),
+        *("--case", "GL-CLI-5", "--json"),
+    )
+    assert status == 0
+    answer = json.loads(out)
+    assert answer["service_item"] == health_item
+    assert answer["principal"] == WINDOW
+    assert answer["audit_index"] >= 0
+    (certificate,) = answer["certificates"]
+    assert certificate["certificate_id"] == pushed.certificate_id
+    assert certificate["type_name"] == pushed.licence_name
+    assert certificate["status"] == "VALID"
+    assert certificate["signature"]["verified"] is True
+    assert certificate["signature"]["key_id"]
+    by_code = {m["code"]: m for m in answer["materials"]}
+    assert by_code["M01"]["status"] == "satisfied"
+    assert by_code["M01"]["certificate_ids"] == [pushed.certificate_id]
+    missing = next(m for m in answer["materials"] if m["status"] == "missing")
+    assert missing["types"] == [
+        {"code": t.code, "name": t.name}
+        for t in world.types.values()
+        if t.code in {c["code"] for c in missing["types"]}
+    ]
+    assert all(t["name"] for t in missing["types"])
 
 
 def test_fetch_refusals_name_the_field(
@@ -98,6 +136,13 @@ def test_fetch_refusals_name_the_field(
     assert status == 1
     assert "INVALID_ARGUMENT" in err
     assert "holder.id:" in err
+    # Every problem of the request, each on its line (the hub reports them all at once).
+    status, _, err = _fetch(
+        running_hub, capsys, "--holder", "USCC:913501", "--item", "", "--case", " "
+    )
+    assert status == 1
+    for field in ("holder.id:", "service_item_code:", "case_number:"):
+        assert f"  {field}" in err
     status, _, err = _fetch(
         running_hub, capsys, "--holder", "NOPE:1", "--item", item, "--case", "GL-CLI-3"
     )

@@ -47,6 +47,11 @@ def test_stats_report_matches_the_registry_and_the_cases(
     assert report["certificates_total"] == 1
     assert report["certificates_by_kind"] == {"LICENCE": 1}
     assert report["certificates_by_department"] == {licence_issuer: 1}
+    # Codes come with their registry names (issue 15, item 9).
+    assert report["department_names"] == {
+        code: d.name for code, d in sorted(world.departments.items())
+    }
+    assert report["department_names"][licence_issuer] == "福州市鼓楼区市场监督管理局"
     assert report["types_by_kind"] == kinds
     assert report["service_items"] == len(items)
     assert report["exempt_service_items"] == len(exempt)
