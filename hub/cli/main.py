@@ -93,8 +93,25 @@ def _quiet_loggers(quiet: bool) -> Iterator[None]:
             logger.setLevel(level)
 
 
+# What the command line needs beyond the light client install (requirements/client.txt):
+# without one of these, `certhub` says how to get the full install instead of a traceback.
+_SERVER_MODULES = frozenset(
+    {"sqlalchemy", "alembic", "psycopg", "redis", "prometheus_client", "aiohttp", "jinja2"}
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in _SERVER_MODULES:
+            raise
+        print(
+            f"certhub: the command line needs the full install ({e.name} is missing; this "
+            "environment has the light client only): pip install certhub with its dependencies",
+            file=sys.stderr,
+        )
+        return failures.EXIT_FAILED
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
