@@ -49,6 +49,8 @@ class AccessesInput:
 class AccessesOutput:
     page: audit.Page
     audit_index: int
+    # Entry index -> the purpose (用证事由) the applicant gave the presentation it redeemed.
+    purposes: dict[int, str]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,15 +157,25 @@ class CitizenDesk:
             await self._refuse(record(error.status_name, holder=commitment), error)
         where = audit.QueryFilter(holder_commitment=commitment)
 
-        def read() -> audit.Page:
+        def read() -> tuple[audit.Page, dict[int, str]]:
             with session_scope(self.hub.sessions) as session:
-                return audit.query(session, where, page_size=page_size, before=before)
+                page = audit.query(session, where, page_size=page_size, before=before)
+                redeemed = {
+                    e.index: (str(e.fields.get("case")), _first_id(e))
+                    for e in page.entries
+                    if e.fields.get("action") == Action.REDEEM_PRESENTATION
+                    and e.fields.get("outcome") == OK
+                }
+                given = presentation.redeemed_purposes(
+                    session, {case for case, _ in redeemed.values()}
+                )
+            return page, {i: given[key] for i, key in redeemed.items() if key in given}
 
         # Read first, then audit: the call is not part of its own answer.
-        page = await asyncio.to_thread(read)
+        page, purposes = await asyncio.to_thread(read)
         entry = record(OK, holder=commitment)
         index = (await self.hub.committer.submit_entry(entry).wait()).audit_index
-        return AccessesOutput(page, index)
+        return AccessesOutput(page, index, purposes)
 
     # --- consent and preview ----------------------------------------------------------------
 
@@ -296,20 +308,23 @@ class CitizenDesk:
         url = credentials.status_list_url(issuer, committed.value.list_number)
         return ExportOutput(token, claims, committed.value, url, committed.audit_index)
 
-    def status_list(self, list_number: int) -> str:
+    def status_list(
+        self, list_number: int, purpose: credentials.Purpose = credentials.Purpose.REVOCATION
+    ) -> str:
         """The status list credential ``list_number`` as it is now (vc+jwt); NOT_FOUND for
         a list that does not exist."""
         registry = self.hub.registry()
         with session_scope(self.hub.sessions) as session:
             if not credentials.list_exists(session, list_number):
                 raise credentials.no_such_list(list_number)
-            indices = credentials.revoked_indices(
-                session, list_number, distrusted=registry.compromised_key_ids
+            indices = credentials.set_indices(
+                session, list_number, purpose, distrusted=registry.compromised_key_ids
             )
         return credentials.status_list_credential(
             self.hub.attestation_key,
             issuer=self.issuer(),
             list_number=list_number,
+            purpose=purpose,
             indices=indices,
             now=self.hub.clock(),
         )
@@ -517,3 +532,8 @@ class CitizenDesk:
 
     async def _refuse(self, entry: AuditRecord, error: HubError) -> NoReturn:
         raise await self.hub.audit_refusal(entry, error)
+
+
+def _first_id(entry: audit.EntryView) -> str:
+    ids = entry.fields.get("certificate_ids")
+    return str(ids[0]) if isinstance(ids, list) and ids else ""

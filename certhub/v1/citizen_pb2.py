@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from certhub.v1 import common_pb2 as certhub_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x65rthub/v1/citizen.proto\x12\ncerthub.v1\x1a\x17\x63\x65rthub/v1/common.proto\"e\n\x15ListMyAccessesRequest\x12%\n\tapplicant\x18\x01 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xd0\x01\n\x0b\x41\x63\x63\x65ssEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04time\x18\x02 \x01(\t\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12\x19\n\x11service_item_code\x18\x06 \x01(\t\x12\x19\n\x11service_item_name\x18\x07 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x08 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_ids\x18\t \x03(\t\x12\x0c\n\x04leaf\x18\n \x01(\x0c\"p\n\x16ListMyAccessesResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.certhub.v1.AccessEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x13\n\x0b\x61udit_index\x18\x03 \x01(\x04\"\x9b\x01\n\x19\x43reatePresentationRequest\x12%\n\tapplicant\x18\x01 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x16\n\x0e\x63\x65rtificate_id\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x19\n\x11service_item_code\x18\x04 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x05 \x01(\r\"f\n\x1a\x43reatePresentationResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\t\x12\x13\n\x0b\x61udit_index\x18\x04 \x01(\x04\"C\n\x1aListConsentRequestsRequest\x12%\n\tapplicant\x18\x01 \x01(\x0b\x32\x12.certhub.v1.Holder\"\xf3\x01\n\x0e\x43onsentRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x19\n\x11service_item_code\x18\x03 \x01(\t\x12\x19\n\x11service_item_name\x18\x04 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x05 \x01(\t\x12\x12\n\ntype_codes\x18\x06 \x03(\t\x12\x33\n\x0c\x63\x65rtificates\x18\x07 \x03(\x0b\x32\x1d.certhub.v1.CertificateRecord\x12\x12\n\ncreated_at\x18\x08 \x01(\t\x12\x12\n\nexpires_at\x18\t \x01(\t\"`\n\x1bListConsentRequestsResponse\x12,\n\x08requests\x18\x01 \x03(\x0b\x32\x1a.certhub.v1.ConsentRequest\x12\x13\n\x0b\x61udit_index\x18\x02 \x01(\x04\"b\n\x14\x44\x65\x63ideConsentRequest\x12%\n\tapplicant\x18\x01 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61pprove\x18\x03 \x01(\x08\"P\n\x15\x44\x65\x63ideConsentResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\t\x12\x13\n\x0b\x61udit_index\x18\x03 \x01(\x04\"X\n\x17\x45xportCredentialRequest\x12%\n\tapplicant\x18\x01 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x16\n\x0e\x63\x65rtificate_id\x18\x02 \x01(\t\"\x95\x01\n\x18\x45xportCredentialResponse\x12\x12\n\ncredential\x18\x01 \x01(\t\x12\x15\n\rcredential_id\x18\x02 \x01(\t\x12\x1e\n\x16status_list_credential\x18\x03 \x01(\t\x12\x19\n\x11status_list_index\x18\x04 \x01(\x04\x12\x13\n\x0b\x61udit_index\x18\x05 \x01(\x04\x32\xeb\x03\n\x0e\x43itizenService\x12W\n\x0eListMyAccesses\x12!.certhub.v1.ListMyAccessesRequest\x1a\".certhub.v1.ListMyAccessesResponse\x12\x63\n\x12\x43reatePresentation\x12%.certhub.v1.CreatePresentationRequest\x1a&.certhub.v1.CreatePresentationResponse\x12\x66\n\x13ListConsentRequests\x12&.certhub.v1.ListConsentRequestsRequest\x1a\'.certhub.v1.ListConsentRequestsResponse\x12T\n\rDecideConsent\x12 .certhub.v1.DecideConsentRequest\x1a!.certhub.v1.DecideConsentResponse\x12]\n\x10\x45xportCredential\x12#.certhub.v1.ExportCredentialRequest\x1a$.certhub.v1.ExportCredentialResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x65rthub/v1/citizen.proto\x12\ncerthub.v1\x1a\x17\x63\x65rthub/v1/common.proto\"e\n\x15ListMyAccessesRequest\x12%\n\tapplicant\x18\x01 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xe1\x01\n\x0b\x41\x63\x63\x65ssEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04time\x18\x02 \x01(\t\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12\x19\n\x11service_item_code\x18\x06 \x01(\t\x12\x19\n\x11service_item_name\x18\x07 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x08 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_ids\x18\t \x03(\t\x12\x0c\n\x04leaf\x18\n \x01(\x0c\x12\x0f\n\x07purpose\x18\x0b \x01(\t\"p\n\x16ListMyAccessesResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.certhub.v1.AccessEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x13\n\x0b\x61udit_index\x18\x03 \x01(\x04\"\x9b\x01\n\x19\x43reatePresentationRequest\x12%\n\tapplicant\x18\x01 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x16\n\x0e\x63\x65rtificate_id\x18\x02 \x01(\t\x12\x0f\n\x07purpose\x18\x03 \x01(\t\x12\x19\n\x11service_item_code\x18\x04 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x05 \x01(\r\"f\n\x1a\x43reatePresentationResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12\x10\n\x08token_id\x18\x02 \x01(\t\x12\x12\n\nexpires_at\x18\x03 \x01(\t\x12\x13\n\x0b\x61udit_index\x18\x04 \x01(\x04\"C\n\x1aListConsentRequestsRequest\x12%\n\tapplicant\x18\x01 \x01(\x0b\x32\x12.certhub.v1.Holder\"\xf3\x01\n\x0e\x43onsentRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x19\n\x11service_item_code\x18\x03 \x01(\t\x12\x19\n\x11service_item_name\x18\x04 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\x05 \x01(\t\x12\x12\n\ntype_codes\x18\x06 \x03(\t\x12\x33\n\x0c\x63\x65rtificates\x18\x07 \x03(\x0b\x32\x1d.certhub.v1.CertificateRecord\x12\x12\n\ncreated_at\x18\x08 \x01(\t\x12\x12\n\nexpires_at\x18\t \x01(\t\"`\n\x1bListConsentRequestsResponse\x12,\n\x08requests\x18\x01 \x03(\x0b\x32\x1a.certhub.v1.ConsentRequest\x12\x13\n\x0b\x61udit_index\x18\x02 \x01(\x04\"b\n\x14\x44\x65\x63ideConsentRequest\x12%\n\tapplicant\x18\x01 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61pprove\x18\x03 \x01(\x08\"P\n\x15\x44\x65\x63ideConsentResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x12\n\nexpires_at\x18\x02 \x01(\t\x12\x13\n\x0b\x61udit_index\x18\x03 \x01(\x04\"X\n\x17\x45xportCredentialRequest\x12%\n\tapplicant\x18\x01 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x16\n\x0e\x63\x65rtificate_id\x18\x02 \x01(\t\"\x95\x01\n\x18\x45xportCredentialResponse\x12\x12\n\ncredential\x18\x01 \x01(\t\x12\x15\n\rcredential_id\x18\x02 \x01(\t\x12\x1e\n\x16status_list_credential\x18\x03 \x01(\t\x12\x19\n\x11status_list_index\x18\x04 \x01(\x04\x12\x13\n\x0b\x61udit_index\x18\x05 \x01(\x04\x32\xeb\x03\n\x0e\x43itizenService\x12W\n\x0eListMyAccesses\x12!.certhub.v1.ListMyAccessesRequest\x1a\".certhub.v1.ListMyAccessesResponse\x12\x63\n\x12\x43reatePresentation\x12%.certhub.v1.CreatePresentationRequest\x1a&.certhub.v1.CreatePresentationResponse\x12\x66\n\x13ListConsentRequests\x12&.certhub.v1.ListConsentRequestsRequest\x1a\'.certhub.v1.ListConsentRequestsResponse\x12T\n\rDecideConsent\x12 .certhub.v1.DecideConsentRequest\x1a!.certhub.v1.DecideConsentResponse\x12]\n\x10\x45xportCredential\x12#.certhub.v1.ExportCredentialRequest\x1a$.certhub.v1.ExportCredentialResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,27 +35,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMYACCESSESREQUEST']._serialized_start=65
   _globals['_LISTMYACCESSESREQUEST']._serialized_end=166
   _globals['_ACCESSENTRY']._serialized_start=169
-  _globals['_ACCESSENTRY']._serialized_end=377
-  _globals['_LISTMYACCESSESRESPONSE']._serialized_start=379
-  _globals['_LISTMYACCESSESRESPONSE']._serialized_end=491
-  _globals['_CREATEPRESENTATIONREQUEST']._serialized_start=494
-  _globals['_CREATEPRESENTATIONREQUEST']._serialized_end=649
-  _globals['_CREATEPRESENTATIONRESPONSE']._serialized_start=651
-  _globals['_CREATEPRESENTATIONRESPONSE']._serialized_end=753
-  _globals['_LISTCONSENTREQUESTSREQUEST']._serialized_start=755
-  _globals['_LISTCONSENTREQUESTSREQUEST']._serialized_end=822
-  _globals['_CONSENTREQUEST']._serialized_start=825
-  _globals['_CONSENTREQUEST']._serialized_end=1068
-  _globals['_LISTCONSENTREQUESTSRESPONSE']._serialized_start=1070
-  _globals['_LISTCONSENTREQUESTSRESPONSE']._serialized_end=1166
-  _globals['_DECIDECONSENTREQUEST']._serialized_start=1168
-  _globals['_DECIDECONSENTREQUEST']._serialized_end=1266
-  _globals['_DECIDECONSENTRESPONSE']._serialized_start=1268
-  _globals['_DECIDECONSENTRESPONSE']._serialized_end=1348
-  _globals['_EXPORTCREDENTIALREQUEST']._serialized_start=1350
-  _globals['_EXPORTCREDENTIALREQUEST']._serialized_end=1438
-  _globals['_EXPORTCREDENTIALRESPONSE']._serialized_start=1441
-  _globals['_EXPORTCREDENTIALRESPONSE']._serialized_end=1590
-  _globals['_CITIZENSERVICE']._serialized_start=1593
-  _globals['_CITIZENSERVICE']._serialized_end=2084
+  _globals['_ACCESSENTRY']._serialized_end=394
+  _globals['_LISTMYACCESSESRESPONSE']._serialized_start=396
+  _globals['_LISTMYACCESSESRESPONSE']._serialized_end=508
+  _globals['_CREATEPRESENTATIONREQUEST']._serialized_start=511
+  _globals['_CREATEPRESENTATIONREQUEST']._serialized_end=666
+  _globals['_CREATEPRESENTATIONRESPONSE']._serialized_start=668
+  _globals['_CREATEPRESENTATIONRESPONSE']._serialized_end=770
+  _globals['_LISTCONSENTREQUESTSREQUEST']._serialized_start=772
+  _globals['_LISTCONSENTREQUESTSREQUEST']._serialized_end=839
+  _globals['_CONSENTREQUEST']._serialized_start=842
+  _globals['_CONSENTREQUEST']._serialized_end=1085
+  _globals['_LISTCONSENTREQUESTSRESPONSE']._serialized_start=1087
+  _globals['_LISTCONSENTREQUESTSRESPONSE']._serialized_end=1183
+  _globals['_DECIDECONSENTREQUEST']._serialized_start=1185
+  _globals['_DECIDECONSENTREQUEST']._serialized_end=1283
+  _globals['_DECIDECONSENTRESPONSE']._serialized_start=1285
+  _globals['_DECIDECONSENTRESPONSE']._serialized_end=1365
+  _globals['_EXPORTCREDENTIALREQUEST']._serialized_start=1367
+  _globals['_EXPORTCREDENTIALREQUEST']._serialized_end=1455
+  _globals['_EXPORTCREDENTIALRESPONSE']._serialized_start=1458
+  _globals['_EXPORTCREDENTIALRESPONSE']._serialized_end=1607
+  _globals['_CITIZENSERVICE']._serialized_start=1610
+  _globals['_CITIZENSERVICE']._serialized_end=2101
 # @@protoc_insertion_point(module_scope)

@@ -69,6 +69,7 @@ class AccessEntry(_message.Message):
     CASE_NUMBER_FIELD_NUMBER: _builtins.int
     CERTIFICATE_IDS_FIELD_NUMBER: _builtins.int
     LEAF_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     """Position in the audit log (leaf index): prove it with AuditService.GetInclusionProof."""
     time: _builtins.str
@@ -87,6 +88,8 @@ class AccessEntry(_message.Message):
     """Case number, when the call named one."""
     leaf: _builtins.bytes
     """The canonical JSON leaf bytes exactly as hashed into the tree."""
+    purpose: _builtins.str
+    """For a redeemed presentation: the purpose (用证事由) the applicant gave it, or empty."""
     @_builtins.property
     def certificate_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Certificate ids involved."""
@@ -104,10 +107,11 @@ class AccessEntry(_message.Message):
         case_number: _builtins.str = ...,
         certificate_ids: _abc.Iterable[_builtins.str] | None = ...,
         leaf: _builtins.bytes = ...,
+        purpose: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "case_number", b"case_number", "certificate_ids", b"certificate_ids", "index", b"index", "leaf", b"leaf", "outcome", b"outcome", "principal", b"principal", "service_item_code", b"service_item_code", "service_item_name", b"service_item_name", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "case_number", b"case_number", "certificate_ids", b"certificate_ids", "index", b"index", "leaf", b"leaf", "outcome", b"outcome", "principal", b"principal", "purpose", b"purpose", "service_item_code", b"service_item_code", "service_item_name", b"service_item_name", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -436,7 +440,9 @@ class ExportCredentialResponse(_message.Message):
     credential_id: _builtins.str
     """The credential's id (urn:uuid:...), as in its payload."""
     status_list_credential: _builtins.str
-    """The status list credential's URL and this credential's index in it."""
+    """The revocation status list credential's URL (the suspension list is the same URL with
+    "/suspension" appended) and this credential's index in both.
+    """
     status_list_index: _builtins.int
     audit_index: _builtins.int
     """Index of the audit entry recording the export."""

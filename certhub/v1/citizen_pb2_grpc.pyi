@@ -72,9 +72,10 @@ class CitizenServiceStub:
     secured with VC-JOSE-COSE (compact JWS, typ "vc+jwt", EdDSA), issued by the hub (its
     attestation key, published at <issuer>/credentials/jwks.json) as attester of the
     department-signed original: evidence names the DSSE envelope's SHA-256 and the
-    department key id. credentialStatus is a BitstringStatusListEntry (statusPurpose
-    "revocation") in a status list credential the hub's web server serves at
-    <issuer>/status/<n>, set while the certificate is revoked or its key compromised.
+    department key id. credentialStatus is two BitstringStatusListEntry at one index:
+    "revocation" in the status list credential the hub's web server serves at
+    <issuer>/status/<n> (set once the certificate is revoked) and "suspension" at
+    <issuer>/status/<n>/suspension (set while its department key is marked compromised).
     NOT_FOUND CERTIFICATE_NOT_FOUND; FAILED_PRECONDITION CERTIFICATE_NOT_VALID. Audited as
     "export_credential".
     """
@@ -121,9 +122,10 @@ class CitizenServiceAsyncStub(CitizenServiceStub):
     secured with VC-JOSE-COSE (compact JWS, typ "vc+jwt", EdDSA), issued by the hub (its
     attestation key, published at <issuer>/credentials/jwks.json) as attester of the
     department-signed original: evidence names the DSSE envelope's SHA-256 and the
-    department key id. credentialStatus is a BitstringStatusListEntry (statusPurpose
-    "revocation") in a status list credential the hub's web server serves at
-    <issuer>/status/<n>, set while the certificate is revoked or its key compromised.
+    department key id. credentialStatus is two BitstringStatusListEntry at one index:
+    "revocation" in the status list credential the hub's web server serves at
+    <issuer>/status/<n> (set once the certificate is revoked) and "suspension" at
+    <issuer>/status/<n>/suspension (set while its department key is marked compromised).
     NOT_FOUND CERTIFICATE_NOT_FOUND; FAILED_PRECONDITION CERTIFICATE_NOT_VALID. Audited as
     "export_credential".
     """
@@ -197,9 +199,10 @@ class CitizenServiceServicer(metaclass=_abc_1.ABCMeta):
         secured with VC-JOSE-COSE (compact JWS, typ "vc+jwt", EdDSA), issued by the hub (its
         attestation key, published at <issuer>/credentials/jwks.json) as attester of the
         department-signed original: evidence names the DSSE envelope's SHA-256 and the
-        department key id. credentialStatus is a BitstringStatusListEntry (statusPurpose
-        "revocation") in a status list credential the hub's web server serves at
-        <issuer>/status/<n>, set while the certificate is revoked or its key compromised.
+        department key id. credentialStatus is two BitstringStatusListEntry at one index:
+        "revocation" in the status list credential the hub's web server serves at
+        <issuer>/status/<n> (set once the certificate is revoked) and "suspension" at
+        <issuer>/status/<n>/suspension (set while its department key is marked compromised).
         NOT_FOUND CERTIFICATE_NOT_FOUND; FAILED_PRECONDITION CERTIFICATE_NOT_VALID. Audited as
         "export_credential".
         """

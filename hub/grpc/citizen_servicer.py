@@ -47,7 +47,9 @@ class CitizenServicer(citizen_pb2_grpc.CitizenServiceServicer):
         )
         items = self._hub.registry().service_items
         return citizen_pb2.ListMyAccessesResponse(
-            entries=[access_out(e, items) for e in output.page.entries],
+            entries=[
+                access_out(e, items, output.purposes.get(e.index, "")) for e in output.page.entries
+            ],
             next_page_token=output.page.next_page_token,
             audit_index=output.audit_index,
         )
@@ -135,7 +137,9 @@ def preview_out(preview: Preview, items: Mapping[str, ServiceItem]) -> citizen_p
     )
 
 
-def access_out(entry: audit.EntryView, items: Mapping[str, ServiceItem]) -> citizen_pb2.AccessEntry:
+def access_out(
+    entry: audit.EntryView, items: Mapping[str, ServiceItem], purpose: str = ""
+) -> citizen_pb2.AccessEntry:
     f = entry.fields
 
     def text(key: str) -> str:
@@ -156,4 +160,5 @@ def access_out(entry: audit.EntryView, items: Mapping[str, ServiceItem]) -> citi
         case_number=text("case"),
         certificate_ids=[i for i in ids if isinstance(i, str)] if isinstance(ids, list) else [],
         leaf=entry.leaf,
+        purpose=purpose,
     )

@@ -22,6 +22,7 @@ import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import exc, func, select
@@ -42,7 +43,17 @@ STATUS_LIST_SIZE = 131_072
 STATUS_LIST_FILL = STATUS_LIST_SIZE // 2
 # Random draws before giving up (each taken slot is one; at half fill, 2^-64 to fail).
 MAX_INDEX_DRAWS = 64
-STATUS_PURPOSE = "revocation"
+
+
+class Purpose(StrEnum):
+    """The two lists every entry is in (at the same index): revocation is final (the
+    department revoked the certificate); suspension is while the department key that signed
+    it is marked compromised, which an operator can undo (``registry apply --trust-again``)."""
+
+    REVOCATION = "revocation"
+    SUSPENSION = "suspension"
+
+
 # Verifiers may cache a status list this long (validUntil of the status list credential).
 STATUS_LIST_VALIDITY = dt.timedelta(minutes=5)
 # Certificates' dates are Chinese civil dates: a credential is in force from the start of
@@ -62,8 +73,10 @@ def issuer_url(origin: str) -> str:
     return origin if "://" in origin else f"https://{origin}"
 
 
-def status_list_url(issuer: str, list_number: int) -> str:
-    return f"{issuer}/status/{list_number}"
+def status_list_url(issuer: str, list_number: int, purpose: Purpose = Purpose.REVOCATION) -> str:
+    """``/status/N`` for revocation, ``/status/N/suspension`` for suspension."""
+    base = f"{issuer}/status/{list_number}"
+    return base if purpose is Purpose.REVOCATION else f"{base}/{purpose}"
 
 
 def key_url(issuer: str, public_key: PublicKey) -> str:
@@ -133,7 +146,6 @@ def credential(
     """The unsecured credential (the JWT claims set) for a stored certificate envelope."""
     payload = json.loads(parse_envelope(envelope).payload)
     holder = payload["holder"]
-    list_url = status_list_url(issuer, status.list_number)
     subject: dict[str, Any] = {
         "type": "ElectronicCertificate",
         "certificateId": payload["certificate_id"],
@@ -158,13 +170,16 @@ def credential(
         "issuer": issuer,
         "validFrom": _start_of(payload["valid_from"]),
         "credentialSubject": subject,
-        "credentialStatus": {
-            "id": f"{list_url}#{status.index}",
-            "type": "BitstringStatusListEntry",
-            "statusPurpose": STATUS_PURPOSE,
-            "statusListIndex": str(status.index),
-            "statusListCredential": list_url,
-        },
+        "credentialStatus": [
+            {
+                "id": f"{status_list_url(issuer, status.list_number, purpose)}#{status.index}",
+                "type": "BitstringStatusListEntry",
+                "statusPurpose": str(purpose),
+                "statusListIndex": str(status.index),
+                "statusListCredential": status_list_url(issuer, status.list_number, purpose),
+            }
+            for purpose in Purpose
+        ],
         "evidence": [
             {
                 "type": ["DsseEnvelopeEvidence"],
@@ -213,9 +228,12 @@ def jwks(public_key: PublicKey, *, issuer: str) -> dict[str, Any]:
     }
 
 
-def revoked_indices(session: Session, list_number: int, *, distrusted: frozenset[str]) -> list[int]:
-    """Indices of ``list_number`` whose certificate is revoked (its lineage has a revocation)
-    or was signed by a department key now marked compromised."""
+def set_indices(
+    session: Session, list_number: int, purpose: Purpose, *, distrusted: frozenset[str]
+) -> list[int]:
+    """Indices of ``list_number`` whose bit is set for ``purpose``: revocation, the
+    certificate's lineage has a revocation; suspension, not revoked but signed by a
+    department key now marked compromised."""
     rows = session.execute(
         select(CredentialStatus.list_index, Revocation.lineage, Certificate.key_id)
         .join(
@@ -226,7 +244,9 @@ def revoked_indices(session: Session, list_number: int, *, distrusted: frozenset
         .outerjoin(Revocation, Revocation.lineage == CredentialStatus.lineage)
         .where(CredentialStatus.list_number == list_number)
     ).all()
-    return [int(i) for i, revoked, key_id in rows if revoked is not None or key_id in distrusted]
+    if purpose is Purpose.REVOCATION:
+        return [int(i) for i, revoked, _ in rows if revoked is not None]
+    return [int(i) for i, revoked, key_id in rows if revoked is None and key_id in distrusted]
 
 
 def list_exists(session: Session, list_number: int) -> bool:
@@ -244,9 +264,15 @@ def encode_list(indices: list[int]) -> str:
 
 
 def status_list_credential(
-    key: PrivateKey, *, issuer: str, list_number: int, indices: list[int], now: dt.datetime
+    key: PrivateKey,
+    *,
+    issuer: str,
+    list_number: int,
+    purpose: Purpose,
+    indices: list[int],
+    now: dt.datetime,
 ) -> str:
-    url = status_list_url(issuer, list_number)
+    url = status_list_url(issuer, list_number, purpose)
     claims = {
         "@context": [VC_CONTEXT],
         "id": url,
@@ -257,7 +283,7 @@ def status_list_credential(
         "credentialSubject": {
             "id": f"{url}#list",
             "type": "BitstringStatusList",
-            "statusPurpose": STATUS_PURPOSE,
+            "statusPurpose": str(purpose),
             "encodedList": encode_list(indices),
         },
     }

@@ -134,6 +134,7 @@ class ConsoleApp:
         app.router.add_get("/metrics", self.metrics)
         # Public, like the transparency page: verifiers of exported credentials (issue 14).
         app.router.add_get("/status/{number:[0-9]{1,9}}", self.status_list)
+        app.router.add_get("/status/{number:[0-9]{1,9}}/{purpose:suspension}", self.status_list)
         app.router.add_get("/credentials/jwks.json", self.credential_keys)
         app.router.add_static("/static/", STATIC, append_version=True)
         return app
@@ -294,7 +295,9 @@ class ConsoleApp:
         """A Bitstring Status List credential (vc+jwt), computed now: a revocation shows at
         once. No login: whoever holds an exported credential must be able to check it."""
         desk = CitizenDesk(self.console.hub)
-        body = await asyncio.to_thread(desk.status_list, int(request.match_info["number"]))
+        purpose = credentials.Purpose(request.match_info.get("purpose", "revocation"))
+        number = int(request.match_info["number"])
+        body = await asyncio.to_thread(desk.status_list, number, purpose)
         return web.Response(text=body, headers={"Content-Type": credentials.CREDENTIAL_MEDIA_TYPE})
 
     async def credential_keys(self, request: web.Request) -> web.Response:

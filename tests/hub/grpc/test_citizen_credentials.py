@@ -135,12 +135,15 @@ def test_export_verify_and_revoke(
     assert evidence["envelopeDigest"] == "sha256:" + hashlib.sha256(envelope).hexdigest()
     amr = world.department_by_name("市场监督管理局")
     assert evidence["departmentKeyId"] == amr.key.public_key.key_id
-    entry = vc["credentialStatus"]
-    assert entry["type"] == "BitstringStatusListEntry"
+    entry, suspension = vc["credentialStatus"]
+    assert entry["type"] == suspension["type"] == "BitstringStatusListEntry"
     assert entry["statusPurpose"] == "revocation"
     assert entry["statusListIndex"] == str(exported.status_list_index)
     assert entry["statusListCredential"] == exported.status_list_credential
     assert entry["id"] == f"{exported.status_list_credential}#{exported.status_list_index}"
+    assert suspension["statusPurpose"] == "suspension"
+    assert suspension["statusListIndex"] == entry["statusListIndex"]
+    assert suspension["statusListCredential"] == f"{exported.status_list_credential}/suspension"
     assert 0 <= exported.status_list_index < 131_072
     made = audit_row(running.engine, exported.audit_index)
     assert (made.principal, made.action, made.outcome) == (CITIZEN_APP, "export_credential", "ok")
@@ -220,3 +223,43 @@ def test_export_refusals_and_unknown_lists(
     assert role.value.code is grpc.StatusCode.PERMISSION_DENIED
     assert _get(running, console, "/status/999")[0] == 404
     assert _get(running, console, "/status/0")[0] == 404
+
+
+def test_a_compromised_department_key_suspends(
+    served: tuple[RunningHub, RunningConsole], world: DemoWorld
+) -> None:
+    """Last in the module: it marks the health department's key compromised."""
+    running, console = served
+    health = world.department_by_name("卫生健康")
+    holder = citizen(next_serial() % 900)
+    payload = certificate_payload(
+        world, world.type_by_name("公共场所卫生许可证").code, holder, serial=next_serial()
+    )
+    with running.client(health.principal) as client:
+        client.push(sign_certificate(payload, [health.key]))
+    with running.client(CITIZEN_APP) as app:
+        exported = app.export_credential(
+            payload.certificate_id, id_type="RESIDENT_ID", holder_id=holder.holder.id
+        )
+    keys = KeySet.import_key_set(json.loads(_get(running, console, "/credentials/jwks.json")[2]))
+    path = exported.status_list_credential.removeprefix(ISSUER)
+
+    def bits() -> tuple[int, int]:
+        found = []
+        for purpose_path in (path, f"{path}/suspension"):
+            status, _, body = _get(running, console, purpose_path)
+            assert status == 200
+            _, status_list = _verified(body.decode(), keys)
+            subject = status_list["credentialSubject"]
+            assert subject["statusPurpose"] == (
+                "suspension" if "suspension" in purpose_path else "revocation"
+            )
+            found.append(_bit(subject["encodedList"], exported.status_list_index))
+        return found[0], found[1]
+
+    assert bits() == (0, 0)
+    text = world.registry_toml()
+    block = text.index(f'code = "{health.code}"')
+    at = text.index('status = "active"', block)
+    running.apply_registry(text[:at] + 'status = "compromised"' + text[at + 17 :])
+    assert bits() == (0, 1)

@@ -134,6 +134,7 @@ def test_present_and_redeem_once(hub: RunningHub, world: DemoWorld) -> None:
     # The applicant sees both in their history.
     with hub.client(CITIZEN_APP) as app:
         history = app.my_accesses(id_type="RESIDENT_ID", holder_id=holder.holder.id)
+    assert history.entries[1].purpose == "办理食品经营许可"  # the redemption's, from the token
     actions = [(e.action, e.outcome) for e in history.entries[:3]]
     assert actions == [
         ("redeem_presentation", "FAILED_PRECONDITION"),
