@@ -320,11 +320,17 @@ class Hub:
             commitment = self.commitment(holder.key())
         except HubError as error:
             raise await self._audited(record(error.status_name), error) from None
-        view, cached = await self._holder_view(holder.key(), commitment)
         if item.consent_required:  # the registry decides: no round trip for other items
+            # Read from the database, not the cache: what the applicant approved must be
+            # what is served, with no stale-view retry that could widen it.
             view = await self._consent_gate(
-                caller, item, purpose, view, now=now, record=record, commitment=commitment
-            )
+                caller, item, purpose,
+                await asyncio.to_thread(self._load_holder_view, holder.key()),
+                now=now, record=record, commitment=commitment,
+            )  # fmt: skip
+            cached = False
+        else:
+            view, cached = await self._holder_view(holder.key(), commitment)
         answered = await self._answer_fetch(
             request, registry, item, view, now=now, record=record, commitment=commitment,
             cached_view=(holder.key(), view.version) if cached else None,

@@ -299,3 +299,27 @@ def test_one_approval_is_used_once_across_hub_processes(hub: RunningHub, world: 
         ).scalar_one()
     assert used == 1
     del licence
+
+
+def test_a_stale_cached_view_cannot_share_without_consent(
+    hub: RunningHub, world: DemoWorld
+) -> None:
+    """The holder's empty view is cached by this hub; another hub process stores a licence
+    (its cache is the one invalidated). A fetch for the consent item must still ask: it
+    reads the database, so the stale view's retry cannot serve the licence unapproved."""
+    holder = citizen(next_serial() % 900)
+    with hub.client(WINDOW) as window:
+        assert not _fetch(window, holder, f"PLAIN-{next_serial()}", item=PLAIN_ITEM).certificates
+    second = start_hub(hub.config.data_dir, hub.engine, consenting(world))
+    try:
+        amr = world.department_by_name("市场监督管理局")
+        payload = certificate_payload(
+            world, world.type_by_name("营业执照").code, holder, serial=next_serial()
+        )
+        with second.client(amr.principal) as department:
+            department.push(sign_certificate(payload, [amr.key]))
+    finally:
+        second.server.stop(grace=None)
+        second.hub.close()
+    asked = _refused_fetch(hub, holder, f"CONSENT-{next_serial()}")
+    assert asked.reason == "CONSENT_PENDING"
