@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -248,6 +249,7 @@ class Hub:
                 error.status_name if error else OK,
                 holder=commitment,
                 certificate_ids=(p.certificate_id,),
+                envelope_sha256=() if error else (checked.envelope_sha256,),
             )
 
         pending = self.committer.submit(
@@ -286,11 +288,14 @@ class Hub:
         registry = self.registry()
         cid = (checked.payload.certificate_id,)
 
+        digest = (hashlib.sha256(request.envelope).hexdigest(),)
+
         def describe(revoked: ingest.Revoked | None, error: HubError | None) -> AuditRecord:
             return record(
                 error.status_name if error else OK,
                 holder=self.commitment(revoked.holder_key) if revoked else None,
                 certificate_ids=cid,
+                envelope_sha256=() if error else digest,
             )
 
         committed = await self.committer.submit(
@@ -647,7 +652,11 @@ def _recorder(
     now: dt.datetime, caller: Principal, action: Action, purpose: intake.Purpose | None = None
 ) -> Callable[..., AuditRecord]:
     def record(
-        outcome: str, *, holder: str | None = None, certificate_ids: Sequence[str] = ()
+        outcome: str,
+        *,
+        holder: str | None = None,
+        certificate_ids: Sequence[str] = (),
+        envelope_sha256: Sequence[str] = (),
     ) -> AuditRecord:
         return AuditRecord(
             time=now,
@@ -658,6 +667,7 @@ def _recorder(
             certificate_ids=tuple(certificate_ids),
             service_item_code=purpose.service_item_code if purpose else None,
             case_number=purpose.case_number if purpose else None,
+            envelope_sha256=tuple(envelope_sha256),
         )
 
     return record

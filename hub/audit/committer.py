@@ -41,6 +41,19 @@ MAX_BATCH = 256
 COMMIT_WAIT_SECONDS = 30.0
 
 
+# Where a unit's apply finds the audit index its entry will get (``audit_indices``), so a
+# row it admits can name that entry (certificates.audit_idx, revocations.audit_idx) in the
+# same statement that writes it: no second statement per batch.
+_AUDIT_INDICES = "certhub.audit_indices"
+
+
+def audit_indices(session: Session) -> Sequence[int] | None:
+    """Inside a unit's ``apply`` (one index) or a batch's ``apply_all`` (one per item, in
+    order): the audit indices their entries will get; None outside the group committer."""
+    value = session.info.get(_AUDIT_INDICES)
+    return cast("Sequence[int] | None", value)
+
+
 class AuditedError(Exception):
     """Wraps the HubError a unit raised, once its refusal is in the log."""
 
@@ -225,8 +238,8 @@ class GroupCommitter:
                 # fetched through both) in different orders, they deadlocked on PostgreSQL,
                 # which failed one batch and answered all its calls UNAVAILABLE. SQLite's
                 # IMMEDIATE transactions are serial already.
-                self._log.lock(session)
-                records = self._apply_batch(session, batch)
+                first = self._log.lock(session)
+                records = self._apply_batch(session, batch, first)
                 first = self._log.append(session, records)
         except HubError as exc:
             self._fail(batch, exc)
@@ -241,7 +254,9 @@ class GroupCommitter:
             unit.done.set()
         _wake(batch)
 
-    def _apply_batch(self, session: Session, batch: list[_Unit[object]]) -> list[AuditRecord]:
+    def _apply_batch(
+        self, session: Session, batch: list[_Unit[object]], first: int
+    ) -> list[AuditRecord]:
         """Apply units in queue order; runs of the same batchable kind go as one set.
 
         Audit-only units write nothing but their entry, so they do not end a run: pushes
@@ -253,7 +268,7 @@ class GroupCommitter:
         while start < len(batch):
             kind = batch[start].batch
             if kind is None:
-                records[start] = self._apply(session, batch[start])
+                records[start] = self._apply(session, batch[start], first + start)
                 start += 1
                 continue
             members = [start]
@@ -264,12 +279,13 @@ class GroupCommitter:
                 end += 1
             for i in range(start, end):
                 if batch[i].batch is not kind:
-                    records[i] = self._apply(session, batch[i])
+                    records[i] = self._apply(session, batch[i], first + i)
             run = [batch[i] for i in members]
+            indices = [first + i for i in members]
             applied = (
-                [self._apply(session, run[0])]
+                [self._apply(session, run[0], indices[0])]
                 if len(run) == 1 and kind.may_race
-                else self._apply_run(session, kind, run)
+                else self._apply_run(session, kind, run, indices)
             )
             for i, record in zip(members, applied, strict=True):
                 records[i] = record
@@ -278,17 +294,24 @@ class GroupCommitter:
         return cast("list[AuditRecord]", records)
 
     def _apply_run(
-        self, session: Session, kind: Batchable, run: list[_Unit[object]]
+        self, session: Session, kind: Batchable, run: list[_Unit[object]], indices: list[int]
     ) -> list[AuditRecord]:
         items = [unit.item for unit in run]
-        if not kind.may_race:
-            outcomes = kind.apply_all(session, items)
-        else:
-            try:
-                with session.begin_nested():
-                    outcomes = kind.apply_all(session, items)
-            except exc.IntegrityError:
-                return [self._apply(session, unit) for unit in run]
+        session.info[_AUDIT_INDICES] = indices
+        try:
+            if not kind.may_race:
+                outcomes = kind.apply_all(session, items)
+            else:
+                try:
+                    with session.begin_nested():
+                        outcomes = kind.apply_all(session, items)
+                except exc.IntegrityError:
+                    return [
+                        self._apply(session, unit, index)
+                        for unit, index in zip(run, indices, strict=True)
+                    ]
+        finally:
+            session.info.pop(_AUDIT_INDICES, None)
         records = []
         for unit, outcome in zip(run, outcomes, strict=True):
             if isinstance(outcome, HubError):
@@ -300,15 +323,18 @@ class GroupCommitter:
         return records
 
     @staticmethod
-    def _apply(session: Session, unit: _Unit[object]) -> AuditRecord:
+    def _apply(session: Session, unit: _Unit[object], index: int) -> AuditRecord:
         if unit.apply is None:
             return unit.describe(None, None)
+        session.info[_AUDIT_INDICES] = (index,)
         try:
             with session.begin_nested():
                 unit.value = unit.apply(session)
         except HubError as exc:
             unit.error = exc
             return unit.describe(None, exc)
+        finally:
+            session.info.pop(_AUDIT_INDICES, None)
         return unit.describe(unit.value, None)
 
     @staticmethod

@@ -79,6 +79,11 @@ class AuditRecord:
     case_number: str | None = None
     # The RPC method, for entries whose action alone does not say (refusals).
     method: str | None = None
+    # SHA-256 (hex) of the envelopes an ok push or revoke stored, in ``certificate_ids``
+    # order: binds the entry to the certificates/revocations row it admitted, so a changed
+    # row no longer matches its entry (``certhub audit verify``). In the leaf as ``sha256``,
+    # only when set: every other leaf is byte for byte what it was.
+    envelope_sha256: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         # A refusal records what the caller asked before it was validated, so hostile text
@@ -113,6 +118,8 @@ class AuditRecord:
             "case": self.case_number,
             "method": self.method,
         }
+        if self.envelope_sha256:
+            body["sha256"] = list(self.envelope_sha256)
         return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 

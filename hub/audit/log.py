@@ -108,10 +108,12 @@ class AuditLog:
             conn.execute(insert(LogCheckpoint).values(**checkpoint))
         return size
 
-    def lock(self, session: Session) -> None:
+    def lock(self, session: Session) -> int:
         """Lock the log head now, before the transaction writes anything else; the
-        ``append`` of the same transaction reuses what this read (one round trip, not two)."""
-        session.info[_LOCKED_HEAD] = self._lock_head(session)
+        ``append`` of the same transaction reuses what this read (one round trip, not two).
+        Returns the log's size: the index the transaction's first entry will get."""
+        head = session.info[_LOCKED_HEAD] = self._lock_head(session)
+        return head[0]
 
     def sign(self, checkpoint: Checkpoint) -> SignedCheckpoint:
         return SignedCheckpoint(

@@ -25,6 +25,7 @@ root, so a consistent rewrite of everything after the newest stored checkpoint i
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ from hub.store.models import (
     Revocation,
     TreeNode,
 )
-from signing import SigningError, merkle
+from signing import SigningError, merkle, parse_envelope
 from signing.note import Checkpoint, NoteVerifier, open_note, parse_checkpoint
 
 # Leaves read per query. A power of two, so that the perfect nodes completed while reading
@@ -79,6 +80,8 @@ class Problem:
     message: str
     # Set when the problem is a stored checkpoint (its tree size).
     checkpoint_size: int | None = None
+    # Set when the problem is a state row: which one, e.g. "certificates row 12".
+    row: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,7 @@ def verify_log(
     uncovered: int | None = None
     try:
         state.run(chunk, progress)
+        state.check_rows(chunk)
         uncovered = state.check_coverage(now or dt.datetime.now(dt.UTC))
     except _Found as found:
         return state.report(found.problem, None)
@@ -232,6 +236,13 @@ class _State:
                 progress(self.size)
         self._finish()
 
+    def check_rows(self, chunk: int) -> None:
+        """Every certificates and revocations row against the entry that admitted it."""
+        checker = _Rows(self.session, self.size)
+        problem = checker.certificates(chunk) or checker.revocations(chunk)
+        if problem is not None:
+            raise _Found(problem)
+
     def _anchor_at(self, size: int) -> Problem | None:
         if self.trusted is None or self.trusted.size != size:
             return None
@@ -245,26 +256,33 @@ class _State:
         )
 
     def _check_state(self, entries: Sequence[tuple[int, bytes, str, str]]) -> list[Problem]:
-        """Entries that admitted a certificate or a revocation still have their row."""
+        """Entries that admitted a certificate or a revocation still have their row; an
+        entry that commits to the envelope's SHA-256 has a row with that envelope."""
         pushed: dict[str, int] = {}
+        digests: dict[tuple[str, str], int] = {}
         revoked: dict[str, int] = {}
         for index, leaf, action, outcome in entries:
             if outcome != OK or action not in (Action.PUSH, Action.REVOKE):
                 continue
-            for certificate_id in _leaf_ids(leaf):
+            ids, sha256 = _leaf_binding(leaf)
+            for n, certificate_id in enumerate(ids):
                 if action == Action.PUSH:
                     pushed.setdefault(certificate_id, index)
+                    if n < len(sha256):
+                        digests.setdefault((certificate_id, sha256[n]), index)
                 else:
                     revoked.setdefault(lineage_of(certificate_id), index)
         problems: list[Problem] = []
         if pushed:
-            stored = set(
-                self.session.execute(
-                    select(Certificate.certificate_id)
-                    .where(Certificate.certificate_id.in_(pushed))
-                    .distinct()
-                ).scalars()
-            )
+            rows = {
+                (str(certificate_id), str(sha256))
+                for certificate_id, sha256 in self.session.execute(
+                    select(Certificate.certificate_id, Certificate.envelope_sha256).where(
+                        Certificate.certificate_id.in_(pushed)
+                    )
+                )
+            }
+            stored = {certificate_id for certificate_id, _ in rows}
             self.state_rows += len(stored)
             problems.extend(
                 Problem(
@@ -274,6 +292,16 @@ class _State:
                 )
                 for certificate_id, index in pushed.items()
                 if certificate_id not in stored
+            )
+            problems.extend(
+                Problem(
+                    index,
+                    f"entry {index} admitted certificate {certificate_id!r} with envelope "
+                    f"SHA-256 {sha256[:16]}…, and no certificates row of that id has that "
+                    "envelope: the row was changed or deleted",
+                )
+                for (certificate_id, sha256), index in digests.items()
+                if certificate_id in stored and (certificate_id, sha256) not in rows
             )
         if revoked:
             stored = set(
@@ -471,6 +499,22 @@ def _check_columns(
     return None
 
 
+def _leaf_binding(leaf: bytes) -> tuple[list[str], list[str]]:
+    """A leaf's certificate ids and the envelope SHA-256s it commits to (none in leaves
+    written before the binding)."""
+    try:
+        fields = json.loads(leaf)
+    except ValueError:
+        return [], []  # reported by _check_columns
+    if not isinstance(fields, dict):
+        return [], []
+    ids, sha256 = fields.get("certificate_ids"), fields.get("sha256")
+    return (
+        [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else [],
+        [h for h in sha256 if isinstance(h, str)] if isinstance(sha256, list) else [],
+    )
+
+
 def _leaf_ids(leaf: bytes) -> list[str]:
     try:
         fields = json.loads(leaf)
@@ -535,3 +579,236 @@ def _links(session: Session) -> Iterator[tuple[int, str]]:
     )
     for index, certificate_id in result:
         yield int(index), str(certificate_id)
+
+
+# --- rows -> entries --------------------------------------------------------------------------
+
+
+class _Rows:
+    """The state side: each row must be what its entry admitted.
+
+    A certificates row must still hold an envelope with the SHA-256 recorded for it, whose
+    payload gives the row's columns (id, version, lineage, holder, type, issuer, dates),
+    and name in ``audit_idx`` an ok push entry of its id that commits to that SHA-256; a
+    row stored before the binding (``audit_idx`` NULL) needs an ok push entry naming its
+    id. A revocations row likewise: its envelope's payload names its certificate and
+    lineage, and its ``audit_idx`` entry is an ok revoke of that certificate committing to
+    its envelope's SHA-256. A row no entry admitted was added outside the hub.
+    """
+
+    def __init__(self, session: Session, size: int) -> None:
+        self.session = session
+        self.size = size
+
+    def certificates(self, chunk: int) -> Problem | None:
+        last = -1
+        while True:
+            rows = self.session.execute(
+                select(
+                    Certificate.id, Certificate.certificate_id, Certificate.version,
+                    Certificate.lineage, Certificate.holder_key, Certificate.type_code,
+                    Certificate.issuer_code, Certificate.issued_on, Certificate.valid_from,
+                    Certificate.valid_until, Certificate.envelope, Certificate.envelope_sha256,
+                    Certificate.audit_idx,
+                )
+                .where(Certificate.id > last)
+                .order_by(Certificate.id)
+                .limit(chunk)
+            ).all()  # fmt: skip
+            if not rows:
+                return None
+            last = rows[-1][0]
+            leaves = self._leaves(r[12] for r in rows)
+            legacy = self._named_by_ok(Action.PUSH, [r[1] for r in rows if r[12] is None])
+            for row in rows:
+                problem = self._certificate(row, leaves, legacy)
+                if problem is not None:
+                    return problem
+
+    def _certificate(
+        self, row: Sequence[object], leaves: dict[int, bytes], legacy: set[str]
+    ) -> Problem | None:
+        row_id, cid, version, lineage, holder_key, type_code, issuer, issued_on = row[:8]
+        valid_from, valid_until, envelope, sha256, audit_idx = row[8:]
+        assert isinstance(envelope, bytes | memoryview)
+        name = f"certificates row {row_id} (certificate {cid!r} version {version})"
+        where = audit_idx if isinstance(audit_idx, int) else self.size
+        if hashlib.sha256(bytes(envelope)).hexdigest() != sha256:
+            return Problem(
+                where, f"{name}: its envelope no longer has the SHA-256 recorded for it: the "
+                "row was changed", row=name,
+            )  # fmt: skip
+        payload = _payload(bytes(envelope))
+        expected: dict[str, object] = {}
+        if payload is not None:
+            holder = payload.get("holder")
+            issuer_of = payload.get("issuer")
+            expected = {
+                "certificate_id": payload.get("certificate_id"),
+                "version": payload.get("version"),
+                "lineage": lineage_of(str(payload.get("certificate_id"))),
+                "holder_key": f"{holder.get('id_type')}:{holder.get('id')}"
+                if isinstance(holder, dict) else None,
+                "type_code": payload.get("type_code"),
+                "issuer_code": issuer_of.get("code") if isinstance(issuer_of, dict) else None,
+                "issued_on": payload.get("issued_on"),
+                "valid_from": payload.get("valid_from"),
+                "valid_until": payload.get("valid_until") or None,
+            }  # fmt: skip
+        actual = {
+            "certificate_id": cid, "version": version, "lineage": lineage,
+            "holder_key": holder_key, "type_code": type_code, "issuer_code": issuer,
+            "issued_on": _iso(issued_on), "valid_from": _iso(valid_from),
+            "valid_until": _iso(valid_until),
+        }  # fmt: skip
+        changed = [k for k in actual if expected.get(k) != actual[k]]
+        if changed:
+            return Problem(
+                where, f"{name}: column {', '.join(changed)} disagrees with its signed "
+                "envelope: the row was changed", row=name,
+            )  # fmt: skip
+        if audit_idx is None:
+            if cid in legacy:
+                return None
+            return Problem(
+                where, f"{name}: no audit entry admitted it (audit_idx is empty and no ok "
+                "push entry names it): the row was added outside the hub", row=name,
+            )  # fmt: skip
+        assert isinstance(audit_idx, int)
+        return self._admitted(
+            name,
+            index=audit_idx,
+            leaves=leaves,
+            action=Action.PUSH,
+            certificate_id=str(cid),
+            sha256=str(sha256),
+        )
+
+    def revocations(self, chunk: int) -> Problem | None:
+        last = ""
+        while True:
+            rows = self.session.execute(
+                select(
+                    Revocation.lineage, Revocation.certificate_id, Revocation.envelope,
+                    Revocation.audit_idx,
+                )
+                .where(Revocation.lineage > last)
+                .order_by(Revocation.lineage)
+                .limit(chunk)
+            ).all()  # fmt: skip
+            if not rows:
+                return None
+            last = rows[-1][0]
+            leaves = self._leaves(r[3] for r in rows)
+            legacy = self._named_by_ok(Action.REVOKE, [r[1] for r in rows if r[3] is None])
+            for lineage, cid, envelope, audit_idx in rows:
+                name = f"revocations row {lineage!r} (certificate {cid!r})"
+                where = audit_idx if audit_idx is not None else self.size
+                payload = _payload(bytes(envelope))
+                if (
+                    payload is None
+                    or payload.get("certificate_id") != cid
+                    or (lineage_of(cid) != lineage)
+                ):
+                    return Problem(
+                        where, f"{name}: its envelope does not revoke that certificate of that "
+                        "lineage: the row was changed", row=name,
+                    )  # fmt: skip
+                if audit_idx is None:
+                    if cid in legacy:
+                        continue
+                    return Problem(
+                        where, f"{name}: no audit entry admitted it (audit_idx is empty and "
+                        "no ok revoke entry names it): the row was added outside the hub",
+                        row=name,
+                    )  # fmt: skip
+                digest = hashlib.sha256(bytes(envelope)).hexdigest()
+                problem = self._admitted(
+                    name,
+                    index=audit_idx,
+                    leaves=leaves,
+                    action=Action.REVOKE,
+                    certificate_id=cid,
+                    sha256=digest,
+                )
+                if problem is not None:
+                    return problem
+
+    def _admitted(
+        self,
+        name: str,
+        *,
+        index: int,
+        leaves: dict[int, bytes],
+        action: Action,
+        certificate_id: str,
+        sha256: str,
+    ) -> Problem | None:
+        leaf = leaves.get(index)
+        if leaf is None:
+            return Problem(
+                index, f"{name} names audit entry {index}, which is not stored", row=name
+            )
+        try:
+            fields = json.loads(leaf)
+        except ValueError:
+            fields = {}
+        ids, digests = _leaf_binding(leaf)
+        if (
+            not isinstance(fields, dict)
+            or fields.get("action") != str(action)
+            or fields.get("outcome") != OK
+            or certificate_id not in ids
+        ):
+            return Problem(
+                index, f"{name} names audit entry {index}, which is not an ok {action} of "
+                f"{certificate_id!r}: the row was not admitted by it", row=name,
+            )  # fmt: skip
+        if digests and sha256 not in digests:
+            return Problem(
+                index, f"{name}: audit entry {index} admitted another envelope (SHA-256 "
+                f"{digests[0][:16]}…, the row has {sha256[:16]}…): the row was changed",
+                row=name,
+            )  # fmt: skip
+        return None
+
+    def _leaves(self, indices: Iterator[object]) -> dict[int, bytes]:
+        wanted = sorted({i for i in indices if isinstance(i, int)})
+        if not wanted:
+            return {}
+        return {
+            idx: bytes(leaf)
+            for idx, leaf in self.session.execute(
+                select(AuditEntry.idx, AuditEntry.leaf).where(AuditEntry.idx.in_(wanted))
+            )
+        }
+
+    def _named_by_ok(self, action: Action, certificate_ids: list[str]) -> set[str]:
+        """Which of ``certificate_ids`` an ok ``action`` entry names (legacy rows)."""
+        if not certificate_ids:
+            return set()
+        return set(
+            self.session.execute(
+                select(AuditCertificate.certificate_id)
+                .join(AuditEntry, AuditEntry.idx == AuditCertificate.idx)
+                .where(
+                    AuditCertificate.certificate_id.in_(set(certificate_ids)),
+                    AuditEntry.action == str(action),
+                    AuditEntry.outcome == OK,
+                )
+                .distinct()
+            ).scalars()
+        )
+
+
+def _payload(envelope: bytes) -> dict[str, object] | None:
+    """The payload JSON of a stored DSSE envelope, or None if unreadable."""
+    try:
+        value = json.loads(parse_envelope(envelope).payload)
+    except (SigningError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _iso(value: object) -> object:
+    return value.isoformat() if isinstance(value, dt.date) else value

@@ -375,6 +375,13 @@ def run_verify(args: argparse.Namespace) -> int:
             else f"checkpoint {problem.checkpoint_size} "
             f"(first bad index at or before {problem.index})"
         )
+        if problem.row is not None:
+            # A state row: named by its id, and by the entry it claims (none past the log).
+            where = (
+                f"first bad index {problem.index}: {problem.row}"
+                if problem.index < report.entries
+                else f"{problem.row}: no audit entry"
+            )
         print(f"audit log verification FAILED: {where}", file=sys.stderr)
         print(f"  {problem.message}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from hub.audit.committer import audit_indices
 from hub.domain.certificate import (
     CertificatePayload,
     RevocationPayload,
@@ -248,10 +249,12 @@ def store_pushes(
     place. Raises IntegrityError if another hub process raced an insert; callers then fall
     back to ``store_push`` one by one, which resolves the race."""
     known = _load_lineages(session, {checked.payload.lineage for checked, _ in pushes})
+    # The audit entry each push's row is admitted by (None outside the group committer).
+    indices: Sequence[int | None] = audit_indices(session) or [None] * len(pushes)
     outcomes: list[Stored | HubError] = []
-    accepted: list[tuple[CheckedPush, dt.datetime]] = []
+    accepted: list[tuple[CheckedPush, dt.datetime, int | None]] = []
     superseding: set[str] = set()
-    for checked, now in pushes:
+    for (checked, now), audit_idx in zip(pushes, indices, strict=True):
         p = checked.payload
         state = known[p.lineage]
         try:
@@ -267,7 +270,7 @@ def store_pushes(
                 if state.top is not None:
                     superseding.add(p.lineage)
                 state.top = p.version
-            accepted.append((checked, now))
+            accepted.append((checked, now, audit_idx))
     _write_accepted(session, accepted, superseding, known)
     return outcomes
 
@@ -319,7 +322,7 @@ WHERE c.lineage = ANY(CAST(%(lineages)b AS text[]))
 
 def _write_accepted(
     session: Session,
-    accepted: list[tuple[CheckedPush, dt.datetime]],
+    accepted: list[tuple[CheckedPush, dt.datetime, int | None]],
     superseding: set[str],
     known: dict[str, _Lineage],
 ) -> None:
@@ -327,16 +330,16 @@ def _write_accepted(
     current only if it is its lineage's highest, and the attachments sent with them."""
     if not accepted:
         return  # superseding is only ever non-empty with something accepted
-    freshness.bump(session, (checked.payload.holder.key() for checked, _ in accepted))
+    freshness.bump(session, (checked.payload.holder.key() for checked, _, _ in accepted))
     rows = [
         _row(checked, is_current=checked.payload.version == known[checked.payload.lineage].top,
-             now=now)
-        for checked, now in accepted
+             now=now, audit_idx=audit_idx)
+        for checked, now, audit_idx in accepted
     ]  # fmt: skip
     # Content-addressed: the same file under many certificates is stored once (the first
     # sent wins, as one insert after another would decide).
     attachments: dict[str, dict[str, object]] = {}
-    for checked, _ in accepted:
+    for checked, _, _ in accepted:
         declared = checked.payload.attachment
         if checked.attachment is not None and declared is not None:
             attachments.setdefault(
@@ -384,7 +387,8 @@ WITH superseded AS (
 )
 INSERT INTO certificates (certificate_id, version, lineage, is_current, holder_key, type_code,
                           kind, issuer_code, issued_on, valid_from, valid_until, envelope,
-                          envelope_sha256, key_id, attachment_sha256, legacy_uscc, stored_at)
+                          envelope_sha256, key_id, attachment_sha256, legacy_uscc, stored_at,
+                          audit_idx)
 SELECT * FROM unnest(
     CAST(%(certificate_id)b AS text[]), CAST(%(version)b AS integer[]),
     CAST(%(lineage)b AS text[]), CAST(%(is_current)b AS boolean[]),
@@ -393,7 +397,8 @@ SELECT * FROM unnest(
     CAST(%(valid_from)b AS date[]), CAST(%(valid_until)b AS date[]),
     CAST(%(envelope)b AS bytea[]), CAST(%(envelope_sha256)b AS text[]),
     CAST(%(key_id)b AS text[]), CAST(%(attachment_sha256)b AS text[]),
-    CAST(%(legacy_uscc)b AS boolean[]), CAST(%(stored_at)b AS timestamptz[]))
+    CAST(%(legacy_uscc)b AS boolean[]), CAST(%(stored_at)b AS timestamptz[]),
+    CAST(%(audit_idx)b AS bigint[]))
 """
 
 
@@ -475,7 +480,9 @@ def _repeat(existing_sha256: str, checked: CheckedPush) -> Stored:
     return Stored(PushOutcome.DUPLICATE, p.certificate_id, p.version, p.holder.key())
 
 
-def _row(checked: CheckedPush, *, is_current: bool, now: dt.datetime) -> dict[str, object]:
+def _row(
+    checked: CheckedPush, *, is_current: bool, now: dt.datetime, audit_idx: int | None
+) -> dict[str, object]:
     p = checked.payload
     return {
         "certificate_id": p.certificate_id,
@@ -495,6 +502,7 @@ def _row(checked: CheckedPush, *, is_current: bool, now: dt.datetime) -> dict[st
         "attachment_sha256": p.attachment.sha256 if p.attachment else None,
         "legacy_uscc": p.legacy_uscc,
         "stored_at": now,
+        "audit_idx": audit_idx,
     }
 
 
@@ -581,6 +589,7 @@ def store_revoke(
                     revoked_at=r.revoked_at,
                     envelope=checked.envelope,
                     recorded_at=now,
+                    audit_idx=(audit_indices(session) or (None,))[0],
                 )
             )
     except exc.IntegrityError:

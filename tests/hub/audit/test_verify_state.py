@@ -7,6 +7,8 @@ tampering through SQL, the verification through the command line."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -333,3 +335,198 @@ def test_witness_quorum_anchors_verification(
     status, output = _verify(logged, capsys, *flags, "--witness-quorum", "2")
     assert status == 1
     assert f"trusted checkpoint {SIZE} has another root" in output
+
+
+# --- the binding: each row names the entry that admitted it, which commits to its envelope ---
+
+
+def _rows(running: RunningHub) -> dict[str, tuple[int, int | None, str]]:
+    """certificate id -> (row id, audit_idx, envelope sha256)."""
+    with session_scope(running.hub.sessions) as session:
+        return {
+            cid: (row_id, idx, sha)
+            for row_id, cid, idx, sha in session.execute(
+                select(
+                    Certificate.id,
+                    Certificate.certificate_id,
+                    Certificate.audit_idx,
+                    Certificate.envelope_sha256,
+                )
+            )
+        }
+
+
+def _leaf(running: RunningHub, index: int) -> dict[str, object]:
+    with session_scope(running.hub.sessions) as session:
+        leaf = session.execute(select(AuditEntry.leaf).where(AuditEntry.idx == index)).scalar_one()
+    value = json.loads(bytes(leaf))
+    assert isinstance(value, dict)
+    return value
+
+
+def test_rows_name_the_entries_that_admitted_them_and_leaves_commit_to_the_envelope(
+    hub_running: RunningHub, world: DemoWorld, amr: DemoDepartment
+) -> None:
+    revoked_id, revoke_index = _push_and_revoke(hub_running, world, amr)
+    rows = _rows(hub_running)
+    assert len(rows) == 3
+    for certificate_id, (_, index, sha256) in rows.items():
+        assert index is not None
+        leaf = _leaf(hub_running, index)
+        assert (leaf["action"], leaf["outcome"]) == ("push", "ok")
+        assert leaf["certificate_ids"] == [certificate_id]
+        assert leaf["sha256"] == [sha256]
+    with session_scope(hub_running.hub.sessions) as session:
+        revocation = session.execute(select(Revocation)).scalar_one()
+        assert revocation.audit_idx == revoke_index
+        digest = hashlib.sha256(revocation.envelope).hexdigest()
+    assert _leaf(hub_running, revoke_index)["sha256"] == [digest]
+    assert revocation.certificate_id == revoked_id
+
+
+def _another_envelope(world: DemoWorld, amr: DemoDepartment, n: int, **changes: object) -> bytes:
+    payload = certificate_payload(
+        world, world.type_by_name("营业执照").code, enterprise(40 + n), serial=900 + n, **changes
+    )  # type: ignore[arg-type]
+    return sign_certificate(payload, [amr.key])
+
+
+def test_a_row_with_no_entry_is_named_by_its_id(
+    hub_running: RunningHub,
+    world: DemoWorld,
+    amr: DemoDepartment,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _push_and_revoke(hub_running, world, amr)
+    # A certificate signed by the department (a leaked key, or one it signed and never
+    # pushed), inserted straight into the table: no entry admitted it.
+    payload = certificate_payload(
+        world, world.type_by_name("营业执照").code, enterprise(77), serial=977
+    )
+    envelope = sign_certificate(payload, [amr.key])
+    checked = ingest.check_push(
+        hub_running.hub.registry(),
+        hub_running.hub.registry().principals[amr.principal],
+        ingest.PushInput(envelope=envelope),
+    )
+    with session_scope(hub_running.hub.sessions, write=True) as session:
+        ingest.store_pushes(session, [(checked, dt.datetime.now(dt.UTC))])
+    row_id = _rows(hub_running)[payload.certificate_id][0]
+    status, output = _verify(hub_running, capsys)
+    assert status == 1
+    assert f"certificates row {row_id} (certificate {payload.certificate_id!r} version 1)" in output
+    assert "no audit entry admitted it" in output
+
+    # Pointing it at some other entry does not help: entry 0 admitted another certificate.
+    _tamper(
+        hub_running,
+        lambda s: s.execute(
+            update(Certificate).where(Certificate.id == row_id).values(audit_idx=0)
+        ),
+    )
+    status, output = _verify(hub_running, capsys)
+    assert status == 1
+    assert f"first bad index 0: certificates row {row_id}" in output
+    assert "which is not an ok push of" in output
+
+
+def test_a_changed_row_column_is_named_by_id_and_index(
+    hub_running: RunningHub,
+    world: DemoWorld,
+    amr: DemoDepartment,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _push_and_revoke(hub_running, world, amr)
+    certificate_id, (row_id, index, _) = sorted(_rows(hub_running).items())[0]
+    # An expired licence made to look valid for ten more years.
+    _tamper(
+        hub_running,
+        lambda s: s.execute(
+            update(Certificate)
+            .where(Certificate.id == row_id)
+            .values(valid_until=dt.date(2040, 1, 1))
+        ),
+    )
+    status, output = _verify(hub_running, capsys)
+    assert status == 1
+    assert f"first bad index {index}: certificates row {row_id}" in output
+    assert f"certificate {certificate_id!r}" in output
+    assert "column valid_until disagrees with its signed envelope" in output
+
+
+def test_a_swapped_envelope_is_caught_at_its_entry(
+    hub_running: RunningHub,
+    world: DemoWorld,
+    amr: DemoDepartment,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A row whose envelope (and digest) is replaced by another validly signed version of
+    # the same certificate: every column agrees with the new envelope, but the push entry
+    # committed to the old one.
+    _push_and_revoke(hub_running, world, amr)
+    rows = _rows(hub_running)
+    replacement = _another_envelope(world, amr, 0, fields={"经营范围": "改写"})
+    payload = certificate_payload(
+        world, world.type_by_name("营业执照").code, enterprise(40), serial=900
+    )
+    row_id, index, _ = rows[payload.certificate_id]
+    _tamper(
+        hub_running,
+        lambda s: s.execute(
+            update(Certificate)
+            .where(Certificate.id == row_id)
+            .values(envelope=replacement, envelope_sha256=hashlib.sha256(replacement).hexdigest())
+        ),
+    )
+    status, output = _verify(hub_running, capsys)
+    assert status == 1
+    assert f"first bad index {index}" in output
+    assert f"admitted certificate {payload.certificate_id!r} with envelope SHA-256" in output
+
+
+def test_a_changed_or_added_revocation_row_is_named(
+    hub_running: RunningHub,
+    world: DemoWorld,
+    amr: DemoDepartment,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    revoked_id, revoke_index = _push_and_revoke(hub_running, world, amr)
+    lineage = lineage_of(revoked_id)
+    with session_scope(hub_running.hub.sessions) as session:
+        original = session.execute(select(Revocation.envelope)).scalar_one()
+    # Re-signed with another reason: the revoke entry committed to the first envelope.
+    other = sign_revocation(revoked_id, amr.key, reason="吊销")
+    _tamper(
+        hub_running,
+        lambda s: s.execute(
+            update(Revocation).where(Revocation.lineage == lineage).values(envelope=other)
+        ),
+    )
+    status, output = _verify(hub_running, capsys)
+    assert status == 1
+    assert f"first bad index {revoke_index}: revocations row {lineage!r}" in output
+    assert "admitted another envelope" in output
+
+    # A revocation of another licence, inserted with no entry (the first one restored).
+    victim = next(cid for cid in _rows(hub_running) if cid != revoked_id)
+    _tamper(
+        hub_running,
+        lambda s: s.execute(
+            update(Revocation).where(Revocation.lineage == lineage).values(envelope=original)
+        ),
+    )
+    with session_scope(hub_running.hub.sessions, write=True) as session:
+        session.add(
+            Revocation(
+                lineage=lineage_of(victim),
+                certificate_id=victim,
+                reason="注销",
+                revoked_at=dt.datetime.now(dt.UTC),
+                envelope=sign_revocation(victim, amr.key),
+                recorded_at=dt.datetime.now(dt.UTC),
+            )
+        )
+    status, output = _verify(hub_running, capsys)
+    assert status == 1
+    assert f"revocations row {lineage_of(victim)!r}" in output
+    assert "no audit entry admitted it" in output
