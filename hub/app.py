@@ -376,7 +376,12 @@ class Hub:
         types = frozenset(c.type_code for c, _ in chosen)
         if not types:
             return view  # nothing would be shared: nothing to consent to
-        asked = consent.Purpose(commitment, caller.name, item.code, purpose.case_number)
+        asked = consent.Purpose(
+            holder_commitment=commitment,
+            principal=caller.name,
+            service_item_code=item.code,
+            case_number=purpose.case_number,
+        )
         committed = await self.committer.submit(
             lambda s: consent.gate(s, asked, type_codes=types, now=now),
             lambda gate, error: record(

@@ -45,7 +45,7 @@ class AccessesInput:
     page_token: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccessesOutput:
     page: audit.Page
     audit_index: int
@@ -62,7 +62,7 @@ class CreatePresentationInput:
     ttl_seconds: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CreatePresentationOutput:
     token: str
     token_id: str
@@ -77,7 +77,7 @@ class RedeemInput:
     include_attachments: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RedeemOutput:
     served: intake.Served
     purpose: str
@@ -118,7 +118,7 @@ class ExportInput:
     certificate_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ExportOutput:
     credential: str
     claims: dict[str, object]
@@ -128,7 +128,8 @@ class ExportOutput:
 
 
 class CitizenDesk:
-    """ListMyAccesses (and, as they land, consent, presentation and export)."""
+    """CitizenService's use cases (access history, consent, presentation, export) and the
+    window's redemption of a presentation token."""
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
@@ -175,7 +176,7 @@ class CitizenDesk:
         page, purposes = await asyncio.to_thread(read)
         entry = record(OK, holder=commitment)
         index = (await self.hub.committer.submit_entry(entry).wait()).audit_index
-        return AccessesOutput(page, index, purposes)
+        return AccessesOutput(page=page, audit_index=index, purposes=purposes)
 
     # --- consent and preview ----------------------------------------------------------------
 
@@ -306,7 +307,13 @@ class CitizenDesk:
         )
         token = credentials.sign_jwt(self.hub.attestation_key, claims, issuer=issuer)
         url = credentials.status_list_url(issuer, committed.value.list_number)
-        return ExportOutput(token, claims, committed.value, url, committed.audit_index)
+        return ExportOutput(
+            credential=token,
+            claims=claims,
+            status=committed.value,
+            status_list_url=url,
+            audit_index=committed.audit_index,
+        )
 
     def status_list(
         self, list_number: int, purpose: credentials.Purpose = credentials.Purpose.REVOCATION
@@ -406,7 +413,12 @@ class CitizenDesk:
         token = presentation.mint(
             self.hub.attestation_key, token_id=row.token_id, expires_at=expires
         )
-        return CreatePresentationOutput(token, row.token_id, expires, committed.audit_index)
+        return CreatePresentationOutput(
+            token=token,
+            token_id=row.token_id,
+            expires_at=expires,
+            audit_index=committed.audit_index,
+        )
 
     async def redeem_presentation(self, caller: Principal, request: RedeemInput) -> RedeemOutput:
         """A window redeems a token for a case: the certificate with its envelope, once."""
@@ -471,7 +483,12 @@ class CitizenDesk:
             now.astimezone(SERVICE_TIMEZONE).date(), distrusted=registry.compromised_key_ids
         )
         served = intake.Served(stored, status, attachments.get(stored.attachment_sha256 or ""))
-        return RedeemOutput(served, row.purpose or "", row.created_at, committed.audit_index)
+        return RedeemOutput(
+            served=served,
+            purpose=row.purpose or "",
+            presented_at=row.created_at,
+            audit_index=committed.audit_index,
+        )
 
     # --- internals ----------------------------------------------------------------------
 

@@ -294,7 +294,7 @@ class Fetched:
     audit_proof: ProvenEntry | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Presented:
     """A redeemed presentation token: the certificate (verified offline), the purpose the
     applicant gave, when they created the token, and the redemption's audit index."""
@@ -544,10 +544,10 @@ class HubClient:
             self.intake.RedeemPresentation, request
         )
         return Presented(
-            self._checked(response.certificate),
-            response.purpose,
-            response.presented_at,
-            response.audit_index,
+            certificate=self._checked(response.certificate),
+            purpose=response.purpose,
+            presented_at=response.presented_at,
+            audit_index=response.audit_index,
         )
 
     def verify(self, envelope: bytes) -> intake_pb2.VerifyResponse:

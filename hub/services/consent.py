@@ -56,7 +56,7 @@ class GateOutcome(StrEnum):
     USE = "consent-used"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Purpose:
     """Whose certificates, for which window, item and case."""
 
@@ -66,7 +66,7 @@ class Purpose:
     case_number: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Gate:
     outcome: GateOutcome
     request_id: str
@@ -75,7 +75,7 @@ class Gate:
     type_codes: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Request:
     """A consent request as the applicant's app previews it."""
 
@@ -99,9 +99,11 @@ def gate(
     expires = _utc(row.expires_at)
     if row.status in (ConsentStatus.PENDING, ConsentStatus.APPROVED) and expires <= now:
         _set(session, row.id, ConsentStatus.EXPIRED)
-        return Gate(GateOutcome.EXPIRED, row.id, expires)
+        return Gate(outcome=GateOutcome.EXPIRED, request_id=row.id, expires_at=expires)
     if row.status != ConsentStatus.APPROVED:
-        return Gate(_WAITING[ConsentStatus(row.status)], row.id, expires)
+        return Gate(
+            outcome=_WAITING[ConsentStatus(row.status)], request_id=row.id, expires_at=expires
+        )
     used = session.execute(
         update(ConsentRequest)
         .where(ConsentRequest.id == row.id, ConsentRequest.status == ConsentStatus.APPROVED)
@@ -111,7 +113,12 @@ def gate(
     if used.rowcount != 1:  # type: ignore[attr-defined]
         # Another process's fetch used it a moment ago: this one needs a new approval.
         return _open(session, purpose, row.round + 1, type_codes, now)
-    return Gate(GateOutcome.USE, row.id, expires, frozenset(json.loads(row.type_codes)))
+    return Gate(
+        outcome=GateOutcome.USE,
+        request_id=row.id,
+        expires_at=expires,
+        type_codes=frozenset(json.loads(row.type_codes)),
+    )
 
 
 # A request's status -> what a fetch answers while it is not an unexpired approval.
@@ -147,8 +154,8 @@ def _open(
         # Another process opened this round a moment ago: its request is the one pending.
         row = _latest(session, purpose)
         assert row is not None
-        return Gate(GateOutcome.PENDING, row.id, _utc(row.expires_at))
-    return Gate(GateOutcome.REQUESTED, request_id, expires)
+        return Gate(outcome=GateOutcome.PENDING, request_id=row.id, expires_at=_utc(row.expires_at))
+    return Gate(outcome=GateOutcome.REQUESTED, request_id=request_id, expires_at=expires)
 
 
 def _latest(session: Session, purpose: Purpose) -> ConsentRequest | None:

@@ -64,7 +64,7 @@ class Claims:
     expires_at: dt.datetime
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Row:
     """A presentation as stored."""
 
