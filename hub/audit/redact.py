@@ -96,3 +96,17 @@ def check_case_number(case_number: str, *, field: str = "case_number") -> None:
             "own number: the audit log and the case records never hold raw IDs",
             reason="ID_SHAPED_CASE_NUMBER",
         )
+
+
+def check_window(window: str, *, field: str = "window") -> None:
+    """Refuse an ID-shaped acceptance point (RegisterCase's ``window``, kept in the case
+    records), naming the shape and not echoing the ID."""
+    shape = id_shape(window)
+    if shape is not None:
+        raise InvalidArgument.field(
+            field,
+            f"contains what looks like a personal or enterprise ID ({shape}); name the "
+            "acceptance point (e.g. its hall and window number): the case records never hold "
+            "raw IDs",
+            reason="ID_SHAPED_WINDOW",
+        )

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from hub.audit.entry import OK, Action
-from hub.audit.redact import check_case_number
+from hub.audit.redact import check_case_number, check_window
 from hub.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -139,6 +139,7 @@ def check_register(registry: Registry, caller: Principal, request: RegisterInput
             f"must be at most {MAX_WINDOW_LENGTH} printable characters without surrounding spaces",
             reason="BAD_WINDOW",
         )
+    check_window(window)
     return Registration(
         case_number=request.case_number,
         item=item,

@@ -96,3 +96,23 @@ def test_an_ordinary_case_number_is_still_served(running_hub: RunningHub, world:
     with running_hub.client(WINDOW) as client:
         do["register"](client, "GL-2026-000123")
         do["fetch"](client, "GL-2026-000123")
+
+
+def test_an_id_shaped_window_is_refused(running_hub: RunningHub, world: DemoWorld) -> None:
+    pushed = push_licence(running_hub, world, 22)
+    department = world.type_by_name("营业执照").issuer
+    with running_hub.client(WINDOW) as client, pytest.raises(InvalidArgumentError) as raised:
+        client.call(
+            client.intake.RegisterCase,
+            intake_pb2.RegisterCaseRequest(
+                case_number="GL-2026-000777",
+                service_item_code=pushed.item_code,
+                channel=intake_pb2.CASE_CHANNEL_WINDOW,
+                department_code=department,
+                window=f"窗口 {MOBILE}",
+            ),
+        )
+    assert raised.value.reason == "ID_SHAPED_WINDOW"
+    assert MOBILE not in str(raised.value)
+    with session_scope(running_hub.hub.sessions) as session:
+        assert session.execute(select(func.count()).select_from(CaseFile)).scalar_one() == 0
