@@ -128,6 +128,7 @@ class HubClientError(Exception):
         violations: tuple[Violation, ...] = (),
         retry_after: float | None = None,
         audit_index: int | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> None:
         super().__init__(f"{code.name}: {message}")
         self.message = message
@@ -136,6 +137,8 @@ class HubClientError(Exception):
         self.violations = violations
         self.retry_after = retry_after
         self.audit_index = audit_index
+        # ErrorInfo.metadata besides audit_index (e.g. consent_request_id, expires_at).
+        self.metadata = dict(metadata or {})
 
 
 class InvalidArgumentError(HubClientError): ...
@@ -191,6 +194,7 @@ def _raise_typed(error: grpc.RpcError) -> NoReturn:
     code: grpc.StatusCode = error.code()
     message: str = error.details() or ""
     reason, violations, retry_after, audit_index = "", [], None, None
+    metadata: dict[str, str] = {}
     try:
         status = rpc_status.from_call(error)
     except ValueError:
@@ -202,6 +206,7 @@ def _raise_typed(error: grpc.RpcError) -> NoReturn:
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
             reason = info.reason
+            metadata = {k: v for k, v in info.metadata.items() if k != "audit_index"}
             if "audit_index" in info.metadata:
                 audit_index = int(info.metadata["audit_index"])
         elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
@@ -220,6 +225,7 @@ def _raise_typed(error: grpc.RpcError) -> NoReturn:
         violations=tuple(violations),
         retry_after=retry_after,
         audit_index=audit_index,
+        metadata=metadata,
     ) from error
 
 

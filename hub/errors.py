@@ -28,12 +28,17 @@ class HubError(Exception):
     status_name: str = "UNKNOWN"
     default_reason: str = "ERROR"
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
         # Index of the audit entry recording this refusal, once it is in the log.
         self.audit_index: int | None = None
+        # Machine-readable facts of the refusal for ErrorInfo.metadata (e.g. the consent
+        # request a window's fetch is waiting for), so clients need not parse the message.
+        self.metadata: dict[str, str] = dict(metadata or {})
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, reason={self.reason!r})"

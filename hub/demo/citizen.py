@@ -154,7 +154,7 @@ def _ask(window: HubClient, holder: DemoHolder, item_code: str, case: str) -> st
             id_type="USCC", holder_id=holder.holder.id, service_item=item_code, case_number=case
         )
     except FailedPreconditionError as asked:
-        return next(word for word in asked.message.split() if len(word) == 32)
+        return asked.metadata["consent_request_id"]
     raise AssertionError("the consent item shared without a consent request")
 
 

@@ -36,6 +36,8 @@ def to_status(error: HubError) -> grpc.Status:
     code = status_code(error)
     details: list[any_pb2.Any] = []
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)
+    for key, value in error.metadata.items():
+        info.metadata[key] = _clip_chars(value, MAX_VIOLATION_TEXT_CHARS)
     if error.audit_index is not None:
         info.metadata["audit_index"] = str(error.audit_index)
     details.append(_pack(info))

@@ -184,23 +184,27 @@ def _set(session: Session, request_id: str, status: ConsentStatus) -> None:
 def refusal(gate: Gate, *, service_item_code: str) -> FailedPrecondition:
     """What the window is told when its fetch may not share (yet)."""
     until = gate.expires_at.isoformat()
+    facts = {"consent_request_id": gate.request_id, "expires_at": until}
     if gate.outcome is GateOutcome.DECLINED:
         return FailedPrecondition(
             f"the applicant declined consent request {gate.request_id}: nothing is shared for "
             "this case; ask for the paper originals",
             reason="CONSENT_DECLINED",
+            metadata=facts,
         )
     if gate.outcome is GateOutcome.EXPIRED:
         return FailedPrecondition(
             f"consent request {gate.request_id} expired at {until} without an approval in "
             "time: ask for the paper originals",
             reason="CONSENT_EXPIRED",
+            metadata=facts,
         )
     return FailedPrecondition(
         f"service item {service_item_code} needs the applicant's consent: request "
         f"{gate.request_id} awaits their decision in their app until {until}; fetch again "
         "once they approve",
         reason="CONSENT_PENDING",
+        metadata=facts,
     )
 
 

@@ -206,7 +206,7 @@ class Scene:
                 case_number=f"MATRIX-CONSENT-{next_serial()}",
             )
         assert asked.value.reason == "CONSENT_PENDING"
-        return holder, next(w for w in asked.value.message.split() if len(w) == 32)
+        return holder, asked.value.metadata["consent_request_id"]
 
     def presentation_token(self) -> str:
         holder, licence = self.citizens_licence()

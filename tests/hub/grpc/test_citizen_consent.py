@@ -83,7 +83,11 @@ def _refused_fetch(hub: RunningHub, holder: DemoHolder, case: str) -> HubClientE
 
 
 def _request_id(error: HubClientError) -> str:
-    return next(w for w in error.message.split() if len(w) == 32)
+    """The request the refusal names: in ErrorInfo.metadata, and in the message for people."""
+    request_id = error.metadata["consent_request_id"]
+    assert request_id in error.message
+    assert error.metadata["expires_at"] in error.message
+    return request_id
 
 
 def _app_call(holder: DemoHolder) -> dict[str, str]:
