@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from hub.audit.redact import id_shape
 from hub.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 from hub.store.models import Presentation
 from signing import PrivateKey
@@ -151,6 +152,15 @@ def check_purpose_text(purpose: str) -> str | None:
             "purpose",
             f"must be at most {MAX_PURPOSE_LENGTH} printable characters without surrounding spaces",
             reason="BAD_PURPOSE",
+        )
+    shape = id_shape(purpose)
+    if shape is not None:
+        # Stored with the token and shown to the window: like a case number, never an ID.
+        raise InvalidArgument.field(
+            "purpose",
+            f"contains what looks like a personal or enterprise ID ({shape}); say what the "
+            "licence is used for, e.g. 办理食品经营许可",
+            reason="ID_SHAPED_PURPOSE",
         )
     return purpose
 

@@ -207,6 +207,12 @@ def test_item_binding_and_data_minimisation_do_not_consume_the_token(
         ({"ttl_seconds": 301}, "INVALID_ARGUMENT", "PRESENTATION_TTL_TOO_LONG", "ttl_seconds"),
         ({"purpose": " 前后有空格 "}, "INVALID_ARGUMENT", "BAD_PURPOSE", "purpose"),
         ({"purpose": "x" * 201}, "INVALID_ARGUMENT", "BAD_PURPOSE", "purpose"),
+        (
+            {"purpose": f"代{citizen(7).holder.id}办理"},
+            "INVALID_ARGUMENT",
+            "ID_SHAPED_PURPOSE",
+            "purpose",
+        ),
         ({"service_item": "NO-SUCH-ITEM"}, "NOT_FOUND", "UNKNOWN_SERVICE_ITEM", ""),
         ({"certificate_id": ""}, "INVALID_ARGUMENT", "MISSING_CERTIFICATE_ID", "certificate_id"),
         ({"certificate_id": "no-such-id"}, "NOT_FOUND", "CERTIFICATE_NOT_FOUND", ""),
