@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
@@ -20,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from hub.app import SERVICE_TIMEZONE, Hub
 from hub.audit.entry import OK, Action, AuditRecord
+from hub.audit.log import HEAD_ID
 from hub.domain.holder import Holder, check_holder
 from hub.domain.status import CertificateStatus
 from hub.errors import FailedPrecondition, HubError, NotFound, PermissionDenied
@@ -27,7 +30,7 @@ from hub.registry import Principal, Role
 from hub.services import audit, consent, credentials, intake, presentation
 from hub.services.ingest import require_role
 from hub.store.engine import session_scope
-from hub.store.models import Certificate
+from hub.store.models import Certificate, LogHead
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,6 +339,14 @@ class CitizenDesk:
             now=self.hub.clock(),
         )
 
+    def status_generation(self) -> tuple[int, str]:
+        """What every status list depends on, cheaply: the audit log's size (each export
+        and each revocation appends an entry in its own transaction) and the registry's
+        digest (a key marked compromised or trusted again)."""
+        with session_scope(self.hub.sessions) as session:
+            size = session.execute(select(LogHead.size).where(LogHead.id == HEAD_ID)).scalar()
+        return int(size or 0), self.hub.registry().digest
+
     def _certificate_row(
         self, certificate_id: str
     ) -> tuple[intake.StoredCertificate, str, str] | None:
@@ -549,6 +560,37 @@ class CitizenDesk:
 
     async def _refuse(self, entry: AuditRecord, error: HubError) -> NoReturn:
         raise await self.hub.audit_refusal(entry, error)
+
+
+# A kept status list is made anew at least this often, well inside its validUntil (5 min).
+STATUS_LIST_REFRESH_SECONDS = 60.0
+
+
+class StatusLists:
+    """Status list credentials kept while nothing they depend on changed
+    (``CitizenDesk.status_generation``): the public endpoint then costs one primary-key read
+    per request instead of a join over up to 65,536 entries, and still shows a revocation
+    or a compromised key at the next request."""
+
+    def __init__(self, desk: CitizenDesk) -> None:
+        self._desk = desk
+        self._lock = threading.Lock()
+        # (list, purpose) -> (generation, made at (monotonic), credential). Only lists that
+        # exist are kept (NOT_FOUND raises first): a handful of entries.
+        self._kept: dict[tuple[int, str], tuple[tuple[int, str], float, str]] = {}
+
+    def get(self, list_number: int, purpose: credentials.Purpose) -> str:
+        key = (list_number, str(purpose))
+        generation = self._desk.status_generation()  # before the list: a later write wins
+        with self._lock:
+            kept = self._kept.get(key)
+        now = time.monotonic()
+        if kept and kept[0] == generation and now - kept[1] < STATUS_LIST_REFRESH_SECONDS:
+            return kept[2]
+        body = self._desk.status_list(list_number, purpose)
+        with self._lock:
+            self._kept[key] = (generation, now, body)
+        return body
 
 
 def _first_id(entry: audit.EntryView) -> str:

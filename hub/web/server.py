@@ -24,7 +24,7 @@ import jinja2
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hub.citizen import CitizenDesk
+from hub.citizen import CitizenDesk, StatusLists
 from hub.errors import HubError, InvalidArgument
 from hub.observability.kpis import KpiCollector, kpi_registry
 from hub.pki import PkiPaths
@@ -118,6 +118,7 @@ class ConsoleApp:
         self.env = _environment()
         hub = console.hub
         self.kpis = kpi_registry(KpiCollector(hub.sessions, hub.registry))
+        self.status_lists = StatusLists(CitizenDesk(hub))
 
     def build(self) -> web.Application:
         app = web.Application(
@@ -294,10 +295,9 @@ class ConsoleApp:
     async def status_list(self, request: web.Request) -> web.Response:
         """A Bitstring Status List credential (vc+jwt), computed now: a revocation shows at
         once. No login: whoever holds an exported credential must be able to check it."""
-        desk = CitizenDesk(self.console.hub)
         purpose = credentials.Purpose(request.match_info.get("purpose", "revocation"))
         number = int(request.match_info["number"])
-        body = await asyncio.to_thread(desk.status_list, number, purpose)
+        body = await asyncio.to_thread(self.status_lists.get, number, purpose)
         return web.Response(text=body, headers={"Content-Type": credentials.CREDENTIAL_MEDIA_TYPE})
 
     async def credential_keys(self, request: web.Request) -> web.Response:

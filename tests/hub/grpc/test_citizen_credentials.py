@@ -22,6 +22,7 @@ import grpc
 import pytest
 from joserfc import jws
 from joserfc.jwk import KeySet
+from sqlalchemy import event
 from support.hubs import RunningHub
 from support.probes import audit_row, audit_size
 from support.shared_hub import DATABASES, next_serial, serving_hub
@@ -181,6 +182,30 @@ def test_export_verify_and_revoke(
         grpc.StatusCode.FAILED_PRECONDITION,
         "CERTIFICATE_NOT_VALID",
     )
+
+
+def test_an_unchanged_status_list_is_served_without_recomputing_it(
+    served: tuple[RunningHub, RunningConsole], world: DemoWorld
+) -> None:
+    running, console = served
+    holder, licence, _ = _licensed(running, world)
+    with running.client(CITIZEN_APP) as app:
+        exported = app.export_credential(licence, id_type="RESIDENT_ID", holder_id=holder.holder.id)
+    path = exported.status_list_credential.removeprefix(ISSUER)
+    first = _get(running, console, path)[2]
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    event.listen(running.engine, "before_cursor_execute", seen)
+    try:
+        again = _get(running, console, path)[2]
+    finally:
+        event.remove(running.engine, "before_cursor_execute", seen)
+    assert again == first
+    assert statements, "the generation was read"
+    assert not [s for s in statements if "credential_status" in s]
 
 
 def test_an_altered_credential_does_not_verify(
