@@ -14,10 +14,12 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from support.audit_log import append_all, synthetic_records
 from support.hubs import RunningHub, start_hub
+from support.served import prepare_deployment, serve
 
+from hub.client import UnauthenticatedError
 from hub.demo.world import DemoWorld
 from hub.grpc.server import AUDIT_SERVICE_NAME, AuditWatch
-from hub.store.engine import session_scope
+from hub.store.engine import make_engine, make_session_factory, session_scope, sqlite_url
 from hub.store.models import AuditEntry, LogCheckpoint
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -119,3 +121,47 @@ def test_an_honest_growing_log_keeps_serving(running_hub: RunningHub) -> None:
     assert running_hub.server.selfcheck is not None
     assert running_hub.server.selfcheck.failure is None
     assert status(running_hub, AUDIT_SERVICE_NAME) == SERVING
+
+
+def test_every_worker_of_a_served_hub_goes_not_serving(tmp_path: Path, world: DemoWorld) -> None:
+    """`certhub serve --workers 2`: each worker runs its own self-check, so whichever worker
+    a health probe reaches answers NOT_SERVING for the audit service once the log is cut."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    db_url = sqlite_url(data_dir)
+    engine = make_engine(db_url)
+    prepare_deployment(data_dir, engine, world.registry_toml())
+    served = serve(data_dir, db_url, workers=2)
+    try:
+        # Entries and checkpoints through the served hub itself: refused calls.
+        with served.client("nobody-registered") as client:
+            for _ in range(6):
+                with pytest.raises(UnauthenticatedError):
+                    client.stats()
+        sessions = make_session_factory(engine)
+        with session_scope(sessions) as session:
+            sizes = sorted(session.execute(select(LogCheckpoint.size)).scalars())
+        assert sizes[-1] >= 6
+        # Both workers' self-checks anchor the newest checkpoint (a round a second; slack
+        # for a loaded machine).
+        time.sleep(5)
+        with session_scope(sessions, write=True) as session:
+            session.execute(delete(LogCheckpoint).where(LogCheckpoint.size > sizes[0]))
+
+        def probes() -> set[int]:
+            seen = set()
+            for _ in range(8):  # fresh connections: SO_REUSEPORT spreads them over workers
+                with served.client("gulou-operator") as client:
+                    stub = health_pb2_grpc.HealthStub(client.channel)
+                    seen.add(
+                        stub.Check(
+                            health_pb2.HealthCheckRequest(service=AUDIT_SERVICE_NAME), timeout=5
+                        ).status
+                    )
+            return seen
+
+        wait_for(lambda: probes() == {NOT_SERVING}, "every worker NOT_SERVING")
+        assert any("audit self-check FAILED" in line for line in served.output)
+    finally:
+        served.kill()
+        engine.dispose()
