@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import segno
+if TYPE_CHECKING:
+    import segno
 
 from hub.cli.connection import ConnectionProblem, add_connection_options, connect
 from hub.cli.fetch import _describe, parse_holder, render_table
@@ -125,6 +126,8 @@ def _client(args: argparse.Namespace, prefer: str) -> tuple[HubClient, str]:
 
 def qr_code(token: str) -> segno.QRCode:
     """The token's QR code: alphanumeric mode, error correction M."""
+    import segno  # noqa: PLC0415 - only this command renders QR codes; every other starts lean
+
     return segno.make(token, error=QR_ERROR_CORRECTION, micro=False)
 
 
