@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,11 +47,19 @@ from signing import (
     parse_envelope,
     verify_envelope,
 )
+from signing.cosignature import CosignatureVerifier, verify_cosignatures
 
 T = TypeVar("T")
 
 # Default per-call deadline: a window clerk waits seconds, not minutes.
 DEFAULT_TIMEOUT_SECONDS = 10.0
+# How long fetch(prove_audit=True) waits for a checkpoint the required witnesses cosigned
+# to cover its entry. The hub submits each new checkpoint about once a second and a witness
+# answers within WITNESS_TIMEOUT_SECONDS (5 s, hub.witness.submitter): a round and a slow
+# witness fit in the window's 10 s deadline.
+COSIGNED_WAIT_SECONDS = DEFAULT_TIMEOUT_SECONDS
+# Pause between two looks for a newer cosigned checkpoint: the submitter's cadence.
+COSIGNED_POLL_SECONDS = 0.25
 # Largest answer accepted: the hub's own message limit (hub.grpc.server.MAX_MESSAGE_BYTES),
 # since a certificate fetched with its attachment may carry a 20 MiB file. gRPC's default,
 # 4 MiB, refused every attachment above it.
@@ -335,6 +344,12 @@ class HubClient:
     _keys: dict[str, TrustedKey] = field(default_factory=dict)
     # The audit log's C2SP verifier key, obtained out of band (``certhub audit vkey``).
     log_verifier_key: str | None = None
+    # Witnesses whose cosignatures this client requires (their keys, `certhub witness
+    # vkey`), and how many of them (0 = all). With any, ``checkpoint`` asks for the newest
+    # checkpoint they cosigned and checks the cosignatures: a log shown to this client is
+    # the one the witnesses saw (docs/trust.md).
+    witness_keys: tuple[str, ...] = ()
+    witness_quorum: int = 0
     # The newest checkpoint this client checked; later ones must be consistent with it.
     _checkpoint: CheckedCheckpoint | None = None
 
@@ -482,7 +497,9 @@ class HubClient:
         verified = [self._checked(record) for record in response.certificates]
         proof = None
         if prove_audit:
-            proof = self.verify_audit_index(response.audit_index, self.checkpoint())
+            proof = self.verify_audit_index(
+                response.audit_index, self._checkpoint_covering(response.audit_index)
+            )
             expected = {"action": "fetch", "service_item": service_item, "case": case_number}
             actual = {k: proof.fields.get(k) for k in expected}
             if actual != expected:
@@ -572,13 +589,16 @@ class HubClient:
         if not vkey:
             raise ValueError("the audit log's verifier key is needed (log_verifier_key)")
         response: audit_pb2.Checkpoint = self.call(
-            self.audit.GetCheckpoint, audit_pb2.GetCheckpointRequest()
+            self.audit.GetCheckpoint,
+            audit_pb2.GetCheckpointRequest(cosigned=bool(self.witness_keys)),
         )
         try:
             verifier = NoteVerifier.from_vkey(vkey)
             body = parse_checkpoint(open_note(response.note, [verifier]))
         except SigningError as e:
             raise AuditProofError(f"checkpoint does not verify: {e}") from e
+        if self.witness_keys:
+            self._check_cosigned(response.note, body.size)
         if body.origin != verifier.name:
             raise AuditProofError(
                 f"checkpoint origin {body.origin!r} is not the log {verifier.name!r}"
@@ -592,6 +612,41 @@ class HubClient:
         if previous is None or checked.size >= previous.size:
             self._checkpoint = checked
         return checked
+
+    def _check_cosigned(self, note: str, size: int) -> None:
+        need = self.witness_quorum or len(self.witness_keys)
+        try:
+            found = verify_cosignatures(
+                note, [CosignatureVerifier.from_vkey(k) for k in self.witness_keys]
+            )
+        except SigningError as e:
+            raise AuditProofError(f"checkpoint {size}: bad cosignature: {e}") from e
+        if len(found) < need:
+            raise AuditProofError(
+                f"checkpoint {size} carries {len(found)} valid cosignatures of the required "
+                f"witnesses; this client needs {need}"
+            )
+
+    def _checkpoint_covering(self, index: int) -> CheckedCheckpoint:
+        """The checkpoint to prove entry ``index`` in: the newest signed one, or with
+        witnesses the newest they cosigned, waited for until it covers the entry."""
+        deadline = time.monotonic() + COSIGNED_WAIT_SECONDS
+        while True:
+            try:
+                checked = self.checkpoint()
+            except NotFoundError as e:
+                if e.reason != "NO_COSIGNED_CHECKPOINT" or time.monotonic() > deadline:
+                    raise
+            else:
+                if checked.size > index or not self.witness_keys:
+                    return checked
+                if time.monotonic() > deadline:
+                    raise AuditProofError(
+                        f"no checkpoint cosigned by the required witnesses covers audit entry "
+                        f"{index} after {COSIGNED_WAIT_SECONDS:g} s (newest cosigned: "
+                        f"{checked.size})"
+                    )
+            time.sleep(COSIGNED_POLL_SECONDS)
 
     def _check_consistent(self, old: CheckedCheckpoint, new: CheckedCheckpoint) -> None:
         if new.size < old.size:

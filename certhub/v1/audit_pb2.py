@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from certhub.v1 import common_pb2 as certhub_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63\x65rthub/v1/audit.proto\x12\ncerthub.v1\x1a\x17\x63\x65rthub/v1/common.proto\"\xb0\x01\n\nAuditQuery\x12\"\n\x06holder\x18\x01 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x16\n\x0e\x63\x65rtificate_id\x18\x04 \x01(\t\x12\r\n\x05since\x18\x05 \x01(\t\x12\r\n\x05until\x18\x06 \x01(\t\x12\x11\n\tpage_size\x18\x07 \x01(\r\x12\x12\n\npage_token\x18\x08 \x01(\t\"\xcf\x01\n\nAuditEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04time\x18\x02 \x01(\t\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12\x19\n\x11holder_commitment\x18\x06 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_ids\x18\x07 \x03(\t\x12\x19\n\x11service_item_code\x18\x08 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\t \x01(\t\x12\x0c\n\x04leaf\x18\n \x01(\x0c\"b\n\tAuditPage\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.certhub.v1.AuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x13\n\x0b\x61udit_index\x18\x03 \x01(\x04\"\x16\n\x14GetCheckpointRequest\"a\n\nCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\x12\x0e\n\x06origin\x18\x04 \x01(\t\x12\x14\n\x0cverifier_key\x18\x05 \x01(\t\"A\n\x18GetInclusionProofRequest\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"U\n\x0eInclusionProof\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12\x0c\n\x04leaf\x18\x04 \x01(\x0c\"E\n\x1aGetConsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\"K\n\x10\x43onsistencyProof\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"$\n\x12GetEntriesResponse\x12\x0e\n\x06leaves\x18\x01 \x03(\x0c\x32\x97\x03\n\x0c\x41uditService\x12;\n\nQueryAudit\x12\x16.certhub.v1.AuditQuery\x1a\x15.certhub.v1.AuditPage\x12I\n\rGetCheckpoint\x12 .certhub.v1.GetCheckpointRequest\x1a\x16.certhub.v1.Checkpoint\x12U\n\x11GetInclusionProof\x12$.certhub.v1.GetInclusionProofRequest\x1a\x1a.certhub.v1.InclusionProof\x12[\n\x13GetConsistencyProof\x12&.certhub.v1.GetConsistencyProofRequest\x1a\x1c.certhub.v1.ConsistencyProof\x12K\n\nGetEntries\x12\x1d.certhub.v1.GetEntriesRequest\x1a\x1e.certhub.v1.GetEntriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63\x65rthub/v1/audit.proto\x12\ncerthub.v1\x1a\x17\x63\x65rthub/v1/common.proto\"\xb0\x01\n\nAuditQuery\x12\"\n\x06holder\x18\x01 \x01(\x0b\x32\x12.certhub.v1.Holder\x12\x11\n\tprincipal\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x16\n\x0e\x63\x65rtificate_id\x18\x04 \x01(\t\x12\r\n\x05since\x18\x05 \x01(\t\x12\r\n\x05until\x18\x06 \x01(\t\x12\x11\n\tpage_size\x18\x07 \x01(\r\x12\x12\n\npage_token\x18\x08 \x01(\t\"\xcf\x01\n\nAuditEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04time\x18\x02 \x01(\t\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x0f\n\x07outcome\x18\x05 \x01(\t\x12\x19\n\x11holder_commitment\x18\x06 \x01(\t\x12\x17\n\x0f\x63\x65rtificate_ids\x18\x07 \x03(\t\x12\x19\n\x11service_item_code\x18\x08 \x01(\t\x12\x13\n\x0b\x63\x61se_number\x18\t \x01(\t\x12\x0c\n\x04leaf\x18\n \x01(\x0c\"b\n\tAuditPage\x12\'\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x16.certhub.v1.AuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x13\n\x0b\x61udit_index\x18\x03 \x01(\x04\"(\n\x14GetCheckpointRequest\x12\x10\n\x08\x63osigned\x18\x01 \x01(\x08\"a\n\nCheckpoint\x12\x0c\n\x04note\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\x12\x0e\n\x06origin\x18\x04 \x01(\t\x12\x14\n\x0cverifier_key\x18\x05 \x01(\t\"A\n\x18GetInclusionProofRequest\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"U\n\x0eInclusionProof\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12\x0c\n\x04leaf\x18\x04 \x01(\x0c\"E\n\x1aGetConsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\"K\n\x10\x43onsistencyProof\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"/\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\"$\n\x12GetEntriesResponse\x12\x0e\n\x06leaves\x18\x01 \x03(\x0c\x32\x97\x03\n\x0c\x41uditService\x12;\n\nQueryAudit\x12\x16.certhub.v1.AuditQuery\x1a\x15.certhub.v1.AuditPage\x12I\n\rGetCheckpoint\x12 .certhub.v1.GetCheckpointRequest\x1a\x16.certhub.v1.Checkpoint\x12U\n\x11GetInclusionProof\x12$.certhub.v1.GetInclusionProofRequest\x1a\x1a.certhub.v1.InclusionProof\x12[\n\x13GetConsistencyProof\x12&.certhub.v1.GetConsistencyProofRequest\x1a\x1c.certhub.v1.ConsistencyProof\x12K\n\nGetEntries\x12\x1d.certhub.v1.GetEntriesRequest\x1a\x1e.certhub.v1.GetEntriesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,21 +39,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITPAGE']._serialized_start=452
   _globals['_AUDITPAGE']._serialized_end=550
   _globals['_GETCHECKPOINTREQUEST']._serialized_start=552
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=574
-  _globals['_CHECKPOINT']._serialized_start=576
-  _globals['_CHECKPOINT']._serialized_end=673
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=675
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=740
-  _globals['_INCLUSIONPROOF']._serialized_start=742
-  _globals['_INCLUSIONPROOF']._serialized_end=827
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=829
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=898
-  _globals['_CONSISTENCYPROOF']._serialized_start=900
-  _globals['_CONSISTENCYPROOF']._serialized_end=975
-  _globals['_GETENTRIESREQUEST']._serialized_start=977
-  _globals['_GETENTRIESREQUEST']._serialized_end=1024
-  _globals['_GETENTRIESRESPONSE']._serialized_start=1026
-  _globals['_GETENTRIESRESPONSE']._serialized_end=1062
-  _globals['_AUDITSERVICE']._serialized_start=1065
-  _globals['_AUDITSERVICE']._serialized_end=1472
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=592
+  _globals['_CHECKPOINT']._serialized_start=594
+  _globals['_CHECKPOINT']._serialized_end=691
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=693
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=758
+  _globals['_INCLUSIONPROOF']._serialized_start=760
+  _globals['_INCLUSIONPROOF']._serialized_end=845
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=847
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=916
+  _globals['_CONSISTENCYPROOF']._serialized_start=918
+  _globals['_CONSISTENCYPROOF']._serialized_end=993
+  _globals['_GETENTRIESREQUEST']._serialized_start=995
+  _globals['_GETENTRIESREQUEST']._serialized_end=1042
+  _globals['_GETENTRIESRESPONSE']._serialized_start=1044
+  _globals['_GETENTRIESRESPONSE']._serialized_end=1080
+  _globals['_AUDITSERVICE']._serialized_start=1083
+  _globals['_AUDITSERVICE']._serialized_end=1490
 # @@protoc_insertion_point(module_scope)

@@ -173,12 +173,20 @@ class GetCheckpointRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    COSIGNED_FIELD_NUMBER: _builtins.int
+    cosigned: _builtins.bool
+    """The newest checkpoint the configured witnesses cosigned (the note then carries their
+    c2sp.org/tlog-cosignature lines after the hub's signature) instead of the newest signed
+    one. NOT_FOUND (reason NO_COSIGNED_CHECKPOINT) while no quorum has cosigned one.
+    """
     def __init__(
         self,
+        *,
+        cosigned: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cosigned", b"cosigned"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from hub.app import Hub
 from hub.audit.entry import OK, Action, AuditRecord
-from hub.errors import HubError, PermissionDenied
+from hub.errors import HubError, NotFound, PermissionDenied
 from hub.registry import Principal, Role
 from hub.services import audit, intake
 from hub.services.ingest import require_role
@@ -106,9 +106,24 @@ class AuditApi:
         index = self._hub.committer.submit_entry(entry).result().audit_index
         return QueryOutput(page=page, audit_index=index)
 
-    def checkpoint(self, caller: Principal) -> CheckpointOutput:
-        stored = self._read(caller, "GetCheckpoint", audit.latest_checkpoint)
+    def checkpoint(self, caller: Principal, *, cosigned: bool = False) -> CheckpointOutput:
         keys = self._hub.audit_log.keys
+        if cosigned:
+            found = self._read(caller, "GetCheckpoint", audit.latest_cosigned_checkpoint)
+            if found is None:
+                self._refuse(
+                    caller,
+                    _SERVICE + "GetCheckpoint",
+                    NotFound(
+                        "no checkpoint has been cosigned by a quorum of witnesses yet (none "
+                        "configured, or the first round is still under way)",
+                        reason="NO_COSIGNED_CHECKPOINT",
+                    ),
+                )
+            return CheckpointOutput(
+                checkpoint=found, origin=keys.origin, verifier_key=keys.signer.vkey
+            )
+        stored = self._read(caller, "GetCheckpoint", audit.latest_checkpoint)
         if stored is None:
             # An empty log still has a signed head (size 0, the empty root): monitors and
             # clients start from it like from any other, and nothing is refused.

@@ -48,7 +48,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     async def GetCheckpoint(  # noqa: N802
         self, request: audit_pb2.GetCheckpointRequest, context: Context
     ) -> audit_pb2.Checkpoint:
-        output = await asyncio.to_thread(self._api.checkpoint, current_principal())
+        output = await asyncio.to_thread(
+            self._api.checkpoint, current_principal(), cosigned=request.cosigned
+        )
         return audit_pb2.Checkpoint(
             note=output.checkpoint.note,
             size=output.checkpoint.size,
