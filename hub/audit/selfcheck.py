@@ -76,6 +76,7 @@ class AuditSelfCheck:
         quorum: int = 0,
         interval: float = DEFAULT_INTERVAL_SECONDS,
         full_every: float = DEFAULT_FULL_EVERY_SECONDS,
+        first_full_after: float = 0.0,
         on_failure: Callable[[Failure], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -88,7 +89,12 @@ class AuditSelfCheck:
         self._on_failure = on_failure
         self._clock = clock
         self._anchor: Checkpoint | None = None
-        self._last_full: float | None = None
+        # The first full pass runs ``first_full_after`` seconds after the first round (at
+        # once by default); workers of one hub stagger theirs so they do not all read the
+        # whole log at the same moment.
+        self._last_full: float | None = (
+            clock() - full_every + first_full_after if first_full_after > 0 else None
+        )
         self.failure: Failure | None = None
         self._stopping = asyncio.Event()
 

@@ -223,11 +223,13 @@ def _supervise(
         os.environ.pop(systemd.NOTIFY_SOCKET_ENV, None)
         try:
             # Every worker checks the log it serves; slot 0 alone submits to the witnesses
-            # (hub.grpc.server.AuditWatch says why).
+            # (hub.grpc.server.AuditWatch says why). Their full passes are spread over the
+            # interval, so N workers do not all read the whole log at once.
+            stagger = slot * watch.full_every / config.workers
             return _serve(
                 config,
                 tls,
-                dataclasses.replace(watch, submit=slot == 0),
+                dataclasses.replace(watch, submit=slot == 0, first_full_after=stagger),
                 on_serving=lambda _port: notify_ready(ready_fd, slot),
                 keep_going=lambda: parent_alive(parent),
             )

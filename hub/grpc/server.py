@@ -101,6 +101,8 @@ class AuditWatch:
     submit: bool = True
     interval: float = DEFAULT_INTERVAL_SECONDS
     full_every: float = DEFAULT_FULL_EVERY_SECONDS
+    # Seconds before this process's first full pass (0: at once); see certhub serve.
+    first_full_after: float = 0.0
 
     @property
     def required(self) -> int:
@@ -285,6 +287,7 @@ def _watch_audit_log(running: RunningServer, checker: HealthChecker, watch: Audi
             quorum=watch.required if witnesses else 0,
             interval=watch.interval,
             full_every=watch.full_every,
+            first_full_after=watch.first_full_after,
             on_failure=on_failure,
         )
         running.tasks.append(

@@ -140,3 +140,22 @@ def test_run_stops(running_hub: RunningHub, interval: float) -> None:
         await asyncio.wait_for(task, 5)
 
     asyncio.run(scenario())
+
+
+def test_a_staggered_first_full_pass_waits_its_turn(running_hub: RunningHub) -> None:
+    # certhub serve --workers N spreads the workers' full passes over the interval: worker
+    # s runs its first one s x interval / N after it starts.
+    grow(running_hub, 100, 0)
+    change_leaf(running_hub, 10)  # an old entry: only a full pass finds it
+    now = [1000.0]
+    check, failures = checker(
+        running_hub, full_every=600.0, first_full_after=300.0, clock=lambda: now[0]
+    )
+    assert asyncio.run(check.tick()) is None  # the incremental round takes the anchor
+    now[0] += 299.0
+    assert asyncio.run(check.tick()) is None
+    now[0] += 1.0
+    failure = asyncio.run(check.tick())
+    assert failure is not None
+    assert failure.index == 10
+    assert failures == [failure]
