@@ -141,11 +141,19 @@ class Casework:
         holder: str | None = None,
         roles: frozenset[Role] = CONSOLE_ROLES,
     ) -> NoReturn:
-        """Audit a console query refused for its input (after the role check), then raise."""
-        error.audit_index = await self.console_view(
-            caller, what, holder=holder, roles=roles, outcome=error.status_name
+        """Audit a console query refused for its input (after the role check), then raise.
+        Within the caller's refusal budget, like every refusal (hub.audit.budget)."""
+        if caller.role not in roles:
+            await self.console_view(caller, what, holder=holder, roles=roles)  # refuses
+        entry = AuditRecord(
+            time=self.hub.clock(),
+            principal=caller.name,
+            action=Action.CONSOLE,
+            outcome=error.status_name,
+            holder_commitment=holder,
+            method=what,
         )
-        raise error
+        raise await self.hub.audit_refusal(entry, error)
 
     async def _refuse(self, entry: AuditRecord, error: HubError) -> NoReturn:
         raise await self.hub.audit_refusal(entry, error)

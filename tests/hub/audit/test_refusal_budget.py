@@ -18,8 +18,10 @@ from support.probes import refused
 
 from certhub.v1 import audit_pb2
 from hub.audit.budget import REFUSAL_BURST, REFUSAL_RATE_PER_SECOND, RefusalBudget
+from hub.casework import Casework
 from hub.client import HubClient, HubClientError
 from hub.demo.world import DemoWorld
+from hub.errors import HubError, InvalidArgument
 from hub.observability.metrics import metrics
 from hub.store.engine import session_scope
 from hub.store.models import AuditEntry
@@ -141,3 +143,22 @@ def test_the_default_budget_is_documented() -> None:
     assert "REFUSAL_RATE_PER_SECOND" in text
     assert f"{REFUSAL_BURST:,}" in text
     assert f"{REFUSAL_RATE_PER_SECOND:g} a second" in text
+
+
+def test_console_refusals_share_the_budget(running_hub: RunningHub) -> None:
+    running_hub.hub.refusals = RefusalBudget(burst=2, rate_per_second=RATE, clock=Clock())
+    work = Casework(running_hub.hub)
+    auditor = running_hub.hub.registry().principals[AUDITOR]
+    start = entries(running_hub)
+    reasons = []
+    for _ in range(5):
+        with pytest.raises(HubError) as caught:
+            running_hub.run(
+                work.console_refuse(
+                    auditor, "/audit?since=yesterday", InvalidArgument("bad since", reason="BAD")
+                )
+            )
+        reasons.append(caught.value.reason)
+    assert reasons == ["BAD", "BAD", "REFUSALS_RATE_LIMITED", "REFUSALS_RATE_LIMITED",
+                       "REFUSALS_RATE_LIMITED"]  # fmt: skip
+    assert entries(running_hub) == start + 3
