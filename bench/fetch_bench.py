@@ -15,7 +15,7 @@ a client could verify every envelope. Every fetch is audited (one group-committe
 
     PYTHONPATH=. /work/venv/bin/python bench/fetch_bench.py \
         --db postgresql+psycopg://postgres@127.0.0.1:5432/test \
-        --redis redis://127.0.0.1:6379/0 [--scale 711100] [--big 1000000]
+        --redis redis://127.0.0.1:6379/0 [--scale 711100] [--big 1000000] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import multiprocessing as mp
 import os
 import queue
 import random
+import re
 import signal
 import socket
 import statistics
@@ -214,6 +215,8 @@ class Server:
 
     def __init__(self, argv: list[str], *, marker: str, count: int, log: Path) -> None:
         self._log = log.open("w")
+        # One pipe for both streams: the ready banner may be on either, and the rest of the
+        # output is copied to the log so a full pipe never blocks the server.
         self.process = subprocess.Popen(
             argv,
             cwd=REPO,
@@ -239,6 +242,25 @@ class Server:
         if not ready.wait(START_TIMEOUT) or self.process.poll() is not None:
             self.stop()
             raise RuntimeError(f"{argv[:4]} did not start; see {log}")
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU of the server and its workers so far."""
+        ticks = 0
+        for pid in {self.process.pid, *self.workers()}:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+            except FileNotFoundError:
+                continue
+            # utime and stime are the 14th and 15th fields of proc(5); [2] is the 3rd.
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def workers(self) -> list[int]:
+        """The server's worker processes (its children), or itself when it has none."""
+        found = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        return [int(pid) for pid in found] or [self.process.pid]
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -305,6 +327,7 @@ def _caller(spec: LoadSpec, index: int, start: Any, out: list[Any]) -> None:
     i = spec.offset + index
     latencies: list[float] = []
     size = 0
+    total = 0
     grpc.channel_ready_future(channel).result(timeout=30)
     start.wait()  # every caller of every process connected: the clock starts together
     measure_from = time.perf_counter() + spec.warmup
@@ -315,13 +338,14 @@ def _caller(spec: LoadSpec, index: int, start: Any, out: list[Any]) -> None:
         began = time.perf_counter()
         reply = call(request, timeout=30)
         ended = time.perf_counter()
+        total += 1
         if ended > until:
             break
         if began >= measure_from:
             latencies.append(ended - began)
             size = len(reply)
     channel.close()
-    out.append((latencies, size))
+    out.append((latencies, size, total))
 
 
 def _client_process(spec: LoadSpec, start: Any, results: Any) -> None:
@@ -344,6 +368,9 @@ class Figures:
     p99_ms: float
     calls: int
     reply_bytes: int
+    # CPU seconds the server's processes spent per call answered (warm-up included), in us:
+    # unlike req/s it hardly depends on what else the shared machine is running.
+    server_cpu_us: float | None = None
 
 
 def run_load(
@@ -359,8 +386,10 @@ def run_load(
     duration: float,
     shuffle: bool = False,
     one_pass: bool = False,
+    server: Server | None = None,
 ) -> Figures:
     """``concurrency`` sequential callers in ``processes`` spawned processes."""
+    cpu_before = server.cpu_seconds() if server else 0.0
     ctx = mp.get_context("spawn")  # a fresh interpreter: no gRPC state from this process
     results = ctx.Queue()
     per = [concurrency // processes + (p < concurrency % processes) for p in range(processes)]
@@ -389,11 +418,13 @@ def run_load(
         procs.append(p)
     latencies: list[float] = []
     size = 0
+    answered = 0
     for _ in procs:
         try:
-            for lat, reply in results.get(timeout=warmup + duration + 120):
+            for lat, reply, total in results.get(timeout=warmup + duration + 120):
                 latencies += lat
                 size = max(size, reply)
+                answered += total
         except queue.Empty:
             raise RuntimeError(f"{name}: a client process gave no answer") from None
     for p in procs:
@@ -406,11 +437,89 @@ def run_load(
         p99_ms=1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
         calls=len(latencies),
         reply_bytes=size,
+        server_cpu_us=(
+            1e6 * (server.cpu_seconds() - cpu_before) / max(answered, 1) if server else None
+        ),
     )
+    cpu = f", server CPU {figures.server_cpu_us:.0f} us/call" if server else ""
     _say(
         f"  {name:<28} {figures.rps:8.0f} req/s  p50 {figures.p50_ms:6.2f} ms  "
-        f"p99 {figures.p99_ms:6.2f} ms  ({figures.calls} calls, reply {size} B)"
+        f"p99 {figures.p99_ms:6.2f} ms  ({figures.calls} calls, reply {size} B{cpu})"
     )
+    return figures
+
+
+# --- profile --------------------------------------------------------------------------
+
+# Samples per second per process: enough for a stable top-20 over a 13 s run, low enough
+# that py-spy's own reading of the stacks stays a few percent of one core.
+PROFILE_RATE = 200
+# Frames of these packages count as the hub's own code in the inclusive summary.
+OWN_CODE = re.compile(r"\((?:[^()]*/)?(hub|cache|signing)/[^()]*\)$")
+
+
+PY_SPY = Path(sys.executable).with_name("py-spy")  # installed with the dev extras
+
+
+class Profile:
+    """py-spy on every worker of a server while a load runs: one raw (collapsed) stack file
+    per worker in ``directory``, summarised by ``summarise``."""
+
+    def __init__(self, server: Server, directory: Path, label: str, seconds: float) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.files: list[Path] = []
+        self._spies: list[subprocess.Popen[bytes]] = []
+        for pid in server.workers():
+            out = directory / f"{label}-{pid}.txt"
+            self.files.append(out)
+            argv = [str(PY_SPY), "record", "--pid", str(pid), "--format", "raw", "--rate",
+                    str(PROFILE_RATE), "--duration", str(int(seconds)), "--nonblocking",
+                    "--output", str(out)]  # fmt: skip
+            self._spies.append(
+                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+
+    def summarise(self, top: int = 25) -> str:
+        for spy in self._spies:
+            spy.wait(timeout=120)
+        own: dict[str, int] = {}
+        inclusive: dict[str, int] = {}
+        total = 0
+        for path in self.files:
+            if not path.exists():
+                continue
+            for line in path.read_text().splitlines():
+                stack, _, count_text = line.rpartition(" ")
+                if not count_text.isdigit():
+                    continue  # a frame name that spans lines (py-spy quotes source text)
+                count = int(count_text)
+                frames = stack.split(";")
+                total += count
+                own[frames[-1]] = own.get(frames[-1], 0) + count
+                for frame in set(frames):
+                    if OWN_CODE.search(frame):
+                        inclusive[frame] = inclusive.get(frame, 0) + count
+        if not total:
+            return "    (no samples: is py-spy allowed to ptrace here?)"
+        lines = [f"    {total:,} samples; own time:"]
+        for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+            lines.append(f"      {100 * n / total:5.1f}%  {frame}")
+        lines.append("    inclusive time in the hub's own code:")
+        for frame, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+            lines.append(f"      {100 * n / total:5.1f}%  {frame}")
+        return "\n".join(lines)
+
+
+def profiled_load(
+    server: Server, args: argparse.Namespace, label: str, name: str, **load: Any
+) -> Figures:
+    if args.profile is None:
+        return run_load(name, server=server, **load)
+    # Spawned clients take a few seconds to connect: the window covers warm-up and run.
+    seconds = load["warmup"] + load["duration"] + 5
+    profile = Profile(server, args.profile, label, seconds)
+    figures = run_load(name, server=server, **load)
+    _say(profile.summarise())
     return figures
 
 
@@ -454,15 +563,16 @@ def throughput(args: argparse.Namespace, world: DemoWorld, work: Path) -> dict[s
             # Every hot holder fetched once before the clock starts: the cache is warm.
             run_load("(warming: each holder once)", address=address, method=FETCH_METHOD,
                      one_pass=True, **{**load, "warmup": 0.0})  # fmt: skip
-            out["warm"] = run_load("fetch, warm cache (Redis)", address=address,
-                                   method=FETCH_METHOD, **load)  # fmt: skip
+            out["warm"] = profiled_load(hub, args, "warm", "fetch, warm cache (Redis)",
+                                        address=address, method=FETCH_METHOD, **load)  # fmt: skip
         finally:
             hub.stop()
         port = _free_port()
         hub = start_hub(dep, port, args.workers, "--no-cache", log=work / "hub-nocache.log")
         try:
-            out["off"] = run_load("fetch, cache off (PostgreSQL)", address=f"127.0.0.1:{port}",
-                                  method=FETCH_METHOD, **load)  # fmt: skip
+            out["off"] = profiled_load(hub, args, "off", "fetch, cache off (PostgreSQL)",
+                                       address=f"127.0.0.1:{port}", method=FETCH_METHOD,
+                                       **load)  # fmt: skip
         finally:
             hub.stop()
         # The baseline is the faster of an empty synchronous and an empty grpc.aio server.
@@ -473,7 +583,8 @@ def throughput(args: argparse.Namespace, world: DemoWorld, work: Path) -> dict[s
             try:
                 out[f"echo-{kind}"] = run_load(f"echo (empty {kind} gRPC server)",
                                                address=f"127.0.0.1:{port}",
-                                               method=ECHO_METHOD, **load)  # fmt: skip
+                                               method=ECHO_METHOD, server=echo,
+                                               **load)  # fmt: skip
             finally:
                 echo.stop()
         out["echo"] = max(out["echo-sync"], out["echo-aio"], key=lambda f: f.rps)
@@ -523,6 +634,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--skip-scale", action="store_true", help="no 10k-vs-1M comparison")
     parser.add_argument("--keep", action="store_true", help="keep the bench databases")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy the hub's workers during the warm and cache-off runs "
+                             "(raw stacks in DIR, summary printed)")  # fmt: skip
     args = parser.parse_args(argv)
 
     world = build_world()
@@ -565,6 +679,11 @@ def _report(f: dict[str, Figures], args: argparse.Namespace) -> None:
             else:
                 line += f", p99 {p99_ratio:5.2f}x echo"
             _say(line)
+        for key, label in (("echo-sync", "echo sync"), ("echo-aio", "echo aio"),
+                           ("warm", "warm cache"), ("off", "cache off")):  # fmt: skip
+            cpu = f[key].server_cpu_us
+            if cpu is not None:
+                _say(f"  server CPU per call, {label:<10} {cpu:7.0f} us")
     if "small" in f and "big" in f:
         ratio = f["big"].p50_ms / f["small"].p50_ms
         ok = "met" if ratio <= 1.2 else "MISSED"
