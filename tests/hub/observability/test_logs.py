@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -18,7 +19,10 @@ from hub.client import InvalidArgumentError
 from hub.demo.world import DemoWorld, citizen
 from hub.observability.logs import (
     ACCESS_LOGGER,
+    LOG_BATCH_LINES,
+    LOG_FLUSH_SECONDS,
     REDACTED,
+    BatchingStreamHandler,
     JsonFormatter,
     TextFormatter,
     configure_logging,
@@ -111,13 +115,45 @@ def test_json_line_says_which_service_host_process_and_worker_wrote_it() -> None
     assert (here["service"], here["pid"], here["worker"]) == ("certhub", os.getpid(), 0)
 
 
+def _record(level: int, msg: str) -> logging.LogRecord:
+    return logging.LogRecord("certhub.t", level, __file__, 1, msg, None, None)
+
+
+def test_batching_handler_holds_info_lines_briefly_and_writes_a_warning_at_once() -> None:
+    stream = io.StringIO()
+    handler = BatchingStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    try:
+        handler.handle(_record(logging.INFO, "one"))
+        handler.handle(_record(logging.INFO, "two"))
+        assert stream.getvalue() == ""  # held: one write for many access lines
+        # A warning goes out at once, after the lines logged before it.
+        handler.handle(_record(logging.WARNING, "three"))
+        assert stream.getvalue().splitlines() == ["one", "two", "three"]
+        # A held line is written by the timer without another record to push it out.
+        handler.handle(_record(logging.INFO, "four"))
+        deadline = time.monotonic() + 10 * LOG_FLUSH_SECONDS
+        while "four" not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stream.getvalue().splitlines()[-1] == "four"
+        # A burst is written every LOG_BATCH_LINES lines, not held for the timer.
+        for n in range(LOG_BATCH_LINES):
+            handler.handle(_record(logging.INFO, f"burst {n}"))
+        assert stream.getvalue().splitlines()[-1] == f"burst {LOG_BATCH_LINES - 1}"
+        handler.handle(_record(logging.INFO, "last"))
+    finally:
+        handler.close()  # logging.shutdown's path: what is held is written
+    assert stream.getvalue().splitlines()[-1] == "last"
+
+
 def test_text_format_and_configure_logging_write_one_line_per_record() -> None:
     stream = io.StringIO()
     root = logging.getLogger()
     saved = (list(root.handlers), root.level, logging.getLogger(ACCESS_LOGGER).level)
     try:
-        configure_logging(log_format="json", stream=stream)
+        handler = configure_logging(log_format="json", stream=stream)
         logging.getLogger("certhub.t").info("holder %s", "91350100M000100Y43", extra={"n": 1})
+        handler.flush()
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
