@@ -4,6 +4,7 @@ Knows nothing of gRPC or SQL. See ``cache.port`` for the invalidation scheme.
 """
 
 from cache.memory import MemoryCache
+from cache.near import NearCache
 from cache.port import Cache, GenerationalCache, Namespace
 from cache.ratelimit import (
     Decision,
@@ -21,6 +22,7 @@ __all__ = [
     "MemoryCache",
     "MemoryRateLimiter",
     "Namespace",
+    "NearCache",
     "RateLimit",
     "RateLimiter",
     "RedisCache",

@@ -7,6 +7,11 @@ What is cached, and where:
   hub is one process, and not at all when several processes have no shared Redis: an
   in-process cache cannot see another process's invalidation, so a revocation served by
   worker A would leave worker B showing the certificate as VALID;
+* in front of Redis, each process keeps the holder views it read for a while
+  (``cache.NearCache``): a repeat fetch of a holder costs no Redis round trip. It cannot
+  see other processes' invalidations, and need not: every cached view is checked against
+  the holder's version in the fetch's group commit, and a superseded one is dropped and
+  read again (``hub.services.freshness``);
 * the registry and its parsed public keys: in each process (``RegistrySource``), re-checked
   against the database every ``RELOAD_INTERVAL_SECONDS``. It is small, read on every call
   and changes rarely, so a Redis round trip would cost more than it saves.
@@ -29,6 +34,7 @@ from cache import (
     RedisCache,
     RedisRateLimiter,
 )
+from cache.near import NearCache
 from cache.port import Cache
 from hub.app import HolderCache, NoCache
 
@@ -59,6 +65,15 @@ HOLDER_SCHEMA_VERSION = 4
 HOLDER_CACHE_TTL_SECONDS = 120.0
 
 
+# Holder views each process keeps in front of Redis. A window fetches one applicant a few
+# times per case within minutes; 10,000 holders cover the cases in progress at every window
+# of a district (3,458 items, a few thousand cases a day) with views of a few KiB each.
+NEAR_CACHE_HOLDERS = 10_000
+# ... and at most this many bytes of them per process (a few holders with many large
+# envelopes must not grow a worker past the size a small VM gives it).
+NEAR_CACHE_BYTES = 64 * 1024 * 1024
+
+
 def holder_scope(commitment: str) -> str:
     """The cache scope of one holder: the commitment, never the raw ID, reaches Redis."""
     return f"holder:{commitment}"
@@ -73,13 +88,22 @@ class HolderScopes:
     backend (0 in-process).
     """
 
-    def __init__(self, *, generational: GenerationalCache, backend: Cache, kind: str) -> None:
+    def __init__(
+        self,
+        *,
+        generational: GenerationalCache,
+        backend: Cache,
+        kind: str,
+        near: NearCache | None = None,
+    ) -> None:
         self._generational = generational
         self.backend = backend
         self.kind = kind
+        self._near = near
         self._lock = threading.Lock()
         self.reads = 0
         self.loads = 0
+        self.near_hits = 0
         self.lost_invalidations = 0
 
     @property
@@ -103,9 +127,20 @@ class HolderScopes:
 
         with self._lock:
             self.reads += 1
-        return await self._generational.read_through_async(holder_scope(scope), counted)
+        if self._near is not None:
+            near = self._near.get(scope)
+            if near is not None:
+                with self._lock:
+                    self.near_hits += 1
+                return near
+        value = await self._generational.read_through_async(holder_scope(scope), counted)
+        if self._near is not None:
+            self._near.put(scope, value)
+        return value
 
     async def invalidate(self, scopes: Sequence[str]) -> bool:
+        if self._near is not None:
+            self._near.discard(list(scopes))
         done = await self._generational.invalidate_async([holder_scope(s) for s in scopes])
         if not done:
             with self._lock:
@@ -174,7 +209,14 @@ def build_holder_cache(
         namespace=Namespace(prefix=prefix, schema_version=HOLDER_SCHEMA_VERSION),
         ttl_seconds=HOLDER_CACHE_TTL_SECONDS,
     )
-    return HolderScopes(generational=generational, backend=backend, kind=choice.kind)
+    near = None
+    if choice.kind == "redis":
+        near = NearCache(
+            max_entries=NEAR_CACHE_HOLDERS,
+            max_bytes=NEAR_CACHE_BYTES,
+            ttl_seconds=HOLDER_CACHE_TTL_SECONDS,
+        )
+    return HolderScopes(generational=generational, backend=backend, kind=choice.kind, near=near)
 
 
 # Worker counts whose per-process rate limits were already warned about (see _announced).

@@ -144,6 +144,32 @@ def test_revocation_through_a_worker_cut_off_from_redis_is_never_served_valid(
     pair.relay.restore()
 
 
+def test_another_workers_revocation_is_caught_in_the_near_cache_once(
+    pair: Pair, engine: Engine
+) -> None:
+    """Each worker keeps the views it read in its own near cache, which no invalidation from
+    another worker reaches: B's VALID view there is caught by the check, dropped, and B's
+    next fetches read the revoked state without another stale entry."""
+    company = enterprise(63)
+    cid = pair.push(pair.a, company, serial=1)
+    assert pair.fetch(pair.b, company)[0] == ["VALID"]
+    near_hits = _cached(pair.b).near_hits
+    assert pair.fetch(pair.b, company)[0] == ["VALID"]
+    assert _cached(pair.b).near_hits == near_hits + 1, "a repeat read costs no Redis trip"
+
+    pair.revoke(pair.a, cid)  # A invalidates Redis; B's near cache cannot know
+    assert _cached(pair.a).lost_invalidations == 0
+    first = pair.fetch(pair.b, company)
+    assert first[0] == ["REVOKED"]
+    for _ in range(3):
+        assert pair.fetch(pair.b, company)[0] == ["REVOKED"]
+    with engine.connect() as conn:
+        outcomes = conn.execute(
+            select(AuditEntry.outcome).where(AuditEntry.idx >= first[1] - 1)
+        ).scalars()
+        assert list(outcomes).count(STALE_VIEW) == 1
+
+
 def test_a_push_through_a_cut_off_worker_is_seen_at_once(pair: Pair) -> None:
     company = enterprise(62)
     pair.push(pair.a, company, serial=1)
