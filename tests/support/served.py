@@ -59,6 +59,10 @@ class Deployment:
     engine: Engine
 
 
+# Serialises issuing client certificates (see ServedHub.client).
+_ISSUING = threading.Lock()
+
+
 @dataclass
 class ServedHub:
     """`certhub serve --workers N` running as a child of the test."""
@@ -73,7 +77,11 @@ class ServedHub:
         return PkiPaths(self.data_dir)
 
     def client(self, principal: str) -> HubClient:
-        cert, key = issue_client_certificate(self.pki, principal)
+        # Issued once per principal: threads issuing at once rewrote the same key and
+        # certificate files under each other, and a client read one's key with the other's
+        # certificate ("Failed to create security handshaker", a flaky drain test).
+        with _ISSUING:
+            cert, key = issue_client_certificate(self.pki, principal)
         return HubClient.connect(self.address, ClientTLS(ca=self.pki.ca_cert, cert=cert, key=key))
 
     def worker_pids(self) -> set[int]:
