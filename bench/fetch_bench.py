@@ -465,7 +465,9 @@ class Profile:
     """py-spy on every worker of a server while a load runs: one raw (collapsed) stack file
     per worker in ``directory``, summarised by ``summarise``."""
 
-    def __init__(self, server: Server, directory: Path, label: str, seconds: float) -> None:
+    def __init__(
+        self, server: Server, directory: Path, label: str, seconds: float, *, native: bool
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.files: list[Path] = []
         self._spies: list[subprocess.Popen[bytes]] = []
@@ -474,7 +476,7 @@ class Profile:
             self.files.append(out)
             argv = [str(PY_SPY), "record", "--pid", str(pid), "--format", "raw", "--rate",
                     str(PROFILE_RATE), "--duration", str(int(seconds)), "--nonblocking",
-                    "--output", str(out)]  # fmt: skip
+                    "--output", str(out), *(["--native"] if native else [])]  # fmt: skip
             self._spies.append(
                 subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             )
@@ -517,7 +519,7 @@ def profiled_load(
         return run_load(name, server=server, **load)
     # Spawned clients take a few seconds to connect: the window covers warm-up and run.
     seconds = load["warmup"] + load["duration"] + 5
-    profile = Profile(server, args.profile, label, seconds)
+    profile = Profile(server, args.profile, label, seconds, native=args.native)
     figures = run_load(name, server=server, **load)
     _say(profile.summarise())
     return figures
@@ -637,6 +639,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy the hub's workers during the warm and cache-off runs "
                              "(raw stacks in DIR, summary printed)")  # fmt: skip
+    parser.add_argument("--native", action="store_true",
+                        help="with --profile: native frames too (grpc's Cython core, "
+                             "protobuf), at a higher sampling cost")  # fmt: skip
     args = parser.parse_args(argv)
 
     world = build_world()
