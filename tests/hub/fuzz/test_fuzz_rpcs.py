@@ -233,16 +233,6 @@ def fz(
             fuzzed.close()
 
 
-@pytest.fixture(scope="module")
-def audit_registered(fz: Fuzzed) -> bool:
-    stub = audit_pb2_grpc.AuditServiceStub(fz.client(AUDITOR).channel)
-    try:
-        stub.GetCheckpoint(audit_pb2.GetCheckpointRequest(), timeout=10)
-    except grpc.RpcError as error:
-        return error.code() is not grpc.StatusCode.UNIMPLEMENTED
-    return True
-
-
 # --- IngestService ------------------------------------------------------------------------------
 
 
@@ -486,7 +476,6 @@ def test_directory_hostile(fz: Fuzzed, code: str, kind: int, item: str) -> None:
 )
 def test_audit_hostile(
     fz: Fuzzed,
-    audit_registered: bool,
     holder: common_pb2.Holder | None,
     principal: str,
     action: str,
@@ -500,8 +489,6 @@ def test_audit_hostile(
     start: int,
     end: int,
 ) -> None:
-    if not audit_registered:
-        pytest.skip("TODO(audit issue): AuditService is not registered by build_server yet")
     client = fz.client(AUDITOR)
     stub = audit_pb2_grpc.AuditServiceStub(client.channel)
     query = audit_pb2.AuditQuery(
@@ -656,12 +643,8 @@ def _string_field_with_bad_utf8(number: int) -> bytes:
         st.integers(1, 8).map(_string_field_with_bad_utf8),
     ),
 )
-def test_raw_wire_bytes(
-    fz: Fuzzed, audit_registered: bool, target: tuple[str, str, set[str]], data: bytes
-) -> None:
+def test_raw_wire_bytes(fz: Fuzzed, target: tuple[str, str, set[str]], data: bytes) -> None:
     principal, method, codes = target
-    if "AuditService" in method and not audit_registered:
-        return
     fz.answer(codes, fz.raw(principal, method, data))
 
 

@@ -150,18 +150,6 @@ def shared_hub(
         yield running
 
 
-@pytest.fixture(scope="module")
-def audit_service_registered(shared_hub: RunningHub) -> bool:
-    with shared_hub.client(CALLERS["auditor"]) as client:
-        stub = audit_pb2_grpc.AuditServiceStub(client.channel)
-        try:
-            stub.GetCheckpoint(audit_pb2.GetCheckpointRequest(), timeout=10)
-        except grpc.RpcError as error:
-            if error.code() is grpc.StatusCode.UNIMPLEMENTED:
-                return False
-    return True
-
-
 class Scene:
     """Builds each row's resources, then makes the row's one call as its caller."""
 
@@ -376,11 +364,7 @@ def _stream_one(client: HubClient, envelope: bytes) -> ingest_pb2.PushResult:
 
 
 @pytest.mark.parametrize("row", MATRIX, ids=[r.id for r in MATRIX])
-def test_authorization_matrix(
-    row: Row, shared_hub: RunningHub, world: DemoWorld, audit_service_registered: bool
-) -> None:
-    if row.method in AUDIT and not audit_service_registered:
-        pytest.skip("TODO(audit issue): AuditService is not registered by build_server yet")
+def test_authorization_matrix(row: Row, shared_hub: RunningHub, world: DemoWorld) -> None:
     scene = Scene(shared_hub, world)
     call = scene.call(row)
     principal = CALLERS[row.role]
