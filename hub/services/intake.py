@@ -29,7 +29,7 @@ from hub.observability.metrics import metrics
 from hub.registry import Principal, Registry, Role, ServiceItem
 from hub.services import freshness
 from hub.services.ingest import read_envelope, require_role
-from hub.store.models import Attachment, Case, Certificate, Revocation
+from hub.store.models import Attachment, Case, Certificate, HolderState, Revocation
 from signing import CERTIFICATE_PAYLOAD_TYPE, verify_envelope
 
 log = logging.getLogger("certhub.intake")
@@ -296,15 +296,27 @@ def load_holder(conn: Connection, holder_key: str) -> list[StoredCertificate]:
 
 @dataclass(frozen=True, slots=True)
 class HolderView:
-    """A holder's certificates and the ``holder_states`` counter read just before them."""
+    """A holder's certificates and the ``holder_states`` counter read in the same snapshot."""
 
     version: int
     certificates: list[StoredCertificate]
 
 
+# The fetch query with the holder's counter as one more column: one statement, so one
+# snapshot and one round trip on a cache miss (reading the counter first, as its own
+# statement, was 8% of a cache-off hub's busy CPU, more than the certificates' query).
+_VIEW_QUERY = _HOLDER_QUERY.add_columns(
+    select(HolderState.version)
+    .where(HolderState.holder_key == bindparam("holder_key"))
+    .scalar_subquery()
+)
+
+
 def load_holder_view(conn: Connection, holder_key: str) -> HolderView:
-    version = freshness.read_version(conn, holder_key)
-    return HolderView(version, load_holder(conn, holder_key))
+    rows = conn.execute(_VIEW_QUERY, {"holder_key": holder_key}).all()
+    if not rows:  # nothing to carry the counter: read it alone (a holder with no certificates)
+        return HolderView(freshness.read_version(conn, holder_key), [])
+    return HolderView(int(rows[0][-1] or 0), [_stored(row[:-1]) for row in rows])
 
 
 def select_for_item(

@@ -160,6 +160,23 @@ def test_warm_fetch_reads_no_certificate_rows(deployment: Deployment, engine: En
     assert _cache(deployment).hits >= 1
 
 
+def test_a_cold_fetch_reads_the_view_in_one_statement(
+    deployment: Deployment, engine: Engine
+) -> None:
+    """The holder's counter comes with its certificates: one snapshot, one round trip."""
+    company = enterprise(14)
+    deployment.push(company, serial=1)
+    # Invalidated, as a push does: the next fetch reads the database.
+    commitment = deployment.hub.commitment(company.holder.key())
+    deployment.loop.run(deployment.hub.cache.invalidate([commitment]))
+    with _statements(engine) as seen:
+        assert deployment.statuses(company) == ["VALID"]
+    reads = [s for s in seen if _reads_certificates(s)]
+    assert len(reads) == 1
+    assert "holder_states" in reads[0]
+    assert [s for s in seen if " ".join(s.split()).upper().startswith("SELECT HOLDER_STATES")] == []
+
+
 def test_a_case_first_unserved_then_served_is_counted_served(
     deployment: Deployment, engine: Engine
 ) -> None:
