@@ -27,8 +27,8 @@ from hub.audit.entry import OK, Action, AuditRecord, holder_commitment
 from hub.audit.log import AuditLog, AuditLogKeys
 from hub.errors import HubError, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
 from hub.observability.metrics import metrics
-from hub.registry import Principal, Registry, Role, ServiceItem
-from hub.services import consent, directory, freshness, ingest, intake
+from hub.registry import CertificateType, Department, Principal, Registry, Role, ServiceItem
+from hub.services import consent, directory, freshness, ingest, intake, stats
 from hub.services.registry_store import RegistrySource
 from hub.store.engine import read_scope, session_scope
 from signing import Algorithm, PrivateKey
@@ -40,6 +40,10 @@ T = TypeVar("T")
 # The outcome of a fetch's audit entry whose cached view turned out superseded in its group
 # commit: nothing was answered from it; the fetch's retry from the database has its own entry.
 STALE_VIEW = "stale-view-retried"
+
+# The method of a refused DirectoryService lookup's entry: the RPC, as the edge's refusals
+# (authentication, rate limit) write it.
+_DIRECTORY_SERVICE = "/certhub.v1.DirectoryService/"
 
 # Certificates' dates are Chinese civil dates: "today" is taken in China Standard Time.
 SERVICE_TIMEZONE = dt.timezone(dt.timedelta(hours=8), "CST")
@@ -521,10 +525,72 @@ class Hub:
         return VerifyOutput(result, committed.audit_index)
 
     # --- directory ----------------------------------------------------------------------
+    # Lookups any principal may make. Their answers are registry data every window already
+    # has, so only refusals are logged: like every refusal (within the caller's budget), as
+    # action ``refused`` with the RPC as method and the asked-for code in ``service_item``
+    # (redacted by the entry if ID-shaped, hub.audit.redact).
+
+    async def issuer_departments(self, caller: Principal, department_code: str) -> list[Department]:
+        registry = self.registry()
+        return await self._looked_up(
+            caller,
+            "ListIssuerKeys",
+            lambda: directory.issuer_departments(registry, department_code),
+        )
+
+    async def certificate_types(self, caller: Principal, kind: str) -> list[CertificateType]:
+        registry = self.registry()
+        return await self._looked_up(
+            caller, "ListCertificateTypes", lambda: directory.certificate_types(registry, kind)
+        )
+
+    async def service_item(self, caller: Principal, code: str) -> ServiceItem:
+        registry = self.registry()
+        return await self._looked_up(
+            caller,
+            "GetServiceItem",
+            lambda: directory.service_item(registry, code),
+            service_item_code=code,
+        )
+
+    async def period_stats(self, caller: Principal, request: stats.StatsInput) -> stats.PeriodStats:
+        """The KPIs over a period; a bad period or breakdown is refused and audited. The read
+        has a synchronous session: in the loop's thread pool."""
+        query = await self._looked_up(
+            caller,
+            "GetStats",
+            lambda: stats.parse_query(request.since, request.until, request.by),
+        )
+        return await asyncio.to_thread(self.period_stats_now, query)
+
+    def period_stats_now(self, query: stats.StatsQuery) -> stats.PeriodStats:
+        with session_scope(self.sessions) as session:
+            return stats.compute(session, self.registry(), query, now=self.clock())
 
     def stats(self) -> directory.Stats:
         with session_scope(self.sessions) as session:
             return directory.compute_stats(session, self.registry())
+
+    async def _looked_up(
+        self,
+        caller: Principal,
+        rpc: str,
+        lookup: Callable[[], T],
+        *,
+        service_item_code: str | None = None,
+    ) -> T:
+        try:
+            return lookup()
+        except HubError as error:
+            entry = AuditRecord(
+                time=self.clock(),
+                principal=caller.name,
+                action=Action.REFUSED,
+                outcome=error.status_name,
+                service_item_code=service_item_code,
+                method=_DIRECTORY_SERVICE + rpc,
+            )
+            raise await self._audited(entry, error) from None
 
     # --- internals ----------------------------------------------------------------------
 

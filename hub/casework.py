@@ -19,7 +19,6 @@ from hub.errors import HubError, PermissionDenied
 from hub.registry import Principal, Role
 from hub.services import cases, stats
 from hub.services.ingest import require_role
-from hub.store.engine import session_scope
 
 # Who may open the console: the people who keep and check the hub (DESIGN.md, users).
 CONSOLE_ROLES = frozenset({Role.OPERATOR, Role.AUDITOR})
@@ -97,8 +96,7 @@ class Casework:
         return await asyncio.to_thread(self.period_stats_now, query)
 
     def period_stats_now(self, query: stats.StatsQuery) -> stats.PeriodStats:
-        with session_scope(self.hub.sessions) as session:
-            return stats.compute(session, self.hub.registry(), query, now=self.hub.clock())
+        return self.hub.period_stats_now(query)
 
     async def console_view(
         self,

@@ -43,7 +43,9 @@ class Action(StrEnum):
     # A registry change the log must keep: a compromised key trusted again, forced by an
     # operator (`certhub registry apply --trust-again KEY_ID`, hub.services.registry_store).
     REGISTRY = "registry"
-    # A call refused before it could name what it wanted (e.g. no or unknown principal).
+    # A refused call that has no action of its own (no or unknown principal, over its rate
+    # limit, a DirectoryService lookup of something the registry does not hold); ``method``
+    # names the RPC.
     REFUSED = "refused"
 
 

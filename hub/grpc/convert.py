@@ -351,6 +351,7 @@ def _enum_name(value: int, names: dict[int, str], prefix: str) -> str:
 _CHANNELS = {int(v): k for k, v in intake_pb2.CaseChannel.items()}
 _SOURCES = {int(v): k for k, v in intake_pb2.MaterialSource.items()}
 _BREAKDOWNS = {int(v): k for k, v in directory_pb2.StatsBreakdown.items()}
+_KINDS = {int(v): k for k, v in common_pb2.CertificateKind.items()}
 
 
 def register_case_in(request: intake_pb2.RegisterCaseRequest) -> cases.RegisterInput:
@@ -377,9 +378,19 @@ def close_case_in(request: intake_pb2.CloseCaseRequest) -> cases.CloseInput:
     )
 
 
-def stats_query_in(request: directory_pb2.GetStatsRequest) -> stats.StatsQuery:
-    by = [_enum_name(b, _BREAKDOWNS, "STATS_BY_") for b in request.by]
-    return stats.parse_query(request.since, request.until, by)
+def stats_in(request: directory_pb2.GetStatsRequest) -> stats.StatsInput:
+    return stats.StatsInput(
+        since=request.since,
+        until=request.until,
+        by=tuple(_enum_name(b, _BREAKDOWNS, "STATS_BY_") for b in request.by),
+    )
+
+
+def kind_in(request: directory_pb2.ListCertificateTypesRequest) -> str:
+    """The kind's domain name ("LICENCE"), "" when unset, an unknown number as its digits."""
+    if request.kind == common_pb2.CERTIFICATE_KIND_UNSPECIFIED:
+        return ""
+    return _enum_name(request.kind, _KINDS, "")
 
 
 def period_stats_out(period: stats.PeriodStats, labels: dict[str, str]) -> directory_pb2.Stats:

@@ -21,8 +21,7 @@ from hub.app import Hub, PushOutput
 from hub.audit.entry import format_time
 from hub.casework import Casework
 from hub.citizen import CitizenDesk, RedeemInput
-from hub.domain.certificate import CertificateKind
-from hub.errors import HubError, InvalidArgument, NotFound
+from hub.errors import HubError
 from hub.grpc import convert
 from hub.grpc.interceptor import Context, current_principal
 from hub.services import intake
@@ -156,53 +155,33 @@ class IntakeServicer(intake_pb2_grpc.IntakeServiceServicer):
 class DirectoryServicer(directory_pb2_grpc.DirectoryServiceServicer):
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
-        self._cases = Casework(hub)
 
     async def ListIssuerKeys(  # noqa: N802
         self, request: directory_pb2.ListIssuerKeysRequest, context: Context
     ) -> directory_pb2.ListIssuerKeysResponse:
-        departments = self._hub.registry().departments
-        code = request.department_code
-        if code and code not in departments:
-            raise NotFound(f"department {code} is not in the registry", reason="UNKNOWN_DEPARTMENT")
-        chosen = [departments[code]] if code else [departments[c] for c in sorted(departments)]
-        return convert.issuer_keys_out(chosen)
+        departments = await self._hub.issuer_departments(
+            current_principal(), request.department_code
+        )
+        return convert.issuer_keys_out(departments)
 
     async def ListCertificateTypes(  # noqa: N802
         self, request: directory_pb2.ListCertificateTypesRequest, context: Context
     ) -> directory_pb2.ListCertificateTypesResponse:
-        kind = None
-        if request.kind:
-            names = {v: k for k, v in common_pb2.CertificateKind.items()}
-            if request.kind not in names:
-                raise InvalidArgument.field(
-                    "kind", f"unknown kind {request.kind}", reason="UNKNOWN_KIND"
-                )
-            kind = CertificateKind(names[request.kind])
-        types = self._hub.registry().types
+        types = await self._hub.certificate_types(current_principal(), convert.kind_in(request))
         return directory_pb2.ListCertificateTypesResponse(
-            types=[
-                convert.type_out(types[c])
-                for c in sorted(types)
-                if kind is None or types[c].kind is kind
-            ]
+            types=[convert.type_out(t) for t in types]
         )
 
     async def GetServiceItem(  # noqa: N802
         self, request: directory_pb2.GetServiceItemRequest, context: Context
     ) -> directory_pb2.ServiceItem:
-        item = self._hub.registry().service_items.get(request.code)
-        if item is None:
-            raise NotFound(
-                f"service item {request.code!r} is not in the registry",
-                reason="UNKNOWN_SERVICE_ITEM",
-            )
-        return convert.service_item_out(item)
+        return convert.service_item_out(
+            await self._hub.service_item(current_principal(), request.code)
+        )
 
     async def GetStats(  # noqa: N802
         self, request: directory_pb2.GetStatsRequest, context: Context
     ) -> directory_pb2.Stats:
-        query = convert.stats_query_in(request)
-        registry = self._hub.registry()
-        labels = {code: d.name for code, d in registry.departments.items()}
-        return convert.period_stats_out(await self._cases.period_stats(query), labels)
+        period = await self._hub.period_stats(current_principal(), convert.stats_in(request))
+        labels = {code: d.name for code, d in self._hub.registry().departments.items()}
+        return convert.period_stats_out(period, labels)

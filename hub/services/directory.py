@@ -1,4 +1,6 @@
-"""Registry data for any principal, and the KPIs a district publishes."""
+"""Registry data for any principal (DirectoryService's lookups), and the KPIs a district
+publishes. The lookups are rules over a registry snapshot: a code or kind the registry does
+not know is refused here, by name; ``Hub`` audits the refusal."""
 
 from __future__ import annotations
 
@@ -8,8 +10,44 @@ from dataclasses import dataclass
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from hub.registry import Registry
+from hub.domain.certificate import CertificateKind
+from hub.errors import InvalidArgument, NotFound
+from hub.registry import CertificateType, Department, Registry, ServiceItem
 from hub.store.models import Case, Certificate
+
+
+def issuer_departments(registry: Registry, department_code: str) -> list[Department]:
+    """Every department in code order, or the one ``department_code`` names."""
+    departments = registry.departments
+    if not department_code:
+        return [departments[c] for c in sorted(departments)]
+    department = departments.get(department_code)
+    if department is None:
+        raise NotFound(
+            f"department {department_code} is not in the registry", reason="UNKNOWN_DEPARTMENT"
+        )
+    return [department]
+
+
+def certificate_types(registry: Registry, kind: str) -> list[CertificateType]:
+    """The registry's certificate types in code order, only those of ``kind`` when it is not
+    empty (a ``CertificateKind`` name; the edge passes an unknown enum number as its digits)."""
+    wanted = None
+    if kind:
+        if kind not in CertificateKind.__members__:
+            raise InvalidArgument.field("kind", f"unknown kind {kind}", reason="UNKNOWN_KIND")
+        wanted = CertificateKind(kind)
+    types = registry.types
+    return [types[c] for c in sorted(types) if wanted is None or types[c].kind is wanted]
+
+
+def service_item(registry: Registry, code: str) -> ServiceItem:
+    item = registry.service_items.get(code)
+    if item is None:
+        raise NotFound(
+            f"service item {code!r} is not in the registry", reason="UNKNOWN_SERVICE_ITEM"
+        )
+    return item
 
 
 @dataclass(frozen=True, slots=True)

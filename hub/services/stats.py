@@ -47,6 +47,16 @@ class StatsQuery:
     by: tuple[Breakdown, ...] = ()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatsInput:
+    """GetStats as the edge received it: the period's text fields and the breakdown names
+    (an unknown enum number as its digits), checked by ``parse_query``."""
+
+    since: str = ""
+    until: str = ""
+    by: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class CaseGroup:
     key: str

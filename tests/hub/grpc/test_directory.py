@@ -3,10 +3,19 @@ computed from the data (issue 2, item 7)."""
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 from support.hubs import RunningHub
-from support.probes import refused
+from support.probes import (
+    assert_audited_refusal,
+    audit_rows,
+    audit_size,
+    refused,
+    snapshot,
+    violation_fields,
+)
 
 from certhub.v1 import common_pb2, directory_pb2
 from hub.demo.world import (
@@ -95,6 +104,77 @@ def test_get_service_item_exempt_and_paper_only(running_hub: RunningHub, world: 
     assert paper_only == ["建设工程规划许可证", "施工合同"]
     assert error.reason == "UNKNOWN_SERVICE_ITEM"
     assert "350102-9999" in error.message
+
+
+def test_directory_refusals_are_audited_without_raw_ids(running_hub: RunningHub) -> None:
+    """Each DirectoryService refusal is a refusal like any other: audited (action
+    ``refused``, the RPC as method) within the refusal budget, storing nothing else. A
+    resident ID typed as a service-item code reaches the log only as its marker."""
+    resident_id = "350102199001011234"
+    start = audit_size(running_hub.engine)  # the next entry's index (the log counts from 0)
+    before = snapshot(running_hub.engine)
+    with running_hub.client(READER) as client:
+        d = client.directory
+        asked = [
+            (
+                "GetServiceItem",
+                "UNKNOWN_SERVICE_ITEM",
+                refused(
+                    grpc.StatusCode.NOT_FOUND,
+                    lambda: client.call(
+                        d.GetServiceItem, directory_pb2.GetServiceItemRequest(code=resident_id)
+                    ),
+                ),
+            ),
+            (
+                "ListIssuerKeys",
+                "UNKNOWN_DEPARTMENT",
+                refused(
+                    grpc.StatusCode.NOT_FOUND,
+                    lambda: client.call(
+                        d.ListIssuerKeys,
+                        directory_pb2.ListIssuerKeysRequest(department_code=resident_id),
+                    ),
+                ),
+            ),
+            (
+                "ListCertificateTypes",
+                "UNKNOWN_KIND",
+                refused(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    lambda: client.call(
+                        d.ListCertificateTypes,
+                        directory_pb2.ListCertificateTypesRequest(kind=7),  # type: ignore[arg-type]
+                    ),
+                ),
+            ),
+            (
+                "GetStats",
+                "BAD_STATS_QUERY",
+                refused(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    lambda: client.call(
+                        d.GetStats, directory_pb2.GetStatsRequest(since=resident_id)
+                    ),
+                ),
+            ),
+        ]
+    assert snapshot(running_hub.engine) == before
+    rows = []
+    for rpc, reason, error in asked:
+        assert error.reason == reason
+        row = assert_audited_refusal(running_hub.engine, error, principal=READER)
+        assert row.action == "refused"
+        assert row.leaf["method"] == f"/certhub.v1.DirectoryService/{rpc}"
+        rows.append(row)
+    assert violation_fields(asked[2][2]) == ["kind"]
+    assert "7" in asked[2][2].message
+    assert violation_fields(asked[3][2]) == ["since"]
+    # The code asked for is kept, as its marker: "someone typed a resident ID here".
+    assert rows[0].leaf["service_item"] == "[resident-id]"
+    assert [r.idx for r in audit_rows(running_hub.engine, since=start)] == [r.idx for r in rows]
+    for row in audit_rows(running_hub.engine, since=start):
+        assert resident_id not in json.dumps(row.leaf, ensure_ascii=False)
 
 
 def test_get_stats_is_computed_from_the_data(running_hub: RunningHub, world: DemoWorld) -> None:
