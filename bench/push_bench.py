@@ -37,7 +37,7 @@ from hub.app import Hub, PushOutput
 from hub.demo.world import build_world, certificate_payload, enterprise, sign_certificate
 from hub.pki import init_pki
 from hub.registry import Principal
-from hub.runtime import HubConfig, build_hub, tune_gc_for_serving
+from hub.runtime import HubConfig, build_hub, tune_runtime_for_serving
 from hub.services.ingest import PushInput, PushOutcome
 from hub.services.registry_store import apply_registry
 from hub.store import migrate
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace, db_url: str, data: Path) -> None:
         apply_registry(session, world.registry_toml(), now=dt.datetime.now(dt.UTC))
     hub = build_hub(HubConfig(data_dir=data, db_url=db_url), engine)
     if args.gc_tuning:
-        tune_gc_for_serving()  # as `certhub serve` does once built
+        tune_runtime_for_serving()  # as `certhub serve` does once built
     try:
         caller = hub.registry().principals[amr.principal]
         total = WARMUP_PUSHES + args.rounds * args.pushes

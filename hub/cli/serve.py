@@ -32,7 +32,7 @@ from hub.config import ConfigError, add_config_option, apply_config
 from hub.grpc.server import AuditWatch, ServerTLS, build_server, is_loopback
 from hub.observability.logs import configure_logging, set_worker
 from hub.observability.metrics import MetricsEndpoint, prepare_multiprocess, serve_metrics
-from hub.runtime import HubConfig, build_hub, open_engine, schema_problem, tune_gc_for_serving
+from hub.runtime import HubConfig, build_hub, open_engine, schema_problem, tune_runtime_for_serving
 from hub.witness.submitter import WitnessEndpoint
 from hub.workers import Supervisor, notify_ready, parent_alive, resolve_port
 from signing import SigningError
@@ -366,7 +366,7 @@ def _serve(
         hub.close()
         engine.dispose()
         raise CommandError(f"cannot serve on {config.address}: {e}") from e
-    tune_gc_for_serving()
+    tune_runtime_for_serving()
     log.info("serving on %s (%s)", config.address, "INSECURE" if tls is None else "mTLS")
     on_serving(server.port)
     while not stop.wait(PARENT_CHECK_SECONDS):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import gc
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,10 +16,11 @@ from support.redis_server import own_redis_server
 from hub.demo.world import DemoWorld
 from hub.runtime import (
     GC_YOUNG_THRESHOLD,
+    SWITCH_INTERVAL_SECONDS,
     HubConfig,
     build_hub,
     probe_redis,
-    tune_gc_for_serving,
+    tune_runtime_for_serving,
 )
 from hub.services.registry_store import apply_registry
 from hub.store.engine import make_session_factory, session_scope
@@ -39,7 +41,12 @@ def test_serving_freezes_what_start_up_built_and_collects_young_objects_less_oft
     built_at_start_up = [object()]  # stands for the modules, mappers and registry
     gc.unfreeze()
     assert gc.get_freeze_count() == 0
-    tune_gc_for_serving()
+    switch_interval = sys.getswitchinterval()
+    try:
+        tune_runtime_for_serving()
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_SECONDS)
+    finally:
+        sys.setswitchinterval(switch_interval)
     # Everything alive now is out of the collector's sight, so full collections skip it.
     assert gc.get_freeze_count() > 0
     assert gc.is_tracked(built_at_start_up)
