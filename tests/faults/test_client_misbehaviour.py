@@ -23,11 +23,12 @@ import pytest
 from sqlalchemy import select
 from support.load import ITEM, LICENCE, WINDOW, Load
 from support.processes import assert_audit_log_sound
-from support.served import ServedHub, prepare_deployment, serve
+from support.served import ServedHub, prepare_deployment, serve, wait_for
 
 from certhub.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc, intake_pb2, intake_pb2_grpc
 from hub.client import HubClient
 from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
+from hub.grpc.servicers import STREAM_IN_FLIGHT
 from hub.store.engine import make_engine, sqlite_url
 from hub.store.models import Certificate
 
@@ -43,8 +44,10 @@ STREAM_READS = 20
 # STREAM_IN_FLIGHT = 128) and are cancelled without reading any answer.
 FLOODED_STREAMS = 6
 FLOOD_SENDS = 400
-# Seconds a flooding client lets the hub fill its window before cancelling.
-FLOOD_SECONDS = 0.5
+# A flooding client cancels once it has handed the hub more requests than its window holds
+# (the client library takes the next request only when the previous one was written), so
+# the hub's reader has a full window; this long at most, on a loaded machine.
+FLOOD_TIMEOUT = 30.0
 # Floods cancelled while the database is locked, per round (each leaves a full window).
 LOCKED_FLOODS = 6
 # After the lock is released, the pushes that queued behind it commit first; a call
@@ -60,6 +63,9 @@ HOPELESS_CALLS = 50
 # The hub's stream reader re-checks a dead call every 0.5 s (STREAM_POLL_SECONDS); its
 # threads are gone well within this.
 SETTLE_SECONDS = 3.0
+# The thread count is read this often while waiting for it to settle (a poll period of the
+# stream reader: a count unchanged across one has settled).
+SETTLE_POLL_SECONDS = 0.5
 
 _serials = itertools.count(2_000_000)
 
@@ -81,6 +87,19 @@ def served(tmp_path: Path, world: DemoWorld) -> Iterator[ServedHub]:
 def _threads(served: ServedHub) -> int:
     status = Path(f"/proc/{served.process.pid}/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads:")))
+
+
+def _settled_threads(served: ServedHub) -> int:
+    """The hub's thread count once it is the same across a stream-reader poll period."""
+    readings = [_threads(served)]
+
+    def steady() -> bool:
+        time.sleep(SETTLE_POLL_SECONDS)
+        readings.append(_threads(served))
+        return readings[-1] == readings[-2]
+
+    wait_for(steady, timeout=SETTLE_SECONDS * 4, what="the hub's thread count to settle")
+    return readings[-1]
 
 
 def _requests(world: DemoWorld, count: int) -> Iterator[ingest_pb2.PushRequest]:
@@ -109,9 +128,20 @@ def _cancel_after_reading(client: HubClient, world: DemoWorld) -> list[str]:
 
 
 def _flood_and_cancel(client: HubClient, world: DemoWorld) -> None:
+    sent: list[None] = []
+
+    def counted() -> Iterator[ingest_pb2.PushRequest]:
+        for request in _requests(world, FLOOD_SENDS):
+            yield request
+            sent.append(None)
+
     stub = ingest_pb2_grpc.IngestServiceStub(client.channel)
-    call = stub.PushCertificates(_requests(world, FLOOD_SENDS), timeout=CALL_DEADLINE)
-    time.sleep(FLOOD_SECONDS)
+    call = stub.PushCertificates(counted(), timeout=CALL_DEADLINE)
+    wait_for(
+        lambda: len(sent) > STREAM_IN_FLIGHT,
+        timeout=FLOOD_TIMEOUT,
+        what=f"the flooding stream to send past the hub's window ({STREAM_IN_FLIGHT})",
+    )
     call.cancel()
 
 
@@ -166,7 +196,7 @@ def test_misbehaving_clients_cost_others_nothing_and_lose_no_acknowledged_push(
     acknowledged: list[str] = []
     locked: list[tuple[float, float]] = []
     with load:
-        time.sleep(1.0)
+        load.phase("before the misbehaviour")
         threads_before = _threads(served)
 
         # Streams cancelled halfway, after reading some answers.
@@ -181,13 +211,18 @@ def test_misbehaving_clients_cost_others_nothing_and_lose_no_acknowledged_push(
         # holds SQLite's write lock, as a backup tool might), so the hub's per-stream window
         # is full when the client goes away. Two rounds: the first may grow the hub's thread
         # pool; the second reuses it, so any growth left after it is threads left behind.
-        after_round = []
-        for _ in range(2):
-            locked.append(_flood_while_locked(served, world, tmp_path / "data" / "certhub.db"))
-            time.sleep(SETTLE_SECONDS)
-            after_round.append(_threads(served))
-        left_behind = after_round[1] - after_round[0]
-        assert left_behind < LOCKED_FLOODS // 2, (threads_before, after_round)
+        database = tmp_path / "data" / "certhub.db"
+        locked.append(_flood_while_locked(served, world, database))
+        after_first = _settled_threads(served)
+        locked.append(_flood_while_locked(served, world, database))
+        wait_for(
+            lambda: _threads(served) - after_first < LOCKED_FLOODS // 2,
+            timeout=SETTLE_SECONDS,
+            what=(
+                f"the second round's threads to go (before: {threads_before}, after the first "
+                f"round: {after_first}, now: {_threads(served)})"
+            ),
+        )
 
         # A channel closed under a live stream.
         doomed = served.client(amr)
@@ -223,7 +258,7 @@ def test_misbehaving_clients_cost_others_nothing_and_lose_no_acknowledged_push(
             release.set()
             for c in [*idle_clients, *crowd]:
                 c.close()
-        time.sleep(1.0)
+        load.phase("after the crowd")
 
     assert load.failures() == []
     # Calls overlapping the locked database (or the backlog it leaves) wait for it like

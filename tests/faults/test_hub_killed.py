@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -33,9 +32,10 @@ BACKFILL_ROWS = 20_000
 # Certificates stored when the hub is killed: once early, once past the middle, so the
 # second restart also proves the first one left nothing half-done behind.
 KILL_AT = (3_000, 11_000)
-# How long the hub stays dead: long enough for the adapter to see refused connections and
-# back off, short enough to keep the test to about a minute.
-DOWN_SECONDS = 1.0
+# The hub stays dead until the adapter has seen it gone and backed off (a "retrying in"
+# warning in its log, adapters.pusher); that takes at most a call's deadline, given here with
+# slack for a loaded machine.
+DOWN_TIMEOUT = 60.0
 # The backfill itself takes well under a minute here; the slack covers a loaded CI machine
 # and the adapter's backoff after each kill (at most a few seconds).
 BACKFILL_TIMEOUT = 240.0
@@ -44,6 +44,13 @@ BACKFILL_TIMEOUT = 240.0
 def _stored(engine: Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(Certificate)).scalar_one())
+
+
+def _retries(adapter_log: Path) -> int:
+    """Backoffs the adapter logged: it tried the hub and will try again."""
+    if not adapter_log.exists():
+        return 0
+    return adapter_log.read_text(errors="replace").count("retrying in")
 
 
 def test_hub_killed_twice_mid_backfill_ends_with_every_certificate_once_and_a_sound_log(
@@ -80,9 +87,14 @@ def test_hub_killed_twice_mid_backfill_ends_with_every_certificate_once_and_a_so
                 what=f"{threshold} certificates stored",
             )
             assert adapter.poll() is None, "the backfill ended before the hub could be killed"
+            retries = _retries(adapter_log)
             hub.kill()
             stored_at_kill.append(_stored(engine))
-            time.sleep(DOWN_SECONDS)
+            wait_for(
+                lambda n=retries: _retries(adapter_log) > n,
+                timeout=DOWN_TIMEOUT,
+                what="the adapter to see the hub gone and back off",
+            )
             hub = serve(data_dir, db_url, workers=1, address=address)
         returncode = adapter.wait(timeout=BACKFILL_TIMEOUT)
         assert returncode == 0, adapter_log.read_text(errors="replace")

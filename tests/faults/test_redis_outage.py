@@ -28,9 +28,9 @@ from hub.demo.world import DemoWorld
 from hub.store.engine import make_engine
 from hub.store.models import Certificate
 
-# Each phase of the run: traffic with Redis up, Redis gone, Redis back; then Redis frozen
-# (SIGSTOP: connections open, no answers, the nastier outage) and thawed.
-PHASE_SECONDS = 2.0
+# The run's phases: traffic with Redis up, Redis gone, Redis back; then Redis frozen
+# (SIGSTOP: connections open, no answers, the nastier outage) and thawed. Each lasts until
+# every fetching and pushing thread has been answered a few times (support.load.phase_done).
 # A call's deadline: with Redis down the hub answers from the database in milliseconds;
 # a call that needed this long would mean the cache blocked on a dead Redis.
 CALL_DEADLINE = 5.0
@@ -82,22 +82,22 @@ def test_redis_killed_restarted_frozen_and_thawed_costs_no_call(
     load = Load(world=world, connect=served.client, fetchers=4, deadline=CALL_DEADLINE)
     load.seed()
     with load:
-        time.sleep(PHASE_SECONDS)
+        load.phase("with Redis up")
         assert _cache_keys(redis_server) > 0, "the hub did not use Redis before the outage"
         redis_server.kill()
         killed_at = time.monotonic()
-        time.sleep(PHASE_SECONDS)
+        load.phase("with Redis gone")
         redis_server.start()  # empty: it saved nothing
-        time.sleep(PHASE_SECONDS)
+        load.phase("with Redis back")
         # Healed: the hub writes to the new Redis again.
         wait_for(lambda: _cache_keys(redis_server) > 0, timeout=10, what="the cache to refill")
         assert redis_server.process is not None
         redis_server.process.send_signal(signal.SIGSTOP)
         try:
-            time.sleep(PHASE_SECONDS)
+            load.phase("with Redis frozen")
         finally:
             redis_server.process.send_signal(signal.SIGCONT)
-        time.sleep(PHASE_SECONDS)
+        load.phase("with Redis thawed")
     calls = load.snapshot()
 
     assert load.failures() == []

@@ -48,7 +48,6 @@ LEFT_FREE_BYTES = 64 * 1024
 CALL_DEADLINE = 5.0
 # An answer slower than this while the disk is full or read-only counts as a hang.
 FAIL_FAST_SECONDS = 2.0
-PHASE_SECONDS = 2.0
 # The hub serves again this soon after space or write access is back.
 RECOVERY_SECONDS = 5.0
 
@@ -126,11 +125,11 @@ def test_disk_full_fails_calls_with_unavailable_then_heals_with_a_sound_database
     load = Load(world=world, connect=served.client, fetchers=2, deadline=CALL_DEADLINE)
     load.seed()
     with load:
-        time.sleep(PHASE_SECONDS)
+        load.phase("before the disk fills")
         began = time.monotonic()
         ballast = _fill(filesystem)
         wait_for(load.failures, timeout=10, what="calls to fail on the full disk")
-        time.sleep(PHASE_SECONDS)
+        load.phase("while the disk is full")
         ballast.unlink()
         ended = time.monotonic()
         wait_for(
@@ -141,7 +140,7 @@ def test_disk_full_fails_calls_with_unavailable_then_heals_with_a_sound_database
             timeout=RECOVERY_SECONDS,
             what="pushes and fetches to succeed again once space is back",
         )
-        time.sleep(PHASE_SECONDS)
+        load.phase("once space is back")
     failed = load.failures()
     _assert_failed_fast_with_unavailable(failed)
     assert all(began <= c.started <= ended + RECOVERY_SECONDS for c in failed), failed[:5]

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from support.loop import LoopThread
+from support.served import wait_for
 from support.tcp_proxy import TcpRelay, tcp_relay
 
 from hub.app import STALE_VIEW, Hub
@@ -38,8 +39,13 @@ from hub.store.models import AuditEntry
 
 ITEM = "公共场所卫生许可（新办）"
 WINDOW = "gulou-service-centre"
-# Fetches through B while A revokes with its Redis path cut: enough to interleave with it.
-HAMMER_SECONDS = 1.5
+# Threads fetching through B while A revokes with its Redis path cut, and the fetches they
+# make before the revocation and after its acknowledgement: enough to interleave with it
+# (ten a thread on each side), counted rather than timed so a slow machine makes as many.
+HAMMERS = 3
+HAMMER_FETCHES = 30
+# How long those fetches may take on a loaded 2-core machine (each is milliseconds).
+HAMMER_TIMEOUT = 60.0
 
 
 @dataclass
@@ -189,22 +195,33 @@ def test_no_fetch_after_the_acknowledgement_sees_valid_under_load(pair: Pair) ->
     pair.relay.blackhole()
     revoked_at: list[float] = []
     stale: list[list[str]] = []
+    fetched: list[bool] = []  # one per fetch: whether it started after the acknowledgement
     stop = threading.Event()
 
     def hammer() -> None:
         while not stop.is_set():
             started = time.monotonic()
             statuses, _ = pair.fetch(pair.b, company)
-            if revoked_at and started > revoked_at[0] and statuses != ["REVOKED"]:
+            after = bool(revoked_at) and started > revoked_at[0]
+            if after and statuses != ["REVOKED"]:
                 stale.append(statuses)
+            fetched.append(after)
 
-    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    threads = [threading.Thread(target=hammer) for _ in range(HAMMERS)]
     for thread in threads:
         thread.start()
-    time.sleep(HAMMER_SECONDS / 3)
+    wait_for(
+        lambda: len(fetched) >= HAMMER_FETCHES,
+        timeout=HAMMER_TIMEOUT,
+        what=f"{HAMMER_FETCHES} fetches before the revocation",
+    )
     pair.revoke(pair.a, cid)
     revoked_at.append(time.monotonic())
-    time.sleep(HAMMER_SECONDS)
+    wait_for(
+        lambda: sum(fetched) >= HAMMER_FETCHES,
+        timeout=HAMMER_TIMEOUT,
+        what=f"{HAMMER_FETCHES} fetches after the revocation",
+    )
     stop.set()
     for thread in threads:
         thread.join(30)

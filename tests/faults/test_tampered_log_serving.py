@@ -14,11 +14,12 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Engine
 from support.audit_log import append_all, synthetic_records
 from support.hubs import RunningHub, start_hub
-from support.served import prepare_deployment, serve
+from support.served import prepare_deployment, serve, wait_for
 
 from hub.client import UnauthenticatedError
 from hub.demo.world import DemoWorld
 from hub.grpc.server import AUDIT_SERVICE_NAME, AuditWatch
+from hub.health import HealthChecker
 from hub.store.engine import make_engine, make_session_factory, session_scope, sqlite_url
 from hub.store.models import AuditEntry, LogCheckpoint
 
@@ -36,13 +37,8 @@ def status(running: RunningHub, service: str) -> int:
         return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
 
 
-def wait_for(condition: object, what: str) -> None:
-    deadline = time.monotonic() + NOTICE_SECONDS
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"not within {NOTICE_SECONDS} s: {what}")
+def health_checker(running: RunningHub) -> HealthChecker:
+    return next(w for w in running.server.watchers if isinstance(w, HealthChecker))
 
 
 def grow(running: RunningHub, count: int, start: int) -> None:
@@ -66,7 +62,11 @@ def watched_hub(tmp_path: Path, engine: Engine, world: DemoWorld) -> Iterator[Ru
 
 def test_a_rolled_back_log_turns_the_audit_service_not_serving(running_hub: RunningHub) -> None:
     grow(running_hub, 200, 0)
-    wait_for(lambda: anchored(running_hub, 200), "self-check verified the 200 entries")
+    wait_for(
+        lambda: anchored(running_hub, 200),
+        timeout=NOTICE_SECONDS,
+        what="self-check verified the 200 entries",
+    )
     assert status(running_hub, AUDIT_SERVICE_NAME) == SERVING
     # Cut the log back: the checkpoints past entry 100 are deleted (a rewrite of the tail
     # starts so).
@@ -74,7 +74,8 @@ def test_a_rolled_back_log_turns_the_audit_service_not_serving(running_hub: Runn
         session.execute(delete(LogCheckpoint).where(LogCheckpoint.size > 100))
     wait_for(
         lambda: status(running_hub, AUDIT_SERVICE_NAME) == NOT_SERVING,
-        "audit service NOT_SERVING",
+        timeout=NOTICE_SECONDS,
+        what="audit service NOT_SERVING",
     )
     check = running_hub.server.selfcheck
     assert check is not None
@@ -83,7 +84,7 @@ def test_a_rolled_back_log_turns_the_audit_service_not_serving(running_hub: Runn
     # Only the audit service: fetches and pushes do not depend on the log's past.
     assert status(running_hub, INTAKE) == SERVING
     # Held: the database probe passing again does not bring it back.
-    time.sleep(2.5)
+    assert health_checker(running_hub).check().serving
     assert status(running_hub, AUDIT_SERVICE_NAME) == NOT_SERVING
 
 
@@ -91,7 +92,11 @@ def test_a_changed_old_entry_turns_the_audit_service_not_serving(
     watched_hub: RunningHub,
 ) -> None:
     grow(watched_hub, 150, 0)
-    wait_for(lambda: anchored(watched_hub, 150), "self-check verified the 150 entries")
+    wait_for(
+        lambda: anchored(watched_hub, 150),
+        timeout=NOTICE_SECONDS,
+        what="self-check verified the 150 entries",
+    )
     assert status(watched_hub, AUDIT_SERVICE_NAME) == SERVING
     with session_scope(watched_hub.hub.sessions, write=True) as session:
         leaf = bytes(
@@ -104,7 +109,8 @@ def test_a_changed_old_entry_turns_the_audit_service_not_serving(
         )
     wait_for(
         lambda: status(watched_hub, AUDIT_SERVICE_NAME) == NOT_SERVING,
-        "audit service NOT_SERVING",
+        timeout=NOTICE_SECONDS,
+        what="audit service NOT_SERVING",
     )
     check = watched_hub.server.selfcheck
     assert check is not None
@@ -115,9 +121,17 @@ def test_a_changed_old_entry_turns_the_audit_service_not_serving(
 
 def test_an_honest_growing_log_keeps_serving(running_hub: RunningHub) -> None:
     grow(running_hub, 60, 0)
-    wait_for(lambda: anchored(running_hub, 60), "self-check verified the entries")
+    wait_for(
+        lambda: anchored(running_hub, 60),
+        timeout=NOTICE_SECONDS,
+        what="self-check verified the entries",
+    )
     grow(running_hub, 60, 60)
-    wait_for(lambda: anchored(running_hub, 120), "self-check verified the new entries")
+    wait_for(
+        lambda: anchored(running_hub, 120),
+        timeout=NOTICE_SECONDS,
+        what="self-check verified the new entries",
+    )
     assert running_hub.server.selfcheck is not None
     assert running_hub.server.selfcheck.failure is None
     assert status(running_hub, AUDIT_SERVICE_NAME) == SERVING
@@ -160,7 +174,11 @@ def test_every_worker_of_a_served_hub_goes_not_serving(tmp_path: Path, world: De
                     )
             return seen
 
-        wait_for(lambda: probes() == {NOT_SERVING}, "every worker NOT_SERVING")
+        wait_for(
+            lambda: probes() == {NOT_SERVING},
+            timeout=NOTICE_SECONDS,
+            what="every worker NOT_SERVING",
+        )
         assert any("audit self-check FAILED" in line for line in served.output)
     finally:
         served.kill()

@@ -26,6 +26,7 @@ from hub.demo.world import (
     enterprise,
     sign_certificate,
 )
+from support.served import wait_for
 
 WINDOW = "gulou-service-centre"
 # A service item whose materials include the business licence the department pushes, so a
@@ -33,6 +34,13 @@ WINDOW = "gulou-service-centre"
 ITEM = "公共场所卫生许可（新办）"
 LICENCE = "营业执照"
 OK = "OK"
+# Calls each thread of a Load completes in a phase of a fault test before the test moves on
+# (``Load.phase_done``): several per thread, so every kind of call met the phase's condition,
+# however fast or slow the machine is (this replaces phases of a fixed two seconds).
+PHASE_CALLS_PER_THREAD = 5
+# How long a phase may take to see those calls: a call's deadline is at most 10 s in the
+# fault tests, and a loaded 2-core machine answers slowly.
+PHASE_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +122,30 @@ class Load:
 
     def failures(self) -> list[Call]:
         return [c for c in self.snapshot() if c.code != OK]
+
+    def calls_since(self, moment: float, kind: str | None = None) -> list[Call]:
+        """The calls (of ``kind``, or any) started at or after ``moment`` and answered."""
+        return [
+            c for c in self.snapshot() if c.started >= moment and (kind is None or c.kind == kind)
+        ]
+
+    def phase_done(self, since: float, per_thread: int = PHASE_CALLS_PER_THREAD) -> bool:
+        """Whether fetches and pushes both ran through a phase that began at ``since``:
+        ``per_thread`` calls answered (OK or not) for each fetching and each pushing thread."""
+        calls = self.calls_since(since)
+        fetches = sum(1 for c in calls if c.kind == "fetch")
+        pushes = len(calls) - fetches
+        return fetches >= per_thread * self.fetchers and pushes >= per_thread * self.pushers
+
+    def phase(self, what: str) -> float:
+        """Let traffic run from now until ``phase_done``; returns when the phase began."""
+        began = time.monotonic()
+        wait_for(
+            lambda: self.phase_done(began),
+            timeout=PHASE_TIMEOUT,
+            what=f"fetches and pushes {what}",
+        )
+        return began
 
     def first_ok_after(self, moment: float, kind: str = "fetch") -> Call | None:
         done = [
