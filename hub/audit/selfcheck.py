@@ -148,7 +148,7 @@ class AuditSelfCheck:
                     # An empty log is the first anchor: every entry the hub appends from
                     # now on is rehashed against the checkpoint that first covers it,
                     # rather than that checkpoint being taken on trust.
-                    self._anchor = Checkpoint(self._verifier.name, 0, merkle.EMPTY_ROOT)
+                    self._anchor_at(Checkpoint(self._verifier.name, 0, merkle.EMPTY_ROOT))
                 return None
             try:
                 body = parse_checkpoint(open_note(latest.note, [self._verifier]))
@@ -177,7 +177,7 @@ class AuditSelfCheck:
         if anchor is None:
             # Trust on first use: the newest checkpoint, its signature checked, becomes the
             # anchor; the full pass that follows at once checks every entry against it.
-            self._anchor = latest
+            self._anchor_at(latest)
             return
         start = anchor.size
         if start == latest.size:
@@ -210,7 +210,11 @@ class AuditSelfCheck:
                 f"entries {start}..{latest.size - 1} as stored do not give the root of signed "
                 f"checkpoint {latest.size}",
             )
-        self._anchor = latest
+        self._anchor_at(latest)
+
+    def _anchor_at(self, checkpoint: Checkpoint) -> None:
+        self._anchor = checkpoint
+        metrics().audit_selfcheck_anchor_size.set(checkpoint.size)
 
     @staticmethod
     def _first_changed(session: Session, start: int, hashes: list[bytes]) -> int:

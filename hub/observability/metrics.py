@@ -151,6 +151,13 @@ class HubMetrics:
             multiprocess_mode="livemax",
         )
         self.audit_selfcheck_first_bad_index.set(-1)
+        self.audit_selfcheck_anchor_size = Gauge(
+            "certhub_audit_selfcheck_anchor_size",
+            "Size of the newest checkpoint the audit self-check verified and holds as its "
+            "anchor (the smallest over live workers: how far every process has checked)",
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
         self.serving = Gauge(
             "certhub_serving",
             "1 while this process reports SERVING (database reachable, schema current), else 0",

@@ -4,7 +4,8 @@ seconds, while the other services keep serving."""
 
 from __future__ import annotations
 
-import time
+import re
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +40,14 @@ def status(running: RunningHub, service: str) -> int:
 
 def health_checker(running: RunningHub) -> HealthChecker:
     return next(w for w in running.server.watchers if isinstance(w, HealthChecker))
+
+
+def anchor_size(metrics_url: str) -> float:
+    """certhub_audit_selfcheck_anchor_size from a served hub's metrics (-1 while absent)."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    found = re.search(r"^certhub_audit_selfcheck_anchor_size(?:\{[^}]*\})? (\S+)$", text, re.M)
+    return float(found.group(1)) if found else -1.0
 
 
 def grow(running: RunningHub, count: int, start: int) -> None:
@@ -145,8 +154,18 @@ def test_every_worker_of_a_served_hub_goes_not_serving(tmp_path: Path, world: De
     db_url = sqlite_url(data_dir)
     engine = make_engine(db_url)
     prepare_deployment(data_dir, engine, world.registry_toml())
-    served = serve(data_dir, db_url, workers=2)
+    served = serve(data_dir, db_url, "--metrics-port", "0", workers=2)
     try:
+        wait_for(
+            lambda: any("certhub metrics on" in line for line in served.output),
+            timeout=NOTICE_SECONDS,
+            what="the metrics endpoint",
+        )
+        metrics_url = next(
+            m.group(1)
+            for line in served.output
+            if (m := re.search(r"certhub metrics on (http://[^\s\"]+/metrics)", line))
+        )
         # Entries and checkpoints through the served hub itself: refused calls.
         with served.client("nobody-registered") as client:
             for _ in range(6):
@@ -156,9 +175,13 @@ def test_every_worker_of_a_served_hub_goes_not_serving(tmp_path: Path, world: De
         with session_scope(sessions) as session:
             sizes = sorted(session.execute(select(LogCheckpoint.size)).scalars())
         assert sizes[-1] >= 6
-        # Both workers' self-checks anchor the newest checkpoint (a round a second; slack
-        # for a loaded machine).
-        time.sleep(5)
+        # Both workers' self-checks anchor the newest checkpoint (a round a second): the
+        # smallest anchor over the workers reaches it.
+        wait_for(
+            lambda: anchor_size(metrics_url) >= sizes[-1],
+            timeout=NOTICE_SECONDS,
+            what=f"every worker's self-check to verify checkpoint {sizes[-1]}",
+        )
         with session_scope(sessions, write=True) as session:
             session.execute(delete(LogCheckpoint).where(LogCheckpoint.size > sizes[0]))
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Engine
 from support.audit_log import append_all, synthetic_records
-from support.hubs import RunningHub
+from support.hubs import RunningHub, start_hub
 
 from hub.audit.selfcheck import AuditSelfCheck, Failure
+from hub.demo.world import DemoWorld
+from hub.grpc.server import AuditWatch
 from hub.observability.metrics import metrics
 from hub.store.engine import session_scope
 from hub.store.models import AuditEntry, CosignedCheckpoint, LogCheckpoint
@@ -159,3 +163,24 @@ def test_a_staggered_first_full_pass_waits_its_turn(running_hub: RunningHub) -> 
     assert failure is not None
     assert failure.index == 10
     assert failures == [failure]
+
+
+def test_the_anchor_size_gauge_says_how_far_the_check_verified(
+    tmp_path: Path, engine: Engine, world: DemoWorld
+) -> None:
+    """certhub_audit_selfcheck_anchor_size follows the anchor (a hub without its own
+    self-check, so no other check sets the gauge meanwhile)."""
+    running = start_hub(tmp_path / "data", engine, world, audit_watch=AuditWatch(selfcheck=False))
+    try:
+        gauge = metrics().audit_selfcheck_anchor_size
+        grow(running, 120, 0)
+        check, failures = checker(running)
+        assert asyncio.run(check.tick()) is None
+        assert gauge._value.get() == 120
+        grow(running, 80, 120)
+        assert asyncio.run(check.tick()) is None
+        assert gauge._value.get() == 200
+        assert failures == []
+    finally:
+        running.server.stop(grace=None)
+        running.hub.close()
