@@ -692,7 +692,9 @@ class Hub:
 # case (one per material, retries); only the first write can change the row, so the others
 # skip their unit of work in the group commit (a savepoint and an upsert: three round trips
 # in the single commit thread, which bounded fetch throughput). 100,000 cases are months of
-# a district's cases in ~10 MB; an evicted case only costs one redundant, harmless upsert.
+# a district's cases in 15-17 MB per process (tracemalloc, case numbers of 14 to 29
+# characters; longer ones cost more); an evicted case only costs one redundant, harmless
+# upsert.
 RECORDED_CASES_MAX = 100_000
 
 

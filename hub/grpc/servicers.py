@@ -1,7 +1,10 @@
-"""Thin servicers: proto -> dataclass -> Hub -> proto. No rules and no error handling here
-(the interceptor maps errors; the services hold the rules). They are coroutines on the
-process's serving loop; what only has a synchronous session (stats, audit queries) runs in
-the loop's thread pool."""
+"""The servicers of IngestService, IntakeService and DirectoryService: proto -> dataclass
+(``convert``) -> one use case (``Hub``, or ``Casework`` / ``CitizenDesk`` over it) -> proto.
+The rules and their refusals live in the use cases and ``hub.services``; errors are mapped
+to status codes by the interceptor. The one decision made here is the push stream's flow:
+up to ``STREAM_IN_FLIGHT`` pushes in flight, and a refused item answered as a REJECTED
+result in its place rather than ending the stream. Servicers are coroutines on the
+process's serving loop; the use cases move synchronous sessions to the loop's thread pool."""
 
 from __future__ import annotations
 

@@ -1,0 +1,74 @@
+"""docs/architecture.md's Layout table is the import graph (issue 16 item 5): each row's
+"depends on" names exactly the parts of this repository its modules import, and every
+package and top-level module of the hub has a row. The layering itself is enforced by
+``lint-imports`` (pyproject.toml ``[tool.importlinter]``, a gate of .ci/run)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import grimp
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "architecture.md"
+ROOT_PACKAGES = ("hub", "signing", "cache", "adapters", "certhub")
+
+
+def _unit(module: str) -> str | None:
+    """The table's name for the part ``module`` belongs to: ``hub.grpc.server`` -> ``grpc``,
+    ``certhub.v1.audit_pb2`` -> ``stubs``, ``signing.keys`` -> ``signing``."""
+    parts = module.split(".")
+    if parts[0] == "hub":
+        return parts[1] if len(parts) > 1 else None
+    if parts[0] == "certhub":
+        return "stubs"
+    return parts[0] if parts[0] in ROOT_PACKAGES else None
+
+
+def _imports() -> dict[str, set[str]]:
+    graph = grimp.build_graph(*ROOT_PACKAGES)
+    found: dict[str, set[str]] = {}
+    for module in graph.modules:
+        unit = _unit(module)
+        if unit is None:
+            continue
+        found.setdefault(unit, set())
+        for imported in graph.find_modules_directly_imported_by(module):
+            other = _unit(imported)
+            if other is not None and other != unit:
+                found[unit].add(other)
+    return found
+
+
+def _table() -> dict[str, str]:
+    """Row name -> its "depends on" cell, for rows whose path is Python code."""
+    rows: dict[str, str] = {}
+    for line in DOC.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"\| `([^`]+)` \| .* \| ([^|]*) \|$", line)
+        if match is None:
+            continue
+        path, depends = match.groups()
+        if path.startswith(("proto/", "tests/", "bench/")):
+            continue
+        name = path.removesuffix("/").removesuffix(".py")
+        rows[_unit(name.replace("/", ".")) or name] = depends
+    return rows
+
+
+def test_every_part_has_a_row() -> None:
+    assert set(_imports()) <= set(_table()), "parts of the repository missing from the table"
+
+
+def test_depends_on_is_the_import_graph() -> None:
+    imports = _imports()
+    names = set(imports)
+    wrong = {}
+    for unit, cell in _table().items():
+        named = set(re.findall(r"[a-z_]+", cell)) & names
+        if named != imports.get(unit, set()):
+            wrong[unit] = {
+                "imported but not in the table": sorted(imports.get(unit, set()) - named),
+                "in the table but not imported": sorted(named - imports.get(unit, set())),
+            }
+    assert not wrong, wrong
