@@ -21,6 +21,37 @@ from hub.store.engine import make_engine
 DATABASE_ENV = "CERTHUB_TEST_DATABASE_URL"
 REDIS_ENV = "CERTHUB_TEST_REDIS_URL"
 
+# Markers are applied here from what a test uses, so a new test is marked by the fixtures and
+# parameters it takes; a test slow for its own reasons carries @pytest.mark.slow itself.
+# `pytest -m "not slow"` is the inner loop (README, "Testing"); the full suite runs everything.
+#
+# postgres: a parameter (database_url, shared_hub, fz, source_url ...) chose "postgresql", or
+# the test takes a fixture that reads CERTHUB_TEST_DATABASE_URL itself. Such a variant is also
+# slow: each makes a fresh PostgreSQL database (about 0.6 s a test on the 2-core CI machine,
+# 490 of them: minutes), while its SQLite twin runs the same code in the inner loop.
+POSTGRES_FIXTURES = frozenset({"pg_engine", "db_url"})
+# redis: the test takes the Redis URL, or a parameter chose a Redis backend ("redis", "redis-2").
+REDIS_FIXTURES = frozenset({"redis_url"})
+# slow as a whole: fault injection against served hubs, RPC fuzzing, a browser.
+SLOW_DIRECTORIES = (Path(__file__).parent / "faults", Path(__file__).parent / "hub" / "fuzz")
+SLOW_FIXTURES = frozenset({"browser"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        params = [v for v in callspec.params.values() if isinstance(v, str)] if callspec else []
+        if "postgresql" in params:
+            item.add_marker(pytest.mark.postgres)
+            item.add_marker(pytest.mark.slow)
+        elif fixtures & POSTGRES_FIXTURES:
+            item.add_marker(pytest.mark.postgres)
+        if fixtures & REDIS_FIXTURES or any(p.startswith("redis") for p in params):
+            item.add_marker(pytest.mark.redis)
+        if fixtures & SLOW_FIXTURES or any(d in item.path.parents for d in SLOW_DIRECTORIES):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:

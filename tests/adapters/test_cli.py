@@ -172,6 +172,7 @@ def test_config_problems_name_the_file_and_key(
     assert f"{config}:1: [department].name: is required" in err
 
 
+@pytest.mark.slow
 def test_continuous_run_stops_cleanly_on_sigterm(
     running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, tmp_path: Path
 ) -> None:

@@ -28,6 +28,7 @@ from signing import parse_envelope
 ROWS = 3000
 
 
+@pytest.mark.slow
 def test_hub_restarted_halfway_all_rows_arrive_none_twice(
     running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, tmp_path: Path
 ) -> None:

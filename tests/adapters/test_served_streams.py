@@ -35,6 +35,10 @@ ROWS = 3000
 STREAMS = 4
 
 
+# Two served workers share a PostgreSQL database (the served fixture reads its URL).
+pytestmark = pytest.mark.postgres
+
+
 @pytest.fixture
 def served(tmp_path: Path, world: DemoWorld) -> Iterator[tuple[ServedHub, str]]:
     base = os.environ.get(DATABASE_ENV)

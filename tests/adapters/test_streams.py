@@ -75,6 +75,7 @@ def _arrival_order(outbox: Path) -> dict[str, list[tuple[str, int, int]]]:
     return lineages
 
 
+@pytest.mark.slow
 def test_each_stream_has_its_own_connection_and_carries_its_share(
     running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, tmp_path: Path
 ) -> None:
@@ -136,6 +137,7 @@ def _pending_versions(config: AdapterConfig, url: str, *, keys: int) -> int:
     return outbox_counts(config.outbox.path)["pending"]
 
 
+@pytest.mark.slow
 def test_versions_and_revocation_of_each_lineage_arrive_in_signing_order(
     running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, tmp_path: Path
 ) -> None:

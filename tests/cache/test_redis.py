@@ -89,6 +89,7 @@ def test_a_forgotten_generation_is_never_reused(redis_url: str, prefix: str) -> 
     c.close()
 
 
+@pytest.mark.slow
 def test_outage_is_fail_soft_logged_once_and_a_lost_bump_moves_the_epoch(
     redis_server: RedisServer,
     namespace: Namespace,
@@ -173,6 +174,7 @@ def test_outage_is_fail_soft_logged_once_and_a_lost_bump_moves_the_epoch(
     reader_cache.close()
 
 
+@pytest.mark.slow
 def test_hung_redis_times_out_fast_and_recovers(
     redis_server: RedisServer, namespace: Namespace, prompt: Timed
 ) -> None:
@@ -232,6 +234,7 @@ def test_a_warm_read_is_one_redis_command(redis_server: RedisServer, namespace: 
     reader_cache.close()
 
 
+@pytest.mark.slow
 def test_epoch_heal_after_a_lost_bump_makes_old_entries_unreachable_to_read(
     redis_server: RedisServer, namespace: Namespace, prompt: Timed
 ) -> None:
@@ -268,6 +271,7 @@ def test_epoch_heal_after_a_lost_bump_makes_old_entries_unreachable_to_read(
     reader_cache.close()
 
 
+@pytest.mark.slow
 def test_read_while_redis_is_down_is_none_none_and_recovers(
     redis_server: RedisServer, namespace: Namespace, prompt: Timed
 ) -> None:

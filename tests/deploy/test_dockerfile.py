@@ -123,6 +123,7 @@ def _healthcheck_timeout(found: list[Instruction]) -> float:
     return float(match.group(1))
 
 
+@pytest.mark.slow
 def test_the_healthcheck_command_probes_a_real_hub(tmp_path: Path, world: DemoWorld) -> None:
     found = instructions(DOCKERFILE)
     argv = healthcheck_argv(found)

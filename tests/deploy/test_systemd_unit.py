@@ -88,6 +88,7 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
     assert done.stderr == "", done.stderr  # no unknown key, no warning
 
 
+@pytest.mark.slow
 def test_execstart_run_as_systemd_does_notifies_ready_and_stopping(
     tmp_path: Path, world: DemoWorld
 ) -> None:

@@ -38,6 +38,10 @@ CASES_PER_CLIENT = 6
 CALL_DEADLINE = 10.0
 
 
+# Two served workers share a PostgreSQL database (the served fixture reads its URL).
+pytestmark = pytest.mark.postgres
+
+
 @pytest.fixture
 def served(tmp_path: Path, world: DemoWorld) -> Iterator[ServedHub]:
     base = os.environ.get(DATABASE_ENV)

@@ -135,6 +135,7 @@ def _client(data: Path, port: int, principal: str) -> HubClient:
     return HubClient.connect(f"127.0.0.1:{port}", ClientTLS(ca=pki.ca_cert, cert=cert, key=key))
 
 
+@pytest.mark.slow
 def test_init_upgrade_apply_serve_push_fetch(
     served_data_dir: tuple[Path, int], world: DemoWorld
 ) -> None:
@@ -163,6 +164,7 @@ def test_init_upgrade_apply_serve_push_fetch(
     assert stats["cases_with_certificates"] == 1
 
 
+@pytest.mark.slow
 def test_insecure_on_a_non_loopback_address_is_refused(tmp_path: Path) -> None:
     data = tmp_path / "data"
     assert certhub("db", "upgrade", "--data-dir", str(data)).returncode == 0
@@ -176,6 +178,7 @@ def test_insecure_on_a_non_loopback_address_is_refused(tmp_path: Path) -> None:
         assert "Traceback" not in refused.stderr
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end() -> None:
     demo = certhub("demo", timeout=300)
     assert demo.returncode == 0, demo.stderr[-3000:]

@@ -36,6 +36,7 @@ class _Unavailable(intake_pb2_grpc.IntakeServiceServicer, citizen_pb2_grpc.Citiz
         raise AssertionError
 
 
+@pytest.mark.slow
 def test_a_redemption_is_never_retried_a_history_read_is() -> None:
     servicer = _Unavailable()
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))

@@ -51,6 +51,7 @@ class _FlakyDirectory(directory_pb2_grpc.DirectoryServiceServicer):
 
 
 @pytest.mark.parametrize(("failures", "answered"), [(2, True), (RETRY_MAX_ATTEMPTS, False)])
+@pytest.mark.slow
 def test_unavailable_is_retried_within_the_documented_limit(failures: int, answered: bool) -> None:
     servicer = _FlakyDirectory(failures)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))

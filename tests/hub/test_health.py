@@ -79,6 +79,7 @@ def admin(engine: Engine) -> Iterator[Engine]:
     admin.dispose()
 
 
+@pytest.mark.slow
 def test_schema_behind_is_not_serving_for_every_service_then_serving_again(
     running_hub: RunningHub, engine: Engine
 ) -> None:
@@ -103,6 +104,7 @@ def test_schema_behind_is_not_serving_for_every_service_then_serving_again(
     assert (done.returncode, done.stdout.strip()) == (0, "(server): SERVING"), done.stderr
 
 
+@pytest.mark.slow
 def test_database_refusing_connections_is_not_serving_until_it_accepts_them(
     running_hub: RunningHub, engine: Engine, admin: Engine
 ) -> None:
@@ -169,6 +171,7 @@ def _wait_serving(checker: HealthChecker) -> None:
     pytest.fail("the checker never saw the database again")
 
 
+@pytest.mark.slow
 def test_certhub_health_exit_codes_for_unknown_services_and_unreachable_hubs(
     running_hub: RunningHub,
 ) -> None:
@@ -191,6 +194,7 @@ def _alembic_version_tables() -> int:
     return sum(1 for o in gc.get_objects() if isinstance(o, Table) and o.name == "alembic_version")
 
 
+@pytest.mark.slow
 def test_probes_keep_nothing_alive_per_probe(engine: Engine) -> None:
     """Issue 6 load test: each probe's alembic_version Table stayed pinned in the engine's
     compiled-statement cache (~16 KiB each, up to 750 of them), so every worker grew."""

@@ -210,6 +210,7 @@ json_values = st.recursive(
         },
     )
 )
+@pytest.mark.slow
 def test_parse_structured_garbage_raises_only_malformed_envelope(document: object) -> None:
     with contextlib.suppress(MalformedEnvelope):
         parse_envelope(json.dumps(document).encode())

@@ -279,6 +279,7 @@ def test_plans_are_logarithmic(size: int) -> None:
         assert (index + 1) << level <= size  # only perfect, existing subtrees
 
 
+@pytest.mark.slow
 def test_large_tree_root_without_recursion() -> None:
     hashes = _leaves(2**17 + 3)
     completed, front = append_leaves(0, [], hashes)

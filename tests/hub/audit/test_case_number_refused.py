@@ -63,6 +63,7 @@ def calls(running: RunningHub, world: DemoWorld) -> dict[str, Callable[[HubClien
     ],
 )
 @pytest.mark.parametrize("call", ["fetch", "get", "register", "close"])
+@pytest.mark.slow
 def test_an_id_shaped_case_number_is_refused_and_audited_without_it(
     running_hub: RunningHub, world: DemoWorld, call: str, case: str, marker: str
 ) -> None:

@@ -86,6 +86,7 @@ def test_changed_leaf_is_named(logged: RunningHub, capsys: pytest.CaptureFixture
     assert "first bad index 4200" in output
 
 
+@pytest.mark.slow
 def test_changed_leaf_with_every_node_above_it_is_caught_by_the_checkpoint(
     logged: RunningHub, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -264,6 +265,7 @@ def test_checkpoint_replaced_with_a_forked_root_is_named(
     assert "root" in output
 
 
+@pytest.mark.slow
 def test_log_head_rewind_is_caught(logged: RunningHub, capsys: pytest.CaptureFixture[str]) -> None:
     _tamper(logged, lambda s: s.execute(update(LogHead).values(size=SIZE - 1)))
     status, output = _verify(logged, capsys)
@@ -363,6 +365,7 @@ def test_query_paging_and_bad_flags(logged: RunningHub, capsys: pytest.CaptureFi
     assert main(_cli(logged, "query", "--holder-id", "x")) == 1
 
 
+@pytest.mark.slow
 def test_entries_stamped_in_local_time_verify_and_filter(
     logged: RunningHub, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -174,6 +174,7 @@ def test_no_checkpoints_fails(logged: RunningHub, capsys: pytest.CaptureFixture[
     assert f"entries 0..{SIZE - 1} are covered by no checkpoint (there is none)" in output
 
 
+@pytest.mark.slow
 def test_deleted_newest_checkpoints_fail(
     logged: RunningHub, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -184,6 +185,7 @@ def test_deleted_newest_checkpoints_fail(
     assert "the newest checkpoint covers 3000" in output
 
 
+@pytest.mark.slow
 def test_young_uncovered_tail_is_not_yet_covered(logged: RunningHub) -> None:
     # The signer may run a moment after the commit: a tail younger than the grace passes,
     # reported as not covered yet; the same tail older than the grace fails.
@@ -245,6 +247,7 @@ def _rewrite_tail(running: RunningHub, keep: int, *, append: bool = True) -> Non
     )
 
 
+@pytest.mark.slow
 def test_rewritten_tail_is_caught_by_a_trusted_checkpoint(
     logged: RunningHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -266,6 +269,7 @@ def test_rewritten_tail_is_caught_by_a_trusted_checkpoint(
     assert f"trusted checkpoint {SIZE} has another root" in output
 
 
+@pytest.mark.slow
 def test_truncated_log_is_caught_by_a_trusted_checkpoint(
     logged: RunningHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -283,6 +287,7 @@ def test_truncated_log_is_caught_by_a_trusted_checkpoint(
     assert f"the trusted checkpoint covers {SIZE} entries, the log holds 4000" in output
 
 
+@pytest.mark.slow
 def test_trusted_checkpoint_of_another_log_is_refused(
     logged: RunningHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -311,6 +316,7 @@ def _store_cosigned(running: RunningHub, size: int, signers: list[CosignatureSig
     return cosigned
 
 
+@pytest.mark.slow
 def test_witness_quorum_anchors_verification(
     logged: RunningHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

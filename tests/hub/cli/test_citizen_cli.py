@@ -47,6 +47,7 @@ def _run(
     return status, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_present_render_redeem_and_history(
     running_hub: RunningHub, world: DemoWorld, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

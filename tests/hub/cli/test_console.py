@@ -11,12 +11,14 @@ import sys
 import time
 import urllib.request
 
+import pytest
 from support.hubs import RunningHub
 from support.processes import REPO, certhub_env
 
 START_SECONDS = 60.0
 
 
+@pytest.mark.slow
 def test_console_process_serves_and_stops(running_hub: RunningHub) -> None:
     url = running_hub.engine.url.render_as_string(hide_password=False)
     process = subprocess.Popen(
@@ -62,6 +64,7 @@ def test_console_process_serves_and_stops(running_hub: RunningHub) -> None:
     assert code == 0
 
 
+@pytest.mark.slow
 def test_console_refuses_a_bad_address_naming_it(running_hub: RunningHub) -> None:
     done = subprocess.run(
         [

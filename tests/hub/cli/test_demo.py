@@ -42,6 +42,7 @@ def test_relative_data_dir_twice_and_adapters_point_at_the_served_port(tmp_path:
         assert Path(hub["ca"]).is_file()
 
 
+@pytest.mark.slow
 def test_a_folder_that_is_not_a_demo_is_left_alone(tmp_path: Path) -> None:
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me", encoding="utf-8")

@@ -47,6 +47,7 @@ def _one_line(stderr: str) -> str:
         ("postgresql+psycopg://certhub@127.0.0.1:1/certhub", "cannot use the database"),
     ],
 )
+@pytest.mark.slow
 def test_database_problems_are_one_line(tmp_path: Path, url: str, says: str) -> None:
     for command in (["db", "status"], ["stats"]):
         status, stderr = _certhub(*command, "--db", url, cwd=tmp_path)
@@ -56,6 +57,7 @@ def test_database_problems_are_one_line(tmp_path: Path, url: str, says: str) -> 
         assert says in line
 
 
+@pytest.mark.slow
 def test_verbose_adds_the_traceback(tmp_path: Path) -> None:
     status, stderr = _certhub("--verbose", "db", "status", "--db", "postgres://x@h/d", cwd=tmp_path)
     assert status == failures.EXIT_FAILED
@@ -65,6 +67,7 @@ def test_verbose_adds_the_traceback(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.slow
 def test_a_schema_never_created_is_named_as_such(tmp_path: Path, workers: str) -> None:
     """One process finds out in build_hub, the supervisor of several before forking: same line."""
     data = tmp_path / "data"
@@ -79,6 +82,7 @@ def test_a_schema_never_created_is_named_as_such(tmp_path: Path, workers: str) -
     assert "certhub db upgrade" in stderr
 
 
+@pytest.mark.slow
 def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     """`certhub ... | head` once head has exited: no BrokenPipeError traceback."""
     read, write = os.pipe()
@@ -99,6 +103,7 @@ def test_an_unexpected_error_says_it_is_a_bug() -> None:
     assert "--verbose stats" in failure.line("stats")
 
 
+@pytest.mark.slow
 def test_one_shot_commands_do_not_narrate_on_stderr(tmp_path: Path) -> None:
     """No "registry version N loaded" (or cache, health) lines on every command (item 8)."""
     registry = REPO / "docs" / "registry.example.toml"

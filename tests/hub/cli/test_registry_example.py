@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hub.cli import failures
 
 REPO = Path(__file__).resolve().parents[3]
@@ -28,12 +30,14 @@ def _certhub(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_prints_the_documented_example(tmp_path: Path) -> None:
     done = _certhub("registry", "example", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stdout == DOCUMENTED.read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_writes_a_new_file_that_validates_and_never_overwrites(tmp_path: Path) -> None:
     target = tmp_path / "registry.toml"
     done = _certhub("registry", "example", "--output", str(target), cwd=tmp_path)

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from support.served import prepare_deployment, serve, wait_for
@@ -17,6 +18,7 @@ from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_cert
 from hub.store.models import AuditEntry
 
 
+@pytest.mark.slow
 def test_sigterm_drains_an_in_flight_stream_flushes_the_audit_log_and_exits_0(
     tmp_path: Path, world: DemoWorld, database_url: str, engine: Engine
 ) -> None:

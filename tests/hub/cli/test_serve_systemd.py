@@ -73,6 +73,7 @@ def _deployment(tmp_path: Path, world: DemoWorld) -> Path:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.slow
 def test_ready_after_the_banner_and_stopping_at_the_drain_from_the_main_process(
     tmp_path: Path, world: DemoWorld, workers: int
 ) -> None:
@@ -137,6 +138,7 @@ def test_ready_after_the_banner_and_stopping_at_the_drain_from_the_main_process(
             assert own[0]["pid"] != process.pid
 
 
+@pytest.mark.slow
 def test_without_notify_socket_serve_runs_as_before(tmp_path: Path, world: DemoWorld) -> None:
     """Outside systemd (no NOTIFY_SOCKET, or one nobody listens on) nothing fails."""
     data = _deployment(tmp_path, world)

@@ -16,6 +16,7 @@ from hub.store.engine import make_session_factory, session_scope
 NOW = dt.datetime(2026, 12, 4, 12, tzinfo=dt.UTC)
 
 
+@pytest.mark.slow
 def test_a_year_of_history_looks_like_the_reform(engine: Engine, world: DemoWorld) -> None:
     sessions = make_session_factory(engine)
     with session_scope(sessions, write=True) as session:

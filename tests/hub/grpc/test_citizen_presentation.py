@@ -143,6 +143,7 @@ def test_present_and_redeem_once(hub: RunningHub, world: DemoWorld) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_expired_token(hub: RunningHub, world: DemoWorld) -> None:
     holder, licence = _licensed(hub, world)
     token = _token(hub, holder, licence, ttl_seconds=1)

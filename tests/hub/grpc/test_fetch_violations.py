@@ -5,6 +5,7 @@ stored, one audited refusal. Real gRPC with mTLS on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import grpc
+import pytest
 from support.hubs import RunningHub
 from support.probes import assert_audited_refusal, refused, snapshot, violation_fields
 
@@ -31,6 +32,7 @@ def test_every_malformed_field_of_a_fetch_is_reported(running_hub: RunningHub) -
     assert row.action == "fetch"
 
 
+@pytest.mark.slow
 def test_an_id_shaped_case_number_is_reported_with_the_holder(
     running_hub: RunningHub, world: DemoWorld
 ) -> None:

@@ -10,6 +10,7 @@ import time
 
 import grpc
 import grpc.aio
+import pytest
 from support.hubs import RunningHub
 
 from certhub.v1 import common_pb2, ingest_pb2_grpc, intake_pb2
@@ -49,6 +50,7 @@ async def _hold_idle_streams(running: RunningHub, principal: str, opened: thread
     return finished
 
 
+@pytest.mark.slow
 def test_a_thousand_idle_push_streams_do_not_stall_fetches(
     running_hub: RunningHub, world: DemoWorld
 ) -> None:

@@ -43,6 +43,7 @@ def _gauges(running_hub: RunningHub) -> dict[str, float]:
     }
 
 
+@pytest.mark.slow
 def test_legacy_codes_shown_and_stranding_warned(
     running_hub: RunningHub,
     world: DemoWorld,

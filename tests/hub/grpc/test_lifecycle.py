@@ -419,6 +419,7 @@ def test_concurrent_pushes_of_one_version_store_it_once(
     assert snapshot(running_hub.engine).certificates == 1
 
 
+@pytest.mark.slow
 def test_a_long_stream_is_answered_in_order(
     running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment
 ) -> None:
@@ -440,6 +441,7 @@ def test_a_long_stream_is_answered_in_order(
     assert snapshot(running_hub.engine).certificates == count - count // 3
 
 
+@pytest.mark.slow
 def test_an_attachment_near_the_limit_reaches_the_window(
     running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, company: DemoHolder
 ) -> None:

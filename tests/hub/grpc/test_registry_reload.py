@@ -126,6 +126,7 @@ def test_key_marked_compromised_stops_verifying_new_pushes(
     assert keys[old_key.public_key.key_id].status.name == "COMPROMISED"
 
 
+@pytest.mark.slow
 def test_cli_applied_registry_reaches_the_running_hub_within_the_reload_interval(
     running_hub: RunningHub, world: DemoWorld, tmp_path: Path
 ) -> None:

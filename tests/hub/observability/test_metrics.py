@@ -93,6 +93,7 @@ def test_grpc_metrics_carry_the_ecosystem_label_names() -> None:
     assert registry.get_sample_value("certhub_grpc_requests_total", labels) == 1
 
 
+@pytest.mark.slow
 def test_only_the_metrics_path_answers_and_only_hub_series(running_hub: RunningHub) -> None:
     endpoint = serve_metrics(port=0)
     try:
@@ -109,6 +110,7 @@ def test_only_the_metrics_path_answers_and_only_hub_series(running_hub: RunningH
     assert all(name.startswith("certhub_") for name in names), names
 
 
+@pytest.mark.slow
 def test_metrics_endpoint_serves_the_hub_metrics(running_hub: RunningHub) -> None:
     endpoint = serve_metrics(port=0)
     try:
@@ -124,6 +126,7 @@ def test_metrics_endpoint_serves_the_hub_metrics(running_hub: RunningHub) -> Non
         assert name in text
 
 
+@pytest.mark.slow
 def test_one_endpoint_sums_the_workers_of_certhub_serve(
     tmp_path: Path, world: DemoWorld, database_url: str, engine: Engine
 ) -> None:

@@ -227,6 +227,7 @@ def test_a_fetch_racing_a_revocation_cannot_put_the_valid_view_back(
         assert deployment.statuses(company) == ["REVOKED"]
 
 
+@pytest.mark.slow
 def test_concurrent_fetches_never_show_valid_after_revoke_returned(
     deployment: Deployment,
 ) -> None:
@@ -262,6 +263,7 @@ def test_concurrent_fetches_never_show_valid_after_revoke_returned(
 
 
 @pytest.mark.parametrize("outage", ["killed", "paused"])
+@pytest.mark.slow
 def test_redis_outage_costs_no_fetch_and_heals(
     outage: str,
     tmp_path: Path,

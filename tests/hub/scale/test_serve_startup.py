@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from support.served import REPO, prepare_deployment
 
 from hub.demo.world import DemoWorld
@@ -17,6 +18,7 @@ from hub.store.engine import make_engine, sqlite_url
 EXIT_TIMEOUT = 60.0
 
 
+@pytest.mark.slow
 def test_a_port_taken_by_another_program_stops_the_supervisor(
     tmp_path: Path, world: DemoWorld
 ) -> None:

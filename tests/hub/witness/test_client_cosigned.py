@@ -80,6 +80,7 @@ def client(running: RunningHub, principal: str, witness_keys: tuple[str, ...]) -
     return c
 
 
+@pytest.mark.slow
 def test_a_fetch_is_proven_in_a_checkpoint_the_witness_cosigned(
     witnessed: tuple[RunningHub, str], world: DemoWorld
 ) -> None:
@@ -100,6 +101,7 @@ def test_a_fetch_is_proven_in_a_checkpoint_the_witness_cosigned(
     )
 
 
+@pytest.mark.slow
 def test_a_witness_the_hub_does_not_use_is_no_cosignature(
     witnessed: tuple[RunningHub, str], world: DemoWorld
 ) -> None:
