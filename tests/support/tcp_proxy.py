@@ -124,6 +124,10 @@ class TcpRelay:
 
     def close(self) -> None:
         self._stopped.set()
+        # Closing a listening socket does not wake a thread blocked in accept() on Linux
+        # (the join below waited out its 5 s every time); shutting it down does.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         for relayed in self.snapshot():
             relayed.resume()
