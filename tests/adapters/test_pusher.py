@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 from support.adapters import (
     outbox_counts,
+    outbox_last_error,
     registration,
     restart_hub,
     sqlite_department,
@@ -50,7 +51,14 @@ def test_hub_restarted_halfway_all_rows_arrive_none_twice(
             assert runner.is_alive()
             time.sleep(0.02)
 
-        restart_hub(running_hub, down_seconds=1.5)
+        # Down until the adapter has noticed: its outbox notes the error it will retry.
+        noted = outbox_last_error(files.outbox)
+        restart_hub(
+            running_hub,
+            down_until=lambda: outbox_last_error(files.outbox) != noted,
+            timeout=60,
+            what="the adapter to note the hub gone",
+        )
         acked_while_down = outbox_counts(files.outbox).get("acked", 0)
         assert acked_while_down < ROWS, "the hub went down too late to test anything"
 

@@ -6,8 +6,7 @@ import contextlib
 import datetime as dt
 import json
 import sqlite3
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from hub.demo.world import DemoDepartment, DemoWorld, enterprise
 from hub.grpc.server import ServerTLS, build_server
 from hub.runtime import build_hub
 from support.hubs import RunningHub
+from support.served import wait_for
 
 REGISTRATIONS = "business_registration"
 metadata = MetaData()
@@ -227,13 +227,16 @@ def csv_lines(rows: Iterable[dict[str, object]]) -> Iterator[str]:
         yield ",".join(cells)
 
 
-def restart_hub(running: RunningHub, *, down_seconds: float) -> None:
+def restart_hub(
+    running: RunningHub, *, down_until: Callable[[], object], timeout: float, what: str
+) -> None:
     """Stop the hub's server and start a new hub process state on the same port and database
-    (what an operator's restart looks like to an adapter)."""
+    (what an operator's restart looks like to an adapter); the hub stays down until
+    ``down_until()`` holds (``what``, at most ``timeout`` seconds)."""
     port = running.server.port
     running.server.stop(grace=None)
     running.hub.close()
-    time.sleep(down_seconds)
+    wait_for(down_until, timeout=timeout, what=what)
     pki = running.config.pki
     hub = build_hub(running.config, running.engine)
     running.hub = hub
@@ -242,6 +245,13 @@ def restart_hub(running: RunningHub, *, down_seconds: float) -> None:
         address=f"127.0.0.1:{port}",
         tls=ServerTLS(cert=pki.server_cert, key=pki.server_key, client_ca=pki.ca_cert),
     )
+
+
+def outbox_last_error(path: Path) -> str | None:
+    """The adapter's last noted error (its outbox's meta row), as an operator would read it."""
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as db:
+        row = db.execute("SELECT value FROM meta WHERE name = 'last_error'").fetchone()
+    return None if row is None else str(row[0])
 
 
 def outbox_counts(path: Path) -> dict[str, int]:
