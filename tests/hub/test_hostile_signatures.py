@@ -276,8 +276,13 @@ def test_retired_key_keeps_what_it_signed_but_admits_nothing_new(
     # Issue 12: a retired key could sign new certificates backdated into its window.
     old = licence(keys, serial=20, issued_on=dt.date(2021, 6, 1))
     envelope = sign_certificate(old, [RETIRED])
+    # The same keys with RETIRED still active (the compromised one stays compromised: the
+    # registry refuses to trust it again without --trust-again).
     while_active = dataclasses.replace(keys.world, extra_keys={
-        keys.amr.code: [(RETIRED, dt.date(2020, 1, 1), None, "active")]
+        keys.amr.code: [
+            (key, since, None, "active") if key is RETIRED else (key, since, until, status)
+            for key, since, until, status in keys.world.extra_keys[keys.amr.code]
+        ]
     })  # fmt: skip
     running_hub.apply_registry(while_active.registry_toml())
     with running_hub.client(keys.amr.principal) as client:

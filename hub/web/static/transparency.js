@@ -14,6 +14,8 @@
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     out.className = "";
+    // No verdict while checking: the previous one must not stand for this receipt.
+    out.dataset.verdict = "checking";
     out.textContent = "核验中… Checking…";
     const verdict = await window.certhubReceipt.check(
       document.getElementById("receipt-text").value,

@@ -64,13 +64,19 @@ def _case_unit(committer: GroupCommitter, case: str, *, served: bool) -> Pending
 def test_cases_between_reads_are_one_upsert_and_entries_keep_their_order(
     engine: Engine, committer: GroupCommitter
 ) -> None:
+    holding = threading.Event()
     release = threading.Event()
 
     def hold(_session: Session) -> None:
+        holding.set()
         release.wait(WAIT_SECONDS)
 
-    # The first unit holds the committer, so everything after it queues into one batch.
+    # The first unit holds the committer, so everything after it queues into one batch. It
+    # must be holding before the rest is submitted: the committer drains its queue when it
+    # takes a batch, and units submitted during that drain landed in the first batch (a
+    # second upsert, 1 run in ~20 on a loaded machine).
     first = committer.submit(hold, lambda _v, _e: _entry("HOLD", Action.FETCH))
+    assert holding.wait(WAIT_SECONDS)
     expected: list[tuple[str, str]] = []
     pending = []
     for n in range(30):

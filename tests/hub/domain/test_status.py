@@ -63,4 +63,11 @@ def test_no_expiry(today: datetime.date, expected: CertificateStatus) -> None:
 
 
 def test_status_values_are_their_names() -> None:
-    assert [str(s) for s in S] == ["VALID", "NOT_YET_VALID", "EXPIRED", "SUPERSEDED", "REVOKED"]
+    assert [str(s) for s in S] == [
+        "VALID",
+        "NOT_YET_VALID",
+        "EXPIRED",
+        "SUPERSEDED",
+        "REVOKED",
+        "UNUSABLE",
+    ]
