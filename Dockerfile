@@ -15,6 +15,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY certhub certhub
 COPY hub hub
+COPY core core
 COPY signing signing
 COPY cache cache
 COPY adapters adapters

@@ -12,7 +12,7 @@ import grimp
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "architecture.md"
-ROOT_PACKAGES = ("hub", "signing", "cache", "adapters", "certhub")
+ROOT_PACKAGES = ("hub", "core", "signing", "cache", "adapters", "certhub")
 
 
 def _unit(module: str) -> str | None:

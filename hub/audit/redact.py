@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import re
 
-from hub.domain._codes import USCC_ALPHABET, uscc_check_char
+from core.codes import USCC_ALPHABET, uscc_check_char
 from hub.domain.identifier import GBT_PREFIX, certificate_id_violations
 from hub.errors import InvalidArgument
 

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from hub.domain._codes import (
+from core.codes import (
     RESIDENT_ID_LENGTH,
     USCC_ALPHABET,
     USCC_LENGTH,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from hub.domain._codes import (
+from core.codes import (
     MOD37_36_ALPHABET,
     USCC_LENGTH,
     check_char_mod37_36,

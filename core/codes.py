@@ -1,8 +1,9 @@
-"""Check-character arithmetic shared by holder IDs and certificate identifiers.
+"""Check-character arithmetic of holder IDs and certificate identifiers (GB 11643-1999,
+GB 32100-2015, ISO 7064 MOD 37,36 for GB/T 36904), for the hub and the adapters alike.
 
 These functions trust their callers to pass the right alphabet and length only after
-saying so with a ``ValueError``; request validation (with field violations) lives in
-``holder`` and ``identifier``.
+saying so with a ``ValueError``; request validation (with field violations) lives in the
+hub's ``hub.domain.holder`` and ``hub.domain.identifier``.
 """
 
 from __future__ import annotations
