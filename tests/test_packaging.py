@@ -121,7 +121,7 @@ def _build_wheel(tmp_path: Path) -> Path:
     for name in ("pyproject.toml", "README.md", "docs/registry.example.toml"):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, source / name)
-    for package in ("certhub", "hub", "signing", "cache", "adapters"):
+    for package in ("certhub", "hub", "core", "signing", "cache", "adapters"):
         shutil.copytree(
             REPO / package,
             source / package,
