@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from adapters.config import AdapterConfig, MappingConfig, TypeConfig, ValueSpec
-from adapters.identifier import derived_serial, gbt_identifier, is_serial
+from adapters.identifier import derived_serial
 from adapters.records import SourceRecord
+from core.identifier import gbt_identifier, is_serial
+from core.payload import canonical_json
 
-__all__ = ["Mapped", "Mapper", "MappingFailed", "canonical_json"]
+__all__ = ["Mapped", "Mapper", "MappingFailed"]
 
 _MEDIA_TYPES = {
     ".pdf": "application/pdf",
@@ -36,12 +37,6 @@ _ISO_LENGTH = len("2024-03-01")
 
 class MappingFailed(Exception):
     """A record the mapping cannot turn into a payload; the message names field and column."""
-
-
-def canonical_json(document: object) -> bytes:
-    return json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from adapters.config import AdapterConfig
 from adapters.errors import ConfigError
-from adapters.identifier import MAX_VERSION
-from adapters.mapping import Mapped, Mapper, MappingFailed, canonical_json
+from adapters.mapping import Mapped, Mapper, MappingFailed
 from adapters.outbox import ItemKind, NewItem, Outbox, RecordState, WriteBatch
 from adapters.records import Checkpoint, Problem, Source, SourceItem, SourceRecord
+from core.identifier import MAX_VERSION
+from core.payload import revocation_payload_json
 from signing import (
     CERTIFICATE_PAYLOAD_TYPE,
     REVOCATION_PAYLOAD_TYPE,
@@ -217,12 +218,8 @@ class Producer:
         self, record: SourceRecord, certificate_id: str, version: int, mapped: Mapped
     ) -> NewItem:
         now = dt.datetime.now(dt.UTC).replace(microsecond=0)
-        payload = canonical_json(
-            {
-                "certificate_id": certificate_id,
-                "reason": mapped.revocation_reason,
-                "revoked_at": f"{now:%Y-%m-%dT%H:%M:%S}Z",
-            }
+        payload = revocation_payload_json(
+            certificate_id=certificate_id, reason=mapped.revocation_reason, revoked_at=now
         )
         self.counts.revocations += 1
         return NewItem(

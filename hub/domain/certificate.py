@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Final, TypeVar
 
+from core import payload as canonical
 from hub.domain.holder import CheckedHolder, Holder, check_holder, check_uscc
 from hub.domain.identifier import (
     MAX_VERSION,
@@ -311,7 +312,8 @@ def parse_certificate_payload(payload: bytes, *, accept_legacy_uscc: bool) -> Ce
 
 
 def certificate_payload_json(p: CertificatePayload) -> bytes:
-    """The canonical encoding: UTF-8 JSON, sorted keys, no whitespace, every key present."""
+    """The canonical encoding (``core.payload``): UTF-8 JSON, sorted keys, no whitespace,
+    every key present."""
     attachment = (
         None
         if p.attachment is None
@@ -336,7 +338,7 @@ def certificate_payload_json(p: CertificatePayload) -> bytes:
         "fields": dict(p.fields),
         "attachment": attachment,
     }
-    return _canonical(document)
+    return canonical.canonical_json(document)
 
 
 def parse_revocation_payload(payload: bytes) -> RevocationPayload:
@@ -368,13 +370,11 @@ def parse_revocation_payload(payload: bytes) -> RevocationPayload:
 
 
 def revocation_payload_json(r: RevocationPayload) -> bytes:
-    """The canonical encoding; ``revoked_at`` is written in UTC with a ``Z``."""
-    if r.revoked_at.utcoffset() is None:
-        raise ValueError("revoked_at must be timezone-aware")
-    at = r.revoked_at.astimezone(datetime.UTC)
-    fraction = f".{at.microsecond:06d}" if at.microsecond else ""
-    stamp = f"{at:%Y-%m-%dT%H:%M:%S}{fraction}Z"
-    return _canonical({"certificate_id": r.certificate_id, "reason": r.reason, "revoked_at": stamp})
+    """The canonical encoding (``core.payload``, the adapters' too); ``revoked_at`` is
+    written in UTC with a ``Z``."""
+    return canonical.revocation_payload_json(
+        certificate_id=r.certificate_id, reason=r.reason, revoked_at=r.revoked_at
+    )
 
 
 # --- reading JSON ---------------------------------------------------------------------
@@ -445,12 +445,6 @@ def _reject_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]
 
 def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
-
-
-def _canonical(document: object) -> bytes:
-    return json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
 
 
 def _json_type(value: object) -> str:

@@ -1,4 +1,9 @@
-"""Certificate identifiers: GB/T 36904 identifiers and issuer-unique ids."""
+"""Certificate identifiers: GB/T 36904 identifiers and issuer-unique ids.
+
+The identifier's form (prefix, 3-digit version, check character, lineage, serial alphabet)
+is ``core.identifier``'s, shared with the adapters; here is the hub's validation, which
+answers a bad id with field violations.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,15 @@ from core.codes import (
     check_char_mod37_36,
     is_ascii_digits,
     is_uscc_shaped,
+)
+from core.identifier import (
+    GBT_PREFIX,
+    MAX_SERIAL_LENGTH,
+    MAX_VERSION,
+    VERSION_DIGITS,
+    format_gbt_identifier,
+    gbt_lineage,
+    is_serial,
 )
 from hub.errors import FieldViolation, InvalidArgument
 
@@ -29,25 +43,14 @@ __all__ = [
     "parse_identifier",
 ]
 
-#: GB/T 36904 root arc for electronic licence identifiers (China OID 1.2.156, 3005.2).
-GBT_PREFIX = "1.2.156.3005.2."
 #: GB/T 36904 type codes are the defining department's USCC followed by a 3-digit number.
 TYPE_CODE_LENGTH = USCC_LENGTH + 3
-#: GB/T 36904 leaves the serial's length to the issuer; 64 keeps the whole identifier
-#: (prefix 15 + type 21 + issuer 18 + version 3 + check 1 + dots) within
-#: MAX_CERTIFICATE_ID_LENGTH, so every id fits one indexed column.
-MAX_SERIAL_LENGTH = 64
-#: The version part of a GB/T 36904 identifier has three digits; the hub holds every
-#: certificate (GB/T or issuer-unique) to the same bound so the rules do not diverge.
-MAX_VERSION = 999
 #: Bound on any certificate id (GB/T ids need at most 126); it is an index key and part of
 #: every audit leaf that names the certificate.
 MAX_CERTIFICATE_ID_LENGTH = 128
 
-_VERSION_DIGITS = 3
 # The five dot-separated parts after the prefix: type, issuer, serial, version, check.
 _GBT_PART_COUNT = 5
-_SERIAL_RE = re.compile(r"[0-9A-Z]+")
 # Issuer-unique ids travel in URLs, QR codes and log lines: keep them to a safe ASCII set.
 _ISSUER_UNIQUE_RE = re.compile(r"[A-Za-z0-9._:/-]+")
 _REASON = "INVALID_CERTIFICATE_ID"
@@ -63,14 +66,14 @@ class CertificateIdentifier:
     version: int
 
     def __str__(self) -> str:
-        version = f"{self.version:0{_VERSION_DIGITS}d}"
-        check = check_char_mod37_36(f"{self.type_code}{self.issuer}{self.serial}{version}")
-        return f"{self.lineage}.{version}.{check}"
+        return format_gbt_identifier(
+            type_code=self.type_code, issuer=self.issuer, serial=self.serial, version=self.version
+        )
 
     @property
     def lineage(self) -> str:
         """The identifier without version and check: shared by every version of a certificate."""
-        return f"{GBT_PREFIX}{self.type_code}.{self.issuer}.{self.serial}"
+        return gbt_lineage(type_code=self.type_code, issuer=self.issuer, serial=self.serial)
 
 
 def parse_identifier(text: str, *, field: str = "certificate_id") -> CertificateIdentifier:
@@ -180,8 +183,8 @@ def _parse(text: str) -> tuple[CertificateIdentifier | None, list[str]]:
         ]
     type_code, issuer, serial, version_text, check = parts
     problems = _part_problems(type_code, issuer, serial)
-    if len(version_text) != _VERSION_DIGITS or not is_ascii_digits(version_text):
-        problems.append(f"version must be {_VERSION_DIGITS} digits, got {version_text!r}")
+    if len(version_text) != VERSION_DIGITS or not is_ascii_digits(version_text):
+        problems.append(f"version must be {VERSION_DIGITS} digits, got {version_text!r}")
     elif int(version_text) < 1:
         problems.append("version must be 001 or higher")
     if len(check) != 1 or check not in MOD37_36_ALPHABET:
@@ -204,7 +207,7 @@ def _part_problems(type_code: str, issuer: str, serial: str) -> list[str]:
             f"issuer must be {USCC_LENGTH} characters of the USCC alphabet "
             f"(0-9, A-Z without I O S V Z), got {issuer!r}"
         )
-    if not serial or len(serial) > MAX_SERIAL_LENGTH or not _SERIAL_RE.fullmatch(serial):
+    if not is_serial(serial):
         problems.append(
             f"serial must be 1-{MAX_SERIAL_LENGTH} characters of 0-9A-Z, got {serial!r}"
         )

@@ -24,10 +24,11 @@ from support.hubs import RunningHub
 from support.tcp_proxy import Relayed, tcp_relay
 
 from adapters import Adapter, AdapterConfig, PassReport, load_config
-from adapters.identifier import lineage_of, stream_key
+from adapters.identifier import stream_key
 from adapters.outbox import Outbox
 from adapters.producer import Producer, load_signing_key
 from adapters.sources import open_source
+from core.identifier import lineage_of
 from hub.demo.world import DemoDepartment, DemoWorld
 
 STREAMS = 3

@@ -16,7 +16,7 @@ from signing import MAX_ENVELOPE_BYTES, MAX_SIGNATURES
 
 REPO = Path(__file__).resolve().parents[2]
 # The server side: the hub and the libraries it serves with.
-PACKAGES = ("hub", "signing", "cache")
+PACKAGES = ("hub", "core", "signing", "cache")
 # Module-level constants whose names say they bound something.
 CONSTANT = re.compile(r"^(_?[A-Z][A-Z0-9_]*)\s*(:[^=]+)?=\s*[-0-9(]")
 LIMIT_WORDS = re.compile(

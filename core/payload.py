@@ -1,0 +1,45 @@
+"""The canonical JSON of the signed payloads, one encoding for the hub and the adapters.
+
+A payload's bytes are what a department signs and what the hub stores, verifies and hands
+out, so both sides must write a document the same way: UTF-8 JSON with sorted keys, no
+whitespace, no ASCII escaping of Chinese text, and no NaN or Infinity (not JSON).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+__all__ = ["canonical_json", "revocation_payload_json", "utc_timestamp"]
+
+
+def canonical_json(document: object) -> bytes:
+    """The canonical encoding of ``document`` (``ValueError`` on NaN or Infinity)."""
+    return json.dumps(
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def utc_timestamp(at: datetime.datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``: seconds, and microseconds only when there are any.
+
+    ``ValueError`` on a naive time (its zone would be a guess).
+    """
+    if at.utcoffset() is None:
+        raise ValueError("revoked_at must be timezone-aware")
+    utc = at.astimezone(datetime.UTC)
+    fraction = f".{utc.microsecond:06d}" if utc.microsecond else ""
+    return f"{utc:%Y-%m-%dT%H:%M:%S}{fraction}Z"
+
+
+def revocation_payload_json(
+    *, certificate_id: str, reason: str, revoked_at: datetime.datetime
+) -> bytes:
+    """A revocation payload ``{certificate_id, reason, revoked_at}`` in canonical form."""
+    return canonical_json(
+        {
+            "certificate_id": certificate_id,
+            "reason": reason,
+            "revoked_at": utc_timestamp(revoked_at),
+        }
+    )

@@ -1,0 +1,92 @@
+"""Issue 16 item 1: a rule the hub and the adapters both follow is written once, in
+``core/``. The adapters may not import the hub, so they used to keep their own copies of the
+GB/T 36904 identifier rules and the canonical payload JSON; this fails if one comes back."""
+
+from __future__ import annotations
+
+import ast
+import datetime
+from pathlib import Path
+
+import pytest
+
+from core import codes, identifier, payload
+from hub.domain.certificate import (
+    RevocationPayload,
+    parse_revocation_payload,
+    revocation_payload_json,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+# Everything that follows the shared rules: the hub, the adapters and their foundations.
+PACKAGES = ("hub", "adapters", "signing", "cache", "core")
+# Every public name of core's rule modules (codes.py has no __all__: its public names).
+SHARED = (
+    {
+        name
+        for name, value in vars(codes).items()
+        if not name.startswith("_")
+        and getattr(value, "__module__", codes.__name__) == codes.__name__
+        and (name.isupper() or callable(value))
+    }
+    | set(identifier.__all__)
+    | set(payload.__all__)
+)
+# The hub's own lineage_of parses (and refuses a malformed GB/T id) before it takes the
+# lineage with core's rule; the hub's revocation_payload_json takes a RevocationPayload.
+HUB_WRAPPERS = {
+    ("hub/domain/identifier.py", "lineage_of"),
+    ("hub/domain/certificate.py", "revocation_payload_json"),
+}
+
+
+def _definitions() -> dict[str, list[str]]:
+    """Top-level name -> the files that define it (a function or an assigned constant)."""
+    found: dict[str, list[str]] = {}
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            relative = str(path.relative_to(REPO))
+            for node in ast.parse(path.read_text(encoding="utf-8")).body:
+                names: list[str] = []
+                if isinstance(node, ast.FunctionDef):
+                    names = [node.name]
+                elif isinstance(node, ast.Assign):
+                    names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+                elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                    names = [node.target.id]
+                for name in names:
+                    if (relative, name) not in HUB_WRAPPERS:
+                        found.setdefault(name, []).append(relative)
+    return found
+
+
+def test_the_shared_rules_are_defined_only_in_core() -> None:
+    definitions = _definitions()
+    assert "GBT_PREFIX" in SHARED
+    assert "canonical_json" in SHARED
+    twice = {
+        name: files
+        for name in sorted(SHARED)
+        if (files := definitions.get(name, [])) and any(not f.startswith("core/") for f in files)
+    }
+    assert twice == {}
+
+
+@pytest.mark.parametrize(
+    "revoked_at",
+    [
+        datetime.datetime(2024, 5, 1, 9, 30, tzinfo=datetime.timezone(datetime.timedelta(hours=8))),
+        datetime.datetime(2024, 5, 1, 1, 30, 0, 120000, tzinfo=datetime.UTC),
+    ],
+)
+def test_a_revocation_is_encoded_alike_by_both_sides(revoked_at: datetime.datetime) -> None:
+    """What an adapter signs (``core.payload``) is what the hub writes for the same
+    revocation, and reads back unchanged."""
+    signed = payload.revocation_payload_json(
+        certificate_id="FZ-1", reason="吊销", revoked_at=revoked_at
+    )
+    hubs = revocation_payload_json(
+        RevocationPayload(certificate_id="FZ-1", reason="吊销", revoked_at=revoked_at)
+    )
+    assert signed == hubs
+    assert revocation_payload_json(parse_revocation_payload(signed)) == signed
