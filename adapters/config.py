@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from adapters.errors import ConfigError
+from core.payload import CertificateKind, IdType
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -56,8 +57,9 @@ DEFAULT_STREAMS = 2
 #: streams than a deployment's hub processes only add connections.
 MAX_STREAMS = 32
 
-_ID_TYPES = ("RESIDENT_ID", "USCC", "PASSPORT", "OTHER")
-_KINDS = ("LICENCE", "APPROVAL")
+# The payload's vocabularies, the hub's (core.payload).
+_ID_TYPES = tuple(IdType)
+_KINDS = tuple(CertificateKind)
 _ENCODINGS = {"utf-8": "utf-8-sig", "utf8": "utf-8-sig", "gbk": "gb18030", "gb18030": "gb18030"}
 _DEFAULT_DATE_FORMATS = ("%Y-%m-%d",)
 

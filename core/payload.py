@@ -2,15 +2,40 @@
 
 A payload's bytes are what a department signs and what the hub stores, verifies and hands
 out, so both sides must write a document the same way: UTF-8 JSON with sorted keys, no
-whitespace, no ASCII escaping of Chinese text, and no NaN or Infinity (not JSON).
+whitespace, no ASCII escaping of Chinese text, and no NaN or Infinity (not JSON). The
+payload's closed vocabularies (a holder's ID type, a certificate's kind) are here too, so the
+adapters' configuration accepts exactly the values the hub does.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+from enum import StrEnum
 
-__all__ = ["canonical_json", "revocation_payload_json", "utc_timestamp"]
+__all__ = [
+    "CertificateKind",
+    "IdType",
+    "canonical_json",
+    "revocation_payload_json",
+    "utc_timestamp",
+]
+
+
+class IdType(StrEnum):
+    """``holder.id_type``: what kind of ID a certificate's holder (持证主体) is named by."""
+
+    RESIDENT_ID = "RESIDENT_ID"
+    USCC = "USCC"
+    PASSPORT = "PASSPORT"
+    OTHER = "OTHER"
+
+
+class CertificateKind(StrEnum):
+    """``kind``: a licence (证照) or an approval document (批文)."""
+
+    LICENCE = "LICENCE"
+    APPROVAL = "APPROVAL"
 
 
 def canonical_json(document: object) -> bytes:

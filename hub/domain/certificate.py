@@ -13,10 +13,10 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Final, TypeVar
 
 from core import payload as canonical
+from core.payload import CertificateKind
 from hub.domain.holder import CheckedHolder, Holder, check_holder, check_uscc
 from hub.domain.identifier import (
     MAX_VERSION,
@@ -128,11 +128,6 @@ _HOLDER_KEYS = frozenset({"id_type", "id", "name"})
 _ISSUER_KEYS = frozenset({"code", "name"})
 _ATTACHMENT_KEYS = frozenset({"media_type", "sha256", "size"})
 _REVOCATION_KEYS = frozenset({"certificate_id", "reason", "revoked_at"})
-
-
-class CertificateKind(StrEnum):
-    LICENCE = "LICENCE"
-    APPROVAL = "APPROVAL"
 
 
 class FrozenFields(Mapping[str, str]):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 
 from core.codes import (
     RESIDENT_ID_LENGTH,
@@ -17,6 +16,7 @@ from core.codes import (
     resident_id_check_char,
     uscc_check_char,
 )
+from core.payload import IdType
 from hub.errors import InvalidArgument
 
 __all__ = [
@@ -65,13 +65,6 @@ PILOT_USCC_FORM_TEXT = "9?35xxxxM#... (the early Fujian pilot codes, e.g. 913501
 
 _REASON_ID = "INVALID_HOLDER_ID"
 _REASON_ID_TYPE = "INVALID_HOLDER_ID_TYPE"
-
-
-class IdType(StrEnum):
-    RESIDENT_ID = "RESIDENT_ID"
-    USCC = "USCC"
-    PASSPORT = "PASSPORT"
-    OTHER = "OTHER"
 
 
 @dataclass(frozen=True)

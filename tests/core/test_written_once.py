@@ -1,6 +1,7 @@
 """Issue 16 item 1: a rule the hub and the adapters both follow is written once, in
 ``core/``. The adapters may not import the hub, so they used to keep their own copies of the
-GB/T 36904 identifier rules and the canonical payload JSON; this fails if one comes back."""
+GB/T 36904 identifier rules, the canonical payload JSON and the payload's vocabularies (ID
+types, certificate kinds); this fails if one comes back."""
 
 from __future__ import annotations
 
@@ -41,14 +42,14 @@ HUB_WRAPPERS = {
 
 
 def _definitions() -> dict[str, list[str]]:
-    """Top-level name -> the files that define it (a function or an assigned constant)."""
+    """Top-level name -> the files that define it (a function, a class or a constant)."""
     found: dict[str, list[str]] = {}
     for package in PACKAGES:
         for path in sorted((REPO / package).rglob("*.py")):
             relative = str(path.relative_to(REPO))
             for node in ast.parse(path.read_text(encoding="utf-8")).body:
                 names: list[str] = []
-                if isinstance(node, ast.FunctionDef):
+                if isinstance(node, ast.FunctionDef | ast.ClassDef):
                     names = [node.name]
                 elif isinstance(node, ast.Assign):
                     names = [t.id for t in node.targets if isinstance(t, ast.Name)]
@@ -63,7 +64,7 @@ def _definitions() -> dict[str, list[str]]:
 def test_the_shared_rules_are_defined_only_in_core() -> None:
     definitions = _definitions()
     assert "GBT_PREFIX" in SHARED
-    assert "canonical_json" in SHARED
+    assert {"canonical_json", "IdType", "CertificateKind"} <= SHARED
     twice = {
         name: files
         for name in sorted(SHARED)
