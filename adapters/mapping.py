@@ -22,6 +22,8 @@ from core.payload import canonical_json
 
 __all__ = ["Mapped", "Mapper", "MappingFailed"]
 
+# An attachment's media type from its file name: one for each of the hub's
+# core.payload.ATTACHMENT_MEDIA_TYPES (tests/core/test_written_once.py).
 _MEDIA_TYPES = {
     ".pdf": "application/pdf",
     ".ofd": "application/ofd",

@@ -3,7 +3,8 @@
 A payload's bytes are what a department signs and what the hub stores, verifies and hands
 out, so both sides must write a document the same way: UTF-8 JSON with sorted keys, no
 whitespace, no ASCII escaping of Chinese text, and no NaN or Infinity (not JSON). The
-payload's closed vocabularies (a holder's ID type, a certificate's kind) are here too, so the
+payload's closed vocabularies (a holder's ID type, a certificate's kind, an attachment's
+media type) are here too, so the
 adapters' configuration accepts exactly the values the hub does.
 """
 
@@ -12,14 +13,25 @@ from __future__ import annotations
 import datetime
 import json
 from enum import StrEnum
+from typing import Final
 
 __all__ = [
+    "ATTACHMENT_MEDIA_TYPES",
     "CertificateKind",
     "IdType",
     "canonical_json",
     "revocation_payload_json",
     "utc_timestamp",
 ]
+
+
+#: Attachments are the certificate's own file, not arbitrary documents: the formats a
+#: window can display and archive. PDF and OFD (GB/T 33190, the format of Chinese
+#: e-licences, carrying the SM2 seal) are the document formats; PNG and JPEG cover scanned
+#: licences from departments that have not moved to OFD yet.
+ATTACHMENT_MEDIA_TYPES: Final = frozenset(
+    {"application/pdf", "application/ofd", "image/png", "image/jpeg"}
+)
 
 
 class IdType(StrEnum):

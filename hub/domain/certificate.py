@@ -13,10 +13,10 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from typing import TypeVar
 
 from core import payload as canonical
-from core.payload import CertificateKind
+from core.payload import ATTACHMENT_MEDIA_TYPES, CertificateKind
 from hub.domain.holder import CheckedHolder, Holder, check_holder, check_uscc
 from hub.domain.identifier import (
     MAX_VERSION,
@@ -28,7 +28,6 @@ from hub.errors import FieldViolation, InvalidArgument
 
 __all__ = [
     "ATTACHMENT_MEDIA_TYPES",
-    "CERTIFICATE_MEDIA_TYPE",
     "MAX_ATTACHMENT_BYTES",
     "MAX_FIELDS",
     "MAX_FIELD_NAME_LENGTH",
@@ -38,7 +37,6 @@ __all__ = [
     "MAX_NUMBER_LENGTH",
     "MAX_REPORTED_VIOLATIONS",
     "MAX_REVOCATION_REASON_LENGTH",
-    "REVOCATION_MEDIA_TYPE",
     "Attachment",
     "CertificateKind",
     "CertificatePayload",
@@ -49,10 +47,6 @@ __all__ = [
     "parse_revocation_payload",
     "revocation_payload_json",
 ]
-
-#: DSSE payload types (DESIGN.md "Certificate", "Revocation").
-CERTIFICATE_MEDIA_TYPE = "application/vnd.certhub.certificate.v1+json"
-REVOCATION_MEDIA_TYPE = "application/vnd.certhub.revocation.v1+json"
 
 #: The deepest valid payload nests two objects (payload > holder/issuer/fields/attachment);
 #: 4 leaves room for nothing unexpected while stopping deeply nested input before the JSON
@@ -71,13 +65,6 @@ MAX_FIELD_NAME_LENGTH = 64
 #: The longest face text is a business scope (经营范围), which runs to a few thousand
 #: characters; 8192 covers it with margin.
 MAX_FIELD_VALUE_LENGTH = 8192
-#: Attachments are the certificate's own file, not arbitrary documents: the formats a
-#: window can display and archive. PDF and OFD (GB/T 33190, the format of Chinese
-#: e-licences, carrying the SM2 seal) are the document formats; PNG and JPEG cover scanned
-#: licences from departments that have not moved to OFD yet.
-ATTACHMENT_MEDIA_TYPES: Final = frozenset(
-    {"application/pdf", "application/ofd", "image/png", "image/jpeg"}
-)
 #: A multi-page scanned licence in PDF or OFD stays below a few MiB; 20 MiB leaves room for
 #: high-resolution scans while bounding what a window has to download for one certificate.
 MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters import mapping
 from core import codes, identifier, payload
 from hub.domain.certificate import (
     RevocationPayload,
@@ -91,3 +92,9 @@ def test_a_revocation_is_encoded_alike_by_both_sides(revoked_at: datetime.dateti
     )
     assert signed == hubs
     assert revocation_payload_json(parse_revocation_payload(signed)) == signed
+
+
+def test_the_adapters_guess_only_media_types_the_hub_accepts() -> None:
+    """An attachment's type guessed from its file name is one the hub accepts, and every
+    type the hub accepts can be guessed."""
+    assert set(mapping._MEDIA_TYPES.values()) == payload.ATTACHMENT_MEDIA_TYPES
