@@ -49,10 +49,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from certhub.v1 import audit_pb2, common_pb2
+from core.rpc.client import HubClient, HubClientError
 from hub.audit.committer import GroupCommitter
 from hub.audit.entry import OK, Action, AuditRecord
 from hub.audit.verify import verify_log
-from hub.client import HubClient, HubClientError
 from hub.demo.world import build_world, certificate_payload, citizen, sign_certificate
 from hub.pki import init_pki
 from hub.runtime import HubConfig, build_hub

@@ -52,7 +52,7 @@ from adapters.pusher import connect
 from adapters.records import SourceRecord
 from adapters.sources import open_source
 from certhub.v1 import ingest_pb2, ingest_pb2_grpc
-from hub.client import ClientTLS
+from core.rpc.client import ClientTLS
 from hub.demo.world import (
     DemoDepartment,
     DemoWorld,

@@ -54,7 +54,7 @@ from support.processes import start_adapter, stop_process
 from support.served import ServedHub, prepare_deployment, serve
 
 from adapters.outbox import Outbox
-from hub.client import ClientTLS, HubClient
+from core.rpc.client import ClientTLS, HubClient
 from hub.demo.world import build_world
 from hub.pki import PkiPaths, issue_client_certificate
 from hub.store.engine import make_engine
@@ -71,7 +71,7 @@ DEFAULT_PUSH_RATE = 20.0
 # Holders the windows fetch for (each with one licence from the initial backfill): enough
 # that fetches spread over many cache entries and index pages.
 DEFAULT_HOLDERS = 2000
-# Per-call deadline of the windows (hub.client DEFAULT_TIMEOUT_SECONDS).
+# Per-call deadline of the windows (core.rpc.client DEFAULT_TIMEOUT_SECONDS).
 CALL_DEADLINE = 10.0
 # One client, sequential fetches, before the load: the unloaded latency the ratios use.
 BASELINE_SECONDS = 10.0

@@ -3,7 +3,8 @@
 ``adapters/`` may not import ``hub/`` (they could run elsewhere), so a rule both sides need
 lives here: the check characters of USCCs, resident IDs and GB/T 36904 identifiers
 (``core.codes``), the identifiers themselves (``core.identifier``) and the canonical JSON of
-the signed payloads (``core.payload``). Pure functions, no I/O; nothing here imports the hub,
-the adapters, gRPC or SQL, and bad input is a ``ValueError`` (the hub turns it into its own
-errors with field violations). Import from the submodules.
+the signed payloads (``core.payload``): pure functions, no I/O, no gRPC, and bad input is a
+``ValueError`` (the hub turns it into its own errors with field violations). ``core.rpc``
+talks to the hub over gRPC (the typed client). Nothing here imports the hub, the adapters or
+SQL. Import from the submodules.
 """

@@ -1,6 +1,6 @@
 """One error hierarchy for everything in ``signing``.
 
-Callers (the hub's ingest service, ``hub.client``, monitors) catch ``SigningError`` once and
+Callers (the hub's ingest service, ``core.rpc.client``, monitors) catch ``SigningError`` once and
 map it to their own domain errors; the message always names the field or part that is wrong.
 """
 

@@ -63,7 +63,7 @@ def test_the_client_requirements_are_the_projects_own_specifiers() -> None:
 _WINDOW_SCRIPT = """
 import json, sys
 from pathlib import Path
-from hub.client import ClientTLS, HubClient
+from core.rpc.client import ClientTLS, HubClient
 address, ca, cert, key, item = sys.argv[1:6]
 with HubClient.connect(address, ClientTLS(ca=Path(ca), cert=Path(cert), key=Path(key))) as c:
     fetched = c.fetch(

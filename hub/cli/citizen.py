@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import segno
 
+from core.rpc.client import HubClient, HubClientError
 from hub.cli.connection import ConnectionProblem, add_connection_options, connect
 from hub.cli.fetch import _describe, parse_holder, render_table
 from hub.cli.main import CommandError
-from hub.client import HubClient, HubClientError
 
 # QR error correction: level M (15% of the code may be damaged, a scratched phone screen or
 # glare) keeps a 143-character token at version 6, 41 x 41 modules.

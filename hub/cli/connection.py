@@ -11,8 +11,8 @@ import argparse
 import os
 from pathlib import Path
 
+from core.rpc.client import ClientTLS, HubClient
 from hub.cli.options import DATA_DIR_ENV
-from hub.client import ClientTLS, HubClient
 from hub.pki import PkiPaths
 from hub.runtime import DEFAULT_ADDRESS, DEFAULT_DATA_DIR
 

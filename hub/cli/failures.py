@@ -14,7 +14,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-from hub.client import HubClientError
+from core.rpc.client import HubClientError
 from hub.config import ConfigError, mask_secret
 from hub.errors import HubError
 from hub.pki import PkiError

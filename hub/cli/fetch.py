@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from certhub.v1 import common_pb2, directory_pb2, intake_pb2
+from core.rpc.client import CertificateVerificationError, HubClient, HubClientError
 from hub.cli.connection import ConnectionProblem, add_connection_options, connect
 from hub.cli.main import CommandError
-from hub.client import CertificateVerificationError, HubClient, HubClientError
 
 # Exit status when the hub answered but a certificate failed offline verification.
 VERIFICATION_FAILED_EXIT = 3

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from certhub.v1 import intake_pb2
-from hub.client import FailedPreconditionError, HubClient
+from core.rpc.client import FailedPreconditionError, HubClient
 from hub.demo.history import handling_department
 from hub.demo.world import CITIZEN_APP, DemoHolder, DemoWorld, enterprise
 

@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from certhub.v1 import ingest_pb2, intake_pb2
+from core.rpc.client import ClientTLS, HubClient
 from hub.app import Hub
 from hub.casework import Casework
 from hub.cli.stats import render, render_period
-from hub.client import ClientTLS, HubClient
 from hub.demo.citizen import show_applicants_in_control, with_consent
 from hub.demo.feeds import DemoFeeds
 from hub.demo.history import WINDOWS, backfill, handling_department

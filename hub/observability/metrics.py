@@ -72,7 +72,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # of two tiny queries per process every 5 s.
 SAMPLE_SECONDS = 5.0
 # Latency buckets (seconds): from a cached fetch (~1 ms) to the client's 10 s deadline
-# (hub.client.DEFAULT_TIMEOUT_SECONDS), roughly x2.5 apart like Prometheus' defaults.
+# (core.rpc.client.DEFAULT_TIMEOUT_SECONDS), roughly x2.5 apart like Prometheus' defaults.
 # The label names of the gRPC ecosystem's server metrics (go-grpc-prometheus,
 # grpc-ecosystem/java-grpc-prometheus, py-grpc-prometheus), so stock dashboards and alerts
 # work on the hub's series: service, method, status code.

@@ -26,7 +26,7 @@ from support.databases import fresh_postgres_database
 from support.served import ServedHub, established_by_worker, prepare_deployment, serve, wait_for
 
 from adapters import Adapter, PassReport, load_config
-from hub.client import ClientTLS
+from core.rpc.client import ClientTLS
 from hub.demo.world import DemoDepartment, DemoWorld
 from hub.pki import issue_client_certificate
 from hub.store.engine import make_engine

@@ -26,7 +26,7 @@ from support.processes import assert_audit_log_sound
 from support.served import ServedHub, prepare_deployment, serve, wait_for
 
 from certhub.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc, intake_pb2, intake_pb2_grpc
-from hub.client import HubClient
+from core.rpc.client import HubClient
 from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
 from hub.grpc.servicers import STREAM_IN_FLIGHT
 from hub.store.engine import make_engine, sqlite_url

@@ -21,8 +21,8 @@ from support.processes import assert_audit_log_sound, free_port, start_adapter, 
 from support.served import ServedHub, prepare_deployment, serve, wait_for
 
 from adapters.outbox import Outbox
+from core.rpc.client import ClientTLS
 from hub.audit.entry import OK, Action
-from hub.client import ClientTLS
 from hub.demo.world import DemoWorld
 from hub.pki import PkiPaths, issue_client_certificate
 from hub.store.engine import make_engine, sqlite_url

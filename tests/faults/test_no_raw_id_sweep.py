@@ -32,7 +32,7 @@ from support.hubs import RunningHub
 from support.intake import push_licence
 
 from certhub.v1 import audit_pb2, citizen_pb2, directory_pb2, ingest_pb2, intake_pb2
-from hub.client import ClientTLS, HubClient
+from core.rpc.client import ClientTLS, HubClient
 from hub.demo.world import DemoWorld, citizen, enterprise
 from hub.store.engine import session_scope
 

@@ -12,7 +12,7 @@ import pytest
 from support.processes import free_port, stop_process
 from support.served import REPO, prepare_deployment, serve, wait_for
 
-from hub.client import UnauthenticatedError
+from core.rpc.client import UnauthenticatedError
 from hub.demo.world import DemoWorld
 from hub.services import audit
 from hub.store.engine import make_engine, make_session_factory, session_scope, sqlite_url

@@ -17,7 +17,7 @@ from support.audit_log import append_all, synthetic_records
 from support.hubs import RunningHub, start_hub
 from support.served import prepare_deployment, serve, wait_for
 
-from hub.client import UnauthenticatedError
+from core.rpc.client import UnauthenticatedError
 from hub.demo.world import DemoWorld
 from hub.grpc.server import AUDIT_SERVICE_NAME, AuditWatch
 from hub.health import HealthChecker

@@ -1,5 +1,5 @@
 """The operator's path, as real processes: init -> db upgrade -> registry apply -> serve, then a
-department pushes and a window fetches through hub.client; --insecure stays on loopback; the
+department pushes and a window fetches through core.rpc.client; --insecure stays on loopback; the
 demo runs (issue 2, item 9)."""
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from certhub.v1 import ingest_pb2
-from hub.client import ClientTLS, HubClient
+from core.rpc.client import ClientTLS, HubClient
+from hub.cli.main import main
 from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
 from hub.pki import PkiPaths
 
@@ -194,3 +195,11 @@ def test_demo_runs_end_to_end() -> None:
     ):
         assert marker in out, f"{marker!r} missing from the demo's output:\n{out}"
     assert "REJECTED" not in out
+
+
+# `certhub --version` (issue 15, item 10)
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("certhub ")

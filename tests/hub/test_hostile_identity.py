@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from support.hubs import RunningHub
 from support.probes import assert_audited_refusal, refused, snapshot
 
-from hub.client import INSECURE_PRINCIPAL_HEADER, HubClient
+from core.rpc.client import INSECURE_PRINCIPAL_HEADER, HubClient
 from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
 from hub.grpc.server import InsecureRefused, build_server
 from hub.runtime import build_hub

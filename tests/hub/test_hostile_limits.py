@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hub import client
+from core.rpc import client
 from hub.domain import certificate as payload_rules
 from hub.grpc import errors as grpc_errors
 from hub.grpc import server

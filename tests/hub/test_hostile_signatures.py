@@ -24,7 +24,7 @@ from support.probes import (
 )
 
 from certhub.v1 import common_pb2, ingest_pb2, intake_pb2
-from hub.client import HubClient
+from core.rpc.client import HubClient
 from hub.demo.world import (
     DemoDepartment,
     DemoWorld,

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import Column, Date, Integer, MetaData, String, Table, create_engine, insert
 from sqlalchemy.engine import Engine
 
-from hub.client import ClientTLS
+from core.rpc.client import ClientTLS
 from hub.demo.world import DemoDepartment, DemoWorld, enterprise
 from hub.grpc.server import ServerTLS, build_server
 from hub.runtime import build_hub

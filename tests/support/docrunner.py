@@ -41,7 +41,7 @@ from typing import Any
 
 import pytest
 
-from hub.client import ClientTLS, HubClient
+from core.rpc.client import ClientTLS, HubClient
 from hub.pki import PkiPaths
 
 REPO = Path(__file__).resolve().parents[2]

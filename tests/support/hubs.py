@@ -12,8 +12,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
+from core.rpc.client import ClientTLS, HubClient
 from hub.app import Hub
-from hub.client import ClientTLS, HubClient
 from hub.demo.world import DemoWorld
 from hub.grpc.server import DEFAULT_AUDIT_WATCH, AuditWatch, RunningServer, ServerTLS, build_server
 from hub.pki import init_pki, issue_client_certificate

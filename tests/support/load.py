@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from certhub.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc, intake_pb2, intake_pb2_grpc
-from hub.client import HubClient
+from core.rpc.client import HubClient
 from hub.demo.world import (
     DemoDepartment,
     DemoWorld,

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from hub.client import HubClientError
+from core.rpc.client import HubClientError
 from hub.domain.certificate import CertificatePayload, certificate_payload_json
 from hub.store.models import Attachment, AuditEntry, Case, Certificate, Revocation
 from signing import CERTIFICATE_PAYLOAD_TYPE, PrivateKey, sign_envelope

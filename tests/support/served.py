@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from hub.client import ClientTLS, HubClient
+from core.rpc.client import ClientTLS, HubClient
 from hub.pki import PkiPaths, init_hub_secrets, init_pki, issue_client_certificate
 from hub.services.registry_store import apply_registry
 from hub.store import migrate

@@ -13,7 +13,7 @@ from support.hubs import RunningHub
 from support.intake import WINDOW, push_licence
 
 from certhub.v1 import intake_pb2
-from hub.client import HubClient, InvalidArgumentError
+from core.rpc.client import HubClient, InvalidArgumentError
 from hub.demo.world import DemoWorld, citizen
 from hub.store.engine import session_scope
 from hub.store.models import AuditEntry, Case, CaseFile

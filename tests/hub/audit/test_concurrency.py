@@ -19,8 +19,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from certhub.v1 import audit_pb2
+from core.rpc.client import HubClient, HubClientError
 from hub.cli.main import main
-from hub.client import HubClient, HubClientError
 from hub.demo.world import DemoWorld, certificate_payload, citizen, sign_certificate
 from hub.pki import init_hub_secrets, init_pki
 from hub.services.registry_store import apply_registry

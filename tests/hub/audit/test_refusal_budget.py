@@ -17,9 +17,9 @@ from support.intake import WINDOW, push_licence
 from support.probes import refused
 
 from certhub.v1 import audit_pb2
+from core.rpc.client import HubClient, HubClientError
 from hub.audit.budget import REFUSAL_BURST, REFUSAL_RATE_PER_SECOND, RefusalBudget
 from hub.casework import Casework
-from hub.client import HubClient, HubClientError
 from hub.demo.world import DemoWorld
 from hub.errors import HubError, InvalidArgument
 from hub.observability.metrics import metrics

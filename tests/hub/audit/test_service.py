@@ -12,8 +12,7 @@ from support.audit_log import BASE_TIME, append_all, synthetic_records
 from support.hubs import RunningHub
 
 from certhub.v1 import audit_pb2, common_pb2
-from hub.audit.entry import OK, Action, AuditRecord
-from hub.client import (
+from core.rpc.client import (
     AuditProofError,
     HubClient,
     HubClientError,
@@ -21,6 +20,7 @@ from hub.client import (
     OutOfRangeError,
     PermissionDeniedError,
 )
+from hub.audit.entry import OK, Action, AuditRecord
 from hub.demo.world import DemoWorld, certificate_payload, citizen, sign_certificate
 from hub.services.audit import DEFAULT_PAGE_SIZE, MAX_ENTRIES_PER_CALL, MAX_PAGE_SIZE
 from signing import Algorithm, NoteSigner, PrivateKey, merkle

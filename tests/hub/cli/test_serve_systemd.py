@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from support.served import REPO, prepare_deployment
 
-from hub.client import ClientTLS, HubClient
+from core.rpc.client import ClientTLS, HubClient
 from hub.demo.world import DemoWorld
 from hub.pki import PkiPaths, issue_client_certificate
 from hub.store.engine import make_engine, sqlite_url

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from support.hubs import RunningHub
 
-from hub.client import HubClient
+from core.rpc.client import HubClient
 from hub.demo.citizen import APPROVER, DECLINER, PRESENTER, show_applicants_in_control, with_consent
 from hub.demo.world import DemoWorld, sample_certificates, sign_certificate
 

@@ -34,7 +34,7 @@ from certhub.v1 import (
     ingest_pb2,
     intake_pb2,
 )
-from hub.client import HubClient, HubClientError
+from core.rpc.client import HubClient, HubClientError
 from hub.demo.world import (
     CITIZEN_APP,
     DemoWorld,

@@ -18,7 +18,7 @@ from support.hubs import RunningHub
 from support.intake import WINDOW
 from support.probes import assert_audited_refusal, refused, snapshot
 
-from hub.client import ClientTLS, HubClient
+from core.rpc.client import ClientTLS, HubClient
 from hub.pki import PRINCIPAL_URI_PREFIX
 
 AUDITOR = "gulou-audit-office"

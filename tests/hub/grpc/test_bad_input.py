@@ -31,7 +31,7 @@ from support.probes import (
 )
 
 from certhub.v1 import directory_pb2, ingest_pb2
-from hub.client import ClientTLS, HubClient, HubClientError
+from core.rpc.client import ClientTLS, HubClient, HubClientError
 from hub.demo.world import (
     DemoDepartment,
     DemoWorld,

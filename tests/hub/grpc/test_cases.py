@@ -10,7 +10,7 @@ from support.hubs import RunningHub
 from support.intake import WINDOW, push_licence
 
 from certhub.v1 import directory_pb2, intake_pb2
-from hub.client import HubClientError
+from core.rpc.client import HubClientError
 from hub.demo.world import DemoWorld
 from hub.services import stats
 

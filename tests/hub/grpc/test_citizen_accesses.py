@@ -14,7 +14,7 @@ from support.probes import audit_row, audit_size, snapshot
 from support.shared_hub import DATABASES, next_serial, serving_hub
 
 from certhub.v1 import citizen_pb2, common_pb2
-from hub.client import HubClient, HubClientError
+from core.rpc.client import HubClient, HubClientError
 from hub.demo.world import (
     CITIZEN_APP,
     DemoHolder,

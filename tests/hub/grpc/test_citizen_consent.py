@@ -21,7 +21,7 @@ from support.hubs import RunningHub, start_hub
 from support.probes import audit_row, audit_rows, audit_size
 from support.shared_hub import DATABASES, next_serial, serving_hub
 
-from hub.client import HubClient, HubClientError
+from core.rpc.client import HubClient, HubClientError
 from hub.demo.world import (
     CITIZEN_APP,
     DemoHolder,

@@ -27,8 +27,8 @@ from support.hubs import RunningHub
 from support.probes import audit_row, audit_size
 from support.shared_hub import DATABASES, next_serial, serving_hub
 
+from core.rpc.client import HubClientError
 from hub.casework import Casework
-from hub.client import HubClientError
 from hub.demo.world import (
     CITIZEN_APP,
     DemoHolder,

@@ -8,7 +8,7 @@ from support.hubs import RunningHub
 from support.intake import WINDOW
 from support.served import with_rate_limit
 
-from hub.client import InvalidArgumentError, PermissionDeniedError, RateLimitedError
+from core.rpc.client import InvalidArgumentError, PermissionDeniedError, RateLimitedError
 from hub.demo.world import DemoWorld, enterprise
 
 

@@ -21,7 +21,7 @@ from support.probes import (
 )
 
 from certhub.v1 import common_pb2, ingest_pb2
-from hub.client import Fetched, HubClient, HubClientError, VerifiedCertificate
+from core.rpc.client import Fetched, HubClient, HubClientError, VerifiedCertificate
 from hub.demo.world import (
     DemoDepartment,
     DemoHolder,

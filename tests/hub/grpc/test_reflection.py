@@ -10,7 +10,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from support.hubs import RunningHub
 
-from hub.client import HubClient
+from core.rpc.client import HubClient
 from hub.grpc.server import ServerTLS, build_server
 
 WINDOW = "gulou-service-centre"

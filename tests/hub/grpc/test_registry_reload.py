@@ -15,8 +15,8 @@ from support.hubs import RunningHub
 from support.probes import assert_audited_refusal, refused, snapshot
 
 from certhub.v1 import ingest_pb2
+from core.rpc.client import HubClientError
 from hub.cli.main import main
-from hub.client import HubClientError
 from hub.demo.world import (
     KEYS_VALID_FROM,
     DemoWorld,

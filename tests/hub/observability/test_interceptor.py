@@ -12,7 +12,7 @@ from support.hubs import RunningHub
 from support.intake import WINDOW, push_licence
 
 from certhub.v1 import common_pb2, directory_pb2, intake_pb2
-from hub.client import InvalidArgumentError
+from core.rpc.client import InvalidArgumentError
 from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
 from hub.observability.calls import REQUEST_ID_HEADER
 

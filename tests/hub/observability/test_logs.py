@@ -15,7 +15,7 @@ import pytest
 from support.hubs import RunningHub
 from support.intake import WINDOW, push_licence
 
-from hub.client import InvalidArgumentError
+from core.rpc.client import InvalidArgumentError
 from hub.demo.world import DemoWorld, citizen
 from hub.observability.logs import (
     ACCESS_LOGGER,

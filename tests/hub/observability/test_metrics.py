@@ -19,7 +19,7 @@ from support.redis_server import own_redis_server
 from support.served import prepare_deployment, serve, wait_for
 
 from certhub.v1 import common_pb2, intake_pb2
-from hub.client import HubClient
+from core.rpc.client import HubClient
 from hub.demo.world import DemoWorld
 from hub.grpc.server import ServerTLS, build_server
 from hub.observability.metrics import HubMetrics, MetricsSampler, serve_metrics

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from support.served import Deployment, ServedHub, established_by_worker, prepare_deployment, serve
 
-from hub.client import HubClient, HubClientError
+from core.rpc.client import HubClient, HubClientError
 from hub.demo.world import (
     CITIZEN_APP,
     DemoWorld,

@@ -22,7 +22,7 @@ from support.served import (
 )
 
 from certhub.v1 import common_pb2, intake_pb2
-from hub.client import HubClient, RateLimitedError
+from core.rpc.client import HubClient, RateLimitedError
 from hub.demo.world import (
     DemoHolder,
     DemoWorld,

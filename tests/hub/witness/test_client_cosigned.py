@@ -18,7 +18,7 @@ from support.intake import WINDOW, push_licence
 from support.processes import free_port, stop_process
 from support.served import REPO
 
-from hub.client import AuditProofError, HubClient, NotFoundError
+from core.rpc.client import AuditProofError, HubClient, NotFoundError
 from hub.demo.world import DemoWorld
 from hub.grpc.server import AuditWatch
 from hub.witness.submitter import WitnessEndpoint
