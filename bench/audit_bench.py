@@ -50,13 +50,13 @@ from sqlalchemy.engine import make_url
 
 from certhub.v1 import audit_pb2, common_pb2
 from core.rpc.client import HubClient, HubClientError
+from hub.audit import reads
 from hub.audit.committer import GroupCommitter
 from hub.audit.entry import OK, Action, AuditRecord
 from hub.audit.verify import verify_log
 from hub.demo.world import build_world, certificate_payload, citizen, sign_certificate
 from hub.pki import init_pki
 from hub.runtime import HubConfig, build_hub
-from hub.services import audit
 from hub.services.ingest import PushInput
 from hub.services.registry_store import apply_registry
 from hub.store import migrate
@@ -333,15 +333,15 @@ def run(args: argparse.Namespace, rng: random.Random, world: Any, tmp: Path, db_
 
     # 3. Latencies at the service level (one read transaction per call, as the servicer does).
     with session_scope(sessions) as session:
-        size = audit.log_size(session)
+        size = reads.log_size(session)
     proof_service = median_ms(
-        lambda r: _in_session(sessions, lambda s: audit.inclusion_proof(s, r % size, 0)),
+        lambda r: _in_session(sessions, lambda s: reads.inclusion_proof(s, r % size, 0)),
         args.samples,
         rng,
     )
     consistency_service = median_ms(
         lambda r: _in_session(
-            sessions, lambda s: audit.consistency_proof(s, 1 + r % (size - 1), 0)
+            sessions, lambda s: reads.consistency_proof(s, 1 + r % (size - 1), 0)
         ),
         args.samples,
         rng,
@@ -349,10 +349,10 @@ def run(args: argparse.Namespace, rng: random.Random, world: Any, tmp: Path, db_
     query_service = median_ms(
         lambda r: _in_session(
             sessions,
-            lambda s: audit.query(
+            lambda s: reads.query(
                 s,
-                audit.QueryFilter(holder_commitment=commitments[r % len(commitments)]),
-                page_size=audit.DEFAULT_PAGE_SIZE,
+                reads.QueryFilter(holder_commitment=commitments[r % len(commitments)]),
+                page_size=reads.DEFAULT_PAGE_SIZE,
                 before=None,
             ),
         ),

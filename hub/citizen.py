@@ -21,13 +21,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hub.app import SERVICE_TIMEZONE, Hub
+from hub.audit import reads
 from hub.audit.entry import OK, Action, AuditRecord
 from hub.audit.log import HEAD_ID
 from hub.domain.holder import Holder, check_holder
 from hub.domain.status import CertificateStatus
 from hub.errors import FailedPrecondition, HubError, NotFound, PermissionDenied
 from hub.registry import Principal, Role
-from hub.services import audit, consent, credentials, intake, presentation
+from hub.services import consent, credentials, intake, presentation
 from hub.services.ingest import require_role
 from hub.store.engine import session_scope
 from hub.store.models import Certificate, LogHead
@@ -50,7 +51,7 @@ class AccessesInput:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccessesOutput:
-    page: audit.Page
+    page: reads.Page
     audit_index: int
     # Entry index -> the purpose (用证事由) the applicant gave the presentation it redeemed.
     purposes: dict[int, str]
@@ -155,15 +156,15 @@ class CitizenDesk:
             require_role(caller, Role.CITIZEN_APP, "acting for an applicant")
             holder = self.applicant(request.applicant)
             commitment = self.hub.commitment(holder.key())
-            page_size = audit.page_size_of(request.page_size)
-            before = audit.decode_page_token(request.page_token)
+            page_size = reads.page_size_of(request.page_size)
+            before = reads.decode_page_token(request.page_token)
         except HubError as error:
             await self._refuse(record(error.status_name, holder=commitment), error)
-        where = audit.QueryFilter(holder_commitment=commitment)
+        where = reads.QueryFilter(holder_commitment=commitment)
 
-        def read() -> tuple[audit.Page, dict[int, str]]:
+        def read() -> tuple[reads.Page, dict[int, str]]:
             with session_scope(self.hub.sessions) as session:
-                page = audit.query(session, where, page_size=page_size, before=before)
+                page = reads.query(session, where, page_size=page_size, before=before)
                 redeemed = {
                     e.index: (str(e.fields.get("case")), _first_id(e))
                     for e in page.entries
@@ -593,6 +594,6 @@ class StatusLists:
         return body
 
 
-def _first_id(entry: audit.EntryView) -> str:
+def _first_id(entry: reads.EntryView) -> str:
     ids = entry.fields.get("certificate_ids")
     return str(ids[0]) if isinstance(ids, list) and ids else ""

@@ -28,10 +28,11 @@ from typing import NoReturn, TypeVar
 from sqlalchemy.orm import Session
 
 from hub.app import Hub
+from hub.audit import reads
 from hub.audit.entry import OK, Action, AuditRecord
 from hub.errors import HubError, NotFound, PermissionDenied
 from hub.registry import Principal, Role
-from hub.services import audit, intake
+from hub.services import intake
 from hub.services.ingest import require_role
 from hub.store.engine import session_scope
 from signing import merkle
@@ -59,13 +60,13 @@ class QueryInput:
 
 @dataclass(frozen=True, slots=True)
 class QueryOutput:
-    page: audit.Page
+    page: reads.Page
     audit_index: int
 
 
 @dataclass(frozen=True, slots=True)
 class CheckpointOutput:
-    checkpoint: audit.StoredCheckpoint
+    checkpoint: reads.StoredCheckpoint
     origin: str
     verifier_key: str
 
@@ -82,24 +83,24 @@ class AuditApi:
         cid: str | None = None
         try:
             self._require_auditor(caller, "querying the audit log")
-            cid = audit.check_filter_text(request.certificate_id, field="certificate_id")
+            cid = reads.check_filter_text(request.certificate_id, field="certificate_id")
             if request.id_type or request.holder_id:
                 holder = intake.checked_holder(
                     self._hub.registry(), request.id_type, request.holder_id
                 )
                 commitment = self._hub.commitment(holder.key())
-            where = audit.QueryFilter(
+            where = reads.QueryFilter(
                 holder_commitment=commitment,
-                principal=audit.check_filter_text(request.principal, field="principal"),
-                action=audit.check_filter_text(request.action, field="action"),
+                principal=reads.check_filter_text(request.principal, field="principal"),
+                action=reads.check_filter_text(request.action, field="action"),
                 certificate_id=cid,
-                since=audit.parse_time(request.since, field="since"),
-                until=audit.parse_time(request.until, field="until"),
+                since=reads.parse_time(request.since, field="since"),
+                until=reads.parse_time(request.until, field="until"),
             )
-            size = audit.page_size_of(request.page_size)
-            before = audit.decode_page_token(request.page_token)
+            size = reads.page_size_of(request.page_size)
+            before = reads.decode_page_token(request.page_token)
             with session_scope(self._hub.sessions) as session:
-                page = audit.query(session, where, page_size=size, before=before)
+                page = reads.query(session, where, page_size=size, before=before)
         except HubError as error:
             self._refuse(caller, method, error, holder=commitment, certificate_id=cid)
         entry = self._record(caller, OK, method, holder=commitment, certificate_id=cid)
@@ -109,7 +110,7 @@ class AuditApi:
     def checkpoint(self, caller: Principal, *, cosigned: bool = False) -> CheckpointOutput:
         keys = self._hub.audit_log.keys
         if cosigned:
-            found = self._read(caller, "GetCheckpoint", audit.latest_cosigned_checkpoint)
+            found = self._read(caller, "GetCheckpoint", reads.latest_cosigned_checkpoint)
             if found is None:
                 self._refuse(
                     caller,
@@ -123,12 +124,12 @@ class AuditApi:
             return CheckpointOutput(
                 checkpoint=found, origin=keys.origin, verifier_key=keys.signer.vkey
             )
-        stored = self._read(caller, "GetCheckpoint", audit.latest_checkpoint)
+        stored = self._read(caller, "GetCheckpoint", reads.latest_checkpoint)
         if stored is None:
             # An empty log still has a signed head (size 0, the empty root): monitors and
             # clients start from it like from any other, and nothing is refused.
             empty = Checkpoint(origin=keys.origin, size=0, root_hash=merkle.EMPTY_ROOT)
-            stored = audit.StoredCheckpoint(
+            stored = reads.StoredCheckpoint(
                 size=0, root=empty.root_hash, note=self._hub.audit_log.sign(empty).note
             )
         return CheckpointOutput(
@@ -137,13 +138,13 @@ class AuditApi:
 
     def inclusion_proof(
         self, caller: Principal, leaf_index: int, tree_size: int
-    ) -> audit.InclusionProof:
+    ) -> reads.InclusionProof:
         proof = self._read(
             caller,
             "GetInclusionProof",
-            lambda s: audit.inclusion_proof(s, leaf_index, tree_size),
+            lambda s: reads.inclusion_proof(s, leaf_index, tree_size),
         )
-        if caller.role is not Role.AUDITOR and audit.entry_principal(proof.leaf) != caller.name:
+        if caller.role is not Role.AUDITOR and reads.entry_principal(proof.leaf) != caller.name:
             self._refuse(
                 caller,
                 _SERVICE + "GetInclusionProof",
@@ -158,11 +159,11 @@ class AuditApi:
 
     def consistency_proof(
         self, caller: Principal, first_size: int, second_size: int
-    ) -> audit.ConsistencyProof:
+    ) -> reads.ConsistencyProof:
         return self._read(
             caller,
             "GetConsistencyProof",
-            lambda s: audit.consistency_proof(s, first_size, second_size),
+            lambda s: reads.consistency_proof(s, first_size, second_size),
         )
 
     def entries(self, caller: Principal, start: int, end: int) -> tuple[int, list[bytes]]:
@@ -171,7 +172,7 @@ class AuditApi:
             self._require_auditor(caller, "reading raw audit entries")
         except HubError as error:
             self._refuse(caller, method, error)
-        return self._read(caller, "GetEntries", lambda s: audit.entries(s, start, end))
+        return self._read(caller, "GetEntries", lambda s: reads.entries(s, start, end))
 
     # --- internals ----------------------------------------------------------------------
 

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from hub.audit import reads
 from hub.audit.verify import verify_log
 from hub.observability.metrics import metrics
-from hub.services import audit
 from hub.store.engine import is_sqlite, session_scope
 from hub.store.models import AuditEntry, TreeNode
 from signing import SigningError, merkle
@@ -142,7 +142,7 @@ class AuditSelfCheck:
 
     def _incremental(self) -> Failure | None:
         with _snapshot(self._sessions) as session:
-            latest = audit.latest_checkpoint(session)
+            latest = reads.latest_checkpoint(session)
             if latest is None:
                 if self._anchor is None:
                     # An empty log is the first anchor: every entry the hub appends from
@@ -234,7 +234,7 @@ class AuditSelfCheck:
     def _check_cosigned(self, session: Session, latest: Checkpoint) -> None:
         if not self._witnesses:
             return
-        cosigned = audit.latest_cosigned_checkpoint(session)
+        cosigned = reads.latest_cosigned_checkpoint(session)
         if cosigned is None:
             return
         where = max(cosigned.size - 1, 0)
@@ -260,7 +260,7 @@ class AuditSelfCheck:
                 if body.root_hash != latest.root_hash:
                     raise SigningError("same size, another root")
             elif body.size > 0:
-                proof = audit.consistency_proof(session, body.size, latest.size)
+                proof = reads.consistency_proof(session, body.size, latest.size)
                 merkle.verify_consistency(
                     size1=body.size,
                     size2=latest.size,

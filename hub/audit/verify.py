@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from hub.audit import reads
 from hub.audit.entry import OK, Action, format_time
 from hub.domain.identifier import lineage_of
-from hub.services import audit
 from hub.store.models import (
     AuditCertificate,
     AuditEntry,
@@ -370,7 +370,7 @@ class _State:
         if self._previous is not None:
             old_size, old_root = self._previous
             try:
-                proof = audit.consistency_proof(self.session, old_size, size)
+                proof = reads.consistency_proof(self.session, old_size, size)
                 merkle.verify_consistency(
                     size1=old_size, size2=size, root1=old_root, root2=root, proof=proof.hashes
                 )

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from hub.audit import reads
 from hub.audit.entry import OK, Action, AuditRecord, holder_commitment
 from hub.audit.log import AuditLog, AuditLogKeys
 from hub.audit.verify import UNCOVERED_TAIL_GRACE, verify_log
@@ -30,7 +31,6 @@ from hub.domain.holder import check_holder
 from hub.errors import HubError
 from hub.pki import HubSecrets, PkiError
 from hub.runtime import DEFAULT_LOG_ORIGIN, HubConfig, open_engine
-from hub.services import audit
 from hub.services.registry_store import RegistrySource
 from hub.store.engine import is_sqlite, make_session_factory, session_scope
 from signing import MalformedNote, NoteSigner, NoteVerifier, SigningError, merkle
@@ -59,7 +59,7 @@ def register(subparsers: Any) -> None:
     query.add_argument("--since", help="RFC 3339 time, inclusive, e.g. 2026-11-01T00:00:00+08:00")
     query.add_argument("--until", help="RFC 3339 time, exclusive")
     query.add_argument(
-        "--limit", type=int, default=audit.DEFAULT_PAGE_SIZE, help="entries per page"
+        "--limit", type=int, default=reads.DEFAULT_PAGE_SIZE, help="entries per page"
     )
     query.add_argument("--page-token", default="", help="continue after a previous page")
     query.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -208,18 +208,18 @@ def run_query(args: argparse.Namespace) -> int:
                 raise CommandError(str(e)) from e
             commitment = holder_commitment(key, holder.key())
         try:
-            where = audit.QueryFilter(
+            where = reads.QueryFilter(
                 holder_commitment=commitment,
                 principal=args.principal or None,
                 action=args.action or None,
                 certificate_id=args.certificate or None,
-                since=audit.parse_time(args.since or "", field="--since"),
-                until=audit.parse_time(args.until or "", field="--until"),
+                since=reads.parse_time(args.since or "", field="--since"),
+                until=reads.parse_time(args.until or "", field="--until"),
             )
-            size = audit.page_size_of(args.limit)
-            before = audit.decode_page_token(args.page_token)
+            size = reads.page_size_of(args.limit)
+            before = reads.decode_page_token(args.page_token)
             with session_scope(log.sessions) as session:
-                page = audit.query(session, where, page_size=size, before=before)
+                page = reads.query(session, where, page_size=size, before=before)
         except HubError as e:
             raise CommandError(e.message) from e
         index = _record_query(log, commitment, args.certificate or None)
@@ -265,7 +265,7 @@ _COLUMNS = (
 )
 
 
-def render(entries: tuple[audit.EntryView, ...]) -> str:
+def render(entries: tuple[reads.EntryView, ...]) -> str:
     """A plain table: one row per entry, newest first."""
     rows = [[name for name, _ in _COLUMNS]]
     for entry in entries:
@@ -347,7 +347,7 @@ def _anchor(
     if policy is None:
         return None, ""
     with _snapshot(log) as session:
-        stored = audit.latest_cosigned_checkpoint(session)
+        stored = reads.latest_cosigned_checkpoint(session)
     if stored is None:
         raise CommandError(
             "--witness: the database holds no cosigned checkpoint (is witnessing configured?)"
@@ -407,11 +407,11 @@ def run_prove(args: argparse.Namespace) -> int:
     with _open(args) as log:
         verifier = _verifier(log, args.vkey)
         with _snapshot(log) as session:
-            latest = audit.latest_checkpoint(session)
+            latest = reads.latest_checkpoint(session)
             if latest is None:
                 raise CommandError("the audit log has no checkpoint yet")
             try:
-                proof = audit.inclusion_proof(session, args.index, latest.size)
+                proof = reads.inclusion_proof(session, args.index, latest.size)
             except HubError as e:
                 raise CommandError(e.message) from e
     print(f"entry {proof.leaf_index} of tree size {proof.tree_size}")
@@ -443,7 +443,7 @@ def run_prove(args: argparse.Namespace) -> int:
 
 def run_checkpoint(args: argparse.Namespace) -> int:
     with _open(args) as log, _snapshot(log) as session:
-        latest = audit.latest_checkpoint(session)
+        latest = reads.latest_checkpoint(session)
         if latest is None:
             raise CommandError("the audit log has no checkpoint yet")
         note = latest.note

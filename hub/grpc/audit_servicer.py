@@ -1,15 +1,15 @@
 """AuditService, thin: proto -> AuditApi -> proto. Roles, limits and refusals live in
-``hub.audit.api`` and ``hub.services.audit``; errors are mapped by the interceptor."""
+``hub.audit.api`` and ``hub.audit.reads``; errors are mapped by the interceptor."""
 
 from __future__ import annotations
 
 import asyncio
 
 from certhub.v1 import audit_pb2, audit_pb2_grpc, common_pb2
+from hub.audit import reads
 from hub.audit.api import AuditApi, QueryInput
 from hub.grpc import convert
 from hub.grpc.interceptor import Context, current_principal
-from hub.services import audit
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
@@ -94,7 +94,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         return audit_pb2.GetEntriesResponse(leaves=leaves)
 
 
-def entry_out(entry: audit.EntryView) -> audit_pb2.AuditEntry:
+def entry_out(entry: reads.EntryView) -> audit_pb2.AuditEntry:
     f = entry.fields
 
     def text(key: str) -> str:

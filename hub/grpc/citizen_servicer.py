@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from certhub.v1 import citizen_pb2, citizen_pb2_grpc, common_pb2
 from hub.app import Hub
+from hub.audit import reads
 from hub.audit.entry import format_time
 from hub.citizen import (
     AccessesInput,
@@ -20,7 +21,6 @@ from hub.citizen import (
 from hub.grpc import convert
 from hub.grpc.interceptor import Context, current_principal
 from hub.registry import ServiceItem
-from hub.services import audit
 
 
 def applicant_in(holder: common_pb2.Holder) -> Applicant:
@@ -138,7 +138,7 @@ def preview_out(preview: Preview, items: Mapping[str, ServiceItem]) -> citizen_p
 
 
 def access_out(
-    entry: audit.EntryView, items: Mapping[str, ServiceItem], purpose: str = ""
+    entry: reads.EntryView, items: Mapping[str, ServiceItem], purpose: str = ""
 ) -> citizen_pb2.AccessEntry:
     f = entry.fields
 

@@ -18,10 +18,11 @@ from urllib.parse import urlencode
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from hub.audit import reads
 from hub.casework import Casework
 from hub.errors import HubError, InvalidArgument, NotFound
 from hub.registry import Principal, Registry, Role
-from hub.services import audit, intake, stats
+from hub.services import intake, stats
 from hub.services.cases import CST
 from hub.store.engine import session_scope
 from hub.store.models import LogCheckpoint
@@ -261,15 +262,15 @@ class Console:
             if id_type or holder_id:
                 holder = intake.checked_holder(self.hub.registry(), id_type, holder_id)
                 commitment = self.hub.commitment(holder.key())
-            where = audit.QueryFilter(
+            where = reads.QueryFilter(
                 holder_commitment=commitment,
-                principal=audit.check_filter_text(form.principal, field="principal"),
-                action=audit.check_filter_text(form.action, field="action"),
-                case_number=audit.check_filter_text(form.case_number, field="case"),
+                principal=reads.check_filter_text(form.principal, field="principal"),
+                action=reads.check_filter_text(form.action, field="action"),
+                case_number=reads.check_filter_text(form.case_number, field="case"),
                 since=_date_bound(form.since, "since", end=False),
                 until=_date_bound(form.until, "until", end=True),
             )
-            before = audit.decode_page_token(form.page_token)
+            before = reads.decode_page_token(form.page_token)
         except HubError as error:
             await self.work.console_refuse(caller, what, error, holder=commitment, roles=AUDITORS)
         index = await self.work.console_view(
@@ -296,9 +297,9 @@ class Console:
         )
         return AuditResults(rows, page.next_page_token, commitment, index)
 
-    def _query(self, where: audit.QueryFilter, before: int | None) -> audit.Page:
+    def _query(self, where: reads.QueryFilter, before: int | None) -> reads.Page:
         with session_scope(self.hub.sessions) as session:
-            return audit.query(session, where, page_size=AUDIT_PAGE_SIZE, before=before)
+            return reads.query(session, where, page_size=AUDIT_PAGE_SIZE, before=before)
 
     async def entry(self, caller: Principal, index: int) -> EntryDetail:
         """One entry, its inclusion proof in the latest checkpoint, checked here too, and
@@ -308,15 +309,15 @@ class Console:
 
     def _entry(self, index: int, audit_index: int) -> EntryDetail:
         with session_scope(self.hub.sessions) as session:
-            if index >= audit.log_size(session):
+            if index >= reads.log_size(session):
                 raise NotFound(f"audit entry {index} does not exist", reason="NO_SUCH_ENTRY")
-            latest = audit.latest_checkpoint(session)
+            latest = reads.latest_checkpoint(session)
             proof: tuple[bytes, ...] = ()
             if latest is None or index >= latest.size:
-                _, leaves = audit.entries(session, index, index + 1)
+                _, leaves = reads.entries(session, index, index + 1)
                 leaf, size = leaves[0], latest.size if latest else 0
             else:
-                found = audit.inclusion_proof(session, index, latest.size)
+                found = reads.inclusion_proof(session, index, latest.size)
                 leaf, proof, size = found.leaf, found.hashes, found.tree_size
         leaf_hash = merkle.leaf_hash(leaf)
         verified = False
@@ -356,7 +357,7 @@ class Console:
     def transparency(self) -> Transparency:
         keys = self.hub.audit_log.keys
         with session_scope(self.hub.sessions) as session:
-            latest = audit.latest_checkpoint(session)
+            latest = reads.latest_checkpoint(session)
             history = _size_history(session, latest.size if latest else 0)
         if latest is None:
             note, size, root = "", 0, merkle.EMPTY_ROOT
@@ -378,7 +379,7 @@ class Console:
     def public_proof(self, index: int, size: int) -> dict[str, object]:
         """The audit path of one leaf: hashes only, nothing of the entry itself."""
         with session_scope(self.hub.sessions) as session:
-            found = audit.inclusion_proof(session, index, size)
+            found = reads.inclusion_proof(session, index, size)
         return {
             "leaf_index": found.leaf_index,
             "tree_size": found.tree_size,

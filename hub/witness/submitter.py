@@ -21,7 +21,7 @@ import aiohttp
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.services import audit
+from hub.audit import reads
 from hub.store.engine import session_scope
 from hub.store.models import CosignedCheckpoint
 from hub.witness.protocol import (
@@ -153,7 +153,7 @@ class WitnessSubmitter:
         )
 
     async def _cosign(
-        self, http: aiohttp.ClientSession, witness: WitnessEndpoint, latest: audit.StoredCheckpoint
+        self, http: aiohttp.ClientSession, witness: WitnessEndpoint, latest: reads.StoredCheckpoint
     ) -> str:
         """The witness's verified cosignature line for ``latest``."""
         old = self._known[witness.name]
@@ -194,15 +194,15 @@ class WitnessSubmitter:
             return own[0]
         raise WitnessRefused(f"its size kept changing (last 409 said {old})")
 
-    def _latest(self) -> audit.StoredCheckpoint | None:
+    def _latest(self) -> reads.StoredCheckpoint | None:
         with session_scope(self._sessions) as session:
-            return audit.latest_checkpoint(session)
+            return reads.latest_checkpoint(session)
 
     def _proof(self, old: int, new: int) -> list[bytes]:
         if old in (0, new):
             return []
         with session_scope(self._sessions) as session:
-            return list(audit.consistency_proof(session, old, new).hashes)
+            return list(reads.consistency_proof(session, old, new).hashes)
 
     def _publish(self, size: int, note: str, cosigners: int) -> None:
         with session_scope(self._sessions, write=True) as session:

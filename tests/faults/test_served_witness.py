@@ -13,8 +13,8 @@ from support.processes import free_port, stop_process
 from support.served import REPO, prepare_deployment, serve, wait_for
 
 from core.rpc.client import UnauthenticatedError
+from hub.audit import reads
 from hub.demo.world import DemoWorld
-from hub.services import audit
 from hub.store.engine import make_engine, make_session_factory, session_scope, sqlite_url
 from signing.cosignature import CosignatureVerifier, verify_cosignatures
 
@@ -65,9 +65,9 @@ def test_a_served_hub_gets_its_checkpoints_cosigned(tmp_path: Path, world: DemoW
             client.stats()
         sessions = make_session_factory(engine)
 
-        def published() -> audit.StoredCheckpoint | None:
+        def published() -> reads.StoredCheckpoint | None:
             with session_scope(sessions) as session:
-                return audit.latest_cosigned_checkpoint(session)
+                return reads.latest_cosigned_checkpoint(session)
 
         wait_for(lambda: published() is not None, timeout=COSIGNED_WITHIN_SECONDS,
                  what="a cosigned checkpoint")  # fmt: skip

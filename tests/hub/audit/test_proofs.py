@@ -12,8 +12,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from support.audit_log import append_all, synthetic_records
 
+from hub.audit import reads
 from hub.audit.log import AuditLog, AuditLogKeys
-from hub.services import audit
 from hub.store.engine import make_session_factory, session_scope
 from signing import Algorithm, NoteSigner, PrivateKey, ProofError, merkle
 
@@ -77,8 +77,8 @@ def test_every_served_proof_verifies_and_a_flipped_bit_fails(
         index = pick % size
         first, second = sorted((size, other))
         with session_scope(sessions) as session:
-            inclusion = audit.inclusion_proof(session, index, size)
-            consistency = audit.consistency_proof(session, first, second)
+            inclusion = reads.inclusion_proof(session, index, size)
+            consistency = reads.consistency_proof(session, first, second)
         assert merkle.leaf_hash(inclusion.leaf) == leaf_hashes[index]
         merkle.verify_inclusion(
             leaf_index=index,
@@ -140,7 +140,7 @@ def test_every_served_proof_verifies_and_a_flipped_bit_fails(
     check()
     # The stored checkpoint is the root of the whole log.
     with session_scope(sessions) as session:
-        latest = audit.checkpoint(session)
+        latest = reads.checkpoint(session)
     assert (latest.size, latest.root) == (LOG_SIZE, root(LOG_SIZE))
 
 
@@ -156,7 +156,7 @@ def test_proofs_read_one_query_of_log_n_nodes(built: tuple[Engine, list[bytes]])
     try:
         with session_scope(sessions) as session:
             statements.clear()
-            proof = audit.inclusion_proof(session, 1234, LOG_SIZE)
+            proof = reads.inclusion_proof(session, 1234, LOG_SIZE)
     finally:
         event.remove(engine, "before_cursor_execute", count)
     selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]

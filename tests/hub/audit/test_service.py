@@ -21,8 +21,8 @@ from core.rpc.client import (
     PermissionDeniedError,
 )
 from hub.audit.entry import OK, Action, AuditRecord
+from hub.audit.reads import DEFAULT_PAGE_SIZE, MAX_ENTRIES_PER_CALL, MAX_PAGE_SIZE
 from hub.demo.world import DemoWorld, certificate_payload, citizen, sign_certificate
-from hub.services.audit import DEFAULT_PAGE_SIZE, MAX_ENTRIES_PER_CALL, MAX_PAGE_SIZE
 from signing import Algorithm, NoteSigner, PrivateKey, merkle
 from signing.note import NoteVerifier, open_note, parse_checkpoint
 

@@ -14,7 +14,7 @@ from sqlalchemy import update
 from support.audit_log import append_all, synthetic_records
 from support.hubs import RunningHub
 
-from hub.services import audit
+from hub.audit import reads
 from hub.store.engine import session_scope
 from hub.store.models import LogCheckpoint
 from hub.witness.server import Witness, app
@@ -63,9 +63,9 @@ def grow(running: RunningHub, count: int, start: int) -> None:
     append_all(hub.sessions, hub.audit_log, synthetic_records(count, start=start), batch=count)
 
 
-def cosigned(running: RunningHub) -> audit.StoredCheckpoint | None:
+def cosigned(running: RunningHub) -> reads.StoredCheckpoint | None:
     with session_scope(running.hub.sessions) as session:
-        return audit.latest_cosigned_checkpoint(session)
+        return reads.latest_cosigned_checkpoint(session)
 
 
 def run(scenario: Callable[[], Awaitable[None]]) -> None:
@@ -207,11 +207,11 @@ def test_run_cosigns_until_stopped(
             )
             task = asyncio.create_task(submitter.run())
             deadline = asyncio.get_running_loop().time() + 20
-            while (cosigned(running_hub) or audit.StoredCheckpoint(0, b"", "")).size < 3:
+            while (cosigned(running_hub) or reads.StoredCheckpoint(0, b"", "")).size < 3:
                 assert asyncio.get_running_loop().time() < deadline, "no cosigned checkpoint"
                 await asyncio.sleep(0.02)
             grow(running_hub, 2, 3)
-            while (cosigned(running_hub) or audit.StoredCheckpoint(0, b"", "")).size < 5:
+            while (cosigned(running_hub) or reads.StoredCheckpoint(0, b"", "")).size < 5:
                 assert asyncio.get_running_loop().time() < deadline, "not cosigned again"
                 await asyncio.sleep(0.02)
             submitter.stop()
