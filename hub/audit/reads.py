@@ -5,7 +5,7 @@ needs: a proof reads the O(log n) perfect-subtree rows its ``signing.merkle`` pl
 one query, never the leaves; a query walks an index newest first and stops after one page.
 Bad requests raise ``InvalidArgument``; sizes and indices past the end of the log raise
 ``OutOfRange``. Roles and the audit entry of a call are the caller's business
-(``hub.audit.api``).
+(``hub.auditing``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """AuditService, thin: proto -> AuditApi -> proto. Roles, limits and refusals live in
-``hub.audit.api`` and ``hub.audit.reads``; errors are mapped by the interceptor."""
+``hub.auditing`` and ``hub.audit.reads``; errors are mapped by the interceptor."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import asyncio
 
 from certhub.v1 import audit_pb2, audit_pb2_grpc, common_pb2
 from hub.audit import reads
-from hub.audit.api import AuditApi, QueryInput
+from hub.auditing import AuditApi, QueryInput
 from hub.grpc import convert
 from hub.grpc.interceptor import Context, current_principal
 

@@ -31,13 +31,13 @@ from certhub.v1 import (
     intake_pb2_grpc,
 )
 from hub.app import Hub
-from hub.audit.api import AuditApi
 from hub.audit.selfcheck import (
     DEFAULT_FULL_EVERY_SECONDS,
     DEFAULT_INTERVAL_SECONDS,
     AuditSelfCheck,
     Failure,
 )
+from hub.auditing import AuditApi
 from hub.grpc.audit_servicer import AuditServicer
 from hub.grpc.citizen_servicer import CitizenServicer
 from hub.grpc.interceptor import EdgeInterceptor
