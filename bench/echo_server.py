@@ -27,7 +27,8 @@ from pathlib import Path
 
 import grpc
 
-from hub.grpc.server import KEEPALIVE_OPTIONS, MAX_CONCURRENT_RPCS, MAX_MESSAGE_BYTES
+from core.rpc.channel import MAX_MESSAGE_BYTES
+from hub.grpc.server import KEEPALIVE_OPTIONS, MAX_CONCURRENT_RPCS
 from hub.pki import PkiPaths
 
 ECHO_METHOD = "/bench.Echo/Echo"

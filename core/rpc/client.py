@@ -3,7 +3,9 @@
 Every certificate it returns has been verified offline against the departments' keys from
 ``ListIssuerKeys``: a compromised hub cannot forge a licence without a department's key.
 gRPC errors become ``HubClientError`` subclasses carrying the server's rich details, mapped
-in one place (``_raise_typed``).
+in one place (``core.rpc.errors``); the channel is set up as ``core.rpc.channel`` sets up
+every channel to the hub. The names of both are exported here too, so a window's system
+imports everything it uses from this module.
 """
 
 from __future__ import annotations
@@ -13,13 +15,10 @@ import json
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from certhub.v1 import (
     audit_pb2,
@@ -33,6 +32,27 @@ from certhub.v1 import (
     ingest_pb2_grpc,
     intake_pb2,
     intake_pb2_grpc,
+)
+from core.rpc.channel import (
+    INSECURE_PRINCIPAL_HEADER,
+    MAX_MESSAGE_BYTES,
+    ClientTLS,
+    insecure_channel,
+    secure_channel,
+)
+from core.rpc.errors import (
+    AlreadyExistsError,
+    FailedPreconditionError,
+    HubClientError,
+    InvalidArgumentError,
+    NotFoundError,
+    OutOfRangeError,
+    PermissionDeniedError,
+    RateLimitedError,
+    UnauthenticatedError,
+    UnavailableError,
+    Violation,
+    raise_typed,
 )
 from signing import (
     CERTIFICATE_PAYLOAD_TYPE,
@@ -49,6 +69,38 @@ from signing import (
 )
 from signing.cosignature import CosignatureVerifier, verify_cosignatures
 
+__all__ = [
+    "COSIGNED_POLL_SECONDS",
+    "COSIGNED_WAIT_SECONDS",
+    "DEFAULT_TIMEOUT_SECONDS",
+    "INSECURE_PRINCIPAL_HEADER",
+    "MAX_MESSAGE_BYTES",
+    "RETRY_INITIAL_BACKOFF",
+    "RETRY_MAX_ATTEMPTS",
+    "RETRY_MAX_BACKOFF",
+    "SERVICE_CONFIG",
+    "AlreadyExistsError",
+    "AuditProofError",
+    "CertificateVerificationError",
+    "CheckedCheckpoint",
+    "ClientTLS",
+    "FailedPreconditionError",
+    "Fetched",
+    "HubClient",
+    "HubClientError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "OutOfRangeError",
+    "PermissionDeniedError",
+    "Presented",
+    "ProvenEntry",
+    "RateLimitedError",
+    "UnauthenticatedError",
+    "UnavailableError",
+    "VerifiedCertificate",
+    "Violation",
+]
+
 T = TypeVar("T")
 
 # Default per-call deadline: a window clerk waits seconds, not minutes.
@@ -60,10 +112,6 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 COSIGNED_WAIT_SECONDS = DEFAULT_TIMEOUT_SECONDS
 # Pause between two looks for a newer cosigned checkpoint: the submitter's cadence.
 COSIGNED_POLL_SECONDS = 0.25
-# Largest answer accepted: the hub's own message limit (hub.grpc.server.MAX_MESSAGE_BYTES),
-# since a certificate fetched with its attachment may carry a 20 MiB file. gRPC's default,
-# 4 MiB, refused every attachment above it.
-MAX_RECEIVE_MESSAGE_BYTES = 22 * 1024 * 1024
 # Retries of UNAVAILABLE (the hub lost its database, is restarting, or a balancer has no
 # ready hub), done by gRPC itself for the calls that are safe to repeat: every intake,
 # directory and audit read, and the unary push and revoke (idempotent: the same envelope is
@@ -103,12 +151,10 @@ SERVICE_CONFIG = json.dumps(
         ]
     }
 )
-_CHANNEL_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
+_RETRY_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.enable_retries", 1),
     ("grpc.service_config", SERVICE_CONFIG),
 ]
-INSECURE_PRINCIPAL_HEADER = "x-certhub-principal"
 _KEY_STATUS = {
     directory_pb2.KEY_ACTIVE: KeyStatus.ACTIVE,
     directory_pb2.KEY_RETIRED: KeyStatus.RETIRED,
@@ -116,62 +162,7 @@ _KEY_STATUS = {
 }
 
 
-# --- errors -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Violation:
-    field: str
-    description: str
-
-
-class HubClientError(Exception):
-    """An error answer from the hub, with the details it sent."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        code: grpc.StatusCode,
-        reason: str = "",
-        violations: tuple[Violation, ...] = (),
-        retry_after: float | None = None,
-        audit_index: int | None = None,
-        metadata: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(f"{code.name}: {message}")
-        self.message = message
-        self.code = code
-        self.reason = reason
-        self.violations = violations
-        self.retry_after = retry_after
-        self.audit_index = audit_index
-        # ErrorInfo.metadata besides audit_index (e.g. consent_request_id, expires_at).
-        self.metadata = dict(metadata or {})
-
-
-class InvalidArgumentError(HubClientError): ...
-
-
-class NotFoundError(HubClientError): ...
-
-
-class AlreadyExistsError(HubClientError): ...
-
-
-class PermissionDeniedError(HubClientError): ...
-
-
-class UnauthenticatedError(HubClientError): ...
-
-
-class FailedPreconditionError(HubClientError): ...
-
-
-class RateLimitedError(HubClientError): ...
-
-
-class UnavailableError(HubClientError): ...
+# --- errors (the hub's error answers are core.rpc.errors'; these are the client's own checks)
 
 
 class CertificateVerificationError(Exception):
@@ -181,61 +172,6 @@ class CertificateVerificationError(Exception):
 class AuditProofError(Exception):
     """The hub's audit log answer does not verify: a checkpoint signature, an inclusion or a
     consistency proof, or a proven leaf that does not describe the call it should."""
-
-
-class OutOfRangeError(HubClientError): ...
-
-
-_ERROR_CLASSES: dict[grpc.StatusCode, type[HubClientError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
-    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
-    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
-    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
-    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: RateLimitedError,
-    grpc.StatusCode.UNAVAILABLE: UnavailableError,
-    grpc.StatusCode.OUT_OF_RANGE: OutOfRangeError,
-}
-
-
-def _raise_typed(error: grpc.RpcError) -> NoReturn:
-    code: grpc.StatusCode = error.code()
-    message: str = error.details() or ""
-    reason, violations, retry_after, audit_index = "", [], None, None
-    metadata: dict[str, str] = {}
-    try:
-        status = rpc_status.from_call(error)
-    except ValueError:
-        # The details disagree with the code: the status was made by the transport (e.g. a
-        # refused oversized message), not by the hub. The code and text are still the answer.
-        status = None
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-            metadata = {k: v for k, v in info.metadata.items() if k != "audit_index"}
-            if "audit_index" in info.metadata:
-                audit_index = int(info.metadata["audit_index"])
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations = [Violation(v.field, v.description) for v in bad.field_violations]
-        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            retry = error_details_pb2.RetryInfo()
-            detail.Unpack(retry)
-            retry_after = retry.retry_delay.ToNanoseconds() / 1e9
-    cls = _ERROR_CLASSES.get(code, HubClientError)
-    raise cls(
-        message,
-        code=code,
-        reason=reason,
-        violations=tuple(violations),
-        retry_after=retry_after,
-        audit_index=audit_index,
-        metadata=metadata,
-    ) from error
 
 
 def _id_type(id_type: str) -> common_pb2.IdType.ValueType:
@@ -320,20 +256,6 @@ class Presented:
     audit_index: int
 
 
-@dataclass(frozen=True, kw_only=True)
-class ClientTLS:
-    ca: Path
-    cert: Path
-    key: Path
-
-    def credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(
-            root_certificates=self.ca.read_bytes(),
-            private_key=self.key.read_bytes(),
-            certificate_chain=self.cert.read_bytes(),
-        )
-
-
 @dataclass
 class HubClient:
     """Connect with ``HubClient.connect`` (mTLS) or ``HubClient.insecure`` (loopback dev)."""
@@ -355,16 +277,13 @@ class HubClient:
 
     @classmethod
     def connect(cls, address: str, tls: ClientTLS, *, server_name: str | None = None) -> HubClient:
-        options = list(_CHANNEL_OPTIONS)
-        if server_name:
-            options.append(("grpc.ssl_target_name_override", server_name))
-        return cls(grpc.secure_channel(address, tls.credentials(), options=options))
+        return cls(secure_channel(address, tls, server_name=server_name, options=_RETRY_OPTIONS))
 
     @classmethod
     def insecure(cls, address: str, principal: str) -> HubClient:
         """Development only, against a hub started with --insecure on loopback."""
         return cls(
-            grpc.insecure_channel(address, options=_CHANNEL_OPTIONS),
+            insecure_channel(address, options=_RETRY_OPTIONS),
             metadata=((INSECURE_PRINCIPAL_HEADER, principal),),
         )
 
@@ -402,7 +321,7 @@ class HubClient:
         try:
             return method(request, timeout=self.timeout, metadata=self.metadata)
         except grpc.RpcError as error:
-            _raise_typed(error)
+            raise_typed(error)
 
     # --- department side ----------------------------------------------------------------------
 
@@ -423,7 +342,7 @@ class HubClient:
                 iter(requests), timeout=timeout, metadata=self.metadata
             )
         except grpc.RpcError as error:
-            _raise_typed(error)
+            raise_typed(error)
 
     def revoke(self, envelope: bytes, *, client_ref: str = "") -> ingest_pb2.RevokeResult:
         result: ingest_pb2.RevokeResult = self.call(

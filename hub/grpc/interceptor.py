@@ -22,6 +22,7 @@ import grpc.aio
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from core.rpc.channel import INSECURE_PRINCIPAL_HEADER
 from hub.app import Hub
 from hub.errors import HubError, InvalidArgument
 from hub.grpc.errors import internal_status, to_status
@@ -31,8 +32,6 @@ from hub.registry import Principal
 
 log = logging.getLogger("certhub.grpc")
 
-# Development only (--insecure on loopback): the principal a client claims, unverified.
-INSECURE_PRINCIPAL_HEADER = "x-certhub-principal"
 CERTHUB_METHOD_PREFIX = "/certhub."
 # A claimed name longer than any registry principal is not echoed whole into the log.
 _LOGGED_NAME_CHARS = 64

@@ -30,6 +30,7 @@ from certhub.v1 import (
     intake_pb2,
     intake_pb2_grpc,
 )
+from core.rpc.channel import INSECURE_PRINCIPAL_HEADER, MAX_MESSAGE_BYTES
 from hub.app import Hub
 from hub.audit.selfcheck import (
     DEFAULT_FULL_EVERY_SECONDS,
@@ -62,8 +63,6 @@ MAX_CONCURRENT_RPCS = 10_000
 IO_THREADS = 8
 # How long another thread waits for the loop to run a small coroutine (health status).
 LOOP_CALL_SECONDS = 10.0
-# Largest message accepted: one envelope (1 MiB) plus one attachment (20 MiB) plus framing.
-MAX_MESSAGE_BYTES = 22 * 1024 * 1024
 # Keepalive: detect dead clients (a window PC unplugged) within a minute.
 KEEPALIVE_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
@@ -220,7 +219,7 @@ def build_server(
         log.warning(
             "INSECURE MODE: no TLS, no client certificates; callers name themselves in the "
             "%s header. Development only.",
-            "x-certhub-principal",
+            INSECURE_PRINCIPAL_HEADER,
         )
     loop = asyncio.new_event_loop()
     # Synchronous sessions (cache misses, audit queries, stats) wait in these threads.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.rpc import client
+from core.rpc import channel
 from hub.domain import certificate as payload_rules
 from hub.grpc import errors as grpc_errors
 from hub.grpc import server
@@ -67,7 +67,8 @@ def test_every_limit_says_why(path: str, line: int, name: str, above: list[str])
 def test_limits_are_consistent_with_each_other() -> None:
     # One envelope plus one attachment must fit in one gRPC message, both ways.
     assert MAX_ENVELOPE_BYTES + payload_rules.MAX_ATTACHMENT_BYTES < server.MAX_MESSAGE_BYTES
-    assert client.MAX_RECEIVE_MESSAGE_BYTES >= server.MAX_MESSAGE_BYTES
+    # The hub and its callers share one message limit (core.rpc.channel).
+    assert server.MAX_MESSAGE_BYTES is channel.MAX_MESSAGE_BYTES
     # The JSON depth limit admits the deepest valid payload (payload > holder > value).
     assert payload_rules.MAX_JSON_DEPTH >= 2
     assert MAX_SIGNATURES >= 2  # a rotation overlap signs with two keys

@@ -34,6 +34,7 @@ from certhub.v1 import (
     ingest_pb2,
     intake_pb2,
 )
+from core.rpc.channel import MAX_MESSAGE_BYTES
 from core.rpc.client import HubClient, HubClientError
 from hub.demo.world import (
     CITIZEN_APP,
@@ -43,7 +44,6 @@ from hub.demo.world import (
     sign_certificate,
     sign_revocation,
 )
-from hub.grpc.server import MAX_MESSAGE_BYTES
 from signing import CERTIFICATE_PAYLOAD_TYPE, MAX_ENVELOPE_BYTES, REVOCATION_PAYLOAD_TYPE
 
 DEPARTMENT = "gulou-amr-adapter"
