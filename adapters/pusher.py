@@ -14,6 +14,10 @@ connection (UNAVAILABLE, DEADLINE_EXCEEDED, a reset stream) or a rejection with 
 code leaves the items pending and retries with exponential backoff and full jitter.
 Revocations go one by one through ``RevokeCertificate`` once their certificate's push is
 settled, with the same retry policy.
+
+The channel (mTLS from the configured files, the hub's message limit, the expected server
+name) and the reading of the hub's error answers are the typed client's, from ``core.rpc``;
+what is the pusher's own is its flow control, its backoff and which answers it retries.
 """
 
 from __future__ import annotations
@@ -27,13 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from adapters.config import HubEndpoint
 from adapters.errors import ConfigError, HubRefused
 from adapters.outbox import ItemKind, ItemState, Outbox, OutboxItem, Settlement
 from certhub.v1 import ingest_pb2, ingest_pb2_grpc
+from core.rpc.channel import MAX_MESSAGE_BYTES, ClientTLS, secure_channel
+from core.rpc.errors import error_from_rpc
 
 __all__ = ["Backoff", "Pusher", "connect"]
 
@@ -55,12 +59,11 @@ REVOKE_TIMEOUT_SECONDS = 30.0
 #: How often an idle stream looks for new rows from the producer, and how often a stream
 #: waiting out a backoff checks whether another stream failed for good.
 IDLE_POLL_SECONDS = 0.05
-#: Same bound as the hub's (hub/grpc/server.py MAX_MESSAGE_BYTES): envelope + attachment.
-MAX_MESSAGE_BYTES = 22 * 1024 * 1024
-#: Keepalive pings find a dead connection within about a minute (the hub allows pings every 10 s).
+#: The hub's message limit both ways (an envelope and its attachment go up in one message);
+#: keepalive pings find a dead connection within about a minute (the hub allows pings every
+#: 10 s).
 _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
 ]
@@ -94,23 +97,19 @@ def connect(endpoint: HubEndpoint, *, stream: int = 0) -> grpc.Channel:
     (its global subchannel pool); a local pool per channel gives each stream its own TCP
     connection whatever the arguments, which the kernel can hand to another hub worker.
     """
-    try:
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=endpoint.ca.read_bytes(),
-            private_key=endpoint.key.read_bytes(),
-            certificate_chain=endpoint.cert.read_bytes(),
-        )
-    except OSError as exc:
-        raise ConfigError(f"[hub]: cannot read {exc.filename} ({exc.strerror})") from exc
     options: list[tuple[str, object]] = [
         *_CHANNEL_OPTIONS,
         ("grpc.use_local_subchannel_pool", 1),
         # Distinct arguments as well: a channel's identity for anything keyed by its arguments.
         ("certhub.adapter.stream", stream),
     ]
-    if endpoint.server_name:
-        options.append(("grpc.ssl_target_name_override", endpoint.server_name))
-    return grpc.secure_channel(endpoint.address, credentials, options=options)
+    tls = ClientTLS(ca=endpoint.ca, cert=endpoint.cert, key=endpoint.key)
+    try:
+        return secure_channel(
+            endpoint.address, tls, server_name=endpoint.server_name, options=options
+        )
+    except OSError as exc:
+        raise ConfigError(f"[hub]: cannot read {exc.filename} ({exc.strerror})") from exc
 
 
 class Backoff:
@@ -344,15 +343,15 @@ class Pusher:
                 timeout=REVOKE_TIMEOUT_SECONDS,
             )
         except grpc.RpcError as error:
-            code = error.code()
-            reason = _error_reason(error)
+            answer = error_from_rpc(error)
+            code = answer.code
             if (
                 self._halted()
                 or code in _RETRYABLE_ITEM
                 or code is grpc.StatusCode.CANCELLED
-                or (code, reason) == _RATE_LIMITED
+                or (code, answer.reason) == _RATE_LIMITED
             ):
-                raise _Transient(f"revocation: {code.name}: {error.details()}") from error
+                raise _Transient(f"revocation: {answer}") from error
             if (
                 code is grpc.StatusCode.NOT_FOUND
                 and item.after_id is not None
@@ -361,16 +360,14 @@ class Pusher:
                 # The certificate is still on its way; try again after its push.
                 return Settlement(id=item.id, state=ItemState.PENDING)
             if code in (grpc.StatusCode.UNAUTHENTICATED,):
-                raise HubRefused(
-                    f"hub {self._address} refused the revocation: {code.name}: {error.details()}"
-                ) from error
+                raise HubRefused(f"hub {self._address} refused the revocation: {answer}") from error
             return Settlement(
                 id=item.id,
                 state=ItemState.REJECTED,
                 outcome="REJECTED",
                 code=code.name,
-                reason=reason,
-                message=error.details() or "",
+                reason=answer.reason,
+                message=answer.message,
             )
         return Settlement(
             id=item.id,
@@ -468,18 +465,16 @@ class _PushStream:
             raise _Transient(f"hub answered {self._transient[0]}")
 
     def _failed(self, error: grpc.RpcError) -> None:
-        code = error.code()
         if self._p._halted():
             return
         if self._stalled.is_set():
             raise _Transient(
                 f"no result for {RESULT_TIMEOUT_SECONDS:.0f}s with {len(self._inflight)} in flight"
             ) from error
-        if code in _RETRYABLE:
-            raise _Transient(f"{code.name}: {error.details()}") from error
-        raise HubRefused(
-            f"hub {self._p._address} refused the push stream: {code.name}: {error.details()}"
-        ) from error
+        answer = error_from_rpc(error)
+        if answer.code in _RETRYABLE:
+            raise _Transient(str(answer)) from error
+        raise HubRefused(f"hub {self._p._address} refused the push stream: {answer}") from error
 
 
 def _push_settlement(item: OutboxItem, result: ingest_pb2.PushResult) -> Settlement:
@@ -503,13 +498,3 @@ def _push_settlement(item: OutboxItem, result: ingest_pb2.PushResult) -> Settlem
         reason=result.reason,
         message=result.message,
     )
-
-
-def _error_reason(error: grpc.RpcError) -> str:
-    status = rpc_status.from_call(error)
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return str(info.reason)
-    return ""

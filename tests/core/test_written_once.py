@@ -1,7 +1,8 @@
 """Issue 16 item 1: a rule the hub and the adapters both follow is written once, in
 ``core/``. The adapters may not import the hub, so they used to keep their own copies of the
 GB/T 36904 identifier rules, the canonical payload JSON and the payload's vocabularies (ID
-types, certificate kinds); this fails if one comes back."""
+types, certificate kinds), and of the gRPC channel setup and the reading of the hub's error
+answers (``core.rpc``); this fails if one comes back."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from adapters import mapping
 from core import codes, identifier, payload
+from core.rpc import channel, errors
 from hub.domain.certificate import (
     RevocationPayload,
     parse_revocation_payload,
@@ -33,7 +35,17 @@ SHARED = (
     }
     | set(identifier.__all__)
     | set(payload.__all__)
+    | set(channel.__all__)
+    | set(errors.__all__)
 )
+# Who may open a channel to the hub or read the rich details of a failed call: core.rpc only
+# (the hub's server writes details with rpc_status.to_status; nobody else reads them).
+RPC_CALLS = {
+    ("grpc", "secure_channel"),
+    ("grpc", "insecure_channel"),
+    ("grpc", "ssl_channel_credentials"),
+    ("rpc_status", "from_call"),
+}
 # The hub's own lineage_of parses (and refuses a malformed GB/T id) before it takes the
 # lineage with core's rule; the hub's revocation_payload_json takes a RevocationPayload.
 HUB_WRAPPERS = {
@@ -66,6 +78,7 @@ def test_the_shared_rules_are_defined_only_in_core() -> None:
     definitions = _definitions()
     assert "GBT_PREFIX" in SHARED
     assert {"canonical_json", "IdType", "CertificateKind"} <= SHARED
+    assert {"ClientTLS", "secure_channel", "MAX_MESSAGE_BYTES", "error_from_rpc"} <= SHARED
     twice = {
         name: files
         for name in sorted(SHARED)
@@ -98,3 +111,22 @@ def test_the_adapters_guess_only_media_types_the_hub_accepts() -> None:
     """An attachment's type guessed from its file name is one the hub accepts, and every
     type the hub accepts can be guessed."""
     assert set(mapping._MEDIA_TYPES.values()) == payload.ATTACHMENT_MEDIA_TYPES
+
+
+def test_only_core_rpc_opens_channels_and_reads_error_details() -> None:
+    """Under another name, a copy of the channel setup or of the error reading would pass
+    the test above; it still has to call gRPC's own functions."""
+    found = []
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            relative = str(path.relative_to(REPO))
+            if relative.startswith("core/rpc/"):
+                continue
+            found.extend(
+                f"{relative}:{node.lineno} {node.value.id}.{node.attr}"
+                for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                if isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and (node.value.id, node.attr) in RPC_CALLS
+            )
+    assert found == []
