@@ -8,7 +8,6 @@ tests can call them directly with a real database.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -25,8 +24,8 @@ from hub.audit import budget
 from hub.audit.committer import GroupCommitter
 from hub.audit.entry import OK, Action, AuditRecord, holder_commitment
 from hub.audit.log import AuditLog, AuditLogKeys
+from hub.audit.refusals import AuditedRefusal, submit_refusal
 from hub.errors import HubError, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
-from hub.observability.metrics import metrics
 from hub.registry import CertificateType, Department, Principal, Registry, Role, ServiceItem
 from hub.services import consent, directory, freshness, ingest, intake, stats
 from hub.services.registry_store import RegistrySource
@@ -630,16 +629,16 @@ class Hub:
 
         return await asyncio.to_thread(load)
 
+    def refuse(self, entry: AuditRecord, error: HubError) -> AuditedRefusal:
+        """Queue a refusal's entry within its principal's refusal budget
+        (``hub.audit.refusals``); its ``wait()`` or ``result()`` is the error to raise,
+        carrying its audit index. Past the budget that error is RESOURCE_EXHAUSTED
+        REFUSALS_RATE_LIMITED and the entry is a summary, or none."""
+        return submit_refusal(self.committer, self.refusals, entry, error)
+
     async def audit_refusal(self, entry: AuditRecord, error: HubError) -> HubError:
-        """Audit a refusal within its principal's refusal budget (``hub.audit.budget``);
-        returns the error to raise, carrying its audit index. Past the budget that error is
-        RESOURCE_EXHAUSTED REFUSALS_RATE_LIMITED and the entry is a summary, or none."""
-        logged, error, summary = self.screen_refusal(entry, error)
-        if logged is not None:
-            error.audit_index = (await self.committer.submit_entry(logged).wait()).audit_index
-            if summary:
-                self.refusals.summary_logged(entry.principal, error.audit_index)
-        return error
+        """``refuse`` and wait: the error to raise."""
+        return await self.refuse(entry, error).wait()
 
     async def _audited(self, entry: AuditRecord, error: HubError) -> HubError:
         return await self.audit_refusal(entry, error)
@@ -647,45 +646,12 @@ class Hub:
     def _refuse_later(
         self, entry: AuditRecord, error: HubError
     ) -> Callable[[], Awaitable[NoReturn]]:
-        logged, error, summary = self.screen_refusal(entry, error)
-        pending = self.committer.submit_entry(logged) if logged is not None else None
+        refusal = self.refuse(entry, error)
 
         async def finish() -> NoReturn:
-            if pending is not None:
-                error.audit_index = (await pending.wait()).audit_index
-                if summary:
-                    self.refusals.summary_logged(entry.principal, error.audit_index)
-            raise error
+            raise await refusal.wait()
 
         return finish
-
-    def screen_refusal(
-        self, entry: AuditRecord, error: HubError
-    ) -> tuple[AuditRecord | None, HubError, bool]:
-        """(the entry to log or None, the error to raise, whether the entry is the summary
-        of a principal's exhausted refusal budget)."""
-        verdict = self.refusals.take(entry.principal)
-        if verdict.kind is budget.Kind.LOG:
-            return entry, error, False
-        limited = ResourceExhausted(
-            f"principal {entry.principal!r} had over {self.refusals.burst} calls refused "
-            "recently: its refused calls are answered RESOURCE_EXHAUSTED and not audited one "
-            f"by one for the next {verdict.retry_after:.1f} s (this call was refused: "
-            f"{error.reason})",
-            reason="REFUSALS_RATE_LIMITED",
-            retry_after=verdict.retry_after,
-        )
-        if verdict.kind is budget.Kind.SUMMARY:
-            what = entry.method or str(entry.action)
-            summary = dataclasses.replace(
-                entry,
-                outcome=limited.status_name,
-                method=f"{what}: refusal budget exhausted, further refusals not logged one by one",
-            )
-            return summary, limited, True
-        metrics().refusals_suppressed.inc()
-        limited.audit_index = verdict.summary_index
-        return None, limited, False
 
 
 # Cases whose KPI row this process has written. A window fetches several times for one

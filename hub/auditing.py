@@ -219,9 +219,5 @@ class AuditApi:
         entry = self._record(
             caller, error.status_name, method, holder=holder, certificate_id=certificate_id
         )
-        logged, error, summary = self._hub.screen_refusal(entry, error)
-        if logged is not None:
-            error.audit_index = self._hub.committer.submit_entry(logged).result().audit_index
-            if summary:
-                self._hub.refusals.summary_logged(entry.principal, error.audit_index)
-        raise error
+        # Run in a worker thread (the servicer's to_thread): block on the commit.
+        raise self._hub.refuse(entry, error).result()

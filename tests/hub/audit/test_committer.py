@@ -5,39 +5,21 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from hub.audit.committer import GroupCommitter, Pending
 from hub.audit.entry import OK, Action, AuditRecord
-from hub.audit.log import AuditLog, AuditLogKeys
 from hub.services import intake
-from hub.store.engine import make_session_factory
 from hub.store.models import AuditEntry, Case
-from signing import Algorithm, NoteSigner, PrivateKey
 
 NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
 ITEM = "350102-0003"
 # Far longer than a healthy commit; only reached if the committer is stuck.
 WAIT_SECONDS = 10.0
-
-
-@pytest.fixture
-def committer(engine: Engine) -> Iterator[GroupCommitter]:
-    origin = "test.example/audit"
-    keys = AuditLogKeys(
-        origin=origin,
-        signer=NoteSigner(origin, PrivateKey.generate(Algorithm.ED25519)),
-        hmac_key=bytes(32),
-    )
-    running = GroupCommitter(sessions=make_session_factory(engine), audit_log=AuditLog(keys))
-    yield running
-    running.close()
 
 
 def _entry(case: str, action: Action) -> AuditRecord:
