@@ -17,6 +17,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 __all__ = [
+    "AUDIT_INDEX_KEY",
     "AlreadyExistsError",
     "FailedPreconditionError",
     "HubClientError",
@@ -31,6 +32,11 @@ __all__ = [
     "error_from_rpc",
     "raise_typed",
 ]
+
+
+# The ErrorInfo metadata key under which the hub gives an audited refusal's index in its log
+# (hub/grpc/errors.py writes it); the rest of the metadata is the refusal's own facts.
+AUDIT_INDEX_KEY = "audit_index"
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +128,9 @@ def error_from_rpc(error: grpc.RpcError) -> HubClientError:
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
             reason = info.reason
-            metadata = {k: v for k, v in info.metadata.items() if k != "audit_index"}
-            if "audit_index" in info.metadata:
-                audit_index = int(info.metadata["audit_index"])
+            metadata = {k: v for k, v in info.metadata.items() if k != AUDIT_INDEX_KEY}
+            if AUDIT_INDEX_KEY in info.metadata:
+                audit_index = int(info.metadata[AUDIT_INDEX_KEY])
         elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)

@@ -9,6 +9,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from core.rpc.errors import AUDIT_INDEX_KEY
 from hub.errors import HubError, InvalidArgument, ResourceExhausted
 
 log = logging.getLogger("certhub.grpc")
@@ -39,7 +40,7 @@ def to_status(error: HubError) -> grpc.Status:
     for key, value in error.metadata.items():
         info.metadata[key] = _clip_chars(value, MAX_VIOLATION_TEXT_CHARS)
     if error.audit_index is not None:
-        info.metadata["audit_index"] = str(error.audit_index)
+        info.metadata[AUDIT_INDEX_KEY] = str(error.audit_index)
     details.append(_pack(info))
     if isinstance(error, InvalidArgument) and error.violations:
         bad = error_details_pb2.BadRequest(
