@@ -1,4 +1,4 @@
-"""The registry file (``registry.toml``) as a validated, immutable model.
+"""``registry.toml`` validated into a ``Registry``, or every problem with its line.
 
 The operator keeps ``registry.toml`` under version control and applies it with
 ``certhub registry apply FILE``. ``parse_registry`` validates the whole file and either
@@ -13,8 +13,6 @@ parsing is deterministic and touches nothing but its argument.
 from __future__ import annotations
 
 import datetime
-import functools
-import hashlib
 import math
 import re
 import tomllib
@@ -26,6 +24,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from hub.domain.certificate import CertificateKind
 from hub.domain.holder import IdType, check_holder
 from hub.errors import InvalidArgument
+from hub.registry.locator import Locator, join_path
+from hub.registry.model import (
+    CertificateType,
+    Department,
+    Material,
+    Principal,
+    RateLimitSpec,
+    Registry,
+    Role,
+    ServiceItem,
+    Settings,
+    registry_digest,
+)
 from signing.errors import MalformedKey
 from signing.keys import KeyStatus, PublicKey, TrustedKey
 
@@ -36,21 +47,11 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_REGISTRY_BYTES",
     "PRINCIPAL_NAME_MAX_LENGTH",
-    "CertificateType",
-    "Department",
-    "Material",
-    "Principal",
-    "RateLimitSpec",
-    "Registry",
     "RegistryError",
     "RegistryProblem",
-    "Role",
-    "ServiceItem",
-    "Settings",
     "load_registry_file",
     "parse_registry",
     "principal_name_problem",
-    "registry_digest",
 ]
 
 #: The reference district (571 types, 3,458 service items, a few hundred principals) is
@@ -83,132 +84,6 @@ _T = TypeVar("_T")
 _E = TypeVar("_E", bound=StrEnum)
 
 
-class Role(StrEnum):
-    DEPARTMENT = "DEPARTMENT"
-    INTAKE = "INTAKE"
-    AUDITOR = "AUDITOR"
-    OPERATOR = "OPERATOR"
-    # The government app that has authenticated an applicant and acts for that one
-    # applicant: consent, presentation tokens, their own access history, export.
-    CITIZEN_APP = "CITIZEN_APP"
-
-
-@dataclass(frozen=True)
-class RateLimitSpec:
-    """A token bucket: ``per_second`` refill rate, ``burst`` capacity."""
-
-    per_second: float
-    burst: int
-
-
-@dataclass(frozen=True)
-class Department:
-    """An issuing department (颁发机构) with its keys and the types it may issue.
-
-    ``legacy_uscc`` flags a code let through by ``accept_legacy_uscc`` although its check
-    character is wrong.
-    """
-
-    code: str
-    name: str
-    keys: tuple[TrustedKey, ...]
-    type_codes: frozenset[str]
-    legacy_uscc: bool = False
-
-
-@dataclass(frozen=True)
-class CertificateType:
-    code: str
-    name: str
-    kind: CertificateKind
-    issuer_codes: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Material:
-    """A required material of a service item and the certificate types that satisfy it."""
-
-    code: str
-    name: str
-    type_codes: tuple[str, ...]
-
-    @property
-    def paper_only(self) -> bool:
-        """No e-certificate satisfies it: the applicant must still bring paper."""
-        return not self.type_codes
-
-
-@dataclass(frozen=True)
-class ServiceItem:
-    code: str
-    name: str
-    materials: tuple[Material, ...]
-    #: Sharing for this item needs the applicant's explicit approval (consent and preview).
-    #: Default false: the law lets a window fetch for a case the applicant opened in person
-    #: (e.g. 免证办); an item whose rules require approval says ``consent_required = true``.
-    consent_required: bool = False
-
-    @property
-    def exempt(self) -> bool:
-        """免证: every required material can be satisfied by an e-certificate."""
-        return bool(self.materials) and not any(m.paper_only for m in self.materials)
-
-    @property
-    def satisfying_types(self) -> frozenset[str]:
-        """The only types a fetch for this item may return (data minimisation)."""
-        return frozenset(code for m in self.materials for code in m.type_codes)
-
-
-@dataclass(frozen=True)
-class Principal:
-    """A client identity: ``name`` is the CN of its client certificate."""
-
-    name: str
-    role: Role
-    department_code: str | None
-    service_items: frozenset[str]
-    rate_limit: RateLimitSpec | None
-
-
-@dataclass(frozen=True)
-class Settings:
-    accept_legacy_uscc: bool = False
-    log_origin: str | None = None
-
-
-@dataclass(frozen=True)
-class Registry:
-    """Everything the hub knows from ``registry.toml``; mappings are read-only, in file order."""
-
-    settings: Settings
-    departments: Mapping[str, Department]
-    types: Mapping[str, CertificateType]
-    service_items: Mapping[str, ServiceItem]
-    principals: Mapping[str, Principal]
-    #: Every department key, by key id.
-    keys: Mapping[str, TrustedKey]
-    #: Hex SHA-256 of the source text (see ``registry_digest``).
-    digest: str
-
-    @functools.cached_property
-    def compromised_key_ids(self) -> frozenset[str]:
-        """Keys whose signatures the hub no longer trusts, whatever they signed and when."""
-        return frozenset(k for k, key in self.keys.items() if key.status is KeyStatus.COMPROMISED)
-
-    @classmethod
-    def empty(cls) -> Registry:
-        """The registry of a hub to which no file has been applied yet."""
-        return cls(
-            settings=Settings(),
-            departments=MappingProxyType({}),
-            types=MappingProxyType({}),
-            service_items=MappingProxyType({}),
-            principals=MappingProxyType({}),
-            keys=MappingProxyType({}),
-            digest=registry_digest(""),
-        )
-
-
 @dataclass(frozen=True)
 class RegistryProblem:
     """One thing wrong with a registry file. ``path`` is like ``departments[0].keys[1].status``."""
@@ -232,11 +107,6 @@ class RegistryError(Exception):
 
     def __str__(self) -> str:
         return "\n".join(problem.format(self.source) for problem in self.errors)
-
-
-def registry_digest(text: str) -> str:
-    """Hex SHA-256 of the UTF-8 text: identifies which file a hub process is running with."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def principal_name_problem(name: str) -> str | None:
@@ -345,7 +215,7 @@ class _Checker:
     def __init__(self, text: str) -> None:
         self._text = text
         self._problems: list[tuple[str, str]] = []
-        self._locator: _Locator | None = None
+        self._locator: Locator | None = None
         # Codes declared in the file, valid or not: one typo in a code is reported once,
         # where it is declared, and not again at every reference to it.
         self._declared_departments: set[str] = set()
@@ -366,7 +236,7 @@ class _Checker:
 
     def line(self, path: str) -> int | None:
         if self._locator is None:
-            self._locator = _Locator(self._text)
+            self._locator = Locator(self._text)
         return self._locator.line(path)
 
     def problem(self, path: str, message: str) -> None:
@@ -385,7 +255,7 @@ class _Checker:
         for key in value:
             if key not in allowed:
                 self.problem(
-                    _join(path, key),
+                    join_path(path, key),
                     f"unknown key {key!r}; allowed here: {', '.join(allowed)}",
                 )
         for key in required:
@@ -412,7 +282,7 @@ class _Checker:
             or (kind is datetime.date and isinstance(value, datetime.datetime))
         )
         if not ok:
-            self.problem(_join(path, key), f"must be {what}, got {_describe(value)}")
+            self.problem(join_path(path, key), f"must be {what}, got {_describe(value)}")
             return None
         checked: _T = value
         return checked
@@ -430,7 +300,7 @@ class _Checker:
         value = self.typed(table, key, path, str, "a string")
         if value is None:
             return None
-        where = _join(path, key)
+        where = join_path(path, key)
         if not value:
             self.problem(where, "must not be empty")
         elif len(value) > max_length:
@@ -462,7 +332,7 @@ class _Checker:
         values = self.typed(table, key, path, list, "an array of strings")
         if values is None:
             return None
-        where = _join(path, key)
+        where = join_path(path, key)
         if not values and not allow_empty:
             self.problem(where, "must not be empty")
             return None
@@ -688,7 +558,7 @@ class _Checker:
             return enum(value)
         except ValueError:
             allowed = " | ".join(member.value for member in enum)
-            self.problem(_join(path, key), f"{value!r} is not one of {allowed}")
+            self.problem(join_path(path, key), f"{value!r} is not one of {allowed}")
             return None
 
     def certificate_types(
@@ -957,208 +827,3 @@ class _Checker:
             f"(line {self.line(previous)})",
         )
         return False
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-# -- line numbers --------------------------------------------------------------------------
-
-_BARE_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-_PARENT = re.compile(r"(?:\.[^.\[\]]+|\[\d+\])$")
-
-
-class _Locator:
-    """Maps value paths (``departments[2].keys[0].status``) to 1-based line numbers.
-
-    tomllib reports positions only for syntax errors, so this re-reads text that tomllib
-    has already accepted with a small scanner of the same grammar: headers, keys, strings
-    (so that a ``[[x]]`` inside a multi-line string is not a header), arrays and inline
-    tables. It only needs to be right for valid TOML, and a path it does not know falls back
-    to its closest ancestor (the key, then the table header).
-    """
-
-    def __init__(self, text: str) -> None:
-        self._text = text
-        self._pos = 0
-        self._line = 1
-        self._lines: dict[str, int] = {}
-        self._array_tables: dict[str, int] = {}
-        self._scan()
-
-    def line(self, path: str) -> int | None:
-        while path:
-            if path in self._lines:
-                return self._lines[path]
-            parent = _PARENT.sub("", path)
-            if parent == path:
-                return None
-            path = parent
-        return None
-
-    # -- scanning ----------------------------------------------------------------------
-
-    def _peek(self, offset: int = 0) -> str:
-        index = self._pos + offset
-        return self._text[index] if index < len(self._text) else ""
-
-    def _advance(self, count: int = 1) -> None:
-        for _ in range(count):
-            if self._pos < len(self._text) and self._text[self._pos] == "\n":
-                self._line += 1
-            self._pos += 1
-
-    def _record(self, path: str) -> None:
-        self._lines.setdefault(path, self._line)
-
-    def _skip_space(self, *, newlines: bool) -> None:
-        while self._pos < len(self._text):
-            c = self._text[self._pos]
-            if c in " \t\r" or (newlines and c == "\n"):
-                self._advance()
-            elif c == "#":
-                while self._pos < len(self._text) and self._text[self._pos] != "\n":
-                    self._pos += 1
-            else:
-                return
-
-    def _scan(self) -> None:
-        table = ""
-        while True:
-            self._skip_space(newlines=True)
-            if self._pos >= len(self._text):
-                return
-            if self._text.startswith("[[", self._pos):
-                self._advance(2)
-                table = self._header(self._key_parts(), array=True)
-                self._skip_to_line_end()
-            elif self._peek() == "[":
-                self._advance()
-                table = self._header(self._key_parts(), array=False)
-                self._skip_to_line_end()
-            else:
-                self._key_value(table)
-
-    def _skip_to_line_end(self) -> None:
-        while self._pos < len(self._text) and self._text[self._pos] != "\n":
-            self._pos += 1
-
-    def _resolve(self, parts: list[str]) -> str:
-        path = ""
-        for part in parts:
-            path = _join(path, part)
-            count = self._array_tables.get(path)
-            if count is not None:
-                path = f"{path}[{count - 1}]"
-        return path
-
-    def _header(self, parts: list[str], *, array: bool) -> str:
-        if not parts:
-            return ""
-        if array:
-            parent = self._resolve(parts[:-1])
-            base = _join(parent, parts[-1])
-            count = self._array_tables.get(base, 0) + 1
-            self._array_tables[base] = count
-            self._record(base)
-            path = f"{base}[{count - 1}]"
-        else:
-            path = self._resolve(parts)
-        self._record(path)
-        return path
-
-    def _key_parts(self) -> list[str]:
-        parts: list[str] = []
-        while self._pos < len(self._text):
-            self._skip_space(newlines=False)
-            c = self._peek()
-            if c in "\"'":
-                parts.append(self._string())
-            else:
-                start = self._pos
-                while self._pos < len(self._text) and self._text[self._pos] in _BARE_KEY_CHARS:
-                    self._pos += 1
-                if self._pos == start:
-                    return parts
-                parts.append(self._text[start : self._pos])
-            self._skip_space(newlines=False)
-            if self._peek() != ".":
-                return parts
-            self._advance()
-        return parts
-
-    def _key_value(self, table: str) -> None:
-        line = self._line
-        parts = self._key_parts()
-        path = table
-        for part in parts:
-            path = _join(path, part)
-            self._lines.setdefault(path, line)
-        self._skip_space(newlines=False)
-        if self._peek() != "=":
-            # Not valid TOML after all; stop rather than guess.
-            self._pos = len(self._text)
-            return
-        self._advance()
-        self._skip_space(newlines=False)
-        self._value(path)
-
-    def _value(self, path: str) -> None:
-        c = self._peek()
-        if c in "\"'":
-            self._string()
-        elif c == "[":
-            self._advance()
-            index = 0
-            while True:
-                self._skip_space(newlines=True)
-                if self._peek() in ("]", ""):
-                    self._advance()
-                    return
-                element = f"{path}[{index}]"
-                self._record(element)
-                start = self._pos
-                self._value(element)
-                index += 1
-                self._skip_space(newlines=True)
-                if self._peek() == ",":
-                    self._advance()
-                elif self._pos == start:
-                    self._advance()  # not TOML after all: move on rather than loop
-        elif c == "{":
-            self._advance()
-            while True:
-                self._skip_space(newlines=False)
-                if self._peek() in ("}", ""):
-                    self._advance()
-                    return
-                self._key_value(path)
-                self._skip_space(newlines=False)
-                if self._peek() == ",":
-                    self._advance()
-        else:
-            while self._pos < len(self._text) and self._text[self._pos] not in ",]}\n#":
-                self._pos += 1
-
-    def _string(self) -> str:
-        """Consume a string of any of the four kinds; return its raw contents."""
-        quote = self._peek()
-        multi = self._text.startswith(quote * 3, self._pos)
-        delimiter = quote * 3 if multi else quote
-        self._advance(len(delimiter))
-        start = self._pos
-        while self._pos < len(self._text):
-            if quote == '"' and self._text[self._pos] == "\\":
-                self._advance(2)
-                continue
-            if self._text.startswith(delimiter, self._pos):
-                # A multi-line string may end with up to two extra quotes before the
-                # closing delimiter ("""a"""" is 'a"').
-                while multi and self._text.startswith(delimiter + quote, self._pos):
-                    self._advance()
-                end = self._pos
-                self._advance(len(delimiter))
-                return self._text[start:end]
-            self._advance()
-        return self._text[start:]
