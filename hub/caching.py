@@ -53,8 +53,9 @@ __all__ = [
     "to_rate_limit",
 ]
 
-# Bumped whenever hub.services.intake.encode_holder changes what the bytes mean, so hubs of
-# two releases on one Redis never decode each other's entries.
+# Bumped whenever hub.services.intake.encode_holder changes what the bytes mean (a field of
+# StoredCertificate added, removed or retyped does), so hubs of two releases on one Redis
+# never decode each other's entries.
 HOLDER_SCHEMA_VERSION = 4
 
 # How long a cached holder view lives. Correctness does not depend on it: a view whose

@@ -8,9 +8,11 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import operator
 import threading
+import typing
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -263,19 +265,18 @@ def checked_holder(registry: Registry, id_type: str, holder_id: str) -> Holder:
     ).holder
 
 
-# What a StoredCertificate is made of, in its field order (``_stored``).
-_STORED_COLUMNS = (
-    Certificate.certificate_id,
-    Certificate.version,
-    Certificate.type_code,
-    Certificate.is_current,
-    Certificate.valid_from,
-    Certificate.valid_until,
-    Certificate.envelope,
-    Certificate.attachment_sha256,
-    Revocation.envelope,
-    Certificate.key_id,
-    Certificate.envelope_sha256,
+# StoredCertificate's fields are the one list of what is read of a stored certificate: the
+# queries select a column per field, in field order (``_stored`` builds the dataclass from
+# the row positionally), and the cache codec writes a value per field. A field is the
+# Certificate column of its name, unless named here; ``unusable`` is no column but the
+# verdict computed on read (``_stored``).
+_COLUMN_OF_FIELD = {"revocation_envelope": Revocation.envelope}
+_COMPUTED_FIELDS = frozenset({"unusable"})
+STORED_FIELDS = tuple(f.name for f in dataclasses.fields(StoredCertificate))
+_STORED_COLUMNS = tuple(
+    _COLUMN_OF_FIELD[name] if name in _COLUMN_OF_FIELD else getattr(Certificate, name)
+    for name in STORED_FIELDS
+    if name not in _COMPUTED_FIELDS
 )
 
 # The fetch query, built once: constructing and compiling the select on every cache miss
@@ -348,7 +349,7 @@ def select_for_item(
 
 
 def _stored(columns: Sequence[Any]) -> StoredCertificate:
-    # The queries select _STORED_COLUMNS: StoredCertificate's fields up to ``unusable``, in
+    # The queries select _STORED_COLUMNS: every field but the computed ``unusable``, in
     # order. Checked here, on a read from the database only: the cached view carries the
     # verdict, so a warm fetch pays nothing for it.
     stored = StoredCertificate(*columns)
@@ -616,32 +617,43 @@ def verify_shown(
 # --- cache encoding: the holder view travels through the cache as bytes -------------------
 
 
+# JSON has no bytes or dates: fields of those types travel as base64 and ISO 8601 text; the
+# rest as themselves. Derived from StoredCertificate's annotations, so a new field is
+# cached without touching the codec (and a field of a type JSON cannot carry fails here).
+_JSON_FORMS: dict[type, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    bytes: (lambda b: base64.b64encode(b).decode(), base64.b64decode),
+    dt.date: (dt.date.isoformat, dt.date.fromisoformat),
+}
+_JSON_NATIVE = frozenset({str, int, bool, type(None)})
+
+
+def _json_forms() -> tuple[tuple[int, Callable[[Any], Any], Callable[[Any], Any]], ...]:
+    forms = []
+    for i, (name, hint) in enumerate(typing.get_type_hints(StoredCertificate).items()):
+        kinds = set(typing.get_args(hint) or (hint,))
+        converted = kinds & _JSON_FORMS.keys()
+        if len(converted) > 1 or not kinds - converted <= _JSON_NATIVE:
+            raise TypeError(f"StoredCertificate.{name}: no JSON form for {hint}")
+        if converted:
+            forms.append((i, *_JSON_FORMS[converted.pop()]))
+    return tuple(forms)
+
+
+# (field position, encode, decode) of the fields that need converting; None stays null.
+_CONVERTED = _json_forms()
+_field_values = operator.attrgetter(*STORED_FIELDS)
+
+
 def encode_holder(view: HolderView) -> bytes:
-    return json.dumps(
-        [
-            view.version,
-            [
-                [
-                    c.certificate_id,
-                    c.version,
-                    c.type_code,
-                    c.is_current,
-                    c.valid_from.isoformat(),
-                    c.valid_until.isoformat() if c.valid_until else None,
-                    base64.b64encode(c.envelope).decode(),
-                    c.attachment_sha256,
-                    base64.b64encode(c.revocation_envelope).decode()
-                    if c.revocation_envelope
-                    else None,
-                    c.key_id,
-                    c.envelope_sha256,
-                    c.unusable,
-                ]
-                for c in view.certificates
-            ],
-        ],
-        separators=(",", ":"),
-    ).encode()
+    """The view as JSON: its counter, then a list per certificate of its fields in order."""
+    rows = []
+    for certificate in view.certificates:
+        row = list(_field_values(certificate))
+        for i, encode, _ in _CONVERTED:
+            if row[i] is not None:
+                row[i] = encode(row[i])
+        rows.append(row)
+    return json.dumps([view.version, rows], separators=(",", ":")).encode()
 
 
 def decode_holder(data: bytes) -> HolderView:
@@ -650,31 +662,7 @@ def decode_holder(data: bytes) -> HolderView:
 
 
 def _decode_one(row: list[Any]) -> StoredCertificate:
-    (
-        cid,
-        version,
-        type_code,
-        is_current,
-        valid_from,
-        valid_until,
-        envelope,
-        attachment,
-        revocation,
-        key_id,
-        envelope_sha256,
-        unusable,
-    ) = row
-    return StoredCertificate(
-        certificate_id=cid,
-        version=version,
-        type_code=type_code,
-        is_current=is_current,
-        valid_from=dt.date.fromisoformat(valid_from),
-        valid_until=dt.date.fromisoformat(valid_until) if valid_until else None,
-        envelope=base64.b64decode(envelope),
-        attachment_sha256=attachment,
-        revocation_envelope=base64.b64decode(revocation) if revocation else None,
-        key_id=key_id,
-        envelope_sha256=envelope_sha256,
-        unusable=unusable,
-    )
+    for i, _, decode in _CONVERTED:
+        if row[i] is not None:
+            row[i] = decode(row[i])
+    return StoredCertificate(*row)
