@@ -1,5 +1,5 @@
-"""A stored certificate is read, cached and decoded field by field from one list: the fields
-of StoredCertificate. A field added there and not to a query or the codec fails here."""
+"""The holder cache's bytes carry every field of StoredCertificate, the one list of what is
+read of a stored certificate; a field the codec dropped fails here."""
 
 from __future__ import annotations
 
@@ -7,15 +7,8 @@ import dataclasses
 import datetime as dt
 import typing
 
-from sqlalchemy import select
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
-
 from hub.caching import HOLDER_SCHEMA_VERSION
-from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
-from hub.registry import parse_registry
-from hub.services import ingest, intake
-from hub.store.models import Certificate
+from hub.services import intake
 
 NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
 
@@ -68,30 +61,3 @@ def test_the_cached_bytes_are_those_of_the_schema_version() -> None:
     assert intake.encode_holder(intake.HolderView(7, [stored])) == (
         b'[7,[["C1",2,"T",false,"2024-01-02",null,"ZW52",null,"cmV2","k","e","bad"]]]'
     )
-
-
-def test_the_queries_read_every_field(engine: Engine, world: DemoWorld) -> None:
-    registry = parse_registry(world.registry_toml())
-    licence = world.type_by_name("营业执照")
-    department = world.departments[licence.issuer]
-    payload = certificate_payload(world, licence.code, enterprise(1), serial=1, version=1)
-    checked = ingest.check_push(
-        registry,
-        registry.principals[department.principal],
-        ingest.PushInput(envelope=sign_certificate(payload, [department.key])),
-    )
-    with Session(engine) as session, session.begin():
-        ingest.store_push(session, checked, now=NOW)
-        columns = session.execute(select(Certificate.__table__)).mappings().one()
-        view = intake.load_holder_view(session.connection(), columns["holder_key"])
-        found = intake.load_certificate(session, columns["certificate_id"])
-        session.rollback()
-    [stored] = view.certificates
-    assert found == (stored, columns["holder_key"])
-    assert stored.unusable is None
-    assert stored.revocation_envelope is None  # no revocation pushed: its row is absent
-    read = dataclasses.asdict(stored)
-    for name in intake.STORED_FIELDS:
-        if name not in {"unusable", "revocation_envelope"}:
-            assert read[name] == columns[name], name
-    assert intake.decode_holder(intake.encode_holder(view)) == view

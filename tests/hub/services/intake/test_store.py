@@ -1,0 +1,45 @@
+"""The fetch and get queries read every field of StoredCertificate, the one list of what is
+read of a stored certificate, from the stored row."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
+from hub.registry import parse_registry
+from hub.services import ingest, intake
+from hub.store.models import Certificate
+
+NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
+
+
+def test_the_queries_read_every_field(engine: Engine, world: DemoWorld) -> None:
+    registry = parse_registry(world.registry_toml())
+    licence = world.type_by_name("营业执照")
+    department = world.departments[licence.issuer]
+    payload = certificate_payload(world, licence.code, enterprise(1), serial=1, version=1)
+    checked = ingest.check_push(
+        registry,
+        registry.principals[department.principal],
+        ingest.PushInput(envelope=sign_certificate(payload, [department.key])),
+    )
+    with Session(engine) as session, session.begin():
+        ingest.store_push(session, checked, now=NOW)
+        columns = session.execute(select(Certificate.__table__)).mappings().one()
+        view = intake.load_holder_view(session.connection(), columns["holder_key"])
+        found = intake.load_certificate(session, columns["certificate_id"])
+        session.rollback()
+    [stored] = view.certificates
+    assert found == (stored, columns["holder_key"])
+    assert stored.unusable is None
+    assert stored.revocation_envelope is None  # no revocation pushed: its row is absent
+    read = dataclasses.asdict(stored)
+    for name in intake.STORED_FIELDS:
+        if name not in {"unusable", "revocation_envelope"}:
+            assert read[name] == columns[name], name
+    assert intake.decode_holder(intake.encode_holder(view)) == view
