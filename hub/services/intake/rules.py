@@ -15,13 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hub.audit.redact import check_case_number
-from hub.domain.certificate import CertificatePayload
+from hub.domain.certificate import CertificatePayload, parse_certificate_payload
 from hub.domain.holder import Holder, check_holder
 from hub.domain.identifier import MAX_CERTIFICATE_ID_LENGTH
 from hub.domain.status import CertificateStatus, compute_status
 from hub.errors import HubError, InvalidArgument, NotFound, PermissionDenied
 from hub.registry import Principal, Registry, Role, ServiceItem
 from hub.services.ingest.rules import read_envelope, require_role
+from signing import CERTIFICATE_PAYLOAD_TYPE, verify_envelope
 
 # Case numbers are printed on forms and typed at windows; the city platform's are ~30 chars.
 MAX_CASE_NUMBER_LENGTH = 64
@@ -348,3 +349,94 @@ class VerifyResult:
     issuer_name: str
     key_id: str
     stored: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ShownEnvelope:
+    """An envelope shown at a window, checked as far as it can be without the database."""
+
+    envelope_sha256: str
+    payload: CertificatePayload
+    issuer_name: str
+    # The department key that verified it, "" if none did.
+    key_id: str
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldVersion:
+    """What the hub holds of a shown certificate's version."""
+
+    # The SHA-256 of the stored bytes; None when no such version is stored.
+    envelope_sha256: str | None
+    is_current: bool
+    # The lineage is revoked (a revocation is known even of a version not stored).
+    revoked: bool
+
+
+def check_shown(registry: Registry, envelope_bytes: bytes) -> ShownEnvelope | VerifyResult:
+    """The envelope's payload, issuer and signature, or the final answer when it is no
+    certificate at all. Unreadable bytes raise INVALID_ARGUMENT."""
+    envelope = read_envelope(envelope_bytes)
+    reasons: list[str] = []
+    if envelope.payload_type != CERTIFICATE_PAYLOAD_TYPE:
+        reasons.append(f"payload type is {envelope.payload_type!r}, not a certificate")
+        return VerifyResult(False, None, tuple(reasons), None, "", "", stored=False)
+    try:
+        payload = parse_certificate_payload(
+            envelope.payload, accept_legacy_uscc=registry.settings.accept_legacy_uscc
+        )
+    except HubError as e:
+        return VerifyResult(False, None, (f"payload: {e.message}",), None, "", "", stored=False)
+    department = registry.departments.get(payload.issuer_code)
+    if department is None:
+        reasons.append(f"issuer {payload.issuer_code} is not a registered department")
+    verification = verify_envelope(
+        envelope,
+        expected_payload_type=CERTIFICATE_PAYLOAD_TYPE,
+        keys=registry.keys,
+        owner=payload.issuer_code,
+        signed_on=payload.issued_on,
+    )
+    reasons.extend(verification.reasons)
+    key_id = verification.verified[0].public_key.key_id if verification.verified else ""
+    if not verification.verified and not verification.reasons:
+        reasons.append("no signature verifies")
+    return ShownEnvelope(
+        envelope_sha256=hashlib.sha256(envelope_bytes).hexdigest(),
+        payload=payload,
+        issuer_name=department.name if department else "",
+        key_id=key_id,
+        reasons=tuple(reasons),
+    )
+
+
+def judge_shown(shown: ShownEnvelope, held: HeldVersion, *, today: dt.date) -> VerifyResult:
+    """The answer for a shown certificate, given what the hub holds of its version."""
+    payload = shown.payload
+    reasons = list(shown.reasons)
+    stored = False
+    if held.envelope_sha256 is None:
+        reasons.append("the hub holds no such certificate version")
+    else:
+        stored = held.envelope_sha256 == shown.envelope_sha256
+        if not stored:
+            reasons.append("the hub holds different bytes for this certificate version")
+    status = compute_status(
+        valid_from=payload.valid_from,
+        valid_until=payload.valid_until,
+        today=today,
+        revoked=held.revoked,
+        superseded=not held.is_current,
+    )
+    if status is not CertificateStatus.VALID:
+        reasons.append(f"status is {status}")
+    return VerifyResult(
+        valid=not reasons,
+        status=status,
+        reasons=tuple(reasons),
+        payload=payload,
+        issuer_name=shown.issuer_name,
+        key_id=shown.key_id,
+        stored=stored,
+    )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -21,24 +20,23 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from hub.domain.certificate import parse_certificate_payload
-from hub.domain.status import CertificateStatus, compute_status
-from hub.errors import HubError
+from hub.domain.certificate import CertificatePayload
 from hub.observability.metrics import metrics
 from hub.registry import Registry
 from hub.services import freshness
-from hub.services.ingest.rules import read_envelope
 from hub.services.intake import store_postgresql
 from hub.services.intake.rules import (
     STORED_FIELDS,
+    HeldVersion,
     HolderView,
     Purpose,
     StoredCertificate,
     VerifyResult,
+    check_shown,
     envelope_problem,
+    judge_shown,
 )
 from hub.store.models import Attachment, Case, Certificate, HolderState, Revocation
-from signing import CERTIFICATE_PAYLOAD_TYPE, verify_envelope
 
 log = logging.getLogger("certhub.intake")
 
@@ -220,32 +218,14 @@ def verify_shown(
     Unreadable bytes are INVALID_ARGUMENT; a readable envelope that fails a check is an
     answer (``valid`` false with reasons), because telling the window why is the point.
     """
-    envelope = read_envelope(envelope_bytes)
-    reasons: list[str] = []
-    if envelope.payload_type != CERTIFICATE_PAYLOAD_TYPE:
-        reasons.append(f"payload type is {envelope.payload_type!r}, not a certificate")
-        return VerifyResult(False, None, tuple(reasons), None, "", "", stored=False)
-    try:
-        payload = parse_certificate_payload(
-            envelope.payload, accept_legacy_uscc=registry.settings.accept_legacy_uscc
-        )
-    except HubError as e:
-        return VerifyResult(False, None, (f"payload: {e.message}",), None, "", "", stored=False)
-    department = registry.departments.get(payload.issuer_code)
-    if department is None:
-        reasons.append(f"issuer {payload.issuer_code} is not a registered department")
-    verification = verify_envelope(
-        envelope,
-        expected_payload_type=CERTIFICATE_PAYLOAD_TYPE,
-        keys=registry.keys,
-        owner=payload.issuer_code,
-        signed_on=payload.issued_on,
-    )
-    reasons.extend(verification.reasons)
-    key_id = verification.verified[0].public_key.key_id if verification.verified else ""
-    if not verification.verified and not verification.reasons:
-        reasons.append("no signature verifies")
-    stored_row = session.execute(
+    shown = check_shown(registry, envelope_bytes)
+    if isinstance(shown, VerifyResult):
+        return shown
+    return judge_shown(shown, _held_version(session, shown.payload), today=today)
+
+
+def _held_version(session: Session, payload: CertificatePayload) -> HeldVersion:
+    row = session.execute(
         select(Certificate.envelope_sha256, Certificate.is_current, Revocation.envelope)
         .outerjoin(Revocation, Revocation.lineage == Certificate.lineage)
         .where(
@@ -253,32 +233,7 @@ def verify_shown(
             Certificate.version == payload.version,
         )
     ).one_or_none()
-    stored = False
-    if stored_row is None:
+    if row is None:
         revoked = session.get(Revocation, payload.lineage) is not None
-        superseded = False
-        reasons.append("the hub holds no such certificate version")
-    else:
-        stored = stored_row[0] == hashlib.sha256(envelope_bytes).hexdigest()
-        superseded = not stored_row[1]
-        revoked = stored_row[2] is not None
-        if not stored:
-            reasons.append("the hub holds different bytes for this certificate version")
-    status = compute_status(
-        valid_from=payload.valid_from,
-        valid_until=payload.valid_until,
-        today=today,
-        revoked=revoked,
-        superseded=superseded,
-    )
-    if status is not CertificateStatus.VALID:
-        reasons.append(f"status is {status}")
-    return VerifyResult(
-        valid=not reasons,
-        status=status,
-        reasons=tuple(reasons),
-        payload=payload,
-        issuer_name=department.name if department else "",
-        key_id=key_id,
-        stored=stored,
-    )
+        return HeldVersion(envelope_sha256=None, is_current=True, revoked=revoked)
+    return HeldVersion(envelope_sha256=row[0], is_current=row[1], revoked=row[2] is not None)
