@@ -31,6 +31,7 @@ from signing import (
     Envelope,
     KeyStatus,
     MalformedEnvelope,
+    Verification,
     parse_envelope,
     verify_envelope,
 )
@@ -123,6 +124,20 @@ def _expect_type(envelope: Envelope, payload_type: str) -> None:
         )
 
 
+def verify_certificate(
+    registry: Registry, envelope: Envelope, payload: CertificatePayload
+) -> Verification:
+    """A certificate envelope's signatures, by the keys of the issuer it names, valid on
+    the day it says it was issued: at a push and when shown at a window alike."""
+    return verify_envelope(
+        envelope,
+        expected_payload_type=CERTIFICATE_PAYLOAD_TYPE,
+        keys=registry.keys,
+        owner=payload.issuer_code,
+        signed_on=payload.issued_on,
+    )
+
+
 def check_push(registry: Registry, caller: Principal, request: PushInput) -> CheckedPush:
     """Everything about a push that needs no database. Raises HubError."""
     require_role(caller, Role.DEPARTMENT, "pushing certificates")
@@ -155,13 +170,7 @@ def check_push(registry: Registry, caller: Principal, request: PushInput) -> Che
             f"is {payload.kind}, type {ctype.code} is {ctype.kind}",
             reason="WRONG_KIND",
         )
-    verification = verify_envelope(
-        envelope,
-        expected_payload_type=CERTIFICATE_PAYLOAD_TYPE,
-        keys=registry.keys,
-        owner=payload.issuer_code,
-        signed_on=payload.issued_on,
-    )
+    verification = verify_certificate(registry, envelope, payload)
     if not verification.ok:
         raise InvalidArgument.field(
             "envelope.signatures", "; ".join(verification.reasons), reason="BAD_SIGNATURE"
@@ -212,6 +221,46 @@ def check_revoke(caller: Principal, request: RevokeInput) -> CheckedRevocation:
         parsed=envelope,
         payload=parse_revocation_payload(envelope.payload),
     )
+
+
+def check_revocation_of(
+    registry: Registry,
+    caller: Principal,
+    checked: CheckedRevocation,
+    *,
+    issuer: str,
+    issued_on: dt.date,
+) -> None:
+    """A revocation of a stored certificate (its ``issuer`` and the ``issued_on`` of its
+    newest version) must come from that issuer, dated no earlier than the certificate, and
+    be signed by a key of the issuer valid on that date."""
+    r = checked.payload
+    if issuer != caller.department_code:
+        raise PermissionDenied(
+            f"certificate {r.certificate_id} was issued by {issuer}, not by the department of "
+            f"principal {caller.name!r}",
+            reason="FOREIGN_CERTIFICATE",
+        )
+    # The key must be valid on the revocation's date: backdated before the (newest version
+    # of the) certificate existed, a retired key could revoke what was issued after it
+    # retired. One day of slack: revoked_at carries its own UTC offset, issued_on is a date.
+    if r.revoked_at.date() < issued_on - REVOCATION_DATE_SLACK:
+        raise InvalidArgument.field(
+            "payload.revoked_at",
+            f"{r.revoked_at.date()} is before the certificate was issued ({issued_on})",
+            reason="REVOKED_BEFORE_ISSUE",
+        )
+    verification = verify_envelope(
+        checked.parsed,
+        expected_payload_type=REVOCATION_PAYLOAD_TYPE,
+        keys=registry.keys,
+        owner=issuer,
+        signed_on=r.revoked_at.date(),
+    )
+    if not verification.ok:
+        raise InvalidArgument.field(
+            "envelope.signatures", "; ".join(verification.reasons), reason="BAD_SIGNATURE"
+        )
 
 
 @dataclass

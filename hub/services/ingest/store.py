@@ -18,29 +18,23 @@ from hub.audit.committer import audit_indices
 from hub.domain.identifier import lineage_of
 from hub.errors import (
     HubError,
-    InvalidArgument,
     NotFound,
-    PermissionDenied,
 )
 from hub.registry import Principal, Registry
 from hub.services import freshness
 from hub.services.ingest import store_postgresql
 from hub.services.ingest.rules import (
-    REVOCATION_DATE_SLACK,
     CheckedPush,
     CheckedRevocation,
     Lineage,
     PushOutcome,
     Revoked,
     Stored,
+    check_revocation_of,
     decide,
     repeat,
 )
 from hub.store.models import Attachment, Certificate, Revocation
-from signing import (
-    REVOCATION_PAYLOAD_TYPE,
-    verify_envelope,
-)
 
 
 def store_push(session: Session, checked: CheckedPush, *, now: dt.datetime) -> Stored:
@@ -258,32 +252,7 @@ def store_revoke(
             f"certificate {r.certificate_id} is not stored", reason="CERTIFICATE_NOT_FOUND"
         )
     issuer, holder_key, issued_on = row
-    if issuer != caller.department_code:
-        raise PermissionDenied(
-            f"certificate {r.certificate_id} was issued by {issuer}, not by the department of "
-            f"principal {caller.name!r}",
-            reason="FOREIGN_CERTIFICATE",
-        )
-    # The key must be valid on the revocation's date: backdated before the (newest version
-    # of the) certificate existed, a retired key could revoke what was issued after it
-    # retired. One day of slack: revoked_at carries its own UTC offset, issued_on is a date.
-    if r.revoked_at.date() < issued_on - REVOCATION_DATE_SLACK:
-        raise InvalidArgument.field(
-            "payload.revoked_at",
-            f"{r.revoked_at.date()} is before the certificate was issued ({issued_on})",
-            reason="REVOKED_BEFORE_ISSUE",
-        )
-    verification = verify_envelope(
-        checked.parsed,
-        expected_payload_type=REVOCATION_PAYLOAD_TYPE,
-        keys=registry.keys,
-        owner=issuer,
-        signed_on=r.revoked_at.date(),
-    )
-    if not verification.ok:
-        raise InvalidArgument.field(
-            "envelope.signatures", "; ".join(verification.reasons), reason="BAD_SIGNATURE"
-        )
+    check_revocation_of(registry, caller, checked, issuer=issuer, issued_on=issued_on)
     if session.get(Revocation, lineage) is not None:
         return Revoked(r.certificate_id, newly_revoked=False, holder_key=holder_key)
     try:

@@ -21,8 +21,8 @@ from hub.domain.identifier import MAX_CERTIFICATE_ID_LENGTH
 from hub.domain.status import CertificateStatus, compute_status
 from hub.errors import HubError, InvalidArgument, NotFound, PermissionDenied
 from hub.registry import Principal, Registry, Role, ServiceItem
-from hub.services.ingest.rules import read_envelope, require_role
-from signing import CERTIFICATE_PAYLOAD_TYPE, verify_envelope
+from hub.services.ingest.rules import read_envelope, require_role, verify_certificate
+from signing import CERTIFICATE_PAYLOAD_TYPE
 
 # Case numbers are printed on forms and typed at windows; the city platform's are ~30 chars.
 MAX_CASE_NUMBER_LENGTH = 64
@@ -391,13 +391,7 @@ def check_shown(registry: Registry, envelope_bytes: bytes) -> ShownEnvelope | Ve
     department = registry.departments.get(payload.issuer_code)
     if department is None:
         reasons.append(f"issuer {payload.issuer_code} is not a registered department")
-    verification = verify_envelope(
-        envelope,
-        expected_payload_type=CERTIFICATE_PAYLOAD_TYPE,
-        keys=registry.keys,
-        owner=payload.issuer_code,
-        signed_on=payload.issued_on,
-    )
+    verification = verify_certificate(registry, envelope, payload)
     reasons.extend(verification.reasons)
     key_id = verification.verified[0].public_key.key_id if verification.verified else ""
     if not verification.verified and not verification.reasons:
