@@ -27,12 +27,8 @@ import secrets
 import struct
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
-
 from hub.audit.redact import id_shape
 from hub.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
-from hub.store.models import Presentation
 from signing import PrivateKey
 
 TOKEN_VERSION = 1
@@ -144,6 +140,13 @@ def replayed(row: Row) -> FailedPrecondition:
     )
 
 
+def unknown() -> NotFound:
+    return NotFound(
+        "token: this hub has no record of it (its database may have been restored)",
+        reason="PRESENTATION_UNKNOWN",
+    )
+
+
 def check_purpose_text(purpose: str) -> str | None:
     if not purpose:
         return None
@@ -175,84 +178,3 @@ def check_ttl(ttl_seconds: int) -> int:
             reason="PRESENTATION_TTL_TOO_LONG",
         )
     return ttl_seconds
-
-
-def store(session: Session, row: Row, *, created_by: str) -> None:
-    session.add(
-        Presentation(
-            token_id=row.token_id,
-            holder_commitment=row.holder_commitment,
-            certificate_id=row.certificate_id,
-            service_item_code=row.service_item_code,
-            purpose=row.purpose,
-            created_by=created_by,
-            created_at=row.created_at,
-            expires_at=row.expires_at,
-        )
-    )
-    session.flush()
-
-
-def load(session: Session, token_id: str) -> Row | None:
-    found = session.get(Presentation, token_id)
-    if found is None:
-        return None
-    return Row(
-        token_id=found.token_id,
-        holder_commitment=found.holder_commitment,
-        certificate_id=found.certificate_id,
-        service_item_code=found.service_item_code,
-        purpose=found.purpose,
-        created_at=_utc(found.created_at),
-        expires_at=_utc(found.expires_at),
-        redeemed_at=_utc(found.redeemed_at) if found.redeemed_at else None,
-    )
-
-
-def unknown() -> NotFound:
-    return NotFound(
-        "token: this hub has no record of it (its database may have been restored)",
-        reason="PRESENTATION_UNKNOWN",
-    )
-
-
-def consume(
-    session: Session, token_id: str, *, now: dt.datetime, principal: str, case_number: str
-) -> None:
-    """Mark the token redeemed, or raise why not: one conditional UPDATE, so of two
-    windows (in any processes) redeeming the same token at once exactly one succeeds."""
-    result = session.execute(
-        update(Presentation)
-        .where(
-            Presentation.token_id == token_id,
-            Presentation.redeemed_at.is_(None),
-            Presentation.expires_at > now,
-        )
-        .values(redeemed_at=now, redeemed_by=principal, redeemed_case=case_number)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount == 1:  # type: ignore[attr-defined]
-        return
-    row = load(session, token_id)
-    if row is None:
-        raise unknown()
-    if row.redeemed_at is not None:
-        raise replayed(row)
-    raise expired(row.expires_at)
-
-
-def redeemed_purposes(session: Session, cases: set[str]) -> dict[tuple[str, str], str]:
-    """(case, certificate id) -> the purpose given, for redemptions in ``cases``."""
-    if not cases:
-        return {}
-    rows = session.execute(
-        select(Presentation.redeemed_case, Presentation.certificate_id, Presentation.purpose).where(
-            Presentation.redeemed_case.in_(cases), Presentation.purpose.is_not(None)
-        )
-    ).all()
-    return {(str(c), str(i)): str(p) for c, i, p in rows}
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    # SQLite keeps no zone: the hub stores UTC.
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
