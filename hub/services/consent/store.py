@@ -1,15 +1,7 @@
-"""Consent and preview: sharing for an item that needs the applicant's explicit approval.
-
-A window's fetch for such an item passes through ``gate`` (in the fetch's group commit):
-the first fetch for a (holder, window, item, case) opens a PENDING request naming the
-certificate types that would be shared; the applicant's app previews and decides
-(``decide``); the next fetch after an approval uses it (USED, once) and receives the
-certificates of the approved types. A decline or an expiry is final for that request: the
-window falls back to paper. A fetch after a used request opens a new one (a new round):
-every share needs its own approval.
-
-Rows carry the holder commitment, never the ID. Every transition is one conditional
-UPDATE, so two processes cannot both use one approval or decide one request twice.
+"""Consent requests in the database: the gate a consent-requiring fetch passes in its group
+commit, the applicant's decision and their pending requests. Every transition is one
+conditional UPDATE, so two processes cannot both use one approval or decide one request
+twice.
 """
 
 from __future__ import annotations
@@ -17,76 +9,24 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
-from dataclasses import dataclass
-from enum import StrEnum
 
 from sqlalchemy import exc, select, update
 from sqlalchemy.orm import Session
 
-from hub.errors import FailedPrecondition, InvalidArgument, NotFound
+from hub.errors import FailedPrecondition, NotFound
+from hub.services.consent.rules import (
+    APPROVAL_TTL_SECONDS,
+    MAX_LISTED,
+    REQUEST_ID_CHARS,
+    REQUEST_TTL_SECONDS,
+    WAITING,
+    ConsentStatus,
+    Gate,
+    GateOutcome,
+    Purpose,
+    Request,
+)
 from hub.store.models import ConsentRequest
-
-# An applicant at the counter decides in a minute or two; a request nobody answers in ten
-# minutes is stale (the applicant left, the app is off): the window then uses paper.
-REQUEST_TTL_SECONDS = 600
-# After approval the window's system fetches again at once (or at its next poll); ten
-# minutes bounds how long an unused approval can be used at all.
-APPROVAL_TTL_SECONDS = 600
-# Request ids are 128 random bits in hex.
-REQUEST_ID_CHARS = 32
-# Pending requests of one applicant in one listing: one per window and case at the counter.
-MAX_LISTED = 50
-
-
-class ConsentStatus(StrEnum):
-    PENDING = "PENDING"
-    APPROVED = "APPROVED"
-    DECLINED = "DECLINED"
-    USED = "USED"
-    EXPIRED = "EXPIRED"
-
-
-class GateOutcome(StrEnum):
-    """What the fetch's gate decided; the value is also the fetch's audit outcome."""
-
-    REQUESTED = "consent-requested"
-    PENDING = "consent-pending"
-    DECLINED = "consent-declined"
-    EXPIRED = "consent-expired"
-    USE = "consent-used"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Purpose:
-    """Whose certificates, for which window, item and case."""
-
-    holder_commitment: str
-    principal: str
-    service_item_code: str
-    case_number: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Gate:
-    outcome: GateOutcome
-    request_id: str
-    expires_at: dt.datetime
-    # The approved types (only for USE).
-    type_codes: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Request:
-    """A consent request as the applicant's app previews it."""
-
-    request_id: str
-    principal: str
-    service_item_code: str
-    case_number: str
-    type_codes: tuple[str, ...]
-    status: ConsentStatus
-    created_at: dt.datetime
-    expires_at: dt.datetime
 
 
 def gate(
@@ -102,7 +42,7 @@ def gate(
         return Gate(outcome=GateOutcome.EXPIRED, request_id=row.id, expires_at=expires)
     if row.status != ConsentStatus.APPROVED:
         return Gate(
-            outcome=_WAITING[ConsentStatus(row.status)], request_id=row.id, expires_at=expires
+            outcome=WAITING[ConsentStatus(row.status)], request_id=row.id, expires_at=expires
         )
     used = session.execute(
         update(ConsentRequest)
@@ -119,14 +59,6 @@ def gate(
         expires_at=expires,
         type_codes=frozenset(json.loads(row.type_codes)),
     )
-
-
-# A request's status -> what a fetch answers while it is not an unexpired approval.
-_WAITING = {
-    ConsentStatus.PENDING: GateOutcome.PENDING,
-    ConsentStatus.DECLINED: GateOutcome.DECLINED,
-    ConsentStatus.EXPIRED: GateOutcome.EXPIRED,
-}
 
 
 def _open(
@@ -179,43 +111,6 @@ def _set(session: Session, request_id: str, status: ConsentStatus) -> None:
         .values(status=status)
         .execution_options(synchronize_session=False)
     )
-
-
-def refusal(gate: Gate, *, service_item_code: str) -> FailedPrecondition:
-    """What the window is told when its fetch may not share (yet)."""
-    until = gate.expires_at.isoformat()
-    facts = {"consent_request_id": gate.request_id, "expires_at": until}
-    if gate.outcome is GateOutcome.DECLINED:
-        return FailedPrecondition(
-            f"the applicant declined consent request {gate.request_id}: nothing is shared for "
-            "this case; ask for the paper originals",
-            reason="CONSENT_DECLINED",
-            metadata=facts,
-        )
-    if gate.outcome is GateOutcome.EXPIRED:
-        return FailedPrecondition(
-            f"consent request {gate.request_id} expired at {until} without an approval in "
-            "time: ask for the paper originals",
-            reason="CONSENT_EXPIRED",
-            metadata=facts,
-        )
-    return FailedPrecondition(
-        f"service item {service_item_code} needs the applicant's consent: request "
-        f"{gate.request_id} awaits their decision in their app until {until}; fetch again "
-        "once they approve",
-        reason="CONSENT_PENDING",
-        metadata=facts,
-    )
-
-
-def check_request_id(request_id: str) -> str:
-    if len(request_id) != REQUEST_ID_CHARS or not all(c in "0123456789abcdef" for c in request_id):
-        raise InvalidArgument.field(
-            "request_id",
-            f"is not a consent request id ({REQUEST_ID_CHARS} lowercase hex digits)",
-            reason="BAD_CONSENT_REQUEST_ID",
-        )
-    return request_id
 
 
 def decide(
