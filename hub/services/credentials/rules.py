@@ -1,14 +1,5 @@
-"""Portable credentials: a certificate as a W3C Verifiable Credential 2.0, secured with
-VC-JOSE-COSE (``vc+jwt``, EdDSA), and the Bitstring Status Lists that say whether each is
-still good.
-
-The hub issues the credential as the attester of the department-signed original: the
-credential's ``evidence`` names the DSSE envelope's SHA-256 and the department key that
-signed it, so a verifier can fetch the original (or be shown it) and check both
-signatures. Each exported certificate version gets one entry at a random index of a
-status list (herd privacy: W3C Bitstring Status List, "Privacy Considerations"); the bit is
-set while the certificate is revoked or its department key is marked compromised, and the
-list is computed from the database whenever it is served, so a revocation shows at once.
+"""The credential and status-list documents, their URLs and their JWT signatures, with no
+database: what a verifier reads.
 """
 
 from __future__ import annotations
@@ -18,18 +9,13 @@ import datetime as dt
 import gzip
 import hashlib
 import json
-import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import exc, func, select
-from sqlalchemy.orm import Session
-
-from hub.errors import NotFound, Unavailable
-from hub.store.models import Certificate, CredentialStatus, Revocation
+from hub.errors import NotFound
 from signing import PrivateKey, PublicKey, parse_envelope
 
 VC_CONTEXT = "https://www.w3.org/ns/credentials/v2"
@@ -38,11 +24,6 @@ CREDENTIAL_TYP = "vc+jwt"
 CREDENTIAL_MEDIA_TYPE = "application/vc+jwt"
 # W3C Bitstring Status List §2.1: "a minimum length of 131,072 (16KB) ... for herd privacy".
 STATUS_LIST_SIZE = 131_072
-# Indices are drawn at random; past half full a new list starts, so a draw needs at most two
-# tries on average and a list never becomes a dense map of who exported when.
-STATUS_LIST_FILL = STATUS_LIST_SIZE // 2
-# Random draws before giving up (each taken slot is one; at half fill, 2^-64 to fail).
-MAX_INDEX_DRAWS = 64
 
 
 class Purpose(StrEnum):
@@ -56,6 +37,8 @@ class Purpose(StrEnum):
 
 # Verifiers may cache a status list this long (validUntil of the status list credential).
 STATUS_LIST_VALIDITY = dt.timedelta(minutes=5)
+
+
 # Certificates' dates are Chinese civil dates: a credential is in force from the start of
 # valid_from to the end of valid_until in China Standard Time.
 CST = dt.timezone(dt.timedelta(hours=8), "CST")
@@ -81,58 +64,6 @@ def status_list_url(issuer: str, list_number: int, purpose: Purpose = Purpose.RE
 
 def key_url(issuer: str, public_key: PublicKey) -> str:
     return f"{issuer}/credentials/jwks.json#{public_key.key_id}"
-
-
-def allocate(
-    session: Session, *, certificate_id: str, version: int, lineage: str, now: dt.datetime
-) -> StatusEntry:
-    """The status entry of a certificate version: the one it has, or a new random one."""
-    existing = _entry(session, certificate_id, version)
-    if existing is not None:
-        return existing
-    latest = session.execute(select(func.max(CredentialStatus.list_number))).scalar_one()
-    list_number = latest or 1
-    used = session.execute(
-        select(func.count())
-        .select_from(CredentialStatus)
-        .where(CredentialStatus.list_number == list_number)
-    ).scalar_one()
-    if used >= STATUS_LIST_FILL:
-        list_number += 1
-    for _ in range(MAX_INDEX_DRAWS):
-        index = secrets.randbelow(STATUS_LIST_SIZE)
-        try:
-            with session.begin_nested():
-                session.add(
-                    CredentialStatus(
-                        certificate_id=certificate_id,
-                        version=version,
-                        lineage=lineage,
-                        list_number=list_number,
-                        list_index=index,
-                        created_at=now,
-                    )
-                )
-        except exc.IntegrityError:
-            # The slot is taken, or another process exported this version a moment ago.
-            raced = _entry(session, certificate_id, version)
-            if raced is not None:
-                return raced
-            continue
-        return StatusEntry(list_number, index)
-    raise Unavailable(
-        f"no free status list index after {MAX_INDEX_DRAWS} draws; retry",
-        reason="STATUS_LIST_FULL",
-    )
-
-
-def _entry(session: Session, certificate_id: str, version: int) -> StatusEntry | None:
-    row = session.execute(
-        select(CredentialStatus.list_number, CredentialStatus.list_index).where(
-            CredentialStatus.certificate_id == certificate_id, CredentialStatus.version == version
-        )
-    ).one_or_none()
-    return None if row is None else StatusEntry(int(row[0]), int(row[1]))
 
 
 def credential(
@@ -226,32 +157,6 @@ def jwks(public_key: PublicKey, *, issuer: str) -> dict[str, Any]:
             }
         ]
     }
-
-
-def set_indices(
-    session: Session, list_number: int, purpose: Purpose, *, distrusted: frozenset[str]
-) -> list[int]:
-    """Indices of ``list_number`` whose bit is set for ``purpose``: revocation, the
-    certificate's lineage has a revocation; suspension, not revoked but signed by a
-    department key now marked compromised."""
-    rows = session.execute(
-        select(CredentialStatus.list_index, Revocation.lineage, Certificate.key_id)
-        .join(
-            Certificate,
-            (Certificate.certificate_id == CredentialStatus.certificate_id)
-            & (Certificate.version == CredentialStatus.version),
-        )
-        .outerjoin(Revocation, Revocation.lineage == CredentialStatus.lineage)
-        .where(CredentialStatus.list_number == list_number)
-    ).all()
-    if purpose is Purpose.REVOCATION:
-        return [int(i) for i, revoked, _ in rows if revoked is not None]
-    return [int(i) for i, revoked, key_id in rows if revoked is None and key_id in distrusted]
-
-
-def list_exists(session: Session, list_number: int) -> bool:
-    latest = session.execute(select(func.max(CredentialStatus.list_number))).scalar_one()
-    return 1 <= list_number <= (latest or 1)
 
 
 def encode_list(indices: list[int]) -> str:
