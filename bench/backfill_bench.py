@@ -395,11 +395,14 @@ def hub_push_rate(
 
 
 def _py_spy(out: Path, pid: int) -> subprocess.Popen[bytes]:
-    """Sample ``pid`` until it exits; collapsed stacks (one line per stack, with a count)."""
+    """Sample ``pid`` and its children until it exits; collapsed stacks (one line per stack,
+    with a count). The children matter: the hub's supervisor only waits, its forked workers
+    do the pushes (without --subprocesses the hub's profile held the supervisor alone)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "--threads",
-         "--format", "raw", "--rate", "50", "--output", str(out), "--pid", str(pid)],
+         "--subprocesses", "--format", "raw", "--rate", "50", "--output", str(out),
+         "--pid", str(pid)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
