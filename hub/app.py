@@ -29,6 +29,7 @@ from hub.errors import HubError, NotFound, PermissionDenied, ResourceExhausted, 
 from hub.registry import CertificateType, Department, Principal, Registry, Role, ServiceItem
 from hub.services import consent, directory, freshness, ingest, intake, stats
 from hub.services.registry_store import RegistrySource
+from hub.store.aio import AsyncReader
 from hub.store.engine import read_scope, session_scope
 from signing import Algorithm, PrivateKey
 
@@ -119,7 +120,9 @@ class Hub:
 
     The use cases are coroutines run by the process's serving event loop: they never block
     it. They wait on the cache (async Redis), on the group commit (a future resolved by the
-    committer thread once per batch) and on database reads, which run in the loop's
+    committer thread once per batch) and on database reads. The hot read, a holder's view
+    on a cache miss, runs on the loop itself through ``reader`` (PostgreSQL's async driver,
+    ``hub.store.aio``); the other reads, and every read on SQLite, run in the loop's
     default thread pool (``asyncio.to_thread``) because the services take a synchronous
     session.
     """
@@ -134,8 +137,11 @@ class Hub:
         rate_limiter: RateLimiter | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         attestation_key: PrivateKey | None = None,
+        reader: AsyncReader | None = None,
     ) -> None:
         self.sessions = sessions
+        # None: holder views are read in the thread pool (SQLite, or a Hub built by hand).
+        self.reader = reader
         self.registry_source = registry
         self.audit_log = AuditLog(audit_keys)
         self.committer = GroupCommitter(sessions=sessions, audit_log=self.audit_log)
@@ -160,7 +166,7 @@ class Hub:
 
     async def close_async(self) -> None:
         """Close what belongs to the serving loop (its Redis connections), on that loop."""
-        for resource in (self.cache, self.rate_limiter):
+        for resource in (self.cache, self.rate_limiter, self.reader):
             if isinstance(resource, _AsyncCloseable):
                 await resource.close_async()
 
@@ -333,7 +339,7 @@ class Hub:
             # what is served, with no stale-view retry that could widen it.
             view = await self._consent_gate(
                 caller, item, purpose,
-                await asyncio.to_thread(self._load_holder_view, holder.key()),
+                await self._read_holder_view(holder.key()),
                 now=now, record=record, commitment=commitment,
             )  # fmt: skip
             cached = False
@@ -348,7 +354,7 @@ class Hub:
             # Read the database and answer from there, audited again.
             log.warning("fetch: cached holder view was stale; answered from the database")
             await self.cache.invalidate([commitment])
-            view = await asyncio.to_thread(self._load_holder_view, holder.key())
+            view = await self._read_holder_view(holder.key())
             answered = await self._answer_fetch(
                 request, registry, item, view, now=now, record=record, commitment=commitment,
                 cached_view=None,
@@ -598,15 +604,24 @@ class Hub:
     ) -> tuple[intake.HolderView, bool]:
         """The holder's view, and whether it came from the cache (then it must be checked
         in the fetch's group commit)."""
-        loaded = False
+        if isinstance(self.cache, NoCache):  # nothing to encode for
+            return await self._read_holder_view(holder_key), False
+        loaded: intake.HolderView | None = None
 
         async def load() -> bytes:
             nonlocal loaded
-            loaded = True
-            return intake.encode_holder(await asyncio.to_thread(self._load_holder_view, holder_key))
+            loaded = await self._read_holder_view(holder_key)
+            return intake.encode_holder(loaded)
 
         data = await self.cache.read_through(commitment, load)
-        return intake.decode_holder(data), not loaded
+        if loaded is not None:  # read now: no need to decode what was just encoded
+            return loaded, False
+        return intake.decode_holder(data), True
+
+    async def _read_holder_view(self, holder_key: str) -> intake.HolderView:
+        if self.reader is not None:
+            return await intake.read_holder_view(self.reader, holder_key)
+        return await asyncio.to_thread(self._load_holder_view, holder_key)
 
     def _load_holder_view(self, holder_key: str) -> intake.HolderView:
         with read_scope(self.sessions) as conn:

@@ -17,6 +17,7 @@ from hub.config import mask_secret
 from hub.pki import PkiPaths, init_hub_secrets
 from hub.services.registry_store import RegistrySource
 from hub.store import migrate
+from hub.store.aio import AsyncReader
 from hub.store.engine import make_engine, make_session_factory, sqlite_url
 from signing import NoteSigner
 
@@ -174,4 +175,5 @@ def build_hub(config: HubConfig, engine: Engine, *, cache: HolderCache | None = 
         cache=cache,
         rate_limiter=limiter,
         attestation_key=secrets.load_attestation_key(),
+        reader=AsyncReader.for_engine(engine),
     )

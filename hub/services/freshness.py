@@ -26,9 +26,17 @@ from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from hub.store.aio import AsyncReader, CompiledRead
 from hub.store.models import HolderState
 
-__all__ = ["STALE", "bump", "current_versions", "read_version", "stale_holders"]
+__all__ = [
+    "STALE",
+    "bump",
+    "current_versions",
+    "read_version",
+    "read_version_async",
+    "stale_holders",
+]
 
 # What a checked fetch unit's value is when its cached view was superseded.
 STALE: Final = "stale"
@@ -36,9 +44,18 @@ STALE: Final = "stale"
 _READ = select(HolderState.version).where(HolderState.holder_key == bindparam("holder_key"))
 
 
+_READ_ASYNC = CompiledRead(_READ)
+
+
 def read_version(conn: Connection, holder_key: str) -> int:
     """The holder's counter now (0 if it never changed). Read it BEFORE the certificates."""
     return int(conn.execute(_READ, {"holder_key": holder_key}).scalar_one_or_none() or 0)
+
+
+async def read_version_async(reader: AsyncReader, holder_key: str) -> int:
+    """``read_version`` on the event loop (PostgreSQL)."""
+    rows = await reader.rows(_READ_ASYNC, {"holder_key": holder_key})
+    return int(rows[0][0] or 0) if rows else 0
 
 
 def bump(session: Session, holder_keys: Iterable[str]) -> None:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from sqlalchemy import create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -199,6 +200,10 @@ _DRIVER_ERRORS = (
     exc.InterfaceError,
     exc.DisconnectionError,
     exc.TimeoutError,
+    # psycopg's own, raised by the event loop's reads (hub.store.aio), which bypass
+    # SQLAlchemy: connection lost, server shut down, statement timeout
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
 )
 
 

@@ -40,6 +40,7 @@ from hub.services.intake.store import (
     load_certificate,
     load_holder,
     load_holder_view,
+    read_holder_view,
     record_cases,
     verify_shown,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "load_holder",
     "load_holder_view",
     "read_holder",
+    "read_holder_view",
     "record_cases",
     "select_for_item",
     "verify_shown",

@@ -36,6 +36,7 @@ from hub.services.intake.rules import (
     envelope_problem,
     judge_shown,
 )
+from hub.store.aio import AsyncReader, CompiledRead
 from hub.store.models import Attachment, Case, Certificate, HolderState, Revocation
 
 log = logging.getLogger("certhub.intake")
@@ -81,10 +82,26 @@ _VIEW_QUERY = _HOLDER_QUERY.add_columns(
 )
 
 
+# The same statement rendered for the event loop's psycopg connections (hub.store.aio).
+_VIEW_READ = CompiledRead(_VIEW_QUERY)
+
+
 def load_holder_view(conn: Connection, holder_key: str) -> HolderView:
     rows = conn.execute(_VIEW_QUERY, {"holder_key": holder_key}).all()
     if not rows:  # nothing to carry the counter: read it alone (a holder with no certificates)
         return HolderView(freshness.read_version(conn, holder_key), [])
+    return _view(rows)
+
+
+async def read_holder_view(reader: AsyncReader, holder_key: str) -> HolderView:
+    """``load_holder_view`` on the event loop (PostgreSQL): the same statement and view."""
+    rows = await reader.rows(_VIEW_READ, {"holder_key": holder_key})
+    if not rows:
+        return HolderView(await freshness.read_version_async(reader, holder_key), [])
+    return _view(rows)
+
+
+def _view(rows: Sequence[Sequence[Any]]) -> HolderView:
     return HolderView(int(rows[0][-1] or 0), [_stored(row[:-1]) for row in rows])
 
 

@@ -3,6 +3,7 @@ read of a stored certificate, from the stored row."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
 from hub.registry import parse_registry
 from hub.services import ingest, intake
+from hub.store.aio import AsyncReader
 from hub.store.models import Certificate
 
 NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
@@ -43,3 +45,43 @@ def test_the_queries_read_every_field(engine: Engine, world: DemoWorld) -> None:
         if name not in {"unusable", "revocation_envelope"}:
             assert read[name] == columns[name], name
     assert intake.decode_holder(intake.encode_holder(view)) == view
+
+
+def test_the_event_loop_reads_the_same_view(engine: Engine, world: DemoWorld) -> None:
+    """``read_holder_view`` (PostgreSQL's async driver) and ``load_holder_view`` (the
+    synchronous engine) give the same view, counter included, and for a holder with no
+    certificates the counter alone."""
+    reader = AsyncReader.for_engine(engine)
+    if reader is None:  # pysqlite has no async driver: SQLite views stay in the thread pool
+        assert engine.dialect.name == "sqlite"
+        return
+    registry = parse_registry(world.registry_toml())
+    licence = world.type_by_name("营业执照")
+    department = world.departments[licence.issuer]
+    payload = certificate_payload(world, licence.code, enterprise(2), serial=2, version=1)
+    checked = ingest.check_push(
+        registry,
+        registry.principals[department.principal],
+        ingest.PushInput(envelope=sign_certificate(payload, [department.key])),
+    )
+    with Session(engine) as session, session.begin():
+        ingest.store_push(session, checked, now=NOW)
+    holder_key = checked.payload.holder.key()
+    with engine.connect() as conn:
+        expected = intake.load_holder_view(conn, holder_key)
+        nobody = intake.load_holder_view(conn, "USCC:nobody")
+
+    async def read() -> tuple[intake.HolderView, intake.HolderView]:
+        try:
+            return (
+                await intake.read_holder_view(reader, holder_key),
+                await intake.read_holder_view(reader, "USCC:nobody"),
+            )
+        finally:
+            await reader.close()
+
+    view, empty = asyncio.run(read())
+    assert view == expected
+    assert view.version >= 1  # the push moved the counter
+    assert len(view.certificates) == 1
+    assert empty == nobody == intake.HolderView(0, [])
