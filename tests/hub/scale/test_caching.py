@@ -4,13 +4,14 @@ client an error, and the cache/limiter choice per configuration."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from hub.registry import Principal
 from hub.runtime import HubConfig, build_hub
 from hub.services import ingest, intake
 from hub.services.registry_store import apply_registry
+from hub.store.aio import CompiledRead
 from hub.store.engine import make_session_factory, session_scope
 from hub.store.models import AuditEntry, Case
 
@@ -128,18 +130,48 @@ def _cache(deployment: Deployment) -> HolderScopes:
 
 
 @contextlib.contextmanager
-def _statements(engine: Engine) -> Iterator[list[str]]:
-    """Every SQL statement the engine sends while the block runs."""
+def _statements(deployment: Deployment, engine: Engine) -> Iterator[list[str]]:
+    """Every SQL statement the hub sends while the block runs: the engine's, and on
+    PostgreSQL its event loop's reads (hub.store.aio), which bypass the engine."""
     seen: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         seen.append(statement)
 
+    async def read(sql: str) -> None:
+        seen.append(sql)
+
     event.listen(engine, "before_cursor_execute", record)
     try:
-        yield seen
+        with _reads_on_the_loop(deployment, read):
+            yield seen
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+@contextlib.contextmanager
+def _reads_on_the_loop(
+    deployment: Deployment, after: Callable[[str], Awaitable[None]]
+) -> Iterator[None]:
+    """Await ``after(sql)`` on the serving loop once each of the hub's async reads has its
+    rows, before the hub uses them; nothing on SQLite, which has none. The reads themselves
+    still go to the database."""
+    reader = deployment.hub.reader
+    if reader is None:
+        yield
+        return
+    read = reader.rows
+
+    async def rows(compiled: CompiledRead, params: Mapping[str, Any]) -> Sequence[Any]:
+        found = await read(compiled, params)
+        await after(compiled.sql)
+        return found
+
+    reader.rows = rows  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del reader.rows  # the class's method again
 
 
 def _reads_certificates(statement: str) -> bool:
@@ -151,7 +183,7 @@ def test_warm_fetch_reads_no_certificate_rows(deployment: Deployment, engine: En
     company = enterprise(11)
     deployment.push(company, serial=1)
     assert deployment.statuses(company) == ["VALID"]  # cold: loads and caches
-    with _statements(engine) as seen:
+    with _statements(deployment, engine) as seen:
         assert deployment.statuses(company) == ["VALID"]
     assert seen, "the audited fetch must still write its audit entry"
     assert [s for s in seen if _reads_certificates(s)] == []
@@ -169,7 +201,7 @@ def test_a_cold_fetch_reads_the_view_in_one_statement(
     # Invalidated, as a push does: the next fetch reads the database.
     commitment = deployment.hub.commitment(company.holder.key())
     deployment.loop.run(deployment.hub.cache.invalidate([commitment]))
-    with _statements(engine) as seen:
+    with _statements(deployment, engine) as seen:
         assert deployment.statuses(company) == ["VALID"]
     reads = [s for s in seen if _reads_certificates(s)]
     assert len(reads) == 1
@@ -203,22 +235,32 @@ def test_a_fetch_racing_a_revocation_cannot_put_the_valid_view_back(
     armed = [True]
 
     def pause_after_load(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        # The fetch's read runs in the loop's I/O threads; the revocation's in the committer.
+        # SQLite: the fetch's read runs in the loop's I/O threads; the revocation's in the
+        # committer.
         committer = threading.current_thread().name == "audit-committer"
         if armed and not committer and _reads_certificates(statement):
             armed.clear()  # only the first fetch is the slow one
             loaded.set()
             assert release.wait(10), "the test never released the slow fetch"
 
+    async def pause_on_the_loop(sql: str) -> None:
+        # PostgreSQL: the fetch's read is awaited on the loop, which must keep serving the
+        # revocation meanwhile, so the pause waits in a thread.
+        if armed and _reads_certificates(sql):
+            armed.clear()
+            loaded.set()
+            assert await asyncio.to_thread(release.wait, 10), "never released"
+
     slow_result: list[list[str]] = []
     slow = threading.Thread(target=lambda: slow_result.append(deployment.statuses(company)))
     event.listen(engine, "after_cursor_execute", pause_after_load)
     try:
-        slow.start()
-        assert loaded.wait(10), "the slow fetch never reached the database"
-        deployment.revoke(cid)  # commits, invalidates, returns
-        release.set()
-        slow.join(10)
+        with _reads_on_the_loop(deployment, pause_on_the_loop):
+            slow.start()
+            assert loaded.wait(10), "the slow fetch never reached the database"
+            deployment.revoke(cid)  # commits, invalidates, returns
+            release.set()
+            slow.join(10)
     finally:
         event.remove(engine, "after_cursor_execute", pause_after_load)
     assert slow_result == [["VALID"]]  # it really read before the revocation
