@@ -37,6 +37,7 @@ from cache import (
 from cache.near import NearCache
 from cache.port import Cache
 from hub.app import HolderCache, NoCache
+from hub.services.intake.codec import HOLDER_SCHEMA_VERSION
 
 log = logging.getLogger("certhub.cache")
 
@@ -52,11 +53,6 @@ __all__ = [
     "holder_scope",
     "to_rate_limit",
 ]
-
-# Bumped whenever hub.services.intake.encode_holder changes what the bytes mean (a field of
-# StoredCertificate added, removed or retyped does), so hubs of two releases on one Redis
-# never decode each other's entries.
-HOLDER_SCHEMA_VERSION = 4
 
 # How long a cached holder view lives. Correctness does not depend on it: a view whose
 # invalidation was lost is caught in the fetch's group commit (hub.services.freshness) and

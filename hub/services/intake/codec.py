@@ -12,6 +12,11 @@ from typing import Any, cast
 
 from hub.services.intake.rules import STORED_FIELDS, HolderView, StoredCertificate
 
+# Bumped whenever encode_holder changes what the bytes mean (a field of StoredCertificate
+# added, removed or retyped does), so hubs of two releases on one Redis never decode each
+# other's entries (hub.caching names its holder namespace with it).
+HOLDER_SCHEMA_VERSION = 4
+
 # JSON has no bytes or dates: fields of those types travel as base64 and ISO 8601 text; the
 # rest as themselves. Derived from StoredCertificate's annotations, so a new field is
 # cached without touching the codec (and a field of a type JSON cannot carry fails here).

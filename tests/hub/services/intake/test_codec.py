@@ -7,8 +7,8 @@ import dataclasses
 import datetime as dt
 import typing
 
-from hub.caching import HOLDER_SCHEMA_VERSION
 from hub.services import intake
+from hub.services.intake.codec import HOLDER_SCHEMA_VERSION
 
 NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
 
@@ -41,7 +41,7 @@ def test_the_cache_codec_carries_every_field() -> None:
 
 
 def test_the_cached_bytes_are_those_of_the_schema_version() -> None:
-    # Changing what the bytes mean needs HOLDER_SCHEMA_VERSION bumped (hub.caching), and
+    # Changing what the bytes mean needs HOLDER_SCHEMA_VERSION bumped (beside the codec), and
     # this expectation with it.
     stored = intake.StoredCertificate(
         certificate_id="C1",
