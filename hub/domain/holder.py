@@ -17,6 +17,7 @@ from core.codes import (
     uscc_check_char,
 )
 from core.payload import IdType
+from hub.domain.status import CST
 from hub.errors import InvalidArgument
 
 __all__ = [
@@ -38,8 +39,6 @@ __all__ = [
 #: room for unusual documents while keeping holder index keys and audit leaves small.
 MAX_DOCUMENT_ID_LENGTH = 64
 
-#: Birth dates in resident IDs are civil dates in China, which keeps UTC+8 all year (no DST).
-_CHINA_STANDARD_TIME = datetime.timezone(datetime.timedelta(hours=8), "CST")
 #: GB 11643-1999 assigns IDs to living residents; nobody alive was born before 1900, so an
 #: earlier date is a typo or a forgery.
 _EARLIEST_BIRTH_DATE = datetime.date(1900, 1, 1)
@@ -159,7 +158,7 @@ def _check_resident_id(raw: str, field: str) -> str:
         raise _bad_id(field, f"characters 7-14 ({birth}) are not a real date") from None
     if born < _EARLIEST_BIRTH_DATE:
         raise _bad_id(field, f"birth date {born.isoformat()} is before 1900")
-    if born > datetime.datetime.now(_CHINA_STANDARD_TIME).date():
+    if born > datetime.datetime.now(CST).date():
         raise _bad_id(field, f"birth date {born.isoformat()} is in the future")
     expected = resident_id_check_char(body)
     if check != expected:

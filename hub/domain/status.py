@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    import datetime
+__all__ = ["CST", "CertificateStatus", "compute_status"]
 
-__all__ = ["CertificateStatus", "compute_status"]
+# China Standard Time (UTC+8, no daylight saving): certificates' dates, "today" of a status,
+# an ID's birth date and the reform's months are all Chinese civil dates.
+CST = datetime.timezone(datetime.timedelta(hours=8), "CST")
 
 
 class CertificateStatus(StrEnum):

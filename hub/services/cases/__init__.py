@@ -11,8 +11,8 @@ from ``hub.services.cases``.
 
 from __future__ import annotations
 
+from hub.domain.status import CST
 from hub.services.cases.rules import (
-    CST,
     MAX_CERTIFICATE_ID_LENGTH,
     MAX_MATERIALS,
     MAX_WINDOW_LENGTH,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from hub.audit.redact import check_case_number, check_window
+from hub.domain.status import CST
 from hub.errors import (
     FieldViolation,
     InvalidArgument,
@@ -18,8 +19,6 @@ from hub.errors import (
 from hub.registry import Principal, Registry, ServiceItem
 from hub.services.intake.rules import MAX_CASE_NUMBER_LENGTH, Purpose, check_purpose
 
-# Certificates' dates and the reform's months are Chinese civil time.
-CST = dt.timezone(dt.timedelta(hours=8), "CST")
 # An acceptance point's name as printed on a service centre's signs ("鼓楼区行政服务中心
 # 3号窗" is 13); 128 leaves room for a street office's full address and fits the column.
 MAX_WINDOW_LENGTH = 128

@@ -16,10 +16,10 @@ which bits are set are ``store``'s. Callers import from ``hub.services.credentia
 
 from __future__ import annotations
 
+from hub.domain.status import CST
 from hub.services.credentials.rules import (
     CREDENTIAL_MEDIA_TYPE,
     CREDENTIAL_TYP,
-    CST,
     STATUS_LIST_SIZE,
     STATUS_LIST_VALIDITY,
     VC_CONTEXT,

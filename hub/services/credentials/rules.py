@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from hub.domain.status import CST
 from hub.errors import NotFound
 from signing import PrivateKey, PublicKey, parse_envelope
 
@@ -37,11 +38,6 @@ class Purpose(StrEnum):
 
 # Verifiers may cache a status list this long (validUntil of the status list credential).
 STATUS_LIST_VALIDITY = dt.timedelta(minutes=5)
-
-
-# Certificates' dates are Chinese civil dates: a credential is in force from the start of
-# valid_from to the end of valid_until in China Standard Time.
-CST = dt.timezone(dt.timedelta(hours=8), "CST")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +124,8 @@ def credential(
     return document
 
 
+# Certificates' dates are Chinese civil dates: a credential is in force from the start of
+# valid_from to the end of valid_until in China Standard Time.
 def _start_of(day: str) -> str:
     return dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), CST).isoformat()
 
