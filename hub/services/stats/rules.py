@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from hub.errors import FieldViolation, InvalidArgument
-from hub.services.directory import Stats
+from hub.services.directory.rules import Stats
 
 # The longest period a monthly breakdown covers: ten years of months is more than any
 # reform report charts, and bounds the work (and the answer) of one request.
