@@ -7,6 +7,7 @@ so callers and the gRPC edge never see driver exceptions.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import math
 import time
@@ -138,6 +139,12 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+def stored_utc(value: dt.datetime) -> dt.datetime:
+    """A datetime read back from a timezone-aware column, aware: SQLite keeps no zone and
+    returns it naive, and the hub writes UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
 
 
 @contextlib.contextmanager

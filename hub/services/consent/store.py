@@ -26,6 +26,7 @@ from hub.services.consent.rules import (
     Purpose,
     Request,
 )
+from hub.store.engine import stored_utc
 from hub.store.models import ConsentRequest
 
 
@@ -36,7 +37,7 @@ def gate(
     row = _latest(session, purpose)
     if row is None or row.status == ConsentStatus.USED:
         return _open(session, purpose, 0 if row is None else row.round + 1, type_codes, now)
-    expires = _utc(row.expires_at)
+    expires = stored_utc(row.expires_at)
     if row.status in (ConsentStatus.PENDING, ConsentStatus.APPROVED) and expires <= now:
         _set(session, row.id, ConsentStatus.EXPIRED)
         return Gate(outcome=GateOutcome.EXPIRED, request_id=row.id, expires_at=expires)
@@ -86,7 +87,9 @@ def _open(
         # Another process opened this round a moment ago: its request is the one pending.
         row = _latest(session, purpose)
         assert row is not None
-        return Gate(outcome=GateOutcome.PENDING, request_id=row.id, expires_at=_utc(row.expires_at))
+        return Gate(
+            outcome=GateOutcome.PENDING, request_id=row.id, expires_at=stored_utc(row.expires_at)
+        )
     return Gate(outcome=GateOutcome.REQUESTED, request_id=request_id, expires_at=expires)
 
 
@@ -141,7 +144,7 @@ def decide(
     if changed.rowcount != 1:  # type: ignore[attr-defined]
         if row.status in (ConsentStatus.PENDING, ConsentStatus.EXPIRED):
             raise FailedPrecondition(
-                f"consent request {request_id} expired at {_utc(row.expires_at).isoformat()}",
+                f"consent request {request_id} expired at {stored_utc(row.expires_at).isoformat()}",
                 reason="CONSENT_EXPIRED",
             )
         raise FailedPrecondition(
@@ -174,11 +177,6 @@ def _request(row: ConsentRequest) -> Request:
         case_number=row.case_number,
         type_codes=tuple(json.loads(row.type_codes)),
         status=ConsentStatus(row.status),
-        created_at=_utc(row.created_at),
-        expires_at=_utc(row.expires_at),
+        created_at=stored_utc(row.created_at),
+        expires_at=stored_utc(row.expires_at),
     )
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    # SQLite keeps no zone: the hub stores UTC.
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from hub.services.presentation.rules import Row, expired, replayed, unknown
+from hub.store.engine import stored_utc
 from hub.store.models import Presentation
 
 
@@ -39,9 +40,9 @@ def load(session: Session, token_id: str) -> Row | None:
         certificate_id=found.certificate_id,
         service_item_code=found.service_item_code,
         purpose=found.purpose,
-        created_at=_utc(found.created_at),
-        expires_at=_utc(found.expires_at),
-        redeemed_at=_utc(found.redeemed_at) if found.redeemed_at else None,
+        created_at=stored_utc(found.created_at),
+        expires_at=stored_utc(found.expires_at),
+        redeemed_at=stored_utc(found.redeemed_at) if found.redeemed_at else None,
     )
 
 
@@ -80,8 +81,3 @@ def redeemed_purposes(session: Session, cases: set[str]) -> dict[tuple[str, str]
         )
     ).all()
     return {(str(c), str(i)): str(p) for c, i, p in rows}
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    # SQLite keeps no zone: the hub stores UTC.
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)

@@ -24,6 +24,7 @@ from hub.services.stats.rules import (
     PeriodStats,
     StatsQuery,
 )
+from hub.store.engine import stored_utc
 from hub.store.models import Case, CaseFile, CaseMaterial, RegistryVersion
 
 
@@ -149,12 +150,7 @@ def _registry_history(session: Session) -> list[tuple[dt.datetime, str]]:
             RegistryVersion.applied_at, RegistryVersion.id
         )
     ).all()
-    return [(_aware(applied), text) for applied, text in rows]
-
-
-def _aware(t: dt.datetime) -> dt.datetime:
-    # SQLite returns naive datetimes for timezone-aware columns; they were stored as UTC.
-    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
+    return [(stored_utc(applied), text) for applied, text in rows]
 
 
 @functools.lru_cache(maxsize=16)
