@@ -25,6 +25,7 @@ from hub.audit.committer import GroupCommitter
 from hub.audit.entry import OK, Action, AuditRecord, holder_commitment
 from hub.audit.log import AuditLog, AuditLogKeys
 from hub.audit.refusals import AuditedRefusal, submit_refusal
+from hub.domain.status import CST
 from hub.errors import HubError, NotFound, PermissionDenied, ResourceExhausted, Unauthenticated
 from hub.registry import CertificateType, Department, Principal, Registry, Role, ServiceItem
 from hub.services import consent, directory, freshness, ingest, intake, stats
@@ -44,9 +45,6 @@ STALE_VIEW = "stale-view-retried"
 # The method of a refused DirectoryService lookup's entry: the RPC, as the edge's refusals
 # (authentication, rate limit) write it.
 _DIRECTORY_SERVICE = "/certhub.v1.DirectoryService/"
-
-# Certificates' dates are Chinese civil dates: "today" is taken in China Standard Time.
-SERVICE_TIMEZONE = dt.timezone(dt.timedelta(hours=8), "CST")
 
 
 class HolderCache(Protocol):
@@ -232,7 +230,7 @@ class Hub:
         )
 
     def today(self) -> dt.date:
-        return self.clock().astimezone(SERVICE_TIMEZONE).date()
+        return self.clock().astimezone(CST).date()
 
     def commitment(self, holder_key: str) -> str:
         return holder_commitment(self._hmac_key, holder_key)
@@ -378,7 +376,7 @@ class Hub:
         view limited to the approved types, once; otherwise FAILED_PRECONDITION saying why
         (CONSENT_PENDING / _DECLINED / _EXPIRED), its audit entry recording the step."""
         registry = self.registry()
-        today = now.astimezone(SERVICE_TIMEZONE).date()
+        today = now.astimezone(CST).date()
         chosen, _ = intake.select_for_item(
             item, view.certificates, today=today, distrusted=registry.compromised_key_ids
         )
@@ -424,7 +422,7 @@ class Hub:
         chosen, materials = intake.select_for_item(
             item,
             view.certificates,
-            today=now.astimezone(SERVICE_TIMEZONE).date(),
+            today=now.astimezone(CST).date(),
             distrusted=registry.compromised_key_ids,
         )
         any_satisfied = any(m.satisfied for m in materials)
@@ -495,9 +493,7 @@ class Hub:
                 record(error.status_name, holder=commitment, certificate_ids=ids), error
             ) from None
         attachments = await self._attachments([(stored, None)], request.include_attachments)
-        status = stored.status(
-            now.astimezone(SERVICE_TIMEZONE).date(), distrusted=registry.compromised_key_ids
-        )
+        status = stored.status(now.astimezone(CST).date(), distrusted=registry.compromised_key_ids)
         entry = record(OK, holder=commitment, certificate_ids=(stored.certificate_id,))
         audit_index = (await self.committer.submit_entry(entry).wait()).audit_index
         return GetOutput(
@@ -509,7 +505,7 @@ class Hub:
         now = self.clock()
         record = _recorder(now, caller, Action.VERIFY)
         registry = self.registry()
-        today = now.astimezone(SERVICE_TIMEZONE).date()
+        today = now.astimezone(CST).date()
 
         def verify_shown() -> intake.VerifyResult:
             with session_scope(self.sessions) as session:

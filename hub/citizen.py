@@ -20,12 +20,12 @@ from typing import NoReturn
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hub.app import SERVICE_TIMEZONE, Hub
+from hub.app import Hub
 from hub.audit import reads
 from hub.audit.entry import OK, Action, AuditRecord
 from hub.audit.log import HEAD_ID
 from hub.domain.holder import Holder, check_holder
-from hub.domain.status import CertificateStatus
+from hub.domain.status import CST, CertificateStatus
 from hub.errors import FailedPrecondition, HubError, NotFound, PermissionDenied
 from hub.registry import Principal, Role
 from hub.services import consent, credentials, intake, presentation
@@ -205,7 +205,7 @@ class CitizenDesk:
             return requests, self.hub._load_holder_view(holder.key())
 
         requests, view = await asyncio.to_thread(read)
-        today = now.astimezone(SERVICE_TIMEZONE).date()
+        today = now.astimezone(CST).date()
         previews = []
         for request in requests:
             wanted = set(request.type_codes)
@@ -274,7 +274,7 @@ class CitizenDesk:
                 )
             stored, _, lineage = found
             status = stored.status(
-                now.astimezone(SERVICE_TIMEZONE).date(), distrusted=registry.compromised_key_ids
+                now.astimezone(CST).date(), distrusted=registry.compromised_key_ids
             )
             if status is not CertificateStatus.VALID:
                 raise FailedPrecondition(
@@ -389,7 +389,7 @@ class CitizenDesk:
                 )
             stored = await self._holders_certificate(holder, request.certificate_id)
             status = stored.status(
-                now.astimezone(SERVICE_TIMEZONE).date(), distrusted=registry.compromised_key_ids
+                now.astimezone(CST).date(), distrusted=registry.compromised_key_ids
             )
             if status is not CertificateStatus.VALID:
                 raise FailedPrecondition(
@@ -491,9 +491,7 @@ class CitizenDesk:
             ),
         ).wait()
         attachments = await self.hub._attachments([(stored, None)], request.include_attachments)
-        status = stored.status(
-            now.astimezone(SERVICE_TIMEZONE).date(), distrusted=registry.compromised_key_ids
-        )
+        status = stored.status(now.astimezone(CST).date(), distrusted=registry.compromised_key_ids)
         served = intake.Served(stored, status, attachments.get(stored.attachment_sha256 or ""))
         return RedeemOutput(
             served=served,
