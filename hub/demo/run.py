@@ -20,7 +20,6 @@ from certhub.v1 import ingest_pb2, intake_pb2
 from core.rpc.client import ClientTLS, HubClient
 from hub.app import Hub
 from hub.casework import Casework
-from hub.cli.stats import render, render_period
 from hub.demo.citizen import show_applicants_in_control, with_consent
 from hub.demo.feeds import DemoFeeds
 from hub.demo.history import WINDOWS, backfill, handling_department
@@ -34,6 +33,7 @@ from hub.demo.world import (
 )
 from hub.grpc.server import ServerTLS, build_server
 from hub.pki import PkiPaths, init_pki, issue_client_certificate
+from hub.reports import render, render_period
 from hub.runtime import HubConfig, build_hub, open_engine
 from hub.services import stats
 from hub.services.registry_store import apply_registry

@@ -26,11 +26,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hub.citizen import CitizenDesk, StatusLists
 from hub.errors import HubError, InvalidArgument
-from hub.observability.kpis import KpiCollector, kpi_registry
 from hub.pki import PkiPaths
 from hub.registry import Principal
 from hub.services import credentials
 from hub.web.console import AuditFilter, Console, fingerprint
+from hub.web.kpis import KpiCollector, kpi_registry
 
 log = logging.getLogger("certhub.console")
 

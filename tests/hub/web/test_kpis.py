@@ -1,4 +1,4 @@
-"""The reform's KPIs as Prometheus gauges (hub.observability.kpis) on a real database, and
+"""The reform's KPIs as Prometheus gauges (hub.web.kpis) on a real database, and
 the Grafana dashboard in docs/ querying only metric names that exist."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from sqlalchemy.engine import Engine
 
 from hub.demo.history import backfill
 from hub.demo.world import DemoWorld
-from hub.observability.kpis import METRICS, KpiCollector, kpi_registry
 from hub.registry import Registry
 from hub.services import stats
 from hub.services.cases import Channel, Registration, register_case
 from hub.services.registry_store import RegistrySource, apply_registry
 from hub.store.engine import make_session_factory, session_scope
+from hub.web.kpis import METRICS, KpiCollector, kpi_registry
 
 DASHBOARD = Path(__file__).resolve().parents[3] / "docs" / "grafana" / "certhub-reform.json"
 NOW = dt.datetime(2026, 12, 4, 12, tzinfo=dt.UTC)
