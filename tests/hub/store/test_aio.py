@@ -5,30 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
-from support.databases import fresh_postgres_database
 
 from hub.errors import Unavailable
 from hub.store.aio import AsyncReader, CompiledRead
 from hub.store.engine import make_engine
 
-DATABASE_ENV = "CERTHUB_TEST_DATABASE_URL"
 BACKEND = CompiledRead(text("SELECT pg_backend_pid(), now() = statement_timestamp()"))
-
-
-@pytest.fixture
-def pg_engine() -> Iterator[Engine]:
-    base = os.environ.get(DATABASE_ENV)
-    if not base:
-        pytest.skip(f"{DATABASE_ENV} is not set: PostgreSQL reader tests need a server")
-    with fresh_postgres_database(base) as url:
-        engine = make_engine(url)
-        yield engine
-        engine.dispose()
 
 
 def _reader(engine: Engine, **options: float) -> AsyncReader:

@@ -3,31 +3,14 @@ reads run outside a transaction."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-
 import psycopg
 import pytest
 from sqlalchemy import exc, text
 from sqlalchemy.engine import Engine
-from support.databases import fresh_postgres_database
 
 from hub.errors import Unavailable
 from hub.store import engine as engine_module
 from hub.store.engine import make_engine, make_session_factory, read_scope
-
-DATABASE_ENV = "CERTHUB_TEST_DATABASE_URL"
-
-
-@pytest.fixture
-def pg_engine() -> Iterator[Engine]:
-    base = os.environ.get(DATABASE_ENV)
-    if not base:
-        pytest.skip(f"{DATABASE_ENV} is not set: PostgreSQL pool tests need a server")
-    with fresh_postgres_database(base) as url:
-        engine = make_engine(url)
-        yield engine
-        engine.dispose()
 
 
 def _backend_pid(engine: Engine) -> int:

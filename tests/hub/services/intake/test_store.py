@@ -20,16 +20,21 @@ from hub.store.models import Certificate
 NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
 
 
-def test_the_queries_read_every_field(engine: Engine, world: DemoWorld) -> None:
+def _licence(world: DemoWorld, *, serial: int) -> ingest.CheckedPush:
+    """A business licence of enterprise ``serial``, signed and checked, ready to store."""
     registry = parse_registry(world.registry_toml())
     licence = world.type_by_name("营业执照")
     department = world.departments[licence.issuer]
-    payload = certificate_payload(world, licence.code, enterprise(1), serial=1, version=1)
-    checked = ingest.check_push(
+    payload = certificate_payload(world, licence.code, enterprise(serial), serial=serial)
+    return ingest.check_push(
         registry,
         registry.principals[department.principal],
         ingest.PushInput(envelope=sign_certificate(payload, [department.key])),
     )
+
+
+def test_the_queries_read_every_field(engine: Engine, world: DemoWorld) -> None:
+    checked = _licence(world, serial=1)
     with Session(engine) as session, session.begin():
         ingest.store_push(session, checked, now=NOW)
         columns = session.execute(select(Certificate.__table__)).mappings().one()
@@ -55,15 +60,7 @@ def test_the_event_loop_reads_the_same_view(engine: Engine, world: DemoWorld) ->
     if reader is None:  # pysqlite has no async driver: SQLite views stay in the thread pool
         assert engine.dialect.name == "sqlite"
         return
-    registry = parse_registry(world.registry_toml())
-    licence = world.type_by_name("营业执照")
-    department = world.departments[licence.issuer]
-    payload = certificate_payload(world, licence.code, enterprise(2), serial=2, version=1)
-    checked = ingest.check_push(
-        registry,
-        registry.principals[department.principal],
-        ingest.PushInput(envelope=sign_certificate(payload, [department.key])),
-    )
+    checked = _licence(world, serial=2)
     with Session(engine) as session, session.begin():
         ingest.store_push(session, checked, now=NOW)
     holder_key = checked.payload.holder.key()
