@@ -143,7 +143,11 @@ def test_disk_full_fails_calls_with_unavailable_then_heals_with_a_sound_database
         load.phase("once space is back")
     failed = load.failures()
     _assert_failed_fast_with_unavailable(failed)
-    assert all(began <= c.started <= ended + RECOVERY_SECONDS for c in failed), failed[:5]
+    # Every failed call overlapped the fault: it was still running when the disk filled (a
+    # call started just before `began` may wait in the group commit that hits the full
+    # disk; seen in CI under load) and it started before the hub had recovered.
+    outside = [c for c in failed if c.ended < began or c.started > ended + RECOVERY_SECONDS]
+    assert outside == [], outside[:5]
     # The operator reads the cause in the hub's log, not just that the database failed.
     assert any("database or disk is full" in line for line in served.output), "".join(
         served.output[-20:]

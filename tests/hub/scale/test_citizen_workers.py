@@ -25,8 +25,10 @@ from hub.demo.world import (
 from hub.store.models import ConsentRequest
 
 # gRPC keeps one connection per channel and SO_REUSEPORT hashes each connection to a
-# worker, so 8 channels land on both of 2 workers (all on one: p = 1/128).
+# worker: 8 channels land on both of 2 workers except with p = 1/128 (seen in CI), so more
+# are opened until both hold one, up to 32 (all on one worker: p = 2^-31).
 CHANNELS = 8
+MAX_CHANNELS = 32
 TOKENS = 6
 WINDOW = "gulou-service-centre"
 ITEM = "350102-0001"
@@ -79,13 +81,18 @@ def test_tokens_and_approvals_are_used_once_across_worker_processes(
     with served.client(amr.principal) as department:
         department.push(sign_certificate(payload, [amr.key]))
     applicant = {"id_type": "RESIDENT_ID", "holder_id": holder.holder.id}
-    windows = [served.client(WINDOW) for _ in range(CHANNELS)]
+    windows: list[HubClient] = []
     try:
-        for window in windows:  # open every channel before looking at where they landed
-            window.fetch(service_item=ITEM, case_number="WARM-UP", **applicant)
+        while len(windows) < CHANNELS or (
+            len(windows) < MAX_CHANNELS and 0 in established_by_worker(served).values()
+        ):
+            window = served.client(WINDOW)
+            windows.append(window)
+            window.fetch(service_item=ITEM, case_number="WARM-UP", **applicant)  # connects
         per_worker = established_by_worker(served)
         assert len(per_worker) == 2, per_worker
         assert all(n > 0 for n in per_worker.values()), per_worker
+        others = len(windows) - 1
 
         with served.client(CITIZEN_APP) as app:
             tokens = [app.create_presentation(payload.certificate_id, **applicant).token]
@@ -100,7 +107,7 @@ def test_tokens_and_approvals_are_used_once_across_worker_processes(
                     w.redeem_presentation(t, service_item=ITEM, case_number=f"QR-{n}") and "OK"
                 ),
             )
-            assert outcomes == ["OK"] + ["PRESENTATION_REPLAYED"] * (CHANNELS - 1), outcomes
+            assert outcomes == ["OK"] + ["PRESENTATION_REPLAYED"] * others, outcomes
 
         case = "CONSENT-RACE"
         with pytest.raises(HubClientError) as asked:
@@ -117,7 +124,7 @@ def test_tokens_and_approvals_are_used_once_across_worker_processes(
                 else "empty"
             ),
         )
-        assert outcomes == ["CONSENT_PENDING"] * (CHANNELS - 1) + ["shared"], outcomes
+        assert outcomes == ["CONSENT_PENDING"] * others + ["shared"], outcomes
     finally:
         for window in windows:
             window.close()
