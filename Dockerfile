@@ -14,11 +14,6 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY certhub certhub
-COPY hub hub
-COPY core core
-COPY signing signing
-COPY cache cache
-COPY adapters adapters
 COPY docs/registry.example.toml docs/registry.example.toml
 RUN python -m venv /opt/certhub \
  && /opt/certhub/bin/pip install --upgrade pip \

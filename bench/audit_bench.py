@@ -48,20 +48,20 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from certhub.core.rpc.client import HubClient, HubClientError
+from certhub.hub.audit import reads
+from certhub.hub.audit.committer import GroupCommitter
+from certhub.hub.audit.entry import OK, Action, AuditRecord
+from certhub.hub.audit.verify import verify_log
+from certhub.hub.demo.world import build_world, certificate_payload, citizen, sign_certificate
+from certhub.hub.pki import init_pki
+from certhub.hub.runtime import HubConfig, build_hub
+from certhub.hub.services.ingest import PushInput
+from certhub.hub.services.registry_store import apply_registry
+from certhub.hub.store import migrate
+from certhub.hub.store.engine import make_engine, make_session_factory, session_scope
+from certhub.signing import NoteVerifier
 from certhub.v1 import audit_pb2, common_pb2
-from core.rpc.client import HubClient, HubClientError
-from hub.audit import reads
-from hub.audit.committer import GroupCommitter
-from hub.audit.entry import OK, Action, AuditRecord
-from hub.audit.verify import verify_log
-from hub.demo.world import build_world, certificate_payload, citizen, sign_certificate
-from hub.pki import init_pki
-from hub.runtime import HubConfig, build_hub
-from hub.services.ingest import PushInput
-from hub.services.registry_store import apply_registry
-from hub.store import migrate
-from hub.store.engine import make_engine, make_session_factory, session_scope
-from signing import NoteVerifier
 
 REPO = Path(__file__).resolve().parents[1]
 DATABASE_ENV = "CERTHUB_BENCH_DATABASE_URL"
@@ -377,7 +377,7 @@ def run(args: argparse.Namespace, rng: random.Random, world: Any, tmp: Path, db_
         [
             sys.executable,
             "-m",
-            "hub.cli.main",
+            "certhub.hub.cli.main",
             "serve",
             "--insecure",
             "--workers",

@@ -46,14 +46,13 @@ from support.adapters import create_registrations, registration, sql_source, wri
 from support.databases import fresh_postgres_database
 from support.served import ServedHub, established_by_worker
 
-from adapters.config import load_config
-from adapters.producer import Producer, load_signing_key
-from adapters.pusher import connect
-from adapters.records import SourceRecord
-from adapters.sources import open_source
-from certhub.v1 import ingest_pb2, ingest_pb2_grpc
-from core.rpc.client import ClientTLS
-from hub.demo.world import (
+from certhub.adapters.config import load_config
+from certhub.adapters.producer import Producer, load_signing_key
+from certhub.adapters.pusher import connect
+from certhub.adapters.records import SourceRecord
+from certhub.adapters.sources import open_source
+from certhub.core.rpc.client import ClientTLS
+from certhub.hub.demo.world import (
     DemoDepartment,
     DemoWorld,
     build_world,
@@ -61,8 +60,9 @@ from hub.demo.world import (
     enterprise,
     sign_certificate,
 )
-from hub.pki import PkiPaths
-from signing import CERTIFICATE_PAYLOAD_TYPE, pae
+from certhub.hub.pki import PkiPaths
+from certhub.signing import CERTIFICATE_PAYLOAD_TYPE, pae
+from certhub.v1 import ingest_pb2, ingest_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROWS = 100_000
@@ -92,7 +92,7 @@ def verify_rate(seconds: float) -> float:
 
 def certhub(*args: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "hub.cli.main", *args],
+        [sys.executable, "-m", "certhub.hub.cli.main", *args],
         cwd=REPO,
         env=_env(),
         capture_output=True,
@@ -217,7 +217,7 @@ def run(args: argparse.Namespace, base_url: str, tmp: Path) -> int:
         port = free_port()
         hub_log = (tmp / "hub.log").open("w")
         hub = subprocess.Popen(
-            [sys.executable, "-m", "hub.cli.main", "serve", "--data-dir", str(data), "--db",
+            [sys.executable, "-m", "certhub.hub.cli.main", "serve", "--data-dir", str(data), "--db",
              hub_url, "--address", f"127.0.0.1:{port}", "--workers", str(args.hub_workers)],
             cwd=REPO, env=_env(), stdout=hub_log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -243,7 +243,7 @@ def run(args: argparse.Namespace, base_url: str, tmp: Path) -> int:
             hub_cpu_start = hub_rss.cpu_seconds()
             started = time.perf_counter()
             adapter = subprocess.Popen(
-                [sys.executable, "-m", "hub.cli.main", "adapter", "run", "--once",
+                [sys.executable, "-m", "certhub.hub.cli.main", "adapter", "run", "--once",
                  "--streams", str(streams), "--config", str(files.config)],
                 cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=sys.stderr, text=True,
             )  # fmt: skip

@@ -1,7 +1,7 @@
 """The baselines for bench/fetch_bench.py: an empty gRPC server on the same stack as the hub.
 
 Same grpcio, same mTLS (the hub's own server certificate and client CA from a data dir),
-same server options as ``hub.grpc.server.build_server``, same number of processes sharing
+same server options as ``certhub.hub.grpc.server.build_server``, same number of processes sharing
 one port through SO_REUSEPORT, forked before any gRPC object exists. Its one unary method
 answers every request with a fixed reply of ``--response-bytes`` bytes (the size of a real
 FetchCertificates answer), doing no work at all: what it serves per second is the
@@ -27,12 +27,12 @@ from pathlib import Path
 
 import grpc
 
-from core.rpc.channel import MAX_MESSAGE_BYTES
-from hub.grpc.server import KEEPALIVE_OPTIONS, MAX_CONCURRENT_RPCS
-from hub.pki import PkiPaths
+from certhub.core.rpc.channel import MAX_MESSAGE_BYTES
+from certhub.hub.grpc.server import KEEPALIVE_OPTIONS, MAX_CONCURRENT_RPCS
+from certhub.hub.pki import PkiPaths
 
 ECHO_METHOD = "/bench.Echo/Echo"
-# The synchronous hub's thread pool before the grpc.aio rewrite (hub.grpc.server then).
+# The synchronous hub's thread pool before the grpc.aio rewrite (certhub.hub.grpc.server then).
 SYNC_THREADS = 64
 OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),

@@ -50,19 +50,19 @@ import grpc
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import make_url
 
-from certhub.v1 import common_pb2, intake_pb2
-from hub.demo.world import (
+from certhub.hub.demo.world import (
     DemoWorld,
     build_world,
     certificate_payload,
     enterprise,
     sign_certificate,
 )
-from hub.pki import PkiPaths, init_hub_secrets, init_pki, issue_client_certificate
-from hub.services.registry_store import apply_registry
-from hub.store import migrate
-from hub.store.engine import make_engine, make_session_factory, session_scope, sqlite_url
-from hub.store.models import Certificate
+from certhub.hub.pki import PkiPaths, init_hub_secrets, init_pki, issue_client_certificate
+from certhub.hub.services.registry_store import apply_registry
+from certhub.hub.store import migrate
+from certhub.hub.store.engine import make_engine, make_session_factory, session_scope, sqlite_url
+from certhub.hub.store.models import Certificate
+from certhub.v1 import common_pb2, intake_pb2
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -285,7 +285,7 @@ class Server:
 
 
 def start_hub(dep: Deployment, port: int, workers: int, *extra: str, log: Path) -> Server:
-    argv = [sys.executable, "-m", "hub.cli.main", "serve", "--data-dir", str(dep.data_dir)]
+    argv = [sys.executable, "-m", "certhub.hub.cli.main", "serve", "--data-dir", str(dep.data_dir)]
     argv += ["--db", dep.db_url, "--address", f"127.0.0.1:{port}", "--workers", str(workers)]
     return Server([*argv, *extra], marker="certhub serving on", count=1, log=log)
 

@@ -53,12 +53,12 @@ from support.load import OK, WINDOW, Load, percentile
 from support.processes import start_adapter, stop_process
 from support.served import ServedHub, prepare_deployment, serve
 
-from adapters.outbox import Outbox
-from core.rpc.client import ClientTLS, HubClient
-from hub.demo.world import build_world
-from hub.pki import PkiPaths, issue_client_certificate
-from hub.store.engine import make_engine
-from hub.store.models import Certificate
+from certhub.adapters.outbox import Outbox
+from certhub.core.rpc.client import ClientTLS, HubClient
+from certhub.hub.demo.world import build_world
+from certhub.hub.pki import PkiPaths, issue_client_certificate
+from certhub.hub.store.engine import make_engine
+from certhub.hub.store.models import Certificate
 
 DEFAULT_DURATION = 300.0
 DEFAULT_CLIENTS = 64
@@ -71,7 +71,7 @@ DEFAULT_PUSH_RATE = 20.0
 # Holders the windows fetch for (each with one licence from the initial backfill): enough
 # that fetches spread over many cache entries and index pages.
 DEFAULT_HOLDERS = 2000
-# Per-call deadline of the windows (core.rpc.client DEFAULT_TIMEOUT_SECONDS).
+# Per-call deadline of the windows (certhub.core.rpc.client DEFAULT_TIMEOUT_SECONDS).
 CALL_DEADLINE = 10.0
 # One client, sequential fetches, before the load: the unloaded latency the ratios use.
 BASELINE_SECONDS = 10.0

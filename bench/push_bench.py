@@ -33,25 +33,25 @@ from pathlib import Path
 
 from support.databases import fresh_postgres_database
 
-from hub.app import Hub, PushOutput
-from hub.demo.world import build_world, certificate_payload, enterprise, sign_certificate
-from hub.pki import init_pki
-from hub.registry import Principal
-from hub.runtime import HubConfig, build_hub, tune_runtime_for_serving
-from hub.services.ingest import PushInput, PushOutcome
-from hub.services.registry_store import apply_registry
-from hub.store import migrate
-from hub.store.engine import make_engine, make_session_factory, session_scope
+from certhub.hub.app import Hub, PushOutput
+from certhub.hub.demo.world import build_world, certificate_payload, enterprise, sign_certificate
+from certhub.hub.pki import init_pki
+from certhub.hub.registry import Principal
+from certhub.hub.runtime import HubConfig, build_hub, tune_runtime_for_serving
+from certhub.hub.services.ingest import PushInput, PushOutcome
+from certhub.hub.services.registry_store import apply_registry
+from certhub.hub.store import migrate
+from certhub.hub.store.engine import make_engine, make_session_factory, session_scope
 
 DATABASE_ENV = "CERTHUB_BENCH_DATABASE_URL"
 DEFAULT_PUSHES = 3000
-# What adapters.pusher keeps in flight on one stream, and the committer's MAX_BATCH.
+# What certhub.adapters.pusher keeps in flight on one stream, and the committer's MAX_BATCH.
 DEFAULT_WINDOW = 256
 DEFAULT_ROUNDS = 3
 # Pushes run (and discarded) before timing: warms the engine's compiled-statement cache,
 # the connection pool and the registry.
 WARMUP_PUSHES = 512
-# hub.audit.committer's thread: the one thread every push's write and audit entry pass.
+# certhub.hub.audit.committer's thread: the one thread every push's write and audit entry pass.
 COMMITTER = "audit-committer"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -158,7 +158,7 @@ def main() -> int:
         "--no-gc-tuning",
         dest="gc_tuning",
         action="store_false",
-        help="leave the collector as Python sets it (serve tunes it: hub.runtime)",
+        help="leave the collector as Python sets it (serve tunes it: certhub.hub.runtime)",
     )
     args = parser.parse_args()
     with (

@@ -37,15 +37,12 @@ def generate(out: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    package = out / "certhub"
-    written = []
-    for directory in (package, package / "v1"):
-        init = directory / "__init__.py"
-        init.write_text('"""Generated from proto/ by scripts/gen_protos.py; do not edit."""\n')
-        written.append(init)
-    (package / "py.typed").write_text("")
-    written.extend(sorted((package / "v1").glob("*_pb2*.py*")))
-    return written
+    # certhub/ itself is the project's package (hub, core, signing, cache, adapters beside
+    # v1): only v1 is generated, so a regeneration never touches the hand-written __init__.
+    stubs = out / "certhub" / "v1"
+    init = stubs / "__init__.py"
+    init.write_text('"""Generated from proto/ by scripts/gen_protos.py; do not edit."""\n')
+    return [init, *sorted(stubs.glob("*_pb2*.py*"))]
 
 
 def main() -> None:

@@ -14,9 +14,9 @@ from sqlalchemy.engine import Engine
 from support.databases import fresh_postgres_database
 from support.hubs import RunningHub, start_hub
 
-from hub.demo.world import DemoWorld, build_world
-from hub.store import migrate
-from hub.store.engine import make_engine
+from certhub.hub.demo.world import DemoWorld, build_world
+from certhub.hub.store import migrate
+from certhub.hub.store.engine import make_engine
 
 DATABASE_ENV = "CERTHUB_TEST_DATABASE_URL"
 REDIS_ENV = "CERTHUB_TEST_REDIS_URL"

@@ -12,26 +12,30 @@ import grimp
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "architecture.md"
-ROOT_PACKAGES = ("hub", "core", "signing", "cache", "adapters", "certhub")
+# The parts of certhub/, each a root of the table (the stubs are certhub/v1).
+PARTS = ("hub", "core", "signing", "cache", "adapters")
 
 
 def _unit(module: str) -> str | None:
-    """The table's name for the part ``module`` belongs to: ``hub.grpc.server`` -> ``grpc``,
-    ``certhub.v1.audit_pb2`` -> ``stubs``, ``signing.keys`` -> ``signing``,
-    ``core.rpc.client`` -> ``core.rpc``."""
+    """The table's name for the part ``module`` belongs to: ``certhub.hub.grpc.server`` ->
+    ``grpc``, ``certhub.v1.audit_pb2`` -> ``stubs``, ``certhub.signing.keys`` -> ``signing``,
+    ``certhub.core.rpc.client`` -> ``core.rpc``."""
     parts = module.split(".")
+    if parts[0] != "certhub" or len(parts) < 2:
+        return None
+    parts = parts[1:]
+    if parts[0] == "v1":
+        return "stubs"
     if parts[0] == "hub":
         return parts[1] if len(parts) > 1 else None
-    if parts[0] == "certhub":
-        return "stubs"
     if parts[:2] == ["core", "rpc"]:
         # core's gRPC part has its own row: the rest of core imports no gRPC
         return "core.rpc"
-    return parts[0] if parts[0] in ROOT_PACKAGES else None
+    return parts[0] if parts[0] in PARTS else None
 
 
 def _imports() -> dict[str, set[str]]:
-    graph = grimp.build_graph(*ROOT_PACKAGES)
+    graph = grimp.build_graph("certhub")
     found: dict[str, set[str]] = {}
     for module in graph.modules:
         unit = _unit(module)

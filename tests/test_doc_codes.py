@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hub.cli.main import build_parser
-from hub.domain.holder import check_holder
-from hub.errors import InvalidArgument
+from certhub.hub.cli.main import build_parser
+from certhub.hub.domain.holder import check_holder
+from certhub.hub.errors import InvalidArgument
 
 REPO = Path(__file__).resolve().parents[1]
 # Whole tokens only: an 18-character USCC or resident ID, not part of a longer code (a

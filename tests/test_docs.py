@@ -18,9 +18,8 @@ from google.protobuf.descriptor import MethodDescriptor
 from grpc_health.v1 import health_pb2
 from support.hubs import RunningHub
 
-from certhub.v1 import audit_pb2, citizen_pb2, directory_pb2, ingest_pb2, intake_pb2
-from hub.cli.main import build_parser
-from hub.demo.world import (
+from certhub.hub.cli.main import build_parser
+from certhub.hub.demo.world import (
     CITIZEN_APP,
     DemoWorld,
     certificate_payload,
@@ -28,6 +27,7 @@ from hub.demo.world import (
     sign_certificate,
     sign_revocation,
 )
+from certhub.v1 import audit_pb2, citizen_pb2, directory_pb2, ingest_pb2, intake_pb2
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-COMMITTED = REPO / "certhub"
+COMMITTED = REPO / "certhub" / "v1"
 
 
 def _generate(out: Path) -> list[Path]:
@@ -34,11 +34,11 @@ def test_committed_stubs_match_the_protos_byte_for_byte(
         "PATH", os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
     )
     written = _generate(tmp_path)
-    generated = {p.relative_to(tmp_path / "certhub") for p in written}
+    generated = {p.relative_to(tmp_path / "certhub" / "v1") for p in written}
     committed = {
         p.relative_to(COMMITTED)
         for p in COMMITTED.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.name != "py.typed"
+        if p.is_file() and "__pycache__" not in p.parts
     }
     assert generated == committed, (
         "generated and committed file sets differ; run scripts/gen_protos.py and commit: "
@@ -48,7 +48,7 @@ def test_committed_stubs_match_the_protos_byte_for_byte(
     stale = sorted(
         str(name)
         for name in generated
-        if (tmp_path / "certhub" / name).read_bytes() != (COMMITTED / name).read_bytes()
+        if (tmp_path / "certhub" / "v1" / name).read_bytes() != (COMMITTED / name).read_bytes()
     )
     assert not stale, f"stale stubs {stale}: run `python scripts/gen_protos.py` and commit"
-    assert len(generated) > 2  # the protos produced something
+    assert len(generated) > 1  # the protos produced something

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from support.hubs import RunningHub, start_hub
 
-from hub.demo.world import DemoWorld
-from hub.store import migrate
-from hub.store.engine import make_engine, sqlite_url
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.store import migrate
+from certhub.hub.store.engine import make_engine, sqlite_url
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENT_REQUIREMENTS = REPO / "requirements" / "client.txt"
@@ -63,7 +63,7 @@ def test_the_client_requirements_are_the_projects_own_specifiers() -> None:
 _WINDOW_SCRIPT = """
 import json, sys
 from pathlib import Path
-from core.rpc.client import ClientTLS, HubClient
+from certhub.core.rpc.client import ClientTLS, HubClient
 address, ca, cert, key, item = sys.argv[1:6]
 with HubClient.connect(address, ClientTLS(ca=Path(ca), cert=Path(cert), key=Path(key))) as c:
     fetched = c.fetch(
@@ -121,13 +121,12 @@ def _build_wheel(tmp_path: Path) -> Path:
     for name in ("pyproject.toml", "README.md", "docs/registry.example.toml"):
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / name, source / name)
-    for package in ("certhub", "hub", "core", "signing", "cache", "adapters"):
-        shutil.copytree(
-            REPO / package,
-            source / package,
-            symlinks=True,
-            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
-        )
+    shutil.copytree(
+        REPO / "certhub",
+        source / "certhub",
+        symlinks=True,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
     wheels = tmp_path / "wheels"
     done = subprocess.run(
         [
@@ -151,9 +150,13 @@ def test_the_light_install_fetches_without_the_server_libraries(
     wheel = _build_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        packaged = archive.read("hub/registry.example.toml")
+        packaged = archive.read("certhub/hub/registry.example.toml")
     assert packaged == (REPO / "docs" / "registry.example.toml").read_bytes()
     assert "certhub/v1/intake_pb2.py" in names
+    # One installed name (issue 15 item 10): no generic top-level package such as `hub` or
+    # `core` that another distribution could also install.
+    top_level = {n.split("/")[0] for n in names if not n.startswith("certhub-")}
+    assert top_level == {"certhub"}, top_level
     assert not any(n.startswith("tests/") for n in names)
 
     venv = tmp_path / "light"
@@ -212,7 +215,7 @@ def test_the_light_install_fetches_without_the_server_libraries(
             str(venv / "bin" / "python"),
             "-c",
             "from importlib.resources import files; "
-            "print(len((files('hub') / 'registry.example.toml').read_text('utf-8')))",
+            "print(len((files('certhub.hub') / 'registry.example.toml').read_text('utf-8')))",
         ],
         cwd=tmp_path,
         env=clean,

@@ -11,7 +11,7 @@ import pytest
 from conftest import DATABASE_ENV
 from support.databases import fresh_postgres_database
 
-from hub.demo.world import DemoDepartment, DemoWorld
+from certhub.hub.demo.world import DemoDepartment, DemoWorld
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""`adapters/` runs beside a department's system, without the hub's code: it may import
+"""`certhub/adapters/` runs beside a department's system, without the hub's code: it may import
 `signing`, the generated `certhub.v1` stubs, the standard library and third-party packages,
 never `hub`."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ADAPTERS = Path(__file__).resolve().parents[2] / "adapters"
+ADAPTERS = Path(__file__).resolve().parents[2] / "certhub" / "adapters"
 
 
 def test_adapters_never_import_hub() -> None:
@@ -22,7 +22,7 @@ def test_adapters_never_import_hub() -> None:
             offenders += [
                 f"{path.relative_to(ADAPTERS.parent)}:{node.lineno} imports {name}"
                 for name in names
-                if name == "hub" or name.startswith("hub.")
+                if name == "certhub.hub" or name.startswith("certhub.hub.")
             ]
     assert len(list(ADAPTERS.rglob("*.py"))) > 10
     assert not offenders, offenders

@@ -23,9 +23,9 @@ from support.adapters import (
 )
 from support.hubs import RunningHub
 
-from hub.cli.main import main
-from hub.demo.world import DemoDepartment, DemoWorld
-from signing import Algorithm, PrivateKey, parse_envelope
+from certhub.hub.cli.main import main
+from certhub.hub.demo.world import DemoDepartment, DemoWorld
+from certhub.signing import Algorithm, PrivateKey, parse_envelope
 
 REPO = Path(__file__).resolve().parents[2]
 KILL_ROWS = 4000
@@ -40,7 +40,16 @@ def _hub_numbers(running_hub: RunningHub) -> list[tuple[str, int]]:
 def _adapter_process(config: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
-        [sys.executable, "-m", "hub.cli.main", "adapter", "run", "--once", "--config", str(config)],
+        [
+            sys.executable,
+            "-m",
+            "certhub.hub.cli.main",
+            "adapter",
+            "run",
+            "--once",
+            "--config",
+            str(config),
+        ],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -181,7 +190,15 @@ def test_continuous_run_stops_cleanly_on_sigterm(
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "hub.cli.main", "adapter", "run", "--config", str(files.config)],
+        [
+            sys.executable,
+            "-m",
+            "certhub.hub.cli.main",
+            "adapter",
+            "run",
+            "--config",
+            str(files.config),
+        ],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

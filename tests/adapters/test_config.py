@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters import ConfigError, load_config
+from certhub.adapters import ConfigError, load_config
 
 BROKEN = """\
 [department]

@@ -1,6 +1,6 @@
 """The pusher reads the hub's error answers as the typed client does (issue 16 item 1): both
-go through ``core.rpc.errors.error_from_rpc``. Before, the pusher read a revocation's refusal
-with its own copy, which lacked the client's guard: a status whose details disagree with its
+go through ``certhub.core.rpc.errors.error_from_rpc``. Before, the pusher read a revocation's
+refusal with its own copy, which lacked the client's guard: a status whose details disagree with its
 code (made on the way, not by the hub) raised ``ValueError`` out of the pusher, while the
 client answered it typed. Each failure here is a real one, fed through both."""
 
@@ -17,13 +17,12 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from support.hubs import RunningHub
 
-from adapters.config import HubEndpoint
-from adapters.outbox import ItemKind, ItemState, OutboxItem, Settlement
-from adapters.pusher import Pusher
-from certhub.v1 import ingest_pb2, ingest_pb2_grpc
-from core.rpc.channel import ClientTLS
-from core.rpc.client import HubClient, HubClientError
-from hub.demo.world import (
+from certhub.adapters.config import HubEndpoint
+from certhub.adapters.outbox import ItemKind, ItemState, OutboxItem, Settlement
+from certhub.adapters.pusher import Pusher
+from certhub.core.rpc.channel import ClientTLS
+from certhub.core.rpc.client import HubClient, HubClientError
+from certhub.hub.demo.world import (
     DemoDepartment,
     DemoWorld,
     certificate_payload,
@@ -31,8 +30,9 @@ from hub.demo.world import (
     sign_certificate,
     sign_revocation,
 )
-from hub.domain.certificate import CertificatePayload
-from hub.pki import PkiPaths, init_pki, issue_client_certificate
+from certhub.hub.domain.certificate import CertificatePayload
+from certhub.hub.pki import PkiPaths, init_pki, issue_client_certificate
+from certhub.v1 import ingest_pb2, ingest_pb2_grpc
 
 # (code name, reason, message): what an operator reads in the outbox and a caller in the error.
 Answer = tuple[str, str, str]

@@ -1,4 +1,4 @@
-"""The adapter's GB/T 36904 identifiers (``core.identifier``) agree with the hub's rule, and
+"""The adapter's GB/T 36904 identifiers (``certhub.core.identifier``) agree with the hub's rule, and
 are stable."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.identifier import derived_serial, stream_key
-from core.codes import check_char_mod37_36
-from core.identifier import gbt_identifier, lineage_of
-from hub.domain.identifier import lineage_of as hub_lineage_of
-from hub.domain.identifier import parse_identifier
+from certhub.adapters.identifier import derived_serial, stream_key
+from certhub.core.codes import check_char_mod37_36
+from certhub.core.identifier import gbt_identifier, lineage_of
+from certhub.hub.domain.identifier import lineage_of as hub_lineage_of
+from certhub.hub.domain.identifier import parse_identifier
 
 DESIGN_EXAMPLE = "1.2.156.3005.2.11100000000013338W011.11430000006122244L.20230000403.001.U"
 

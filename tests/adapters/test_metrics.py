@@ -5,8 +5,8 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
-from adapters.metrics import serve_outbox_metrics
-from adapters.outbox import ItemKind, ItemState, NewItem, Outbox, Settlement, WriteBatch
+from certhub.adapters.metrics import serve_outbox_metrics
+from certhub.adapters.outbox import ItemKind, ItemState, NewItem, Outbox, Settlement, WriteBatch
 
 
 def _scrape(port: int) -> dict[str, float]:

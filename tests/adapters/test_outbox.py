@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.identifier import stream_key
-from adapters.outbox import (
+from certhub.adapters.identifier import stream_key
+from certhub.adapters.outbox import (
     ItemKind,
     ItemState,
     NewItem,

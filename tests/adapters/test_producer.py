@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from adapters.producer import KeyRing
-from signing import Algorithm, PrivateKey
+from certhub.adapters.producer import KeyRing
+from certhub.signing import Algorithm, PrivateKey
 
 
 def test_the_next_key_signs_what_is_dated_from_its_not_before_once_that_day_has_come() -> None:

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from adapters.progress import LOG_INTERVAL_SECONDS, Progress
+from certhub.adapters.progress import LOG_INTERVAL_SECONDS, Progress
 
 
 class _Clock:

@@ -19,12 +19,12 @@ from support.adapters import (
 )
 from support.hubs import RunningHub
 
-from adapters import Adapter, PassReport, load_config
-from adapters.outbox import ItemKind, ItemState, OutboxItem
-from adapters.pusher import Backoff, _push_settlement
+from certhub.adapters import Adapter, PassReport, load_config
+from certhub.adapters.outbox import ItemKind, ItemState, OutboxItem
+from certhub.adapters.pusher import Backoff, _push_settlement
+from certhub.hub.demo.world import DemoDepartment, DemoWorld
+from certhub.signing import parse_envelope
 from certhub.v1 import ingest_pb2
-from hub.demo.world import DemoDepartment, DemoWorld
-from signing import parse_envelope
 
 ROWS = 3000
 

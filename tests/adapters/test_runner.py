@@ -22,10 +22,16 @@ from support.adapters import (
 )
 from support.hubs import RunningHub
 
-from adapters import Adapter, load_config
-from adapters.progress import Progress
-from hub.demo.world import DemoDepartment, DemoWorld, enterprise
-from signing import CERTIFICATE_PAYLOAD_TYPE, KeyStatus, TrustedKey, parse_envelope, verify_envelope
+from certhub.adapters import Adapter, load_config
+from certhub.adapters.progress import Progress
+from certhub.hub.demo.world import DemoDepartment, DemoWorld, enterprise
+from certhub.signing import (
+    CERTIFICATE_PAYLOAD_TYPE,
+    KeyStatus,
+    TrustedKey,
+    parse_envelope,
+    verify_envelope,
+)
 
 BACKFILL_ROWS = 10_000
 

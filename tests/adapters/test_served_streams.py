@@ -25,11 +25,11 @@ from support.adapters import (
 from support.databases import fresh_postgres_database
 from support.served import ServedHub, established_by_worker, prepare_deployment, serve, wait_for
 
-from adapters import Adapter, PassReport, load_config
-from core.rpc.client import ClientTLS
-from hub.demo.world import DemoDepartment, DemoWorld
-from hub.pki import issue_client_certificate
-from hub.store.engine import make_engine
+from certhub.adapters import Adapter, PassReport, load_config
+from certhub.core.rpc.client import ClientTLS
+from certhub.hub.demo.world import DemoDepartment, DemoWorld
+from certhub.hub.pki import issue_client_certificate
+from certhub.hub.store.engine import make_engine
 
 ROWS = 3000
 STREAMS = 4

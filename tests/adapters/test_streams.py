@@ -23,13 +23,13 @@ from support.adapters import (
 from support.hubs import RunningHub
 from support.tcp_proxy import Relayed, tcp_relay
 
-from adapters import Adapter, AdapterConfig, PassReport, load_config
-from adapters.identifier import stream_key
-from adapters.outbox import Outbox
-from adapters.producer import Producer, load_signing_key
-from adapters.sources import open_source
-from core.identifier import lineage_of
-from hub.demo.world import DemoDepartment, DemoWorld
+from certhub.adapters import Adapter, AdapterConfig, PassReport, load_config
+from certhub.adapters.identifier import stream_key
+from certhub.adapters.outbox import Outbox
+from certhub.adapters.producer import Producer, load_signing_key
+from certhub.adapters.sources import open_source
+from certhub.core.identifier import lineage_of
+from certhub.hub.demo.world import DemoDepartment, DemoWorld
 
 STREAMS = 3
 

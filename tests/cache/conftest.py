@@ -12,7 +12,7 @@ import pytest
 import redis
 from support.redis_server import RedisServer, own_redis_server
 
-from cache.port import Namespace
+from certhub.cache.port import Namespace
 
 if TYPE_CHECKING:
     from pathlib import Path

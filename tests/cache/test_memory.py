@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-import cache.memory
-from cache.memory import MemoryCache
-from cache.port import Cache
+from certhub.cache import memory as cache_memory
+from certhub.cache.memory import MemoryCache
+from certhub.cache.port import Cache
 
 if TYPE_CHECKING:
     from conftest import FakeClock
@@ -102,7 +102,7 @@ def test_bump_moves_only_the_named_scopes_and_never_repeats() -> None:
 
 
 def test_too_many_generations_start_a_new_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cache.memory, "MAX_GENERATIONS", 3)
+    monkeypatch.setattr(cache_memory, "MAX_GENERATIONS", 3)
     c = MemoryCache()
     c.bump(["a", "b", "c"])
     before = {s: c.generation(s) for s in ("a", "b", "c", "never")}

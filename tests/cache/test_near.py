@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from cache.near import NearCache
+from certhub.cache.near import NearCache
 
 if TYPE_CHECKING:
     from conftest import FakeClock

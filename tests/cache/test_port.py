@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from cache.memory import MemoryCache
-from cache.port import (
+from certhub.cache.memory import MemoryCache
+from certhub.cache.port import (
     Cache,
     GenerationalCache,
     Namespace,
@@ -16,7 +16,7 @@ from cache.port import (
     generation_tag,
     unfold_generation,
 )
-from cache.redis import RedisCache
+from certhub.cache.redis import RedisCache
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

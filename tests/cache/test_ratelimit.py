@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from cache.ratelimit import Decision, MemoryRateLimiter, RateLimit, RedisRateLimiter
+from certhub.cache.ratelimit import Decision, MemoryRateLimiter, RateLimit, RedisRateLimiter
 
 if TYPE_CHECKING:
     from conftest import FakeClock, Timed
@@ -99,7 +99,7 @@ def test_redis_two_instances_share_one_budget(redis_url: str, prefix: str) -> No
 
 _WORKER = """
 import sys
-from cache.ratelimit import RateLimit, RedisRateLimiter
+from certhub.cache.ratelimit import RateLimit, RedisRateLimiter
 limiter = RedisRateLimiter.from_url(sys.argv[1], prefix=sys.argv[2], socket_timeout=1.0)
 limit = RateLimit(rate_per_second=1 / 86400, burst=10)
 print(sum(limiter.acquire("dept-x", limit).allowed for _ in range(25)), limiter.errors)

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 import pytest
 import redis
 
-from cache.port import Cache, GenerationalCache, Namespace
-from cache.redis import MAX_VALUE_BYTES, RETRY_INTERVAL, RedisCache
+from certhub.cache.port import Cache, GenerationalCache, Namespace
+from certhub.cache.redis import MAX_VALUE_BYTES, RETRY_INTERVAL, RedisCache
 
 if TYPE_CHECKING:
     from conftest import RedisServer, Timed

@@ -1,8 +1,8 @@
 """Issue 16 item 1: a rule the hub and the adapters both follow is written once, in
-``core/``. The adapters may not import the hub, so they used to keep their own copies of the
+``certhub/core/``. The adapters may not import the hub, so they used to keep their own copies of the
 GB/T 36904 identifier rules, the canonical payload JSON and the payload's vocabularies (ID
 types, certificate kinds), and of the gRPC channel setup and the reading of the hub's error
-answers (``core.rpc``); this fails if one comes back."""
+answers (``certhub.core.rpc``); this fails if one comes back."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters import mapping
-from core import codes, identifier, payload
-from core.rpc import channel, errors
-from hub.domain.certificate import (
+from certhub.adapters import mapping
+from certhub.core import codes, identifier, payload
+from certhub.core.rpc import channel, errors
+from certhub.hub.domain.certificate import (
     RevocationPayload,
     parse_revocation_payload,
     revocation_payload_json,
@@ -38,7 +38,7 @@ SHARED = (
     | set(channel.__all__)
     | set(errors.__all__)
 )
-# Who may open a channel to the hub or read the rich details of a failed call: core.rpc only
+# Who may open a channel to the hub or read the rich details of a failed call: certhub.core.rpc only
 # (the hub's server writes details with rpc_status.to_status; nobody else reads them).
 RPC_CALLS = {
     ("grpc", "secure_channel"),
@@ -49,8 +49,8 @@ RPC_CALLS = {
 # The hub's own lineage_of parses (and refuses a malformed GB/T id) before it takes the
 # lineage with core's rule; the hub's revocation_payload_json takes a RevocationPayload.
 HUB_WRAPPERS = {
-    ("hub/domain/identifier.py", "lineage_of"),
-    ("hub/domain/certificate.py", "revocation_payload_json"),
+    ("certhub/hub/domain/identifier.py", "lineage_of"),
+    ("certhub/hub/domain/certificate.py", "revocation_payload_json"),
 }
 
 
@@ -58,7 +58,7 @@ def _definitions() -> dict[str, list[str]]:
     """Top-level name -> the files that define it (a function, a class or a constant)."""
     found: dict[str, list[str]] = {}
     for package in PACKAGES:
-        for path in sorted((REPO / package).rglob("*.py")):
+        for path in sorted((REPO / "certhub" / package).rglob("*.py")):
             relative = str(path.relative_to(REPO))
             for node in ast.parse(path.read_text(encoding="utf-8")).body:
                 names: list[str] = []
@@ -82,7 +82,8 @@ def test_the_shared_rules_are_defined_only_in_core() -> None:
     twice = {
         name: files
         for name in sorted(SHARED)
-        if (files := definitions.get(name, [])) and any(not f.startswith("core/") for f in files)
+        if (files := definitions.get(name, []))
+        and any(not f.startswith("certhub/core/") for f in files)
     }
     assert twice == {}
 
@@ -95,7 +96,7 @@ def test_the_shared_rules_are_defined_only_in_core() -> None:
     ],
 )
 def test_a_revocation_is_encoded_alike_by_both_sides(revoked_at: datetime.datetime) -> None:
-    """What an adapter signs (``core.payload``) is what the hub writes for the same
+    """What an adapter signs (``certhub.core.payload``) is what the hub writes for the same
     revocation, and reads back unchanged."""
     signed = payload.revocation_payload_json(
         certificate_id="FZ-1", reason="吊销", revoked_at=revoked_at
@@ -118,9 +119,9 @@ def test_only_core_rpc_opens_channels_and_reads_error_details() -> None:
     the test above; it still has to call gRPC's own functions."""
     found = []
     for package in PACKAGES:
-        for path in sorted((REPO / package).rglob("*.py")):
+        for path in sorted((REPO / "certhub" / package).rglob("*.py")):
             relative = str(path.relative_to(REPO))
-            if relative.startswith("core/rpc/"):
+            if relative.startswith("certhub/core/rpc/"):
                 continue
             found.extend(
                 f"{relative}:{node.lineno} {node.value.id}.{node.attr}"

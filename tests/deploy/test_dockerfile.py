@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from support.served import REPO, prepare_deployment, serve
 
-from hub.demo.world import DemoWorld
-from hub.pki import PkiPaths, issue_client_certificate
-from hub.store.engine import make_engine, sqlite_url
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.pki import PkiPaths, issue_client_certificate
+from certhub.hub.store.engine import make_engine, sqlite_url
 
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
@@ -143,7 +143,7 @@ def test_the_healthcheck_command_probes_a_real_hub(tmp_path: Path, world: DemoWo
     port = served.address.rsplit(":", 1)[1]
     assert "127.0.0.1:50051" in argv
     command = [
-        *(sys.executable, "-c", "import sys; from hub.cli import main; sys.exit(main())"),
+        *(sys.executable, "-c", "import sys; from certhub.hub.cli import main; sys.exit(main())"),
         *(f"127.0.0.1:{port}" if word == "127.0.0.1:50051" else word for word in argv[1:]),
     ]
     timeout = _healthcheck_timeout(found)

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 from support.served import REPO, prepare_deployment
 
-from hub.cli.serve import SHUTDOWN_GRACE_SECONDS
-from hub.demo.world import DemoWorld
-from hub.store.engine import make_engine, sqlite_url
-from hub.workers import EXIT_MARGIN_SECONDS
+from certhub.hub.cli.serve import SHUTDOWN_GRACE_SECONDS
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.store.engine import make_engine, sqlite_url
+from certhub.hub.workers import EXIT_MARGIN_SECONDS
 
 UNIT = REPO / "deploy" / "systemd" / "certhub.service"
 # Where the unit expects the release; the test runs this checkout's instead.
@@ -110,7 +110,7 @@ def test_execstart_run_as_systemd_does_notifies_ready_and_stopping(
     env["PYTHONPATH"] = str(REPO)
     argv = shlex.split(service["ExecStart"][0])
     argv = [
-        *(sys.executable, "-c", "import sys; from hub.cli import main; sys.exit(main())"),
+        *(sys.executable, "-c", "import sys; from certhub.hub.cli import main; sys.exit(main())"),
         *(str(config) if word == INSTALLED_CONFIG else word for word in argv[1:]),
     ]
     notify = tmp_path / "notify"

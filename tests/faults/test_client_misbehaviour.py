@@ -25,12 +25,12 @@ from support.load import ITEM, LICENCE, WINDOW, Load
 from support.processes import assert_audit_log_sound
 from support.served import ServedHub, prepare_deployment, serve, wait_for
 
+from certhub.core.rpc.client import HubClient
+from certhub.hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
+from certhub.hub.grpc.servicers import STREAM_IN_FLIGHT
+from certhub.hub.store.engine import make_engine, sqlite_url
+from certhub.hub.store.models import Certificate
 from certhub.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc, intake_pb2, intake_pb2_grpc
-from core.rpc.client import HubClient
-from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
-from hub.grpc.servicers import STREAM_IN_FLIGHT
-from hub.store.engine import make_engine, sqlite_url
-from hub.store.models import Certificate
 
 CALL_DEADLINE = 10.0
 # The slowest answer a well-behaved client may get while others misbehave (2-core machine
@@ -40,7 +40,7 @@ SLOW_CALL_SECONDS = 3.0
 CANCELLED_STREAMS = 8
 STREAM_SENDS = 60
 STREAM_READS = 20
-# Streams that send more than the hub's per-stream window (hub.grpc.servicers
+# Streams that send more than the hub's per-stream window (certhub.hub.grpc.servicers
 # STREAM_IN_FLIGHT = 128) and are cancelled without reading any answer.
 FLOODED_STREAMS = 6
 FLOOD_SENDS = 400

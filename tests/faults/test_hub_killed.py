@@ -20,21 +20,21 @@ from support.adapters import create_registrations, registration, sql_source, wri
 from support.processes import assert_audit_log_sound, free_port, start_adapter, stop_process
 from support.served import ServedHub, prepare_deployment, serve, wait_for
 
-from adapters.outbox import Outbox
-from core.rpc.client import ClientTLS
-from hub.audit.entry import OK, Action
-from hub.demo.world import DemoWorld
-from hub.pki import PkiPaths, issue_client_certificate
-from hub.store.engine import make_engine, sqlite_url
-from hub.store.models import AuditEntry, Certificate
+from certhub.adapters.outbox import Outbox
+from certhub.core.rpc.client import ClientTLS
+from certhub.hub.audit.entry import OK, Action
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.pki import PkiPaths, issue_client_certificate
+from certhub.hub.store.engine import make_engine, sqlite_url
+from certhub.hub.store.models import AuditEntry, Certificate
 
 BACKFILL_ROWS = 20_000
 # Certificates stored when the hub is killed: once early, once past the middle, so the
 # second restart also proves the first one left nothing half-done behind.
 KILL_AT = (3_000, 11_000)
-# The hub stays dead until the adapter has seen it gone and backed off (a "retrying in"
-# warning in its log, adapters.pusher); that takes at most a call's deadline, given here with
-# slack for a loaded machine.
+# The hub stays dead until the adapter has seen it gone and backed off (a "retrying in" warning in
+# its log, certhub.adapters.pusher); that takes at most a call's deadline, given here with slack for
+# a loaded machine.
 DOWN_TIMEOUT = 60.0
 # The backfill itself takes well under a minute here; the slack covers a loaded CI machine
 # and the adapter's backoff after each kill (at most a few seconds).

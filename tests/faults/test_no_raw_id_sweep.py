@@ -31,10 +31,10 @@ from sqlalchemy import text
 from support.hubs import RunningHub
 from support.intake import push_licence
 
+from certhub.core.rpc.client import ClientTLS, HubClient
+from certhub.hub.demo.world import DemoWorld, citizen, enterprise
+from certhub.hub.store.engine import session_scope
 from certhub.v1 import audit_pb2, citizen_pb2, directory_pb2, ingest_pb2, intake_pb2
-from core.rpc.client import ClientTLS, HubClient
-from hub.demo.world import DemoWorld, citizen, enterprise
-from hub.store.engine import session_scope
 
 SERVICES = [
     service
@@ -336,6 +336,6 @@ def postgresql_hits(running: RunningHub, raw: list[str]) -> dict[str, list[str]]
 @pytest.mark.parametrize("table", AUDIT_TABLES)
 def test_the_sweep_knows_the_audit_tables(table: str) -> None:
     # The tables searched are the log's: a rename would make the sweep vacuous.
-    from hub.store.models import Base  # noqa: PLC0415
+    from certhub.hub.store.models import Base  # noqa: PLC0415
 
     assert table in Base.metadata.tables

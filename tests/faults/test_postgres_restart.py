@@ -22,12 +22,12 @@ from support.load import OK, Load
 from support.processes import PostgresCluster, assert_audit_log_sound, own_postgres
 from support.served import ServedHub, prepare_deployment, serve, wait_for
 
-from hub.demo.world import DemoWorld
-from hub.store.engine import make_engine
-from hub.store.models import Certificate
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.store.engine import make_engine
+from certhub.hub.store.models import Certificate
 
 # Each call's deadline. A call during the outage must fail well before it: the hub's
-# PostgreSQL connect timeout is 3 s (hub.store.engine.PG_CONNECT_TIMEOUT_S), and a refused
+# PostgreSQL connect timeout is 3 s (certhub.hub.store.engine.PG_CONNECT_TIMEOUT_S), and a refused
 # connection fails at once.
 CALL_DEADLINE = 8.0
 # An answer slower than this during the outage counts as hanging: the connect timeout plus

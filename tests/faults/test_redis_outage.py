@@ -24,9 +24,9 @@ from support.processes import assert_audit_log_sound
 from support.redis_server import RedisServer, own_redis_server
 from support.served import ServedHub, prepare_deployment, serve, wait_for
 
-from hub.demo.world import DemoWorld
-from hub.store.engine import make_engine
-from hub.store.models import Certificate
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.store.engine import make_engine
+from certhub.hub.store.models import Certificate
 
 # The run's phases: traffic with Redis up, Redis gone, Redis back; then Redis frozen
 # (SIGSTOP: connections open, no answers, the nastier outage) and thawed. Each lasts until
@@ -35,7 +35,7 @@ from hub.store.models import Certificate
 # a call that needed this long would mean the cache blocked on a dead Redis.
 CALL_DEADLINE = 5.0
 # Slowest acceptable answer while Redis is frozen: the hub's Redis socket timeout (well
-# under a second, cache.redis SHORT_TIMEOUT) plus margin for the shared 2-core machine.
+# under a second, certhub.cache.redis SHORT_TIMEOUT) plus margin for the shared 2-core machine.
 SLOW_CALL_SECONDS = 3.0
 
 

@@ -12,11 +12,11 @@ import pytest
 from support.processes import free_port, stop_process
 from support.served import REPO, prepare_deployment, serve, wait_for
 
-from core.rpc.client import UnauthenticatedError
-from hub.audit import reads
-from hub.demo.world import DemoWorld
-from hub.store.engine import make_engine, make_session_factory, session_scope, sqlite_url
-from signing.cosignature import CosignatureVerifier, verify_cosignatures
+from certhub.core.rpc.client import UnauthenticatedError
+from certhub.hub.audit import reads
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.store.engine import make_engine, make_session_factory, session_scope, sqlite_url
+from certhub.signing.cosignature import CosignatureVerifier, verify_cosignatures
 
 WITNESS = "witness.fz-court.gov.cn/w1"
 # A round a second once the hub has a checkpoint; a busy shared machine gets ten times that.
@@ -25,7 +25,7 @@ COSIGNED_WITHIN_SECONDS = 30.0
 
 def certhub(*args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "hub.cli.main", *args],
+        [sys.executable, "-m", "certhub.hub.cli.main", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -45,7 +45,7 @@ def test_a_served_hub_gets_its_checkpoints_cosigned(tmp_path: Path, world: DemoW
     witness_vkey = certhub("witness", "vkey", "--data-dir", str(witness_dir), "--name", WITNESS)
     port = free_port()
     witness = subprocess.Popen(
-        [sys.executable, "-m", "hub.cli.main", "witness", "serve", "--data-dir",
+        [sys.executable, "-m", "certhub.hub.cli.main", "witness", "serve", "--data-dir",
          str(witness_dir), "--name", WITNESS, "--log", log_vkey, "--listen",
          f"127.0.0.1:{port}"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -92,7 +92,7 @@ def test_a_served_hub_gets_its_checkpoints_cosigned(tmp_path: Path, world: DemoW
 )
 def test_a_bad_witness_option_is_one_line(tmp_path: Path, given: str, problem: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "hub.cli.main", "serve", "--data-dir", str(tmp_path),
+        [sys.executable, "-m", "certhub.hub.cli.main", "serve", "--data-dir", str(tmp_path),
          "--witness", given, "--workers", "1"],
         check=False, cwd=REPO, capture_output=True, text=True, timeout=60,
     )  # fmt: skip

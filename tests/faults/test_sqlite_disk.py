@@ -36,9 +36,9 @@ from support.processes import (
 )
 from support.served import ServedHub, prepare_deployment, serve, wait_for
 
-from hub.demo.world import DemoWorld
-from hub.store.engine import make_engine, sqlite_url
-from hub.store.models import Certificate
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.store.engine import make_engine, sqlite_url
+from certhub.hub.store.models import Certificate
 
 # The data dir's filesystem: room for the schema, PKI files and a few thousand certificates.
 FILESYSTEM_SIZE = "32m"

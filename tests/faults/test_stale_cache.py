@@ -21,9 +21,9 @@ from support.loop import LoopThread
 from support.served import wait_for
 from support.tcp_proxy import TcpRelay, tcp_relay
 
-from hub.app import STALE_VIEW, Hub
-from hub.caching import HolderScopes, build_holder_cache
-from hub.demo.world import (
+from certhub.hub.app import STALE_VIEW, Hub
+from certhub.hub.caching import HolderScopes, build_holder_cache
+from certhub.hub.demo.world import (
     DemoHolder,
     DemoWorld,
     certificate_payload,
@@ -31,11 +31,11 @@ from hub.demo.world import (
     sign_certificate,
     sign_revocation,
 )
-from hub.runtime import HubConfig, build_hub
-from hub.services import ingest, intake
-from hub.services.registry_store import apply_registry
-from hub.store.engine import make_session_factory, session_scope
-from hub.store.models import AuditEntry
+from certhub.hub.runtime import HubConfig, build_hub
+from certhub.hub.services import ingest, intake
+from certhub.hub.services.registry_store import apply_registry
+from certhub.hub.store.engine import make_session_factory, session_scope
+from certhub.hub.store.models import AuditEntry
 
 ITEM = "公共场所卫生许可（新办）"
 WINDOW = "gulou-service-centre"

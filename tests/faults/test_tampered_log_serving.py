@@ -17,12 +17,12 @@ from support.audit_log import append_all, synthetic_records
 from support.hubs import RunningHub, start_hub
 from support.served import prepare_deployment, serve, wait_for
 
-from core.rpc.client import UnauthenticatedError
-from hub.demo.world import DemoWorld
-from hub.grpc.server import AUDIT_SERVICE_NAME, AuditWatch
-from hub.health import HealthChecker
-from hub.store.engine import make_engine, make_session_factory, session_scope, sqlite_url
-from hub.store.models import AuditEntry, LogCheckpoint
+from certhub.core.rpc.client import UnauthenticatedError
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.grpc.server import AUDIT_SERVICE_NAME, AuditWatch
+from certhub.hub.health import HealthChecker
+from certhub.hub.store.engine import make_engine, make_session_factory, session_scope, sqlite_url
+from certhub.hub.store.models import AuditEntry, LogCheckpoint
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -12,10 +12,10 @@ from sqlalchemy import update
 from support.hubs import RunningHub
 from support.intake import WINDOW
 
-from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
-from hub.observability.metrics import metrics
-from hub.store.engine import session_scope
-from hub.store.models import Certificate
+from certhub.hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
+from certhub.hub.observability.metrics import metrics
+from certhub.hub.store.engine import session_scope
+from certhub.hub.store.models import Certificate
 
 ITEM = "食品经营许可（变更）"  # M01 营业执照, M02 食品经营许可证: both from market regulation
 

@@ -24,9 +24,9 @@ from support.databases import fresh_postgres_database
 from support.load import ITEM, WINDOW, Load
 from support.served import ServedHub, established_by_worker, prepare_deployment, serve
 
+from certhub.hub.demo.world import DemoWorld, enterprise
+from certhub.hub.store.engine import make_engine
 from certhub.v1 import common_pb2, intake_pb2, intake_pb2_grpc
-from hub.demo.world import DemoWorld, enterprise
-from hub.store.engine import make_engine
 
 # Clients, each on its own channel (so both workers get some), and rounds of fresh case
 # numbers. Every round the clients fetch slices of the same CASES_PER_ROUND cases, each in

@@ -11,8 +11,7 @@ import pytest
 from support.audit_log import BASE_TIME, append_all, synthetic_records
 from support.hubs import RunningHub
 
-from certhub.v1 import audit_pb2, common_pb2
-from core.rpc.client import (
+from certhub.core.rpc.client import (
     AuditProofError,
     HubClient,
     HubClientError,
@@ -20,11 +19,12 @@ from core.rpc.client import (
     OutOfRangeError,
     PermissionDeniedError,
 )
-from hub.audit.entry import OK, Action, AuditRecord
-from hub.audit.reads import DEFAULT_PAGE_SIZE, MAX_ENTRIES_PER_CALL, MAX_PAGE_SIZE
-from hub.demo.world import DemoWorld, certificate_payload, citizen, sign_certificate
-from signing import Algorithm, NoteSigner, PrivateKey, merkle
-from signing.note import NoteVerifier, open_note, parse_checkpoint
+from certhub.hub.audit.entry import OK, Action, AuditRecord
+from certhub.hub.audit.reads import DEFAULT_PAGE_SIZE, MAX_ENTRIES_PER_CALL, MAX_PAGE_SIZE
+from certhub.hub.demo.world import DemoWorld, certificate_payload, citizen, sign_certificate
+from certhub.signing import Algorithm, NoteSigner, PrivateKey, merkle
+from certhub.signing.note import NoteVerifier, open_note, parse_checkpoint
+from certhub.v1 import audit_pb2, common_pb2
 
 AUDITOR = "gulou-audit-office"
 WINDOW = "gulou-service-centre"

@@ -12,9 +12,9 @@ from support.casework import SyncCasework
 from support.hubs import RunningHub
 from support.intake import WINDOW, push_licence
 
-from hub.audit.entry import Action
-from hub.demo.world import DemoWorld
-from hub.errors import (
+from certhub.hub.audit.entry import Action
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.errors import (
     AlreadyExists,
     FailedPrecondition,
     HubError,
@@ -22,12 +22,12 @@ from hub.errors import (
     NotFound,
     PermissionDenied,
 )
-from hub.registry import Principal
-from hub.services import intake, stats
-from hub.services.cases import CloseInput, MaterialUse, RegisterInput
-from hub.services.registry_store import apply_registry
-from hub.store.engine import make_session_factory, session_scope
-from hub.store.models import AuditEntry, CaseFile, CaseMaterial, RegistryVersion
+from certhub.hub.registry import Principal
+from certhub.hub.services import intake, stats
+from certhub.hub.services.cases import CloseInput, MaterialUse, RegisterInput
+from certhub.hub.services.registry_store import apply_registry
+from certhub.hub.store.engine import make_session_factory, session_scope
+from certhub.hub.store.models import AuditEntry, CaseFile, CaseMaterial, RegistryVersion
 
 HEALTH_ITEM = "公共场所卫生许可（新办）"  # 营业执照 + 负责人身份证明, both by e-certificate
 PAPER_ITEM = "建筑工程施工许可"  # 营业执照 + two paper-only materials

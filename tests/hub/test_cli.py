@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from certhub.core.rpc.client import ClientTLS, HubClient
+from certhub.hub.cli.main import main
+from certhub.hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
+from certhub.hub.pki import PkiPaths
 from certhub.v1 import ingest_pb2
-from core.rpc.client import ClientTLS, HubClient
-from hub.cli.main import main
-from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
-from hub.pki import PkiPaths
 
 REPO = Path(__file__).resolve().parents[2]
 # A cold interpreter importing grpc, SQLAlchemy and cryptography takes a second or two on a
@@ -33,7 +33,7 @@ STOP_TIMEOUT_SECONDS = 30.0
 
 def certhub(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "hub.cli.main", *args],
+        [sys.executable, "-m", "certhub.hub.cli.main", *args],
         cwd=REPO,
         env=_env(),
         capture_output=True,
@@ -103,7 +103,7 @@ def served_data_dir(tmp_path: Path, world: DemoWorld) -> Iterator[tuple[Path, in
         [
             sys.executable,
             "-m",
-            "hub.cli.main",
+            "certhub.hub.cli.main",
             "serve",
             "--data-dir",
             str(data),

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from hub.cli.main import build_parser, main
-from hub.config import ConfigError, Setting, apply_config, mask_secret
+from certhub.hub.cli.main import build_parser, main
+from certhub.hub.config import ConfigError, Setting, apply_config, mask_secret
 
 
 def _serve(

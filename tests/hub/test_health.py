@@ -18,11 +18,11 @@ from sqlalchemy import Table, create_engine, text
 from sqlalchemy.engine import Engine, make_url
 from support.hubs import RunningHub
 
-from hub.cli.main import main
-from hub.grpc.server import AUDIT_SERVICE_NAME, SERVICE_NAMES, build_server
-from hub.health import HealthChecker, probe_database
-from hub.store import migrate
-from hub.store.engine import make_session_factory
+from certhub.hub.cli.main import main
+from certhub.hub.grpc.server import AUDIT_SERVICE_NAME, SERVICE_NAMES, build_server
+from certhub.hub.health import HealthChecker, probe_database
+from certhub.hub.store import migrate
+from certhub.hub.store.engine import make_session_factory
 
 REPO = Path(__file__).resolve().parents[2]
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -49,7 +49,7 @@ def _certhub_health(running: RunningHub, *args: str) -> subprocess.CompletedProc
         [
             sys.executable,
             "-m",
-            "hub.cli.main",
+            "certhub.hub.cli.main",
             "health",
             "--address",
             running.address,

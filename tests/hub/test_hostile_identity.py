@@ -12,10 +12,10 @@ from sqlalchemy.engine import Engine
 from support.hubs import RunningHub
 from support.probes import assert_audited_refusal, refused, snapshot
 
-from core.rpc.client import INSECURE_PRINCIPAL_HEADER, HubClient
-from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
-from hub.grpc.server import InsecureRefused, build_server
-from hub.runtime import build_hub
+from certhub.core.rpc.client import INSECURE_PRINCIPAL_HEADER, HubClient
+from certhub.hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
+from certhub.hub.grpc.server import InsecureRefused, build_server
+from certhub.hub.runtime import build_hub
 
 AUDITOR = "gulou-audit-office"
 

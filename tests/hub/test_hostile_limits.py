@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from core.rpc import channel
-from hub.domain import certificate as payload_rules
-from hub.grpc import errors as grpc_errors
-from hub.grpc import server
-from signing import MAX_ENVELOPE_BYTES, MAX_SIGNATURES
+from certhub.core.rpc import channel
+from certhub.hub.domain import certificate as payload_rules
+from certhub.hub.grpc import errors as grpc_errors
+from certhub.hub.grpc import server
+from certhub.signing import MAX_ENVELOPE_BYTES, MAX_SIGNATURES
 
 REPO = Path(__file__).resolve().parents[2]
 # The server side: the hub and the libraries it serves with.
@@ -30,7 +30,7 @@ def _limits() -> list[tuple[str, int, str, list[str]]]:
     """(file, line, name, the lines above it up to the previous blank line)."""
     found = []
     for package in PACKAGES:
-        for path in sorted((REPO / package).rglob("*.py")):
+        for path in sorted((REPO / "certhub" / package).rglob("*.py")):
             lines = path.read_text(encoding="utf-8").splitlines()
             for number, line in enumerate(lines):
                 match = CONSTANT.match(line)
@@ -67,7 +67,7 @@ def test_every_limit_says_why(path: str, line: int, name: str, above: list[str])
 def test_limits_are_consistent_with_each_other() -> None:
     # One envelope plus one attachment must fit in one gRPC message, both ways.
     assert MAX_ENVELOPE_BYTES + payload_rules.MAX_ATTACHMENT_BYTES < server.MAX_MESSAGE_BYTES
-    # The hub and its callers share one message limit (core.rpc.channel).
+    # The hub and its callers share one message limit (certhub.core.rpc.channel).
     assert server.MAX_MESSAGE_BYTES is channel.MAX_MESSAGE_BYTES
     # The JSON depth limit admits the deepest valid payload (payload > holder > value).
     assert payload_rules.MAX_JSON_DEPTH >= 2

@@ -23,9 +23,8 @@ from support.probes import (
     snapshot,
 )
 
-from certhub.v1 import common_pb2, ingest_pb2, intake_pb2
-from core.rpc.client import HubClient
-from hub.demo.world import (
+from certhub.core.rpc.client import HubClient
+from certhub.hub.demo.world import (
     DemoDepartment,
     DemoWorld,
     certificate_payload,
@@ -33,14 +32,15 @@ from hub.demo.world import (
     sign_certificate,
     sign_revocation,
 )
-from hub.domain.certificate import CertificatePayload
-from signing import (
+from certhub.hub.domain.certificate import CertificatePayload
+from certhub.signing import (
     CERTIFICATE_PAYLOAD_TYPE,
     MAX_SIGNATURES,
     REVOCATION_PAYLOAD_TYPE,
     Algorithm,
     PrivateKey,
 )
+from certhub.v1 import common_pb2, ingest_pb2, intake_pb2
 
 # The market regulator's extra keys: one retired at the end of 2022 (it keeps verifying what
 # it signed before), one compromised, one second active key (a rotation overlap).

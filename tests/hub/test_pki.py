@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from hub.pki import (
+from certhub.hub.pki import (
     AUDIT_HMAC_KEY_BYTES,
     CA_VALIDITY_DAYS,
     HubSecrets,
@@ -26,7 +26,7 @@ from hub.pki import (
     issue_client_certificate,
     principal_from_certificate,
 )
-from signing.keys import Algorithm
+from certhub.signing.keys import Algorithm
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy.engine import Engine
 from support.redis_server import own_redis_server
 
-from hub.demo.world import DemoWorld
-from hub.runtime import (
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.runtime import (
     GC_YOUNG_THRESHOLD,
     SWITCH_INTERVAL_SECONDS,
     HubConfig,
@@ -22,8 +22,8 @@ from hub.runtime import (
     probe_redis,
     tune_runtime_for_serving,
 )
-from hub.services.registry_store import apply_registry
-from hub.store.engine import make_session_factory, session_scope
+from certhub.hub.services.registry_store import apply_registry
+from certhub.hub.store.engine import make_session_factory, session_scope
 
 
 @pytest.fixture

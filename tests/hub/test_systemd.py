@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.systemd import NOTIFY_SOCKET_ENV, notify_ready, notify_stopping
+from certhub.hub.systemd import NOTIFY_SOCKET_ENV, notify_ready, notify_stopping
 
 
 def test_ready_and_stopping_reach_the_notify_socket(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from signing.keys import Algorithm, KeyStatus, PrivateKey, TrustedKey
+from certhub.signing.keys import Algorithm, KeyStatus, PrivateKey, TrustedKey
 
 if TYPE_CHECKING:
     from collections.abc import Callable

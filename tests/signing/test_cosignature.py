@@ -10,15 +10,15 @@ import hashlib
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from signing import Algorithm, NoteSigner, NoteVerifier, PrivateKey
-from signing.cosignature import (
+from certhub.signing import Algorithm, NoteSigner, NoteVerifier, PrivateKey
+from certhub.signing.cosignature import (
     CosignatureSigner,
     CosignatureVerifier,
     cosigned_message,
     verify_cosignatures,
 )
-from signing.errors import MalformedKey, MalformedNote
-from signing.note import Checkpoint, open_note
+from certhub.signing.errors import MalformedKey, MalformedNote
+from certhub.signing.note import Checkpoint, open_note
 
 ORIGIN = "certhub.example.gov.cn/gulou"
 WITNESS = "witness.fj-data-bureau.gov.cn/w1"

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signing.dsse import (
+from certhub.signing.dsse import (
     CERTIFICATE_PAYLOAD_TYPE,
     MAX_ENVELOPE_BYTES,
     MAX_SIGNATURES,
@@ -23,8 +23,8 @@ from signing.dsse import (
     sign_envelope,
     verify_envelope,
 )
-from signing.errors import MalformedEnvelope, SigningError
-from signing.keys import Algorithm, KeyStatus, PrivateKey, TrustedKey
+from certhub.signing.errors import MalformedEnvelope, SigningError
+from certhub.signing.keys import Algorithm, KeyStatus, PrivateKey, TrustedKey
 
 MakeTrusted = Callable[..., TrustedKey]
 PAYLOAD = b'{"certificate_id":"1.2.156.3005.2.x","version":1}'

@@ -8,8 +8,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from signing.errors import MalformedKey
-from signing.keys import Algorithm, KeyStatus, PrivateKey, PublicKey, TrustedKey, key_id
+from certhub.signing.errors import MalformedKey
+from certhub.signing.keys import Algorithm, KeyStatus, PrivateKey, PublicKey, TrustedKey, key_id
 
 MakeTrusted = Callable[..., TrustedKey]
 

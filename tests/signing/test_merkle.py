@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signing.errors import ProofError
-from signing.merkle import (
+from certhub.signing.errors import ProofError
+from certhub.signing.merkle import (
     EMPTY_ROOT,
     NodeId,
     append_leaves,

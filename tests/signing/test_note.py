@@ -6,9 +6,9 @@ import re
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from signing.errors import MalformedKey, MalformedNote
-from signing.keys import PrivateKey
-from signing.note import (
+from certhub.signing.errors import MalformedKey, MalformedNote
+from certhub.signing.keys import PrivateKey
+from certhub.signing.note import (
     MAX_NOTE_SIGNATURES,
     Checkpoint,
     NoteSigner,

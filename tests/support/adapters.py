@@ -13,10 +13,10 @@ from pathlib import Path
 from sqlalchemy import Column, Date, Integer, MetaData, String, Table, create_engine, insert
 from sqlalchemy.engine import Engine
 
-from core.rpc.client import ClientTLS
-from hub.demo.world import DemoDepartment, DemoWorld, enterprise
-from hub.grpc.server import ServerTLS, build_server
-from hub.runtime import build_hub
+from certhub.core.rpc.client import ClientTLS
+from certhub.hub.demo.world import DemoDepartment, DemoWorld, enterprise
+from certhub.hub.grpc.server import ServerTLS, build_server
+from certhub.hub.runtime import build_hub
 from support.hubs import RunningHub
 from support.served import wait_for
 

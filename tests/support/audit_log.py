@@ -7,9 +7,9 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.audit.entry import OK, Action, AuditRecord
-from hub.audit.log import AuditLog
-from hub.store.engine import session_scope
+from certhub.hub.audit.entry import OK, Action, AuditRecord
+from certhub.hub.audit.log import AuditLog
+from certhub.hub.store.engine import session_scope
 
 # Entries per direct append transaction: large enough that building thousands of entries
 # takes a handful of transactions, small enough to keep each insert statement modest.

@@ -1,11 +1,11 @@
-"""``hub.casework.Casework`` driven from a test's thread: each use case runs on the hub
+"""``certhub.hub.casework.Casework`` driven from a test's thread: each use case runs on the hub
 server's loop (RunningHub.run), as a servicer would run it."""
 
 from __future__ import annotations
 
-from hub.casework import Casework, CloseCaseOutput, RegisterCaseOutput
-from hub.registry import Principal
-from hub.services import cases, stats
+from certhub.hub.casework import Casework, CloseCaseOutput, RegisterCaseOutput
+from certhub.hub.registry import Principal
+from certhub.hub.services import cases, stats
 from support.hubs import RunningHub
 
 

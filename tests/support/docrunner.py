@@ -41,8 +41,8 @@ from typing import Any
 
 import pytest
 
-from core.rpc.client import ClientTLS, HubClient
-from hub.pki import PkiPaths
+from certhub.core.rpc.client import ClientTLS, HubClient
+from certhub.hub.pki import PkiPaths
 
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENTED_ADDRESS = "localhost:50051"
@@ -56,7 +56,7 @@ REGISTRY_RELOAD_TIMEOUT_SECONDS = 10.0
 
 # The installed `certhub` script beside this interpreter, as the reader runs it.
 _SCRIPT = Path(sys.executable).parent / "certhub"
-_CERTHUB = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "hub.cli.main"]
+_CERTHUB = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "certhub.hub.cli.main"]
 _FENCE = re.compile(r"^```(\w*)\s*$")
 _DIRECTIVE = re.compile(r"^<!--\s*docs-test:\s*(\w+)\s*(.*?)\s*-->\s*$")
 _PASTE = re.compile(

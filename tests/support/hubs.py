@@ -12,14 +12,20 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 
-from core.rpc.client import ClientTLS, HubClient
-from hub.app import Hub
-from hub.demo.world import DemoWorld
-from hub.grpc.server import DEFAULT_AUDIT_WATCH, AuditWatch, RunningServer, ServerTLS, build_server
-from hub.pki import init_pki, issue_client_certificate
-from hub.runtime import HubConfig, build_hub
-from hub.services.registry_store import apply_registry
-from hub.store.engine import make_session_factory, session_scope
+from certhub.core.rpc.client import ClientTLS, HubClient
+from certhub.hub.app import Hub
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.grpc.server import (
+    DEFAULT_AUDIT_WATCH,
+    AuditWatch,
+    RunningServer,
+    ServerTLS,
+    build_server,
+)
+from certhub.hub.pki import init_pki, issue_client_certificate
+from certhub.hub.runtime import HubConfig, build_hub
+from certhub.hub.services.registry_store import apply_registry
+from certhub.hub.store.engine import make_session_factory, session_scope
 from support.loop import CALL_SECONDS
 
 _ISSUING = threading.Lock()

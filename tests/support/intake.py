@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
+from certhub.hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
 from support.hubs import RunningHub
 
 WINDOW = "gulou-service-centre"

@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from certhub.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc, intake_pb2, intake_pb2_grpc
-from core.rpc.client import HubClient
-from hub.demo.world import (
+from certhub.core.rpc.client import HubClient
+from certhub.hub.demo.world import (
     DemoDepartment,
     DemoWorld,
     certificate_payload,
     enterprise,
     sign_certificate,
 )
+from certhub.v1 import common_pb2, ingest_pb2, ingest_pb2_grpc, intake_pb2, intake_pb2_grpc
 from support.served import wait_for
 
 WINDOW = "gulou-service-centre"

@@ -18,10 +18,10 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from core.rpc.client import HubClientError
-from hub.domain.certificate import CertificatePayload, certificate_payload_json
-from hub.store.models import Attachment, AuditEntry, Case, Certificate, Revocation
-from signing import CERTIFICATE_PAYLOAD_TYPE, PrivateKey, sign_envelope
+from certhub.core.rpc.client import HubClientError
+from certhub.hub.domain.certificate import CertificatePayload, certificate_payload_json
+from certhub.hub.store.models import Attachment, AuditEntry, Case, Certificate, Revocation
+from certhub.signing import CERTIFICATE_PAYLOAD_TYPE, PrivateKey, sign_envelope
 
 T = TypeVar("T")
 

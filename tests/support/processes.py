@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from hub.store.models import AuditEntry
+from certhub.hub.store.models import AuditEntry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,7 +50,7 @@ def certhub_env() -> dict[str, str]:
 def certhub(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
     """Run one `certhub` command to completion (as an operator would) and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "hub.cli.main", *args],
+        [sys.executable, "-m", "certhub.hub.cli.main", *args],
         cwd=REPO,
         env=certhub_env(),
         capture_output=True,
@@ -67,7 +67,7 @@ def start_adapter(config: Path, *, log: Path, once: bool = True) -> subprocess.P
             [
                 sys.executable,
                 "-m",
-                "hub.cli.main",
+                "certhub.hub.cli.main",
                 "adapter",
                 "run",
                 *(["--once"] if once else []),

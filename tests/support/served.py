@@ -16,11 +16,11 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from core.rpc.client import ClientTLS, HubClient
-from hub.pki import PkiPaths, init_hub_secrets, init_pki, issue_client_certificate
-from hub.services.registry_store import apply_registry
-from hub.store import migrate
-from hub.store.engine import make_session_factory, session_scope
+from certhub.core.rpc.client import ClientTLS, HubClient
+from certhub.hub.pki import PkiPaths, init_hub_secrets, init_pki, issue_client_certificate
+from certhub.hub.services.registry_store import apply_registry
+from certhub.hub.store import migrate
+from certhub.hub.store.engine import make_session_factory, session_scope
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -117,7 +117,7 @@ def serve(
         [
             sys.executable,
             "-m",
-            "hub.cli.main",
+            "certhub.hub.cli.main",
             "serve",
             "--data-dir",
             str(data_dir),

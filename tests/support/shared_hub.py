@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import DATABASE_ENV, fresh_postgres_database
 
-from hub.demo.world import DemoWorld
-from hub.store import migrate
-from hub.store.engine import make_engine
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.store import migrate
+from certhub.hub.store.engine import make_engine
 from support.hubs import RunningHub, start_hub
 
 DATABASES = ("sqlite", "postgresql")

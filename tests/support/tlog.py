@@ -1,10 +1,10 @@
 """An in-memory transparency log for witness tests: leaves, roots, consistency proofs and
-signed checkpoints, computed with ``signing.merkle`` from the leaves themselves."""
+signed checkpoints, computed with ``certhub.signing.merkle`` from the leaves themselves."""
 
 from __future__ import annotations
 
-from signing import NoteSigner, merkle
-from signing.note import Checkpoint
+from certhub.signing import NoteSigner, merkle
+from certhub.signing.note import Checkpoint
 
 
 class MemoryLog:

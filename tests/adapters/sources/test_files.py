@@ -17,9 +17,9 @@ from support.adapters import (
 )
 from support.hubs import RunningHub
 
-from adapters import Adapter, PassReport, load_config
-from hub.demo.world import DemoDepartment, DemoWorld, enterprise
-from signing import parse_envelope
+from certhub.adapters import Adapter, PassReport, load_config
+from certhub.hub.demo.world import DemoDepartment, DemoWorld, enterprise
+from certhub.signing import parse_envelope
 
 
 def _run(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import update
 from support.adapters import create_registrations, registration, registrations
 
-from adapters.config import SqlSourceConfig
-from adapters.records import Checkpoint, SourceRecord
-from adapters.sources.sql import WATERMARK_CHECKPOINT, SqlSource
+from certhub.adapters.config import SqlSourceConfig
+from certhub.adapters.records import Checkpoint, SourceRecord
+from certhub.adapters.sources.sql import WATERMARK_CHECKPOINT, SqlSource
 
 
 class _State:

@@ -1,5 +1,6 @@
-"""core.rpc.client's retry policy for the citizen calls (issue 14): a redemption is single-use,
-so an UNAVAILABLE answer is not retried (its first attempt may have committed); reading the
+"""certhub.core.rpc.client's retry policy for the citizen calls (issue 14): a redemption is
+single-use, so an UNAVAILABLE answer is not retried (its first attempt may have committed); reading
+the
 applicant's history is, like every other read. Against a real loopback gRPC server."""
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from concurrent import futures
 import grpc
 import pytest
 
+from certhub.core.rpc.client import RETRY_MAX_ATTEMPTS, HubClient, UnavailableError
 from certhub.v1 import citizen_pb2, citizen_pb2_grpc, intake_pb2, intake_pb2_grpc
-from core.rpc.client import RETRY_MAX_ATTEMPTS, HubClient, UnavailableError
 
 
 class _Unavailable(intake_pb2_grpc.IntakeServiceServicer, citizen_pb2_grpc.CitizenServiceServicer):

@@ -8,8 +8,13 @@ from concurrent import futures
 import grpc
 import pytest
 
+from certhub.core.rpc.client import (
+    RETRY_MAX_ATTEMPTS,
+    HubClient,
+    InvalidArgumentError,
+    UnavailableError,
+)
 from certhub.v1 import directory_pb2, directory_pb2_grpc
-from core.rpc.client import RETRY_MAX_ATTEMPTS, HubClient, InvalidArgumentError, UnavailableError
 
 
 def test_an_unknown_id_type_is_an_invalid_argument_naming_the_choices() -> None:

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.engine import Engine
 
-from hub.audit.committer import GroupCommitter
-from hub.audit.log import AuditLog, AuditLogKeys
-from hub.store.engine import make_session_factory
-from signing import Algorithm, NoteSigner, PrivateKey
+from certhub.hub.audit.committer import GroupCommitter
+from certhub.hub.audit.log import AuditLog, AuditLogKeys
+from certhub.hub.store.engine import make_session_factory
+from certhub.signing import Algorithm, NoteSigner, PrivateKey
 
 
 @pytest.fixture

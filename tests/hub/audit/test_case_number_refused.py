@@ -12,11 +12,11 @@ from sqlalchemy import func, select
 from support.hubs import RunningHub
 from support.intake import WINDOW, push_licence
 
+from certhub.core.rpc.client import HubClient, InvalidArgumentError
+from certhub.hub.demo.world import DemoWorld, citizen
+from certhub.hub.store.engine import session_scope
+from certhub.hub.store.models import AuditEntry, Case, CaseFile
 from certhub.v1 import intake_pb2
-from core.rpc.client import HubClient, InvalidArgumentError
-from hub.demo.world import DemoWorld, citizen
-from hub.store.engine import session_scope
-from hub.store.models import AuditEntry, Case, CaseFile
 
 RESIDENT = citizen(5).holder.id
 MOBILE = "13912345678"

@@ -11,10 +11,10 @@ from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from hub.audit.committer import GroupCommitter, Pending
-from hub.audit.entry import OK, Action, AuditRecord
-from hub.services import intake
-from hub.store.models import AuditEntry, Case
+from certhub.hub.audit.committer import GroupCommitter, Pending
+from certhub.hub.audit.entry import OK, Action, AuditRecord
+from certhub.hub.services import intake
+from certhub.hub.store.models import AuditEntry, Case
 
 NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
 ITEM = "350102-0003"

@@ -18,14 +18,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
+from certhub.core.rpc.client import HubClient, HubClientError
+from certhub.hub.cli.main import main
+from certhub.hub.demo.world import DemoWorld, certificate_payload, citizen, sign_certificate
+from certhub.hub.pki import init_hub_secrets, init_pki
+from certhub.hub.services.registry_store import apply_registry
+from certhub.hub.store.engine import make_session_factory, session_scope
+from certhub.hub.store.models import AuditEntry, LogCheckpoint
 from certhub.v1 import audit_pb2
-from core.rpc.client import HubClient, HubClientError
-from hub.cli.main import main
-from hub.demo.world import DemoWorld, certificate_payload, citizen, sign_certificate
-from hub.pki import init_hub_secrets, init_pki
-from hub.services.registry_store import apply_registry
-from hub.store.engine import make_session_factory, session_scope
-from hub.store.models import AuditEntry, LogCheckpoint
 
 REPO = Path(__file__).resolve().parents[3]
 CLIENTS = 16
@@ -62,7 +62,7 @@ def two_hubs(
                 [
                     sys.executable,
                     "-m",
-                    "hub.cli.main",
+                    "certhub.hub.cli.main",
                     "serve",
                     "--insecure",
                     "--no-cache",

@@ -12,10 +12,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from support.audit_log import append_all, synthetic_records
 
-from hub.audit import reads
-from hub.audit.log import AuditLog, AuditLogKeys
-from hub.store.engine import make_session_factory, session_scope
-from signing import Algorithm, NoteSigner, PrivateKey, ProofError, merkle
+from certhub.hub.audit import reads
+from certhub.hub.audit.log import AuditLog, AuditLogKeys
+from certhub.hub.store.engine import make_session_factory, session_scope
+from certhub.signing import Algorithm, NoteSigner, PrivateKey, ProofError, merkle
 
 # Largest log built: "a few thousand" leaves, in appends of random sizes so that checkpoints
 # (and the frontier carried between appends) fall at arbitrary sizes.

@@ -6,10 +6,10 @@ import datetime as dt
 
 import pytest
 
-from hub.audit.entry import OK, Action, AuditRecord
-from hub.audit.redact import check_case_number, id_shape, redact, redact_certificate_id
-from hub.demo.world import citizen, enterprise
-from hub.errors import InvalidArgument
+from certhub.hub.audit.entry import OK, Action, AuditRecord
+from certhub.hub.audit.redact import check_case_number, id_shape, redact, redact_certificate_id
+from certhub.hub.demo.world import citizen, enterprise
+from certhub.hub.errors import InvalidArgument
 
 RESIDENT = citizen(3).holder.id  # a valid 18-character resident ID
 USCC = enterprise(3).holder.id  # a valid USCC

@@ -16,15 +16,15 @@ from support.hubs import RunningHub
 from support.intake import WINDOW, push_licence
 from support.probes import refused
 
+from certhub.core.rpc.client import HubClient, HubClientError
+from certhub.hub.audit.budget import REFUSAL_BURST, REFUSAL_RATE_PER_SECOND, RefusalBudget
+from certhub.hub.casework import Casework
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.errors import HubError, InvalidArgument
+from certhub.hub.observability.metrics import metrics
+from certhub.hub.store.engine import session_scope
+from certhub.hub.store.models import AuditEntry
 from certhub.v1 import audit_pb2
-from core.rpc.client import HubClient, HubClientError
-from hub.audit.budget import REFUSAL_BURST, REFUSAL_RATE_PER_SECOND, RefusalBudget
-from hub.casework import Casework
-from hub.demo.world import DemoWorld
-from hub.errors import HubError, InvalidArgument
-from hub.observability.metrics import metrics
-from hub.store.engine import session_scope
-from hub.store.models import AuditEntry
 
 BURST = 5
 RATE = 0.5  # a token every 2 s of the test's clock

@@ -11,14 +11,14 @@ import json
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from hub.audit.budget import RefusalBudget
-from hub.audit.committer import GroupCommitter
-from hub.audit.entry import Action, AuditRecord
-from hub.audit.refusals import submit_refusal
-from hub.errors import HubError, InvalidArgument
-from hub.observability.metrics import metrics
-from hub.store.engine import make_session_factory, session_scope
-from hub.store.models import AuditEntry
+from certhub.hub.audit.budget import RefusalBudget
+from certhub.hub.audit.committer import GroupCommitter
+from certhub.hub.audit.entry import Action, AuditRecord
+from certhub.hub.audit.refusals import submit_refusal
+from certhub.hub.errors import HubError, InvalidArgument
+from certhub.hub.observability.metrics import metrics
+from certhub.hub.store.engine import make_session_factory, session_scope
+from certhub.hub.store.models import AuditEntry
 
 NOW = dt.datetime(2026, 12, 5, tzinfo=dt.UTC)
 PRINCIPAL = "gulou-service-centre"

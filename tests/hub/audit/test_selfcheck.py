@@ -13,14 +13,14 @@ from sqlalchemy.engine import Engine
 from support.audit_log import append_all, synthetic_records
 from support.hubs import RunningHub, start_hub
 
-from hub.audit.selfcheck import AuditSelfCheck, Failure
-from hub.demo.world import DemoWorld
-from hub.grpc.server import AuditWatch
-from hub.observability.metrics import metrics
-from hub.store.engine import session_scope
-from hub.store.models import AuditEntry, CosignedCheckpoint, LogCheckpoint
-from signing import Algorithm, NoteVerifier, PrivateKey
-from signing.cosignature import CosignatureSigner, CosignatureVerifier
+from certhub.hub.audit.selfcheck import AuditSelfCheck, Failure
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.grpc.server import AuditWatch
+from certhub.hub.observability.metrics import metrics
+from certhub.hub.store.engine import session_scope
+from certhub.hub.store.models import AuditEntry, CosignedCheckpoint, LogCheckpoint
+from certhub.signing import Algorithm, NoteVerifier, PrivateKey
+from certhub.signing.cosignature import CosignatureSigner, CosignatureVerifier
 
 
 def grow(running: RunningHub, count: int, start: int, batch: int = 50) -> None:

@@ -14,14 +14,14 @@ from sqlalchemy.orm import Session
 from support.audit_log import append_all, synthetic_records
 from support.hubs import RunningHub, start_hub
 
-from hub.audit.entry import OK, Action, AuditRecord
-from hub.audit.log import AuditLog
-from hub.cli.main import main
-from hub.demo.world import DemoWorld, citizen
-from hub.store.engine import make_session_factory, session_scope
-from hub.store.models import AuditCertificate, AuditEntry, LogCheckpoint, LogHead, TreeNode
-from signing import Algorithm, NoteSigner, PrivateKey, merkle
-from signing.note import Checkpoint
+from certhub.hub.audit.entry import OK, Action, AuditRecord
+from certhub.hub.audit.log import AuditLog
+from certhub.hub.cli.main import main
+from certhub.hub.demo.world import DemoWorld, citizen
+from certhub.hub.store.engine import make_session_factory, session_scope
+from certhub.hub.store.models import AuditCertificate, AuditEntry, LogCheckpoint, LogHead, TreeNode
+from certhub.signing import Algorithm, NoteSigner, PrivateKey, merkle
+from certhub.signing.note import Checkpoint
 
 # Entries in the log under test and the batch they are appended in: several checkpoints,
 # several verifier chunks (the CLI reads 4,096 leaves per query), a ragged right edge.

@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 from support.audit_log import BASE_TIME, append_all, synthetic_records
 from support.hubs import RunningHub, start_hub
 
-from hub.audit.log import AuditLog
-from hub.audit.verify import UNCOVERED_TAIL_GRACE, verify_log
-from hub.cli.main import main
-from hub.demo.world import (
+from certhub.hub.audit.log import AuditLog
+from certhub.hub.audit.verify import UNCOVERED_TAIL_GRACE, verify_log
+from certhub.hub.cli.main import main
+from certhub.hub.demo.world import (
     DemoDepartment,
     DemoWorld,
     certificate_payload,
@@ -30,10 +30,10 @@ from hub.demo.world import (
     sign_certificate,
     sign_revocation,
 )
-from hub.domain.identifier import lineage_of
-from hub.services import ingest
-from hub.store.engine import make_session_factory, session_scope
-from hub.store.models import (
+from certhub.hub.domain.identifier import lineage_of
+from certhub.hub.services import ingest
+from certhub.hub.store.engine import make_session_factory, session_scope
+from certhub.hub.store.models import (
     AuditCertificate,
     AuditEntry,
     Certificate,
@@ -43,8 +43,8 @@ from hub.store.models import (
     Revocation,
     TreeNode,
 )
-from signing import Algorithm, NoteVerifier, PrivateKey, merkle
-from signing.cosignature import CosignatureSigner
+from certhub.signing import Algorithm, NoteVerifier, PrivateKey, merkle
+from certhub.signing.cosignature import CosignatureSigner
 
 SIZE = 4_500
 BATCH = 500

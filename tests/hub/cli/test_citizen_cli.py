@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from support.hubs import RunningHub
 
-from hub.cli.citizen import QR_PNG_SCALE
-from hub.cli.main import main
-from hub.demo.world import (
+from certhub.hub.cli.citizen import QR_PNG_SCALE
+from certhub.hub.cli.main import main
+from certhub.hub.demo.world import (
     CITIZEN_APP,
     DemoWorld,
     certificate_payload,

@@ -25,7 +25,7 @@ def test_console_process_serves_and_stops(running_hub: RunningHub) -> None:
         [
             sys.executable,
             "-m",
-            "hub.cli.main",
+            "certhub.hub.cli.main",
             "console",
             "--data-dir",
             str(running_hub.config.data_dir),
@@ -70,7 +70,7 @@ def test_console_refuses_a_bad_address_naming_it(running_hub: RunningHub) -> Non
         [
             sys.executable,
             "-m",
-            "hub.cli.main",
+            "certhub.hub.cli.main",
             "console",
             "--data-dir",
             str(running_hub.config.data_dir),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.runtime import DEFAULT_ADDRESS
+from certhub.hub.runtime import DEFAULT_ADDRESS
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[3]
 def _certhub(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", "hub.cli.main", *args],
+        [sys.executable, "-m", "certhub.hub.cli.main", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

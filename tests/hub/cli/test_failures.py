@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.cli import failures
+from certhub.hub.cli import failures
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -19,7 +19,12 @@ def _certhub(*args: str, cwd: Path, stdout: int | None = subprocess.PIPE) -> tup
     env = {k: v for k, v in os.environ.items() if not k.startswith("CERTHUB_")}
     env["PYTHONPATH"] = str(REPO)
     done = subprocess.run(
-        [sys.executable, "-c", "import sys; from hub.cli import main; sys.exit(main())", *args],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from certhub.hub.cli import main; sys.exit(main())",
+            *args,
+        ],
         cwd=cwd,
         env=env,
         stdout=stdout,

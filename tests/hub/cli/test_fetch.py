@@ -13,9 +13,9 @@ from sqlalchemy.engine import Engine
 from support.hubs import RunningHub
 from support.intake import WINDOW, push_licence
 
-from hub.cli.fetch import VERIFICATION_FAILED_EXIT, display_width, render_table
-from hub.cli.main import main
-from hub.demo.world import DemoWorld
+from certhub.hub.cli.fetch import VERIFICATION_FAILED_EXIT, display_width, render_table
+from certhub.hub.cli.main import main
+from certhub.hub.demo.world import DemoWorld
 
 
 def _fetch(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from cryptography import x509
 
-from hub.cli.main import main
-from hub.pki import PkiPaths, init_pki
+from certhub.hub.cli.main import main
+from certhub.hub.pki import PkiPaths, init_pki
 
 
 def _covered(cert_path: Path) -> set[str]:

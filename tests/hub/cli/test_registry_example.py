@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.cli import failures
+from certhub.hub.cli import failures
 
 REPO = Path(__file__).resolve().parents[3]
 DOCUMENTED = REPO / "docs" / "registry.example.toml"
@@ -20,7 +20,12 @@ def _certhub(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CERTHUB_")}
     env["PYTHONPATH"] = str(REPO)
     return subprocess.run(
-        [sys.executable, "-c", "import sys; from hub.cli import main; sys.exit(main())", *args],
+        [
+            sys.executable,
+            "-c",
+            "import sys; from certhub.hub.cli import main; sys.exit(main())",
+            *args,
+        ],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -13,9 +13,9 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from support.served import prepare_deployment, serve, wait_for
 
+from certhub.hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
+from certhub.hub.store.models import AuditEntry
 from certhub.v1 import ingest_pb2
-from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
-from hub.store.models import AuditEntry
 
 
 @pytest.mark.slow

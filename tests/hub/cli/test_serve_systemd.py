@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 from support.served import REPO, prepare_deployment
 
-from core.rpc.client import ClientTLS, HubClient
-from hub.demo.world import DemoWorld
-from hub.pki import PkiPaths, issue_client_certificate
-from hub.store.engine import make_engine, sqlite_url
+from certhub.core.rpc.client import ClientTLS, HubClient
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.pki import PkiPaths, issue_client_certificate
+from certhub.hub.store.engine import make_engine, sqlite_url
 
-# As the installed `certhub` script starts (`-m hub.cli.main` warns on stderr about runpy).
-CERTHUB = (sys.executable, "-c", "import sys; from hub.cli import main; sys.exit(main())")
+# As the installed `certhub` script starts (`-m certhub.hub.cli.main` warns on stderr about runpy).
+CERTHUB = (sys.executable, "-c", "import sys; from certhub.hub.cli import main; sys.exit(main())")
 # Importing grpc, SQLAlchemy and building a hub per worker on the shared 2-core machine.
 READY_TIMEOUT_SECONDS = 60.0
 # SHUTDOWN_GRACE_SECONDS (20 s) is the most a drain takes; an idle hub stops in about one.

@@ -10,10 +10,10 @@ from support.casework import SyncCasework
 from support.hubs import RunningHub
 from support.intake import WINDOW, push_licence
 
-from hub.cli.main import main
-from hub.demo.world import DemoWorld
-from hub.services import stats
-from hub.services.cases import CloseInput, MaterialUse, RegisterInput
+from certhub.hub.cli.main import main
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.services import stats
+from certhub.hub.services.cases import CloseInput, MaterialUse, RegisterInput
 
 
 def _stats(running: RunningHub, capsys: pytest.CaptureFixture[str], *args: str) -> str:

@@ -8,9 +8,15 @@ from pathlib import Path
 
 from support.hubs import RunningHub
 
-from core.rpc.client import HubClient
-from hub.demo.citizen import APPROVER, DECLINER, PRESENTER, show_applicants_in_control, with_consent
-from hub.demo.world import DemoWorld, sample_certificates, sign_certificate
+from certhub.core.rpc.client import HubClient
+from certhub.hub.demo.citizen import (
+    APPROVER,
+    DECLINER,
+    PRESENTER,
+    show_applicants_in_control,
+    with_consent,
+)
+from certhub.hub.demo.world import DemoWorld, sample_certificates, sign_certificate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -7,11 +7,11 @@ import datetime as dt
 import pytest
 from sqlalchemy.engine import Engine
 
-from hub.demo.history import CASES_PER_MONTH, backfill
-from hub.demo.world import DemoWorld
-from hub.services import stats
-from hub.services.registry_store import RegistrySource, apply_registry
-from hub.store.engine import make_session_factory, session_scope
+from certhub.hub.demo.history import CASES_PER_MONTH, backfill
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.services import stats
+from certhub.hub.services.registry_store import RegistrySource, apply_registry
+from certhub.hub.store.engine import make_session_factory, session_scope
 
 NOW = dt.datetime(2026, 12, 4, 12, tzinfo=dt.UTC)
 

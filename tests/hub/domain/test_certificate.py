@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.domain.certificate import (
+from certhub.hub.domain.certificate import (
     MAX_ATTACHMENT_BYTES,
     MAX_FIELD_VALUE_LENGTH,
     MAX_FIELDS,
@@ -25,9 +25,9 @@ from hub.domain.certificate import (
     parse_revocation_payload,
     revocation_payload_json,
 )
-from hub.domain.holder import Holder, IdType
-from hub.domain.identifier import make_identifier
-from hub.errors import InvalidArgument
+from certhub.hub.domain.holder import Holder, IdType
+from certhub.hub.domain.identifier import make_identifier
+from certhub.hub.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from collections.abc import Callable

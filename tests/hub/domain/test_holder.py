@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.domain.holder import (
+from certhub.hub.domain.holder import (
     MAX_DOCUMENT_ID_LENGTH,
     CheckedHolder,
     Holder,
@@ -18,7 +18,7 @@ from hub.domain.holder import (
     uscc,
     uscc_check_char,
 )
-from hub.errors import InvalidArgument
+from certhub.hub.errors import InvalidArgument
 
 RESIDENT_CHECK_CHARS = "0123456789X"
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"

@@ -4,8 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hub.domain.holder import uscc
-from hub.domain.identifier import (
+from certhub.hub.domain.holder import uscc
+from certhub.hub.domain.identifier import (
     GBT_PREFIX,
     MAX_CERTIFICATE_ID_LENGTH,
     MAX_SERIAL_LENGTH,
@@ -17,7 +17,7 @@ from hub.domain.identifier import (
     make_identifier,
     parse_identifier,
 )
-from hub.errors import InvalidArgument
+from certhub.hub.errors import InvalidArgument
 
 # DESIGN.md's example of an identifier that passes its check character.
 KNOWN_GOOD = "1.2.156.3005.2.11100000000013338W011.11430000006122244L.20230000403.001.U"

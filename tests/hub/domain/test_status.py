@@ -4,7 +4,7 @@ import datetime
 
 import pytest
 
-from hub.domain.status import CertificateStatus, compute_status
+from certhub.hub.domain.status import CertificateStatus, compute_status
 
 FROM = datetime.date(2024, 1, 1)
 UNTIL = datetime.date(2024, 12, 31)

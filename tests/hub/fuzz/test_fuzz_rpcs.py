@@ -25,6 +25,17 @@ from support.hubs import RunningHub
 from support.probes import payload_dict, sign_bytes, sign_dict, snapshot
 from support.shared_hub import DATABASES, next_serial, serving_hub
 
+from certhub.core.rpc.channel import MAX_MESSAGE_BYTES
+from certhub.core.rpc.client import HubClient, HubClientError
+from certhub.hub.demo.world import (
+    CITIZEN_APP,
+    DemoWorld,
+    certificate_payload,
+    enterprise,
+    sign_certificate,
+    sign_revocation,
+)
+from certhub.signing import CERTIFICATE_PAYLOAD_TYPE, MAX_ENVELOPE_BYTES, REVOCATION_PAYLOAD_TYPE
 from certhub.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -34,17 +45,6 @@ from certhub.v1 import (
     ingest_pb2,
     intake_pb2,
 )
-from core.rpc.channel import MAX_MESSAGE_BYTES
-from core.rpc.client import HubClient, HubClientError
-from hub.demo.world import (
-    CITIZEN_APP,
-    DemoWorld,
-    certificate_payload,
-    enterprise,
-    sign_certificate,
-    sign_revocation,
-)
-from signing import CERTIFICATE_PAYLOAD_TYPE, MAX_ENVELOPE_BYTES, REVOCATION_PAYLOAD_TYPE
 
 DEPARTMENT = "gulou-amr-adapter"
 WINDOW = "gulou-service-centre"

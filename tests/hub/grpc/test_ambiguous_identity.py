@@ -18,8 +18,8 @@ from support.hubs import RunningHub
 from support.intake import WINDOW
 from support.probes import assert_audited_refusal, refused, snapshot
 
-from core.rpc.client import ClientTLS, HubClient
-from hub.pki import PRINCIPAL_URI_PREFIX
+from certhub.core.rpc.client import ClientTLS, HubClient
+from certhub.hub.pki import PRINCIPAL_URI_PREFIX
 
 AUDITOR = "gulou-audit-office"
 

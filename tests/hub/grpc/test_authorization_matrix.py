@@ -19,16 +19,8 @@ from support.hubs import RunningHub
 from support.probes import audit_row, audit_size
 from support.shared_hub import DATABASES, next_serial, serving_hub
 
-from certhub.v1 import (
-    audit_pb2,
-    audit_pb2_grpc,
-    citizen_pb2,
-    directory_pb2,
-    ingest_pb2,
-    intake_pb2,
-)
-from core.rpc.client import HubClient, HubClientError
-from hub.demo.world import (
+from certhub.core.rpc.client import HubClient, HubClientError
+from certhub.hub.demo.world import (
     CITIZEN_APP,
     DemoDepartment,
     DemoWorld,
@@ -38,7 +30,15 @@ from hub.demo.world import (
     sign_certificate,
     sign_revocation,
 )
-from hub.domain.certificate import CertificatePayload
+from certhub.hub.domain.certificate import CertificatePayload
+from certhub.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    citizen_pb2,
+    directory_pb2,
+    ingest_pb2,
+    intake_pb2,
+)
 
 OK = "OK"
 DENIED = "PERMISSION_DENIED"

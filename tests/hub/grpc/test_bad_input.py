@@ -30,9 +30,8 @@ from support.probes import (
     with_payload,
 )
 
-from certhub.v1 import directory_pb2, ingest_pb2
-from core.rpc.client import ClientTLS, HubClient, HubClientError
-from hub.demo.world import (
+from certhub.core.rpc.client import ClientTLS, HubClient, HubClientError
+from certhub.hub.demo.world import (
     DemoDepartment,
     DemoWorld,
     certificate_payload,
@@ -40,10 +39,11 @@ from hub.demo.world import (
     enterprise,
     sign_certificate,
 )
-from hub.domain.certificate import CertificatePayload
-from hub.domain.identifier import make_identifier
-from hub.pki import init_pki, issue_client_certificate
-from signing import REVOCATION_PAYLOAD_TYPE, Algorithm, PrivateKey
+from certhub.hub.domain.certificate import CertificatePayload
+from certhub.hub.domain.identifier import make_identifier
+from certhub.hub.pki import init_pki, issue_client_certificate
+from certhub.signing import REVOCATION_PAYLOAD_TYPE, Algorithm, PrivateKey
+from certhub.v1 import directory_pb2, ingest_pb2
 
 WINDOW = "gulou-service-centre"
 # Handles only the first three service items of the demo world.

@@ -9,10 +9,10 @@ from support.casework import SyncCasework
 from support.hubs import RunningHub
 from support.intake import WINDOW, push_licence
 
+from certhub.core.rpc.client import HubClientError
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.services import stats
 from certhub.v1 import directory_pb2, intake_pb2
-from core.rpc.client import HubClientError
-from hub.demo.world import DemoWorld
-from hub.services import stats
 
 
 def _register(number: str, item: str, department: str) -> intake_pb2.RegisterCaseRequest:

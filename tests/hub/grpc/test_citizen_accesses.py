@@ -13,9 +13,8 @@ from support.hubs import RunningHub
 from support.probes import audit_row, audit_size, snapshot
 from support.shared_hub import DATABASES, next_serial, serving_hub
 
-from certhub.v1 import citizen_pb2, common_pb2
-from core.rpc.client import HubClient, HubClientError
-from hub.demo.world import (
+from certhub.core.rpc.client import HubClient, HubClientError
+from certhub.hub.demo.world import (
     CITIZEN_APP,
     DemoHolder,
     DemoWorld,
@@ -23,6 +22,7 @@ from hub.demo.world import (
     citizen,
     sign_certificate,
 )
+from certhub.v1 import citizen_pb2, common_pb2
 
 WINDOW = "gulou-service-centre"
 OTHER_WINDOW = "wenquan-street-office"

@@ -21,8 +21,8 @@ from support.hubs import RunningHub, start_hub
 from support.probes import audit_row, audit_rows, audit_size
 from support.shared_hub import DATABASES, next_serial, serving_hub
 
-from core.rpc.client import HubClient, HubClientError
-from hub.demo.world import (
+from certhub.core.rpc.client import HubClient, HubClientError
+from certhub.hub.demo.world import (
     CITIZEN_APP,
     DemoHolder,
     DemoWorld,
@@ -30,7 +30,7 @@ from hub.demo.world import (
     citizen,
     sign_certificate,
 )
-from hub.store.models import ConsentRequest
+from certhub.hub.store.models import ConsentRequest
 
 WINDOW = "gulou-service-centre"
 CONSENT_ITEM = "350102-0002"  # 食品经营许可（变更）: needs the business licence

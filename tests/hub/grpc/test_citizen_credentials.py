@@ -27,9 +27,9 @@ from support.hubs import RunningHub
 from support.probes import audit_row, audit_size
 from support.shared_hub import DATABASES, next_serial, serving_hub
 
-from core.rpc.client import HubClientError
-from hub.casework import Casework
-from hub.demo.world import (
+from certhub.core.rpc.client import HubClientError
+from certhub.hub.casework import Casework
+from certhub.hub.demo.world import (
     CITIZEN_APP,
     DemoHolder,
     DemoWorld,
@@ -38,8 +38,8 @@ from hub.demo.world import (
     sign_certificate,
     sign_revocation,
 )
-from hub.web.console import Console
-from hub.web.server import ConsoleTLS, RunningConsole, start_console
+from certhub.hub.web.console import Console
+from certhub.hub.web.server import ConsoleTLS, RunningConsole, start_console
 
 ISSUER = "https://certhub.example.gov.cn/gulou"  # the demo registry's log origin
 

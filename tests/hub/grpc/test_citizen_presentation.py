@@ -20,8 +20,8 @@ from support.hubs import RunningHub, start_hub
 from support.probes import audit_row, audit_size, snapshot
 from support.shared_hub import DATABASES, next_serial, serving_hub
 
-from core.rpc.client import HubClient, HubClientError
-from hub.demo.world import (
+from certhub.core.rpc.client import HubClient, HubClientError
+from certhub.hub.demo.world import (
     CITIZEN_APP,
     DemoHolder,
     DemoWorld,
@@ -30,9 +30,9 @@ from hub.demo.world import (
     sign_certificate,
     sign_revocation,
 )
-from hub.services import presentation
-from hub.store.models import Case
-from signing import Algorithm, PrivateKey
+from certhub.hub.services import presentation
+from certhub.hub.store.models import Case
+from certhub.signing import Algorithm, PrivateKey
 
 WINDOW = "gulou-service-centre"
 ITEM = "350102-0001"  # 食品经营许可（新办）: needs a business licence

@@ -1,9 +1,9 @@
-"""hub.grpc.convert: summaries of stored envelopes, parsed once and handed out as copies."""
+"""certhub.hub.grpc.convert: summaries of stored envelopes, parsed once and handed out as copies."""
 
 from __future__ import annotations
 
-from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
-from hub.grpc import convert
+from certhub.hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
+from certhub.hub.grpc import convert
 
 
 def _envelope(world: DemoWorld, *, version: int, fields: dict[str, str] | None = None) -> bytes:

@@ -17,15 +17,15 @@ from support.probes import (
     violation_fields,
 )
 
-from certhub.v1 import common_pb2, directory_pb2
-from hub.demo.world import (
+from certhub.hub.demo.world import (
     DemoWorld,
     certificate_payload,
     enterprise,
     sign_certificate,
     sign_revocation,
 )
-from signing import PublicKey
+from certhub.signing import PublicKey
+from certhub.v1 import common_pb2, directory_pb2
 
 # Any authenticated principal may read the directory; an auditor is the least privileged.
 READER = "gulou-audit-office"

@@ -8,8 +8,8 @@ from support.hubs import RunningHub
 from support.intake import WINDOW
 from support.served import with_rate_limit
 
-from core.rpc.client import InvalidArgumentError, PermissionDeniedError, RateLimitedError
-from hub.demo.world import DemoWorld, enterprise
+from certhub.core.rpc.client import InvalidArgumentError, PermissionDeniedError, RateLimitedError
+from certhub.hub.demo.world import DemoWorld, enterprise
 
 
 def test_invalid_argument_carries_field_violations_reason_and_audit_index(

@@ -9,7 +9,7 @@ import pytest
 from support.hubs import RunningHub
 from support.probes import assert_audited_refusal, refused, snapshot, violation_fields
 
-from hub.demo.world import DemoWorld, enterprise
+from certhub.hub.demo.world import DemoWorld, enterprise
 
 WINDOW = "gulou-service-centre"
 WRONG_CHECK_CHAR = "91350102MA2Y0001X7"  # ...X6 is right

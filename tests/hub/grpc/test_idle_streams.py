@@ -13,8 +13,8 @@ import grpc.aio
 import pytest
 from support.hubs import RunningHub
 
+from certhub.hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
 from certhub.v1 import common_pb2, ingest_pb2_grpc, intake_pb2
-from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
 
 IDLE_STREAMS = 1_000
 # Streams per connection: below the HTTP/2 concurrent-stream limits peers commonly set.

@@ -13,12 +13,12 @@ import pytest
 from support.hubs import RunningHub
 from support.probes import refused
 
+from certhub.hub.cli.main import main
+from certhub.hub.demo.world import DemoHolder, DemoWorld, certificate_payload, sign_certificate
+from certhub.hub.domain.holder import Holder, IdType
+from certhub.hub.store.engine import make_session_factory, session_scope
+from certhub.hub.web.kpis import snapshot
 from certhub.v1 import ingest_pb2
-from hub.cli.main import main
-from hub.demo.world import DemoHolder, DemoWorld, certificate_payload, sign_certificate
-from hub.domain.holder import Holder, IdType
-from hub.store.engine import make_session_factory, session_scope
-from hub.web.kpis import snapshot
 
 PILOT = "91350100M0001TGQXM"  # the documented early Fujian pilot code (check char should be 1)
 NOT_PILOT = "91440300192189148B"  # Shenzhen, wrong check char (W): never admitted

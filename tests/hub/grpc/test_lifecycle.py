@@ -20,9 +20,8 @@ from support.probes import (
     with_payload,
 )
 
-from certhub.v1 import common_pb2, ingest_pb2
-from core.rpc.client import Fetched, HubClient, HubClientError, VerifiedCertificate
-from hub.demo.world import (
+from certhub.core.rpc.client import Fetched, HubClient, HubClientError, VerifiedCertificate
+from certhub.hub.demo.world import (
     DemoDepartment,
     DemoHolder,
     DemoWorld,
@@ -31,9 +30,10 @@ from hub.demo.world import (
     sign_certificate,
     sign_revocation,
 )
-from hub.domain.certificate import MAX_ATTACHMENT_BYTES, CertificatePayload
-from hub.grpc.servicers import STREAM_IN_FLIGHT
-from signing import Algorithm, PrivateKey
+from certhub.hub.domain.certificate import MAX_ATTACHMENT_BYTES, CertificatePayload
+from certhub.hub.grpc.servicers import STREAM_IN_FLIGHT
+from certhub.signing import Algorithm, PrivateKey
+from certhub.v1 import common_pb2, ingest_pb2
 
 WINDOW = "gulou-service-centre"
 CHANGE_ITEM = "食品经营许可（变更）"  # needs a business licence and the old food licence

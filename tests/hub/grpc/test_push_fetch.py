@@ -5,8 +5,14 @@ from __future__ import annotations
 
 from support.hubs import RunningHub
 
+from certhub.hub.demo.world import (
+    DemoWorld,
+    certificate_payload,
+    citizen,
+    enterprise,
+    sign_certificate,
+)
 from certhub.v1 import ingest_pb2
-from hub.demo.world import DemoWorld, certificate_payload, citizen, enterprise, sign_certificate
 
 
 def test_push_then_fetch_returns_only_what_the_item_needs(

@@ -10,8 +10,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 from support.hubs import RunningHub
 
-from core.rpc.client import HubClient
-from hub.grpc.server import ServerTLS, build_server
+from certhub.core.rpc.client import HubClient
+from certhub.hub.grpc.server import ServerTLS, build_server
 
 WINDOW = "gulou-service-centre"
 

@@ -14,19 +14,19 @@ from sqlalchemy.orm import Session
 from support.hubs import RunningHub
 from support.probes import assert_audited_refusal, refused, snapshot
 
-from certhub.v1 import ingest_pb2
-from core.rpc.client import HubClientError
-from hub.cli.main import main
-from hub.demo.world import (
+from certhub.core.rpc.client import HubClientError
+from certhub.hub.cli.main import main
+from certhub.hub.demo.world import (
     KEYS_VALID_FROM,
     DemoWorld,
     certificate_payload,
     enterprise,
     sign_certificate,
 )
-from hub.services.registry_store import RELOAD_INTERVAL_SECONDS
-from hub.store.models import RegistryVersion
-from signing import Algorithm, PrivateKey
+from certhub.hub.services.registry_store import RELOAD_INTERVAL_SECONDS
+from certhub.hub.store.models import RegistryVersion
+from certhub.signing import Algorithm, PrivateKey
+from certhub.v1 import ingest_pb2
 
 
 def _versions(running_hub: RunningHub) -> int:

@@ -14,13 +14,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from support.hubs import RunningHub
 
+from certhub.hub.audit.entry import Action
+from certhub.hub.cli.main import main
+from certhub.hub.demo.world import KEYS_VALID_FROM, DemoWorld, certificate_payload, enterprise
+from certhub.hub.demo.world import sign_certificate as sign
+from certhub.hub.store.models import AuditEntry, RegistryVersion
+from certhub.signing import Algorithm, PrivateKey
 from certhub.v1 import ingest_pb2
-from hub.audit.entry import Action
-from hub.cli.main import main
-from hub.demo.world import KEYS_VALID_FROM, DemoWorld, certificate_payload, enterprise
-from hub.demo.world import sign_certificate as sign
-from hub.store.models import AuditEntry, RegistryVersion
-from signing import Algorithm, PrivateKey
 
 
 def _versions(running_hub: RunningHub) -> int:

@@ -11,10 +11,10 @@ from prometheus_client import REGISTRY
 from support.hubs import RunningHub
 from support.intake import WINDOW, push_licence
 
+from certhub.core.rpc.client import InvalidArgumentError
+from certhub.hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
+from certhub.hub.observability.calls import REQUEST_ID_HEADER
 from certhub.v1 import common_pb2, directory_pb2, intake_pb2
-from core.rpc.client import InvalidArgumentError
-from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
-from hub.observability.calls import REQUEST_ID_HEADER
 
 INTAKE = "certhub.v1.IntakeService"
 

@@ -15,9 +15,9 @@ import pytest
 from support.hubs import RunningHub
 from support.intake import WINDOW, push_licence
 
-from core.rpc.client import InvalidArgumentError
-from hub.demo.world import DemoWorld, citizen
-from hub.observability.logs import (
+from certhub.core.rpc.client import InvalidArgumentError
+from certhub.hub.demo.world import DemoWorld, citizen
+from certhub.hub.observability.logs import (
     ACCESS_LOGGER,
     LOG_BATCH_LINES,
     LOG_FLUSH_SECONDS,

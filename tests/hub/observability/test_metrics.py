@@ -18,14 +18,14 @@ from support.intake import WINDOW, push_licence
 from support.redis_server import own_redis_server
 from support.served import prepare_deployment, serve, wait_for
 
+from certhub.core.rpc.client import HubClient
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.grpc.server import ServerTLS, build_server
+from certhub.hub.observability.metrics import HubMetrics, MetricsSampler, serve_metrics
+from certhub.hub.runtime import build_hub
+from certhub.hub.store.engine import make_session_factory
+from certhub.hub.store.models import AuditEntry
 from certhub.v1 import common_pb2, intake_pb2
-from core.rpc.client import HubClient
-from hub.demo.world import DemoWorld
-from hub.grpc.server import ServerTLS, build_server
-from hub.observability.metrics import HubMetrics, MetricsSampler, serve_metrics
-from hub.runtime import build_hub
-from hub.store.engine import make_session_factory
-from hub.store.models import AuditEntry
 
 
 def _sample(name: str, **labels: str) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from hub.registry.locator import Locator
+from certhub.hub.registry.locator import Locator
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "docs" / "registry.example.toml"
 

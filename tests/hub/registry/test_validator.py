@@ -10,9 +10,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from hub.domain.certificate import CertificateKind
-from hub.domain.holder import uscc
-from hub.registry import (
+from certhub.hub.domain.certificate import CertificateKind
+from certhub.hub.domain.holder import uscc
+from certhub.hub.registry import (
     Registry,
     RegistryError,
     RegistryProblem,
@@ -21,7 +21,7 @@ from hub.registry import (
     parse_registry,
     registry_digest,
 )
-from signing.keys import Algorithm, KeyStatus, PrivateKey
+from certhub.signing.keys import Algorithm, KeyStatus, PrivateKey
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "docs" / "registry.example.toml"
 

@@ -10,7 +10,7 @@ import pytest
 from support.redis_server import RedisServer, own_redis_server
 from support.served import Deployment
 
-from hub.store.engine import make_engine
+from certhub.hub.store.engine import make_engine
 
 
 @pytest.fixture

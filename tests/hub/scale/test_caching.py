@@ -21,12 +21,12 @@ from sqlalchemy.engine import Engine
 from support.loop import LoopThread
 from support.redis_server import RedisServer
 
-from cache import MemoryRateLimiter, RedisRateLimiter
-from hub import caching
-from hub.app import Hub, NoCache
-from hub.audit.entry import Action
-from hub.caching import HolderScopes, build_holder_cache, build_rate_limiter, choose_cache
-from hub.demo.world import (
+from certhub.cache import MemoryRateLimiter, RedisRateLimiter
+from certhub.hub import caching
+from certhub.hub.app import Hub, NoCache
+from certhub.hub.audit.entry import Action
+from certhub.hub.caching import HolderScopes, build_holder_cache, build_rate_limiter, choose_cache
+from certhub.hub.demo.world import (
     DemoHolder,
     DemoWorld,
     certificate_payload,
@@ -34,14 +34,14 @@ from hub.demo.world import (
     sign_certificate,
     sign_revocation,
 )
-from hub.errors import ResourceExhausted
-from hub.registry import Principal
-from hub.runtime import HubConfig, build_hub
-from hub.services import ingest, intake
-from hub.services.registry_store import apply_registry
-from hub.store.aio import CompiledRead
-from hub.store.engine import make_session_factory, session_scope
-from hub.store.models import AuditEntry, Case
+from certhub.hub.errors import ResourceExhausted
+from certhub.hub.registry import Principal
+from certhub.hub.runtime import HubConfig, build_hub
+from certhub.hub.services import ingest, intake
+from certhub.hub.services.registry_store import apply_registry
+from certhub.hub.store.aio import CompiledRead
+from certhub.hub.store.engine import make_session_factory, session_scope
+from certhub.hub.store.models import AuditEntry, Case
 
 ITEM = "公共场所卫生许可（新办）"
 WINDOW = "gulou-service-centre"

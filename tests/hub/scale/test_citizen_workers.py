@@ -14,15 +14,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from support.served import Deployment, ServedHub, established_by_worker, prepare_deployment, serve
 
-from core.rpc.client import HubClient, HubClientError
-from hub.demo.world import (
+from certhub.core.rpc.client import HubClient, HubClientError
+from certhub.hub.demo.world import (
     CITIZEN_APP,
     DemoWorld,
     certificate_payload,
     citizen,
     sign_certificate,
 )
-from hub.store.models import ConsentRequest
+from certhub.hub.store.models import ConsentRequest
 
 # gRPC keeps one connection per channel and SO_REUSEPORT hashes each connection to a
 # worker: 8 channels land on both of 2 workers except with p = 1/128 (seen in CI), so more

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from support.served import REPO, prepare_deployment
 
-from hub.demo.world import DemoWorld
-from hub.store.engine import make_engine, sqlite_url
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.store.engine import make_engine, sqlite_url
 
 # Two workers import and build a hub, fail to bind, and the supervisor stops: seconds.
 EXIT_TIMEOUT = 60.0
@@ -33,7 +33,7 @@ def test_a_port_taken_by_another_program_stops_the_supervisor(
         port = squatter.getsockname()[1]
         done = subprocess.run(
             [
-                *(sys.executable, "-m", "hub.cli.main", "serve", "--data-dir", str(data)),
+                *(sys.executable, "-m", "certhub.hub.cli.main", "serve", "--data-dir", str(data)),
                 *("--address", f"127.0.0.1:{port}", "--workers", "2"),
             ],
             cwd=REPO,

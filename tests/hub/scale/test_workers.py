@@ -21,9 +21,8 @@ from support.served import (
     with_rate_limit,
 )
 
-from certhub.v1 import common_pb2, intake_pb2
-from core.rpc.client import HubClient, RateLimitedError
-from hub.demo.world import (
+from certhub.core.rpc.client import HubClient, RateLimitedError
+from certhub.hub.demo.world import (
     DemoHolder,
     DemoWorld,
     certificate_payload,
@@ -31,7 +30,8 @@ from hub.demo.world import (
     sign_certificate,
     sign_revocation,
 )
-from hub.store.models import AuditEntry
+from certhub.hub.store.models import AuditEntry
+from certhub.v1 import common_pb2, intake_pb2
 
 # Rounds of push -> fetch everywhere -> revoke -> fetch everywhere. Each round is a fresh
 # holder, so every round exercises a warm cache entry being invalidated.

@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from hub.demo.world import DemoWorld
-from hub.services.registry_store import RegistrySource, apply_registry
-from hub.store.engine import make_session_factory, session_scope
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.services.registry_store import RegistrySource, apply_registry
+from certhub.hub.store.engine import make_session_factory, session_scope
 
 # Far longer than an unblocked current() takes; only reached if it queued behind the lock.
 WAIT_SECONDS = 5.0

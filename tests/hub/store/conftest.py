@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from support.databases import fresh_postgres_database
 
-from hub.store.engine import make_engine
+from certhub.hub.store.engine import make_engine
 
 DATABASE_ENV = "CERTHUB_TEST_DATABASE_URL"
 

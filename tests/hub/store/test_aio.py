@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from hub.errors import Unavailable
-from hub.store.aio import AsyncReader, CompiledRead
-from hub.store.engine import make_engine
+from certhub.hub.errors import Unavailable
+from certhub.hub.store.aio import AsyncReader, CompiledRead
+from certhub.hub.store.engine import make_engine
 
 BACKEND = CompiledRead(text("SELECT pg_backend_pid(), now() = statement_timestamp()"))
 

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import exc, text
 from sqlalchemy.engine import Engine
 
-from hub.errors import Unavailable
-from hub.store import engine as engine_module
-from hub.store.engine import make_engine, make_session_factory, read_scope
+from certhub.hub.errors import Unavailable
+from certhub.hub.store import engine as engine_module
+from certhub.hub.store.engine import make_engine, make_session_factory, read_scope
 
 
 def _backend_pid(engine: Engine) -> int:

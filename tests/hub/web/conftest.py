@@ -18,15 +18,15 @@ from support.casework import SyncCasework
 from support.hubs import RunningHub, start_hub
 from support.intake import WINDOW, Pushed, push_licence
 
-from hub.casework import Casework
-from hub.demo.history import backfill
-from hub.demo.world import DemoWorld
-from hub.services import intake
-from hub.services.cases import CloseInput, MaterialUse, RegisterInput
-from hub.services.registry_store import apply_registry
-from hub.store.engine import make_session_factory, session_scope
-from hub.web.console import Console
-from hub.web.server import ConsoleTLS, RunningConsole, start_console
+from certhub.hub.casework import Casework
+from certhub.hub.demo.history import backfill
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.services import intake
+from certhub.hub.services.cases import CloseInput, MaterialUse, RegisterInput
+from certhub.hub.services.registry_store import apply_registry
+from certhub.hub.store.engine import make_session_factory, session_scope
+from certhub.hub.web.console import Console
+from certhub.hub.web.server import ConsoleTLS, RunningConsole, start_console
 
 T = TypeVar("T")
 # Screenshots of every page land here (ignored by git), for people to look at.

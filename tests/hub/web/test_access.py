@@ -14,8 +14,8 @@ import aiohttp
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hub.audit.entry import Action
-from hub.store.models import AuditEntry
+from certhub.hub.audit.entry import Action
+from certhub.hub.store.models import AuditEntry
 
 from .conftest import ServedConsole
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from certhub.hub.web.console import AuditFilter, Console
 from certhub.v1 import directory_pb2
-from hub.web.console import AuditFilter, Console
 
 from .conftest import ARTIFACTS, ServedConsole
 

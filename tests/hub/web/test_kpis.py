@@ -12,14 +12,14 @@ import pytest
 from prometheus_client import generate_latest
 from sqlalchemy.engine import Engine
 
-from hub.demo.history import backfill
-from hub.demo.world import DemoWorld
-from hub.registry import Registry
-from hub.services import stats
-from hub.services.cases import Channel, Registration, register_case
-from hub.services.registry_store import RegistrySource, apply_registry
-from hub.store.engine import make_session_factory, session_scope
-from hub.web.kpis import METRICS, KpiCollector, kpi_registry
+from certhub.hub.demo.history import backfill
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.registry import Registry
+from certhub.hub.services import stats
+from certhub.hub.services.cases import Channel, Registration, register_case
+from certhub.hub.services.registry_store import RegistrySource, apply_registry
+from certhub.hub.store.engine import make_session_factory, session_scope
+from certhub.hub.web.kpis import METRICS, KpiCollector, kpi_registry
 
 DASHBOARD = Path(__file__).resolve().parents[3] / "docs" / "grafana" / "certhub-reform.json"
 NOW = dt.datetime(2026, 12, 4, 12, tzinfo=dt.UTC)

@@ -18,19 +18,19 @@ from support.intake import WINDOW, push_licence
 from support.processes import free_port, stop_process
 from support.served import REPO
 
-from core.rpc.client import AuditProofError, HubClient, NotFoundError
-from hub.demo.world import DemoWorld
-from hub.grpc.server import AuditWatch
-from hub.witness.submitter import WitnessEndpoint
-from signing import Algorithm, PrivateKey
-from signing.cosignature import CosignatureSigner, CosignatureVerifier
+from certhub.core.rpc.client import AuditProofError, HubClient, NotFoundError
+from certhub.hub.demo.world import DemoWorld
+from certhub.hub.grpc.server import AuditWatch
+from certhub.hub.witness.submitter import WitnessEndpoint
+from certhub.signing import Algorithm, PrivateKey
+from certhub.signing.cosignature import CosignatureSigner, CosignatureVerifier
 
 WITNESS = "witness.fz-court.gov.cn/w1"
 
 
 def certhub(*args: str) -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "hub.cli.main", *args],
+        [sys.executable, "-m", "certhub.hub.cli.main", *args],
         cwd=REPO, capture_output=True, text=True, check=True,
     )  # fmt: skip
     return done.stdout.strip()
@@ -50,7 +50,7 @@ def witnessed(tmp_path: Path, engine: Engine, world: DemoWorld) -> Iterator[tupl
     witness_vkey = certhub("witness", "vkey", "--data-dir", str(witness_dir), "--name", WITNESS)
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "hub.cli.main", "witness", "serve", "--data-dir",
+        [sys.executable, "-m", "certhub.hub.cli.main", "witness", "serve", "--data-dir",
          str(witness_dir), "--name", WITNESS, "--log", log_vkey, "--listen",
          f"127.0.0.1:{port}"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

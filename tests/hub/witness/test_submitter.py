@@ -14,15 +14,15 @@ from sqlalchemy import update
 from support.audit_log import append_all, synthetic_records
 from support.hubs import RunningHub
 
-from hub.audit import reads
-from hub.store.engine import session_scope
-from hub.store.models import LogCheckpoint
-from hub.witness.server import Witness, app
-from hub.witness.state import WitnessState
-from hub.witness.submitter import WitnessEndpoint, WitnessSubmitter
-from signing import Algorithm, NoteVerifier, PrivateKey
-from signing.cosignature import CosignatureSigner, CosignatureVerifier, verify_cosignatures
-from signing.note import Checkpoint, open_note
+from certhub.hub.audit import reads
+from certhub.hub.store.engine import session_scope
+from certhub.hub.store.models import LogCheckpoint
+from certhub.hub.witness.server import Witness, app
+from certhub.hub.witness.state import WitnessState
+from certhub.hub.witness.submitter import WitnessEndpoint, WitnessSubmitter
+from certhub.signing import Algorithm, NoteVerifier, PrivateKey
+from certhub.signing.cosignature import CosignatureSigner, CosignatureVerifier, verify_cosignatures
+from certhub.signing.note import Checkpoint, open_note
 
 NAMES = ("witness.fj-data-bureau.gov.cn/w1", "witness.fz-court.gov.cn/w1", "witness.third/w1")
 

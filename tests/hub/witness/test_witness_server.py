@@ -13,12 +13,12 @@ import pytest
 from aiohttp import web
 from support.tlog import MemoryLog
 
-from hub.cli.main import main
-from hub.witness.protocol import SIZE_MEDIA_TYPE, encode_request
-from hub.witness.server import ADD_CHECKPOINT_PATH, Witness, app
-from hub.witness.state import WitnessState
-from signing import Algorithm, NoteSigner, NoteVerifier, PrivateKey
-from signing.cosignature import CosignatureSigner, CosignatureVerifier, verify_cosignatures
+from certhub.hub.cli.main import main
+from certhub.hub.witness.protocol import SIZE_MEDIA_TYPE, encode_request
+from certhub.hub.witness.server import ADD_CHECKPOINT_PATH, Witness, app
+from certhub.hub.witness.state import WitnessState
+from certhub.signing import Algorithm, NoteSigner, NoteVerifier, PrivateKey
+from certhub.signing.cosignature import CosignatureSigner, CosignatureVerifier, verify_cosignatures
 
 ORIGIN = "certhub.example.gov.cn/gulou"
 WITNESS = "witness.fj-data-bureau.gov.cn/w1"

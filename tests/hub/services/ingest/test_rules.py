@@ -7,10 +7,10 @@ import datetime as dt
 
 import pytest
 
-from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_revocation
-from hub.errors import HubError
-from hub.registry import Registry, parse_registry
-from hub.services.ingest.rules import (
+from certhub.hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_revocation
+from certhub.hub.errors import HubError
+from certhub.hub.registry import Registry, parse_registry
+from certhub.hub.services.ingest.rules import (
     CheckedRevocation,
     RevokeInput,
     check_revocation_of,

@@ -13,11 +13,11 @@ from sqlalchemy import exc, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
-from hub.errors import HubError
-from hub.registry import parse_registry
-from hub.services import ingest
-from hub.store.models import Attachment, Certificate
+from certhub.hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
+from certhub.hub.errors import HubError
+from certhub.hub.registry import parse_registry
+from certhub.hub.services import ingest
+from certhub.hub.store.models import Attachment, Certificate
 
 NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
 

@@ -7,8 +7,8 @@ import dataclasses
 import datetime as dt
 import typing
 
-from hub.services import intake
-from hub.services.intake.codec import HOLDER_SCHEMA_VERSION
+from certhub.hub.services import intake
+from certhub.hub.services.intake.codec import HOLDER_SCHEMA_VERSION
 
 NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
 

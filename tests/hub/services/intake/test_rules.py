@@ -7,19 +7,19 @@ import datetime as dt
 
 import pytest
 
-from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
-from hub.domain.status import CertificateStatus
-from hub.errors import InvalidArgument
-from hub.registry import parse_registry
-from hub.services.intake.rules import (
+from certhub.hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
+from certhub.hub.domain.status import CertificateStatus
+from certhub.hub.errors import InvalidArgument
+from certhub.hub.registry import parse_registry
+from certhub.hub.services.intake.rules import (
     HeldVersion,
     ShownEnvelope,
     VerifyResult,
     check_shown,
     judge_shown,
 )
-from signing import sign_envelope
-from signing.keys import Algorithm, PrivateKey
+from certhub.signing import sign_envelope
+from certhub.signing.keys import Algorithm, PrivateKey
 
 TODAY = dt.date(2026, 12, 1)
 # A key no department of the registry holds.

@@ -11,11 +11,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
-from hub.registry import parse_registry
-from hub.services import ingest, intake
-from hub.store.aio import AsyncReader
-from hub.store.models import Certificate
+from certhub.hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
+from certhub.hub.registry import parse_registry
+from certhub.hub.services import ingest, intake
+from certhub.hub.store.aio import AsyncReader
+from certhub.hub.store.models import Certificate
 
 NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
 

@@ -1,5 +1,0 @@
-"""The `certhub` command line. Each subcommand lives in its own module with a ``register``."""
-
-from hub.cli.main import main
-
-__all__ = ["main"]
