@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support.processes import free_port, stop_process
+from support.processes import certhub, free_port, start_witness, stop_process
 from support.served import REPO, prepare_deployment, serve, wait_for
 
 from certhub.core.rpc.client import UnauthenticatedError
@@ -23,40 +23,19 @@ WITNESS = "witness.fz-court.gov.cn/w1"
 COSIGNED_WITHIN_SECONDS = 30.0
 
 
-def certhub(*args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "certhub.hub.cli.main", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip()
-
-
 def test_a_served_hub_gets_its_checkpoints_cosigned(tmp_path: Path, world: DemoWorld) -> None:
     data_dir = tmp_path / "data"
     db_url = sqlite_url(data_dir)
     data_dir.mkdir()
     engine = make_engine(db_url)
     prepare_deployment(data_dir, engine, world.registry_toml())
-    log_vkey = certhub("audit", "vkey", "--data-dir", str(data_dir))
-    witness_dir = tmp_path / "witness"
-    witness_vkey = certhub("witness", "vkey", "--data-dir", str(witness_dir), "--name", WITNESS)
+    log_vkey = certhub("audit", "vkey", "--data-dir", str(data_dir)).stdout.strip()
     port = free_port()
-    witness = subprocess.Popen(
-        [sys.executable, "-m", "certhub.hub.cli.main", "witness", "serve", "--data-dir",
-         str(witness_dir), "--name", WITNESS, "--log", log_vkey, "--listen",
-         f"127.0.0.1:{port}"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    witness, witness_vkey = start_witness(
+        tmp_path / "witness", name=WITNESS, log_vkey=log_vkey, port=port
+    )
     served = None
     try:
-        assert witness.stdout is not None
-        # Its banner's second line says it listens.
-        for line in witness.stdout:
-            if line.startswith("  add-checkpoint on "):
-                break
         served = serve(
             data_dir, db_url, "--witness", f"{witness_vkey}=http://127.0.0.1:{port}", workers=2
         )

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +81,37 @@ def start_adapter(config: Path, *, log: Path, once: bool = True) -> subprocess.P
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+# A witness process is up in well under a second; a busy shared machine gets far more.
+WITNESS_START_SECONDS = 60.0
+
+
+def start_witness(
+    data_dir: Path, *, name: str, log_vkey: str, port: int
+) -> tuple[subprocess.Popen[str], str]:
+    """`certhub witness serve` for the log ``log_vkey`` on loopback ``port``, returned once
+    its start-up line says it listens; (the process, the witness's vkey)."""
+    vkey = certhub("witness", "vkey", "--data-dir", str(data_dir), "--name", name)
+    assert vkey.returncode == 0, vkey.stderr
+    process = subprocess.Popen(
+        [sys.executable, "-m", "certhub.hub.cli.main", "witness", "serve", "--data-dir",
+         str(data_dir), "--name", name, "--log", log_vkey, "--listen", f"127.0.0.1:{port}"],
+        cwd=REPO, env=certhub_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    deadline = time.monotonic() + WITNESS_START_SECONDS
+    printed = []
+    # The start-up line is a log line on stderr (stdout stays free of start-up text).
+    while not any("add-checkpoint on http://" in line for line in printed):
+        line = process.stdout.readline()
+        if not line or time.monotonic() > deadline:
+            stop_process(process)
+            raise AssertionError("the witness did not start: " + "".join(printed))
+        printed.append(line)
+    # Keep reading, so the witness never blocks on a full pipe (aiohttp logs each request).
+    threading.Thread(target=process.stdout.read, daemon=True).start()
+    return process, vkey.stdout.strip()
 
 
 def stop_process(process: subprocess.Popen[bytes] | subprocess.Popen[str] | None) -> None:

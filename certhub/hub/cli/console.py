@@ -4,6 +4,7 @@ process over the hub's database (see docs/operations.md, "The web console")."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Any
 
@@ -14,6 +15,8 @@ from certhub.hub.runtime import build_hub, open_engine
 from certhub.hub.web.console import DEFAULT_EXEMPTION_TARGET, DEFAULT_USAGE_TARGET, Targets
 from certhub.hub.web.run import DEFAULT_CONSOLE_ADDRESS, serve_forever, split_address
 from certhub.hub.web.server import ConsoleTLS
+
+log = logging.getLogger("certhub.console")
 
 
 def register(subparsers: Any) -> None:
@@ -78,7 +81,11 @@ def run(args: argparse.Namespace) -> int:
             address=args.console_address,
             tls=ConsoleTLS.from_pki(pki),
             targets=Targets(exemption=args.target_exemption, usage=args.target_usage),
-            ready=lambda running: print(f"console    {running.url}", flush=True),
+            # One log line on stderr, like `certhub serve`'s banner: stdout stays free of
+            # start-up text.
+            ready=lambda running: log.info(
+                "certhub console on %s", running.url, extra={"console_url": running.url}
+            ),
         )
     finally:
         hub.close()

@@ -75,7 +75,7 @@ _QUIET_UNLESS_VERBOSE = (
     "alembic",
 )
 # Commands that are servers: their log is their output (certhub.hub.observability.logs).
-_SERVERS = frozenset({"serve", "witness"})
+_SERVERS = frozenset({"serve", "witness", "console"})
 
 
 @contextlib.contextmanager

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ from certhub.signing.note import NoteVerifier
 KEY_FILE = "witness-key.pem"
 STATE_FILE = "witness.db"
 DEFAULT_LISTEN = "127.0.0.1:8390"
+
+log = logging.getLogger("certhub.witness")
 
 
 def register(subparsers: Any) -> None:
@@ -96,23 +100,32 @@ def run_serve(args: argparse.Namespace) -> int:
         raise CommandError(f"--listen {args.listen!r} is not HOST:PORT")
     state = WitnessState(args.data_dir / STATE_FILE)
     witness = Witness(signer=signer, logs=logs, state=state)
-    print(f"witness {signer.vkey}", flush=True)
-    print(
-        f"  add-checkpoint on http://{args.listen}/add-checkpoint for {', '.join(sorted(logs))}",
-        flush=True,
-    )
+    url = f"http://{args.listen}/add-checkpoint"
+
+    def announce() -> None:
+        # One log line on stderr once the port is bound, like `certhub serve`'s banner:
+        # stdout stays free of start-up text (`certhub witness vkey` prints the key).
+        log.info(
+            "certhub witness %s: add-checkpoint on %s for %s",
+            signer.vkey,
+            url,
+            ", ".join(sorted(logs)),
+            extra={"witness_vkey": signer.vkey, "url": url, "logs": sorted(logs)},
+        )
+
     try:
-        asyncio.run(_serve(witness, host, int(port)))
+        asyncio.run(_serve(witness, host, int(port), announce=announce))
     finally:
         state.close()
     return 0
 
 
-async def _serve(witness: Witness, host: str, port: int) -> None:
+async def _serve(witness: Witness, host: str, port: int, *, announce: Callable[[], None]) -> None:
     runner = web.AppRunner(app(witness))
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
+        announce()
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()

@@ -43,14 +43,15 @@ def test_console_process_serves_and_stops(running_hub: RunningHub) -> None:
     try:
         deadline = time.monotonic() + START_SECONDS
         printed = ""
-        assert process.stdout is not None
-        while time.monotonic() < deadline and "console " not in printed:
-            line = process.stdout.readline()
+        assert process.stderr is not None
+        # The start-up line is a log line on stderr, like `certhub serve`'s banner.
+        while time.monotonic() < deadline and "certhub console on " not in printed:
+            line = process.stderr.readline()
             if not line and process.poll() is not None:
                 break
             printed += line
-        found = re.search(r"console\s+(https://127\.0\.0\.1:\d+/)", printed)
-        assert found, printed + (process.stderr.read() if process.poll() is not None else "")
+        found = re.search(r"certhub console on (https://127\.0\.0\.1:\d+/)", printed)
+        assert found, printed
         context = ssl.create_default_context(cafile=str(running_hub.config.pki.ca_cert))
         context.check_hostname = False  # the server certificate names localhost, not the IP
         with urllib.request.urlopen(found.group(1) + "transparency", context=context) as page:
@@ -60,8 +61,9 @@ def test_console_process_serves_and_stops(running_hub: RunningHub) -> None:
             assert b"certhub_reform_exemption_rate" in metrics.read()
     finally:
         process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=60)
-    assert code == 0
+        out, _ = process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert out == "", f"stdout stays free of start-up text: {out!r}"
 
 
 @pytest.mark.slow

@@ -6,8 +6,6 @@ the witness configured, as `certhub serve --witness` does."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +13,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from support.hubs import RunningHub, start_hub
 from support.intake import WINDOW, push_licence
-from support.processes import free_port, stop_process
-from support.served import REPO
+from support.processes import free_port, start_witness, stop_process
 
 from certhub.core.rpc.client import AuditProofError, HubClient, NotFoundError
 from certhub.hub.demo.world import DemoWorld
@@ -26,14 +23,6 @@ from certhub.signing import Algorithm, PrivateKey
 from certhub.signing.cosignature import CosignatureSigner, CosignatureVerifier
 
 WITNESS = "witness.fz-court.gov.cn/w1"
-
-
-def certhub(*args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "certhub.hub.cli.main", *args],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return done.stdout.strip()
 
 
 @pytest.fixture
@@ -46,19 +35,10 @@ def witnessed(tmp_path: Path, engine: Engine, world: DemoWorld) -> Iterator[tupl
     log_vkey = plain.hub.audit_log.keys.signer.vkey
     plain.server.stop(grace=None)
     plain.hub.close()
-    witness_dir = tmp_path / "witness"
-    witness_vkey = certhub("witness", "vkey", "--data-dir", str(witness_dir), "--name", WITNESS)
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "certhub.hub.cli.main", "witness", "serve", "--data-dir",
-         str(witness_dir), "--name", WITNESS, "--log", log_vkey, "--listen",
-         f"127.0.0.1:{port}"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert process.stdout is not None
-    for line in process.stdout:
-        if line.startswith("  add-checkpoint on "):
-            break
+    process, witness_vkey = start_witness(
+        tmp_path / "witness", name=WITNESS, log_vkey=log_vkey, port=port
+    )
     endpoint = WitnessEndpoint(
         verifier=CosignatureVerifier.from_vkey(witness_vkey), url=f"http://127.0.0.1:{port}"
     )
