@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import logging
 import threading
@@ -54,10 +55,16 @@ _DIRECTORY_SERVICE = "/certhub.v1.DirectoryService/"
 
 
 class HolderCache(Protocol):
-    """The seam to ``cache.GenerationalCache``: read-through with generation invalidation,
-    on the serving event loop."""
+    """The seam to the holder cache (``certhub.hub.caching.HolderScopes`` over
+    ``cache.GenerationalCache``): read-through with generation invalidation, on the serving
+    event loop. How a view is kept (its bytes) is the cache's business, not the use case's."""
 
-    async def read_through(self, scope: str, load: Callable[[], Awaitable[bytes]]) -> bytes: ...
+    async def read_through(
+        self, scope: str, load: Callable[[], Awaitable[intake.HolderView]]
+    ) -> tuple[intake.HolderView, bool]:
+        """The view, and whether it came from the cache rather than from ``load`` (then
+        the fetch's group commit must check that it is still current)."""
+        ...
 
     async def invalidate(self, scopes: Sequence[str]) -> bool: ...
 
@@ -65,9 +72,11 @@ class HolderCache(Protocol):
 class NoCache:
     """Every read goes to the database (``--no-cache``, and tests of the uncached path)."""
 
-    async def read_through(self, scope: str, load: Callable[[], Awaitable[bytes]]) -> bytes:
+    async def read_through(
+        self, scope: str, load: Callable[[], Awaitable[intake.HolderView]]
+    ) -> tuple[intake.HolderView, bool]:
         del scope
-        return await load()
+        return await load(), False
 
     async def invalidate(self, scopes: Sequence[str]) -> bool:
         del scopes
@@ -348,7 +357,9 @@ class Hub:
             )  # fmt: skip
             cached = False
         else:
-            view, cached = await self._holder_view(holder.key(), commitment)
+            view, cached = await self.cache.read_through(
+                commitment, functools.partial(self._read_holder_view, holder.key())
+            )
         answered = await self._answer_fetch(
             request, registry, item, view, now=now, record=record, commitment=commitment,
             cached_view=(holder.key(), view.version) if cached else None,
@@ -600,25 +611,6 @@ class Hub:
             raise await self._audited(entry, error) from None
 
     # --- internals ----------------------------------------------------------------------
-
-    async def _holder_view(
-        self, holder_key: str, commitment: str
-    ) -> tuple[intake.HolderView, bool]:
-        """The holder's view, and whether it came from the cache (then it must be checked
-        in the fetch's group commit)."""
-        if isinstance(self.cache, NoCache):  # nothing to encode for
-            return await self._read_holder_view(holder_key), False
-        loaded: intake.HolderView | None = None
-
-        async def load() -> bytes:
-            nonlocal loaded
-            loaded = await self._read_holder_view(holder_key)
-            return intake.encode_holder(loaded)
-
-        data = await self.cache.read_through(commitment, load)
-        if loaded is not None:  # read now: no need to decode what was just encoded
-            return loaded, False
-        return intake.decode_holder(data), True
 
     async def _read_holder_view(self, holder_key: str) -> intake.HolderView:
         if self.reader is not None:

@@ -37,7 +37,8 @@ from certhub.cache import (
 from certhub.cache.near import NearCache
 from certhub.cache.port import Cache
 from certhub.hub.app import HolderCache, NoCache
-from certhub.hub.services.intake.codec import HOLDER_SCHEMA_VERSION
+from certhub.hub.services.intake import HolderView
+from certhub.hub.services.intake.codec import HOLDER_SCHEMA_VERSION, decode_holder, encode_holder
 
 log = logging.getLogger("certhub.cache")
 
@@ -115,12 +116,18 @@ class HolderScopes:
     def errors(self) -> int:
         return self.backend.errors if isinstance(self.backend, RedisCache) else 0
 
-    async def read_through(self, scope: str, load: Callable[[], Awaitable[bytes]]) -> bytes:
+    async def read_through(
+        self, scope: str, load: Callable[[], Awaitable[HolderView]]
+    ) -> tuple[HolderView, bool]:
+        loaded: HolderView | None = None
+
         # Counters are read by the metrics thread; += on an int is not atomic across threads.
         async def counted() -> bytes:
+            nonlocal loaded
             with self._lock:
                 self.loads += 1
-            return await load()
+            loaded = await load()
+            return encode_holder(loaded)
 
         with self._lock:
             self.reads += 1
@@ -129,11 +136,13 @@ class HolderScopes:
             if near is not None:
                 with self._lock:
                     self.near_hits += 1
-                return near
+                return decode_holder(near), True
         value = await self._generational.read_through_async(holder_scope(scope), counted)
         if self._near is not None:
             self._near.put(scope, value)
-        return value
+        if loaded is not None:  # read now: no need to decode what was just encoded
+            return loaded, False
+        return decode_holder(value), True
 
     async def invalidate(self, scopes: Sequence[str]) -> bool:
         if self._near is not None:

@@ -96,15 +96,13 @@ class AsyncReader:
             self._idle.append((conn, time.monotonic()))
             return found
 
-    async def close(self) -> None:
+    async def close_async(self) -> None:
+        """Close the idle connections, on the loop they belong to (``Hub.close_async``
+        closes the serving loop's resources by this name)."""
         self._closed = True
         idle, self._idle = self._idle, []
         for conn, _ in idle:
             await _discard(conn)
-
-    async def close_async(self) -> None:
-        """``Hub.close_async`` closes what belongs to the serving loop by this name."""
-        await self.close()
 
     async def _checkout(self) -> psycopg.AsyncConnection[Any]:
         while self._idle:

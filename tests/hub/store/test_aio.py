@@ -39,7 +39,7 @@ def test_a_read_is_one_statement_outside_a_transaction(pg_engine: Engine) -> Non
             [(again, _)] = await reader.rows(BACKEND, {})
             return pid, own_snapshot, again
         finally:
-            await reader.close()
+            await reader.close_async()
 
     pid, own_snapshot, again = asyncio.run(run())
     # In a transaction now() is its start, older than the statement: equal only outside one.
@@ -56,7 +56,7 @@ def test_a_connection_that_died_while_idle_is_replaced_before_use(pg_engine: Eng
             [(fresh, _)] = await reader.rows(BACKEND, {})  # pinged, replaced: no failure
             return dead, fresh
         finally:
-            await reader.close()
+            await reader.close_async()
 
     dead, fresh = asyncio.run(run())
     assert fresh != dead
@@ -74,7 +74,7 @@ def test_a_statement_on_a_dead_connection_is_unavailable_once(pg_engine: Engine)
             [(fresh, _)] = await reader.rows(BACKEND, {})  # the dead one was discarded
             return dead, fresh
         finally:
-            await reader.close()
+            await reader.close_async()
 
     dead, fresh = asyncio.run(run())
     assert fresh != dead

@@ -1,4 +1,4 @@
-"""A holder's view as the bytes the holder cache keeps (``certhub.hub.app.HolderCache``)."""
+"""A holder's view as the bytes the holder cache keeps (``certhub.hub.caching.HolderScopes``)."""
 
 from __future__ import annotations
 

@@ -75,7 +75,7 @@ def test_the_event_loop_reads_the_same_view(engine: Engine, world: DemoWorld) ->
                 await intake.read_holder_view(reader, "USCC:nobody"),
             )
         finally:
-            await reader.close()
+            await reader.close_async()
 
     view, empty = asyncio.run(read())
     assert view == expected
