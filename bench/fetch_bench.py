@@ -542,41 +542,61 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def throughput(args: argparse.Namespace, world: DemoWorld, work: Path) -> dict[str, Figures]:
-    _say(f"populating {args.scale:,} certificates")
-    dep = prepare(args.db, world, args.scale, work / "main")
-    rng = random.Random(1)
-    hot = rng.sample(range(dep.holders), min(HOT_HOLDERS, dep.holders))
-    requests = fetch_requests(world, hot)
-    load = {
+def _hot_load(args: argparse.Namespace, world: DemoWorld, dep: Deployment) -> dict[str, Any]:
+    """``run_load``'s arguments for fetches of the hot holders, the same in every mode."""
+    hot = random.Random(1).sample(range(dep.holders), min(HOT_HOLDERS, dep.holders))
+    return {
         "dep": dep,
-        "requests": requests,
+        "requests": fetch_requests(world, hot),
         "concurrency": args.concurrency,
         "processes": args.client_processes,
         "warmup": args.warmup,
         "duration": args.duration,
     }
+
+
+def _warm_fetches(
+    hub: Server, args: argparse.Namespace, key: str, label: str, port: int, load: dict[str, Any]
+) -> Figures:
+    """Every hot holder fetched once before the clock starts (the cache is warm), then the
+    measured (and, with --profile, profiled) load."""
+    address = f"127.0.0.1:{port}"
+    run_load("(warming: each holder once)", address=address, method=FETCH_METHOD,
+             one_pass=True, **{**load, "warmup": 0.0})  # fmt: skip
+    return profiled_load(hub, args, key, label, address=address, method=FETCH_METHOD, **load)
+
+
+def _echoes(
+    dep: Deployment, workers: int, out: dict[str, Figures], reply_bytes: int, work: Path,
+    load: dict[str, Any],
+) -> None:  # fmt: skip
+    """The baseline: the faster of an empty synchronous and an empty grpc.aio server, with
+    ``workers`` processes, both kept in ``out`` (and the faster as ``out["echo"]``)."""
+    for kind in ("sync", "aio"):
+        port = _free_port()
+        echo = start_echo(dep, port, workers, reply_bytes, work / f"echo-{kind}.log", kind=kind)
+        try:
+            out[f"echo-{kind}"] = run_load(f"echo (empty {kind} gRPC server, {workers} process"
+                                           f"{'es' if workers > 1 else ''})",
+                                           address=f"127.0.0.1:{port}", method=ECHO_METHOD,
+                                           server=echo, **load)  # fmt: skip
+        finally:
+            echo.stop()
+    out["echo"] = max(out["echo-sync"], out["echo-aio"], key=lambda f: f.rps)
+
+
+def throughput(args: argparse.Namespace, world: DemoWorld, work: Path) -> dict[str, Figures]:
+    _say(f"populating {args.scale:,} certificates")
+    dep = prepare(args.db, world, args.scale, work / "main")
+    load = _hot_load(args, world, dep)
     out: dict[str, Figures] = {}
     try:
         prefix = f"bench{uuid.uuid4().hex[:8]}"
         port = _free_port()
-        hub = start_hub(
-            dep,
-            port,
-            args.workers,
-            "--redis",
-            args.redis,
-            "--cache-prefix",
-            prefix,
-            log=work / "hub-warm.log",
-        )
+        hub = start_hub(dep, port, args.workers, "--redis", args.redis, "--cache-prefix", prefix,
+                        log=work / "hub-warm.log")  # fmt: skip
         try:
-            address = f"127.0.0.1:{port}"
-            # Every hot holder fetched once before the clock starts: the cache is warm.
-            run_load("(warming: each holder once)", address=address, method=FETCH_METHOD,
-                     one_pass=True, **{**load, "warmup": 0.0})  # fmt: skip
-            out["warm"] = profiled_load(hub, args, "warm", "fetch, warm cache (Redis)",
-                                        address=address, method=FETCH_METHOD, **load)  # fmt: skip
+            out["warm"] = _warm_fetches(hub, args, "warm", "fetch, warm cache (Redis)", port, load)
         finally:
             hub.stop()
         port = _free_port()
@@ -587,19 +607,7 @@ def throughput(args: argparse.Namespace, world: DemoWorld, work: Path) -> dict[s
                                        **load)  # fmt: skip
         finally:
             hub.stop()
-        # The baseline is the faster of an empty synchronous and an empty grpc.aio server.
-        for kind in ("sync", "aio"):
-            port = _free_port()
-            echo = start_echo(dep, port, args.workers, out["warm"].reply_bytes,
-                              work / f"echo-{kind}.log", kind=kind)  # fmt: skip
-            try:
-                out[f"echo-{kind}"] = run_load(f"echo (empty {kind} gRPC server)",
-                                               address=f"127.0.0.1:{port}",
-                                               method=ECHO_METHOD, server=echo,
-                                               **load)  # fmt: skip
-            finally:
-                echo.stop()
-        out["echo"] = max(out["echo-sync"], out["echo-aio"], key=lambda f: f.rps)
+        _echoes(dep, args.workers, out, out["warm"].reply_bytes, work, load)
     finally:
         if not args.keep:
             drop(args.db, dep.db_url)
@@ -611,38 +619,16 @@ def embedded(args: argparse.Namespace, world: DemoWorld, work: Path) -> dict[str
     holder cache is the process's memory), against one-process echo servers."""
     _say(f"populating {args.scale:,} certificates (SQLite in the data dir)")
     dep = prepare(EMBEDDED, world, args.scale, work / "embedded")
-    rng = random.Random(1)
-    hot = rng.sample(range(dep.holders), min(HOT_HOLDERS, dep.holders))
-    load = {
-        "dep": dep,
-        "requests": fetch_requests(world, hot),
-        "concurrency": args.concurrency,
-        "processes": args.client_processes,
-        "warmup": args.warmup,
-        "duration": args.duration,
-    }
+    load = _hot_load(args, world, dep)
     out: dict[str, Figures] = {}
     port = _free_port()
     hub = start_hub(dep, port, 1, log=work / "hub-embedded.log")
     try:
-        address = f"127.0.0.1:{port}"
-        run_load("(warming: each holder once)", address=address, method=FETCH_METHOD,
-                 one_pass=True, **{**load, "warmup": 0.0})  # fmt: skip
-        out["embedded"] = profiled_load(hub, args, "embedded", "fetch, embedded (SQLite, 1)",
-                                        address=address, method=FETCH_METHOD, **load)  # fmt: skip
+        out["embedded"] = _warm_fetches(hub, args, "embedded", "fetch, embedded (SQLite, 1)",
+                                        port, load)  # fmt: skip
     finally:
         hub.stop()
-    for kind in ("sync", "aio"):
-        port = _free_port()
-        echo = start_echo(dep, port, 1, out["embedded"].reply_bytes,
-                          work / f"echo-{kind}.log", kind=kind)  # fmt: skip
-        try:
-            out[f"echo-{kind}"] = run_load(f"echo (empty {kind} gRPC server, 1 process)",
-                                           address=f"127.0.0.1:{port}", method=ECHO_METHOD,
-                                           server=echo, **load)  # fmt: skip
-        finally:
-            echo.stop()
-    out["echo"] = max(out["echo-sync"], out["echo-aio"], key=lambda f: f.rps)
+    _echoes(dep, 1, out, out["embedded"].reply_bytes, work, load)
     return out
 
 
