@@ -4,13 +4,17 @@ the documented example, shipped inside the package so an installed wheel has it 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import functools
 import getpass
 import importlib.resources
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from certhub.hub.audit.log import AuditLog, AuditLogKeys
@@ -40,7 +44,12 @@ def register(subparsers: Any) -> None:
         "problem is printed with its line. Running hubs pick the new registry up within a second.",
     )
     apply.add_argument("file", type=Path)
-    apply.add_argument("--check", action="store_true", help="only validate; change nothing")
+    apply.add_argument(
+        "--check",
+        action="store_true",
+        help="validate, and where the deployment's database exists say what applying would do "
+        "(its version, warnings, refusals); change nothing",
+    )
     apply.add_argument(
         "--trust-again",
         action="append",
@@ -130,10 +139,10 @@ def run_apply(args: argparse.Namespace) -> int:
         f"{len(registry.principals)} principals"
         + (", accept_legacy_uscc on" if registry.settings.accept_legacy_uscc else "")
     )
-    if args.check:
-        print(f"{args.file}: valid ({summary})")
-        return 0
     config = config_from(args)
+    if args.check and not _has_database(config):
+        print(f"{args.file}: valid ({summary}; no database to compare it with)")
+        return 0
     engine = open_engine(config)
     try:
         problem = schema_problem(engine)
@@ -141,8 +150,11 @@ def run_apply(args: argparse.Namespace) -> int:
             raise CommandError(problem)
         sessions = make_session_factory(engine)
         auditor = _auditor(args, config, sessions) if args.trust_again else None
+        # --check applies it in a transaction that is rolled back: the same refusals and
+        # warnings as the real thing, and nothing changes.
+        scope = _rolled_back if args.check else functools.partial(session_scope, write=True)
         try:
-            with session_scope(sessions, write=True) as session:
+            with scope(sessions) as session:
                 stranded = stranded_certificates(session, registry)
                 version, _, changed = apply_registry(
                     session,
@@ -152,12 +164,37 @@ def run_apply(args: argparse.Namespace) -> int:
                     auditor=auditor,
                 )
         except FailedPrecondition as e:
-            raise CommandError(f"{args.file} not applied; nothing changed: {e.message}") from e
+            verb = "would not be applied" if args.check else "not applied; nothing changed"
+            raise CommandError(f"{args.file} {verb}: {e.message}") from e
     finally:
         engine.dispose()
     # Said, not refused: the operator may mean it (a type retired on purpose).
     for warning in stranded if changed else []:
         print(f"certhub registry: warning: {warning}", file=sys.stderr)
+    if args.check:
+        state = "would be applied as version" if changed else "would change nothing; still version"
+        print(f"{args.file}: valid; {state} {version} ({summary})")
+        return 0
     state = "applied as version" if changed else "unchanged; still version"
     print(f"{args.file}: {state} {version} ({summary})")
     return 0
+
+
+def _has_database(config: HubConfig) -> bool:
+    """Whether there is a deployment's database to check a registry against: any server
+    database named, or the data dir's SQLite file (--check never creates one)."""
+    url = make_url(config.database_url)
+    if url.get_backend_name() != "sqlite":
+        return True
+    return url.database is not None and Path(url.database).is_file()
+
+
+class _DryRun(Exception):
+    """Raised at the end of a --check transaction, so that session_scope rolls it back."""
+
+
+@contextlib.contextmanager
+def _rolled_back(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    with contextlib.suppress(_DryRun), session_scope(sessions, write=True) as session:
+        yield session
+        raise _DryRun

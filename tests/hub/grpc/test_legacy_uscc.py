@@ -97,9 +97,20 @@ def test_legacy_codes_shown_and_stranding_warned(
         "certhub_reform_legacy_uscc_certificates": 1.0,
     }
 
-    # Turning the setting off strands that certificate: applied, with a warning.
+    # Turning the setting off strands that certificate: --check says so and changes nothing,
+    # then it is applied, with the same warning.
     strict = tmp_path / "strict.toml"
     strict.write_text(world.registry_toml(), encoding="utf-8")
+    running_hub.hub.registry_source.refresh()
+    version = running_hub.hub.registry_source.version
+    assert main(_cli(running_hub, "registry", "apply", "--check", str(strict))) == 0
+    checked = capsys.readouterr()
+    assert f"valid; would be applied as version {version + 1}" in checked.out
+    assert "1 stored certificates of 1 holders with a legacy USCC become unreachable" in checked.err
+    running_hub.hub.registry_source.refresh()
+    assert running_hub.hub.registry_source.version == version
+    with running_hub.client("gulou-service-centre") as window:
+        assert window.stats().accept_legacy_uscc
     assert main(_cli(running_hub, "registry", "apply", str(strict))) == 0
     err = capsys.readouterr().err
     assert (
@@ -133,6 +144,10 @@ def test_legacy_codes_shown_and_stranding_warned(
     err = capsys.readouterr().err
     assert "stored certificates of types this file no longer lists become unreachable" in err
     assert f"{licence.code} (1)" in err
-    # Applying the same file again changes nothing and warns about nothing.
+    # Applying the same file again changes nothing and warns about nothing; --check says so.
     assert main(_cli(running_hub, "registry", "apply", str(dropped))) == 0
     assert "warning" not in capsys.readouterr().err
+    assert main(_cli(running_hub, "registry", "apply", "--check", str(dropped))) == 0
+    checked = capsys.readouterr()
+    assert "valid; would change nothing; still version" in checked.out
+    assert "warning" not in checked.err

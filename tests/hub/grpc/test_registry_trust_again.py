@@ -100,6 +100,16 @@ def test_a_compromised_key_is_trusted_again_only_when_forced_and_audited(
 
     with Session(running_hub.engine) as session:
         size = session.execute(select(func.count()).select_from(AuditEntry)).scalar_one()
+    # --check says what would happen, refusal or not, and changes nothing (nor the log).
+    versions = _versions(running_hub)
+    assert _apply(running_hub, registry("active"), "--check") == 1
+    assert "would not be applied" in capsys.readouterr().err
+    assert _apply(running_hub, registry("active"), "--check", "--trust-again", kid) == 0
+    assert "valid; would be applied as version" in capsys.readouterr().out
+    assert _versions(running_hub) == versions
+    with Session(running_hub.engine) as session:
+        assert session.execute(select(func.count()).select_from(AuditEntry)).scalar_one() == size
+    assert status() == "REVOKED"
     assert _apply(running_hub, registry("active"), "--trust-again", kid) == 0
     assert status() == "VALID"
     with Session(running_hub.engine) as session:
