@@ -70,6 +70,8 @@ DEFAULT_ROWS = 100_000
 PAYLOAD_BYTES = 900
 VERIFY_SECONDS = 3.0
 MB = 1024 * 1024
+# The hub's RSS is reported at each tenth of the backfill: enough to see a slope.
+RSS_POINTS = 10
 
 
 def say(message: str) -> None:
@@ -116,12 +118,16 @@ def free_port() -> int:
 
 class PeakRss:
     """Polls /proc for the peak RSS (VmHWM, the kernel's own) of a process and of each of its
-    children (a hub's workers) until it ends, and their CPU time so far (utime + stime)."""
+    children (a hub's workers) until it ends, their CPU time so far (utime + stime), and the
+    largest one's current RSS over time (whether memory still grows with the rows, which a
+    high-water mark read at the end cannot tell)."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.peak_kb: dict[int, int] = {}
         self.cpu_ticks: dict[int, int] = {}
+        # (monotonic seconds, the largest process's VmRSS in kB), one per poll
+        self.series: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
@@ -138,6 +144,7 @@ class PeakRss:
         return [self.pid, *(int(c) for c in children)]
 
     def sample(self) -> None:
+        largest = 0
         for pid in self._pids():
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
@@ -147,8 +154,21 @@ class PeakRss:
             for line in status.splitlines():
                 if line.startswith("VmHWM:"):
                     self.peak_kb[pid] = max(self.peak_kb.get(pid, 0), int(line.split()[1]))
+                elif line.startswith("VmRSS:"):
+                    largest = max(largest, int(line.split()[1]))
             fields = stat.rsplit(")", 1)[1].split()
             self.cpu_ticks[pid] = int(fields[11]) + int(fields[12])  # utime, stime
+        self.series.append((time.monotonic(), largest))
+
+    def rss_between(self, start: float, end: float, points: int) -> list[float]:
+        """The largest process's RSS in MB at ``points`` evenly spaced moments of
+        [start, end] (monotonic seconds): the last sample at or before each."""
+        moments = [start + (end - start) * (i + 1) / points for i in range(points)]
+        found = []
+        for moment in moments:
+            before = [kb for at, kb in self.series if at <= moment]
+            found.append((before[-1] if before else 0) * 1024 / MB)
+        return found
 
     def stop(self) -> float:
         """The largest peak of the process and its children, in MB."""
@@ -242,6 +262,7 @@ def run(args: argparse.Namespace, base_url: str, tmp: Path) -> int:
             hub_rss.sample()
             hub_cpu_start = hub_rss.cpu_seconds()
             started = time.perf_counter()
+            backfill_from = time.monotonic()
             adapter = subprocess.Popen(
                 [sys.executable, "-m", "certhub.hub.cli.main", "adapter", "run", "--once",
                  "--streams", str(streams), "--config", str(files.config)],
@@ -261,6 +282,8 @@ def run(args: argparse.Namespace, base_url: str, tmp: Path) -> int:
                     spy.send_signal(signal.SIGINT)
                 spy.wait(60)
             elapsed = time.perf_counter() - started
+            hub_rss.sample()
+            hub_growth = hub_rss.rss_between(backfill_from, time.monotonic(), RSS_POINTS)
             adapter_peak = adapter_rss.stop()
             if adapter.returncode != 0:
                 raise SystemExit(f"adapter failed ({adapter.returncode})")
@@ -311,6 +334,10 @@ def run(args: argparse.Namespace, base_url: str, tmp: Path) -> int:
         f"peak RSS adapter          {adapter_peak:,.0f} MB  (< 500 MB: {_met(adapter_peak < 500)})"
     )
     print(f"peak RSS hub              {hub_peak:,.0f} MB  (< 500 MB: {_met(hub_peak < 500)})")
+    print(
+        f"hub RSS over the backfill {' '.join(f'{mb:,.0f}' for mb in hub_growth)} MB  "
+        f"(largest process, at each {100 // RSS_POINTS}% of its time)"
+    )
     return 0 if stored == args.rows + sample else 1
 
 
