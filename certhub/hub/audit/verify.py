@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 from certhub.hub.audit import reads
 from certhub.hub.audit.entry import OK, Action, format_time
 from certhub.hub.domain.identifier import lineage_of
+from certhub.hub.store.engine import stored_utc
 from certhub.hub.store.models import (
     AuditCertificate,
     AuditEntry,
@@ -175,7 +176,7 @@ class _State:
         first = self.session.execute(
             select(AuditEntry.time).where(AuditEntry.idx == covered)
         ).scalar_one()
-        age = now - _utc(first)
+        age = now - stored_utc(first)
         if age <= UNCOVERED_TAIL_GRACE:
             return covered
         newest = f"the newest checkpoint covers {covered}" if covered else "there is none"
@@ -486,7 +487,7 @@ def _check_columns(
     if not isinstance(fields, dict):
         return Problem(index, f"entry {index}: leaf is not a JSON object")
     time = columns[0]
-    if not isinstance(time, dt.datetime) or fields.get("time") != format_time(_utc(time)):
+    if not isinstance(time, dt.datetime) or fields.get("time") != format_time(stored_utc(time)):
         return Problem(index, f"entry {index}: column time disagrees with the leaf")
     for (column, key), value in zip(_INDEXED, columns[1:], strict=True):
         if fields.get(key) != value:
@@ -522,11 +523,6 @@ def _leaf_ids(leaf: bytes) -> list[str]:
         return []  # reported by _check_columns
     ids = fields.get("certificate_ids") if isinstance(fields, dict) else None
     return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
-
-
-def _utc(t: dt.datetime) -> dt.datetime:
-    # SQLite hands back the stored UTC time without its zone.
-    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
 
 
 def _push(

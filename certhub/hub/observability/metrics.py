@@ -43,7 +43,7 @@ from prometheus_client import (
 )
 from sqlalchemy import select
 
-from certhub.hub.store.engine import session_scope
+from certhub.hub.store.engine import session_scope, stored_utc
 from certhub.hub.store.models import LogCheckpoint, LogHead
 
 if TYPE_CHECKING:
@@ -431,9 +431,8 @@ class MetricsSampler:
             )
         self._m.audit_log_size.set(size or 0)
         if latest is not None:
-            if latest.tzinfo is None:  # SQLite returns naive datetimes, stored as UTC
-                latest = latest.replace(tzinfo=dt.UTC)
-            self._m.checkpoint_age.set(max(0.0, (self._clock() - latest).total_seconds()))
+            age = self._clock() - stored_utc(latest)
+            self._m.checkpoint_age.set(max(0.0, age.total_seconds()))
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -24,7 +24,7 @@ from certhub.hub.errors import HubError, InvalidArgument, NotFound
 from certhub.hub.registry import Principal, Registry, Role
 from certhub.hub.services import intake, stats
 from certhub.hub.services.cases import CST
-from certhub.hub.store.engine import session_scope
+from certhub.hub.store.engine import session_scope, stored_utc
 from certhub.hub.store.models import LogCheckpoint
 from certhub.signing import ProofError, merkle
 from certhub.signing.note import split_note
@@ -406,9 +406,7 @@ def _size_history(session: Session, size: int) -> tuple[tuple[str, int], ...]:
             .limit(1)
         ).one_or_none()
         if row is not None:
-            created = row.created_at
-            if created.tzinfo is None:
-                created = created.replace(tzinfo=dt.UTC)
+            created = stored_utc(row.created_at)
             points[int(row.size)] = created.astimezone(CST).strftime("%Y-%m-%d %H:%M")
     return tuple((t, s) for s, t in sorted(points.items()))
 
