@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.pool import PoolProxiedConnection
 
 log = logging.getLogger("certhub.store")
 
@@ -190,6 +192,80 @@ def read_scope(factory: sessionmaker[Session]) -> Iterator[Connection]:
             yield conn
         finally:
             conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """A transaction in ``pipeline_scope``: statements executed on ``conn`` are queued, not
+    waited for; ``sync`` sends what is queued and waits for the results, which the
+    statements' cursors then hold."""
+
+    conn: psycopg.Connection[Any]
+    pipeline: psycopg.Pipeline
+
+    def sync(self) -> None:
+        self.pipeline.sync()
+
+
+@contextlib.contextmanager
+def pipeline_scope(factory: sessionmaker[Session]) -> Iterator[Pipeline]:
+    """One PostgreSQL transaction in psycopg's pipeline mode on a pooled connection, for a
+    writer that needs few results: what it queues travels at each ``Pipeline.sync`` and at
+    the end, where COMMIT goes in the same round trip as everything queued before it.
+
+    The connection runs in autocommit for the scope, and the transaction is an explicit
+    BEGIN queued with the first statements: psycopg's own implicit BEGIN is a round trip of
+    its own, even in pipeline mode. A failed statement aborts the ones queued after it;
+    the first error is raised and the transaction rolled back. Errors leave as in
+    ``session_scope``: outages as ``Unavailable``, anything else as it is. PostgreSQL
+    through psycopg only (``supports_pipeline``).
+    """
+    engine = factory.kw["bind"]
+    with translate_db_errors():
+        pooled = engine.raw_connection()
+        try:
+            conn = pooled.driver_connection
+            assert isinstance(conn, psycopg.Connection)
+            conn.autocommit = True
+            try:
+                with conn.pipeline() as pipeline:
+                    conn.execute(_BEGIN)
+                    yield Pipeline(conn, pipeline)
+                    conn.execute(_COMMIT)
+            except BaseException:
+                _end_failed(pooled, conn)
+                raise
+            conn.autocommit = False  # as the pool hands connections out
+        finally:
+            pooled.close()
+
+
+_BEGIN = b"BEGIN"
+_COMMIT = b"COMMIT"
+
+
+def _end_failed(pooled: PoolProxiedConnection, conn: psycopg.Connection[Any]) -> None:
+    """Roll back what a failed pipeline left open and hand the connection back as the pool
+    expects it, or drop it if it is gone (the pool then opens a new one)."""
+    if conn.broken or conn.closed:
+        pooled.invalidate()
+        return
+    try:
+        conn.rollback()
+        conn.autocommit = False
+    except psycopg.Error:
+        pooled.invalidate()  # the caller sees the first error, not this one
+
+
+def supports_pipeline(factory: sessionmaker[Session]) -> bool:
+    """Whether ``pipeline_scope`` runs on this factory's database: PostgreSQL through
+    psycopg, with a libpq that has pipeline mode (14 or later)."""
+    engine = factory.kw["bind"]
+    return bool(
+        engine.dialect.name == "postgresql"
+        and engine.dialect.driver == "psycopg"
+        and psycopg.Pipeline.is_supported()
+    )
 
 
 # SQLite reports outages and programming errors alike as OperationalError; only these
