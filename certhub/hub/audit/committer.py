@@ -19,15 +19,16 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
+import psycopg
 from sqlalchemy import exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from certhub.hub.audit.entry import AuditRecord
 from certhub.hub.audit.log import AuditLog
 from certhub.hub.errors import HubError, Unavailable
-from certhub.hub.store.engine import session_scope
+from certhub.hub.store.engine import pipeline_scope, session_scope, supports_pipeline
 
 log = logging.getLogger("certhub.audit")
 
@@ -73,6 +74,20 @@ class Batchable(Protocol):
     def may_race(self) -> bool: ...
 
     def apply_all(self, session: Session, items: Sequence[object]) -> Sequence[object]: ...
+
+
+class Pipelined(Batchable, Protocol):
+    """A Batchable that also runs in the PostgreSQL pipeline (``certhub.hub.store.engine``), where a
+    batch of its units and audit-only units commits in two round trips, (BEGIN, the head
+    lock, the run's reads) and (the run's writes, the append, COMMIT), instead of one per
+    statement. ``queue_all`` queues the run's reads on ``conn`` and returns what the
+    committer calls once they are answered: it reads their cursors, may queue writes, and
+    returns each item's value or HubError in order, as ``apply_all`` does. Only kinds with
+    ``may_race`` False: no savepoint, and an error in a queued write fails the batch."""
+
+    def queue_all(
+        self, conn: psycopg.Connection[Any], items: Sequence[object]
+    ) -> Callable[[], Sequence[object]]: ...
 
 
 @dataclass(eq=False)
@@ -155,12 +170,35 @@ def _audit_only(unit: _Unit[object]) -> bool:
     return unit.apply is None and unit.batch is None
 
 
+def _pipelined_run(
+    batch: Sequence[_Unit[object]],
+) -> tuple[Pipelined | None, list[_Unit[object]]] | None:
+    """(kind, its units) if every unit of ``batch`` is audit-only or of one Pipelined kind
+    (the warm fetch's batches, and reads and refusals alone), else None: a batch with any
+    other unit goes through a session."""
+    kind: Batchable | None = None
+    run: list[_Unit[object]] = []
+    for unit in batch:
+        if unit.batch is None:
+            if unit.apply is not None:
+                return None
+            continue
+        if unit.batch is not kind:
+            # getattr, not isinstance on the Protocol: that checks every member on each call
+            if kind is not None or unit.batch.may_race or not hasattr(unit.batch, "queue_all"):
+                return None
+            kind = unit.batch
+        run.append(unit)
+    return cast("Pipelined | None", kind), run
+
+
 class GroupCommitter:
     """Runs units of work in batched transactions on one background thread."""
 
     def __init__(self, *, sessions: sessionmaker[Session], audit_log: AuditLog) -> None:
         self._sessions = sessions
         self._log = audit_log
+        self._pipelined = supports_pipeline(sessions)
         self._queue: queue.SimpleQueue[_Unit[object] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="audit-committer", daemon=True)
         self._stopped = False
@@ -231,16 +269,12 @@ class GroupCommitter:
             self._commit(batch)
 
     def _commit(self, batch: list[_Unit[object]]) -> None:
+        run = _pipelined_run(batch) if self._pipelined else None
         try:
-            with session_scope(self._sessions, write=True) as session:
-                # Lock the log head before the batch writes anything. Batches of two hub
-                # processes then run one after the other: upserting the same rows (a case
-                # fetched through both) in different orders, they deadlocked on PostgreSQL,
-                # which failed one batch and answered all its calls UNAVAILABLE. SQLite's
-                # IMMEDIATE transactions are serial already.
-                first = self._log.lock(session)
-                records = self._apply_batch(session, batch, first)
-                first = self._log.append(session, records)
+            if run is not None:
+                first = self._commit_pipelined(batch, *run)
+            else:
+                first = self._commit_session(batch)
         except HubError as exc:
             self._fail(batch, exc)
             return
@@ -253,6 +287,42 @@ class GroupCommitter:
             unit.audit_index = first + offset
             unit.done.set()
         _wake(batch)
+
+    def _commit_pipelined(
+        self, batch: list[_Unit[object]], kind: Pipelined | None, run: list[_Unit[object]]
+    ) -> int:
+        """``_commit_session`` for a batch of one Pipelined kind and audit-only units, on
+        PostgreSQL: the same statements in the same order, in two round trips."""
+        with pipeline_scope(self._sessions) as pipeline:
+            # Queued first, so still the transaction's first lock (see _commit_session): the
+            # server runs a pipeline's statements in order.
+            locked = self._log.queue_lock(pipeline.conn)
+            finish = kind.queue_all(pipeline.conn, [u.item for u in run]) if kind else None
+            pipeline.sync()
+            if finish is not None:
+                for unit, outcome in zip(run, finish(), strict=True):
+                    if isinstance(outcome, HubError):
+                        unit.error = outcome
+                    else:
+                        unit.value = outcome
+            records = [
+                unit.describe(None, unit.error)
+                if isinstance(unit.error, HubError)
+                else unit.describe(unit.value, None)
+                for unit in batch
+            ]
+            return self._log.queue_append(pipeline.conn, records, locked)
+
+    def _commit_session(self, batch: list[_Unit[object]]) -> int:
+        with session_scope(self._sessions, write=True) as session:
+            # Lock the log head before the batch writes anything. Batches of two hub
+            # processes then run one after the other: upserting the same rows (a case
+            # fetched through both) in different orders, they deadlocked on PostgreSQL,
+            # which failed one batch and answered all its calls UNAVAILABLE. SQLite's
+            # IMMEDIATE transactions are serial already.
+            first = self._log.lock(session)
+            records = self._apply_batch(session, batch, first)
+            return self._log.append(session, records)
 
     def _apply_batch(
         self, session: Session, batch: list[_Unit[object]], first: int

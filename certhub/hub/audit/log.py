@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from sqlalchemy import insert, select, text, update
-from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from certhub.hub.audit.entry import AuditRecord
+from certhub.hub.store.aio import CompiledRead
 from certhub.hub.store.models import AuditCertificate, AuditEntry, LogCheckpoint, LogHead, TreeNode
 from certhub.signing import merkle
 from certhub.signing.note import Checkpoint, NoteSigner
@@ -44,6 +45,17 @@ class AuditLogKeys:
     hmac_key: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """What one append writes, table by table."""
+
+    entries: list[dict[str, Any]]
+    links: list[dict[str, Any]]
+    tree: list[dict[str, Any]]
+    head: dict[str, Any]
+    checkpoint: dict[str, Any]
+
+
 class AuditLog:
     """Append entries and sign checkpoints; takes the caller's session (one transaction)."""
 
@@ -58,6 +70,42 @@ class AuditLog:
         conn = session.connection()
         locked = session.info.pop(_LOCKED_HEAD, None)
         size, packed_frontier = locked if locked is not None else self._lock_head(session)
+        rows = self._rows(records, size, packed_frontier)
+        if conn.dialect.name == "postgresql":
+            conn.execute(_POSTGRESQL_APPEND, _postgresql_params(rows))
+        else:
+            conn.execute(insert(AuditEntry), rows.entries)
+            if rows.links:
+                conn.execute(insert(AuditCertificate), rows.links)
+            conn.execute(insert(TreeNode), rows.tree)
+            conn.execute(update(LogHead).where(LogHead.id == HEAD_ID).values(**rows.head))
+            conn.execute(insert(LogCheckpoint).values(**rows.checkpoint))
+        return size
+
+    def queue_lock(self, conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
+        """``lock`` in the pipeline (``certhub.hub.store.engine.pipeline_scope``): queue it; the
+        cursor returned holds the head once the pipeline synced, for ``queue_append``."""
+        cursor = conn.cursor()
+        cursor.execute(_LOCK_HEAD_SQL, {"head_id": HEAD_ID})
+        return cursor
+
+    def queue_append(
+        self,
+        conn: psycopg.Connection[Any],
+        records: Sequence[AuditRecord],
+        locked: psycopg.Cursor[Any],
+    ) -> int:
+        """``append`` in the pipeline: queue the append of ``records`` under the head that
+        ``queue_lock`` read (synced since); return the index of the first. Caller commits."""
+        row = locked.fetchone()
+        assert row is not None  # the migration creates the row
+        size, frontier = int(row[0]), bytes(row[1])
+        conn.execute(
+            _POSTGRESQL_APPEND_SQL, _postgresql_params(self._rows(records, size, frontier))
+        )
+        return size
+
+    def _rows(self, records: Sequence[AuditRecord], size: int, packed_frontier: bytes) -> _Rows:
         frontier = _split(packed_frontier)
         leaves = [r.leaf() for r in records]
         nodes, new_frontier = merkle.append_leaves(
@@ -65,7 +113,6 @@ class AuditLog:
         )
         new_size = size + len(records)
         root = merkle.root_from_frontier(new_size, new_frontier)
-
         entries = [
             {
                 "idx": size + i,
@@ -95,18 +142,7 @@ class AuditLog:
             "note": signed.note,
             "created_at": dt.datetime.now(dt.UTC),
         }
-        if conn.dialect.name == "postgresql":
-            _write_postgresql(
-                conn, entries=entries, links=links, tree=tree, head=head, checkpoint=checkpoint
-            )
-        else:
-            conn.execute(insert(AuditEntry), entries)
-            if links:
-                conn.execute(insert(AuditCertificate), links)
-            conn.execute(insert(TreeNode), tree)
-            conn.execute(update(LogHead).where(LogHead.id == HEAD_ID).values(**head))
-            conn.execute(insert(LogCheckpoint).values(**checkpoint))
-        return size
+        return _Rows(entries=entries, links=links, tree=tree, head=head, checkpoint=checkpoint)
 
     def lock(self, session: Session) -> int:
         """Lock the log head now, before the transaction writes anything else; the
@@ -178,46 +214,41 @@ VALUES (:size, :root, :note, :created_at)
 )
 
 
-def _write_postgresql(
-    conn: Connection,
-    *,
-    entries: list[dict[str, Any]],
-    links: list[dict[str, Any]],
-    tree: list[dict[str, Any]],
-    head: dict[str, Any],
-    checkpoint: dict[str, Any],
-) -> None:
-    conn.execute(
-        _POSTGRESQL_APPEND,
-        {
-            "entries": json.dumps(
-                [
-                    {
-                        "idx": e["idx"],
-                        "leaf": e["leaf"].hex(),
-                        "time": e["time"].isoformat(),
-                        "principal": e["principal"],
-                        "action": e["action"],
-                        "outcome": e["outcome"],
-                        "holder": e["holder_commitment"],
-                        "item": e["service_item_code"],
-                        "case": e["case_number"],
-                    }
-                    for e in entries
-                ]
-            ),
-            "links": json.dumps(links),
-            "nodes": json.dumps(
-                [{"level": n["level"], "idx": n["idx"], "hash": n["hash"].hex()} for n in tree]
-            ),
-            "head_id": HEAD_ID,
-            "size": head["size"],
-            "root": head["root"],
-            "frontier": head["frontier"],
-            "note": checkpoint["note"],
-            "created_at": checkpoint["created_at"],
-        },
-    )
+def _postgresql_params(rows: _Rows) -> dict[str, Any]:
+    return {
+        "entries": json.dumps(
+            [
+                {
+                    "idx": e["idx"],
+                    "leaf": e["leaf"].hex(),
+                    "time": e["time"].isoformat(),
+                    "principal": e["principal"],
+                    "action": e["action"],
+                    "outcome": e["outcome"],
+                    "holder": e["holder_commitment"],
+                    "item": e["service_item_code"],
+                    "case": e["case_number"],
+                }
+                for e in rows.entries
+            ]
+        ),
+        "links": json.dumps(rows.links),
+        "nodes": json.dumps(
+            [{"level": n["level"], "idx": n["idx"], "hash": n["hash"].hex()} for n in rows.tree]
+        ),
+        "head_id": HEAD_ID,
+        "size": rows.head["size"],
+        "root": rows.head["root"],
+        "frontier": rows.head["frontier"],
+        "note": rows.checkpoint["note"],
+        "created_at": rows.checkpoint["created_at"],
+    }
+
+
+# The same statements rendered once for psycopg (%(name)s parameters), for the group
+# commit's pipelined path, which runs them on the raw connection.
+_LOCK_HEAD_SQL = CompiledRead(_LOCK_HEAD).sql
+_POSTGRESQL_APPEND_SQL = CompiledRead(_POSTGRESQL_APPEND).sql
 
 
 def _split(packed: bytes) -> list[bytes]:

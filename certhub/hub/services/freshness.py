@@ -36,6 +36,7 @@ __all__ = [
     "read_version",
     "read_version_async",
     "stale_holders",
+    "superseded",
 ]
 
 # What a checked fetch unit's value is when its cached view was superseded.
@@ -89,5 +90,10 @@ def current_versions(session: Session, holder_keys: Collection[str]) -> dict[str
 def stale_holders(session: Session, views: Mapping[str, int]) -> set[str]:
     """Of ``views`` (holder key -> the counter a cached view was read at), those whose
     holder has changed since."""
-    now = current_versions(session, views.keys())
+    return superseded(views, current_versions(session, views.keys()))
+
+
+def superseded(views: Mapping[str, int], now: Mapping[str, int]) -> set[str]:
+    """Of ``views`` (holder key -> the counter a cached view was read at), those whose
+    counter ``now`` (as ``current_versions`` reads it) has moved past."""
     return {key for key, seen in views.items() if now.get(key, 0) > seen}

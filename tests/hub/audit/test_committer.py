@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from typing import Any
 
-from sqlalchemy import event, select
+import pytest
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from support import statements
 
 from certhub.hub.audit.committer import GroupCommitter, Pending
 from certhub.hub.audit.entry import OK, Action, AuditRecord
-from certhub.hub.services import intake
-from certhub.hub.store.models import AuditEntry, Case
+from certhub.hub.errors import Unavailable
+from certhub.hub.services import freshness, intake
+from certhub.hub.store.engine import make_session_factory, session_scope
+from certhub.hub.store.models import CODE_WIDTH, AuditEntry, Case
 
 NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
 ITEM = "350102-0003"
@@ -69,24 +72,12 @@ def test_cases_between_reads_are_one_upsert_and_entries_keep_their_order(
         else:
             pending.append(_case_unit(committer, case, served=n % 5 == 0))
             expected.append((case, "fetch"))
-    upserts: list[str] = []
-    savepoints: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        text = statement.lstrip().upper()
-        if text.startswith("INSERT INTO CASES"):
-            upserts.append(statement)
-        if text.startswith("SAVEPOINT"):
-            savepoints.append(statement)
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with statements.recorded(engine) as seen:
         release.set()
         first.result()
         indices = [p.result().audit_index for p in pending]
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
-
+    upserts = [s for s in seen if s.lstrip().upper().startswith("INSERT INTO CASES")]
+    savepoints = [s for s in seen if s.lstrip().upper().startswith("SAVEPOINT")]
     assert len(upserts) == 1, f"{len(upserts)} case upserts for one batch"
     assert savepoints == [], "a run of upserts that cannot race took a savepoint"
     assert indices == sorted(indices)
@@ -104,20 +95,97 @@ def test_cases_between_reads_are_one_upsert_and_entries_keep_their_order(
 
 
 def test_a_case_once_served_stays_served(engine: Engine, committer: GroupCommitter) -> None:
-    statements: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        statements.append(statement.lstrip().upper())
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
+    with statements.recorded(engine) as seen:
         _case_unit(committer, "K-1", served=True).result()
         _case_unit(committer, "K-1", served=False).result()
         _case_unit(committer, "K-2", served=False).result()
         _case_unit(committer, "K-2", served=True).result()
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-    assert not [s for s in statements if s.startswith("SAVEPOINT")], "a lone case took one"
+    assert not [s for s in seen if s.lstrip().upper().startswith("SAVEPOINT")], (
+        "a lone case took one"
+    )
     with engine.connect() as conn:
         cases = dict(conn.execute(select(Case.case_number, Case.served)).all())
     assert cases == {"K-1": True, "K-2": True}
+
+
+def _view_unit(
+    committer: GroupCommitter, holder_key: str, seen: int, case: str
+) -> Pending[str | None]:
+    unit = intake.FetchUnit(
+        case=(intake.Purpose(ITEM, case), True, NOW), cached_view=(holder_key, seen)
+    )
+    return committer.submit(
+        lambda s: intake.FETCH_BATCH.apply_all(s, [unit])[0],
+        lambda _v, _e: _entry(case, Action.FETCH),
+        batch=intake.FETCH_BATCH,
+        item=unit,
+    )
+
+
+def test_a_superseded_cached_view_is_stale_and_its_case_waits(
+    engine: Engine, committer: GroupCommitter
+) -> None:
+    """The warm fetch's batch (on PostgreSQL the pipelined one): a view read before its
+    holder moved is reported stale, its case is left to the retry; a current one is not."""
+    with session_scope(make_session_factory(engine), write=True) as session:
+        freshness.bump(session, ["moved", "kept"])  # both at 1
+        freshness.bump(session, ["moved"])  # moved to 2
+    stale = _view_unit(committer, "moved", 1, "C-STALE")
+    fresh = _view_unit(committer, "kept", 1, "C-FRESH")
+    assert stale.result().value == freshness.STALE
+    assert fresh.result().value is None
+    with engine.connect() as conn:
+        cases = set(conn.execute(select(Case.case_number)).scalars())
+    assert cases == {"C-FRESH"}
+
+
+def test_the_head_lock_is_the_batch_first_statement(
+    engine: Engine, committer: GroupCommitter
+) -> None:
+    """On PostgreSQL the warm fetch's batch runs pipelined: still the head lock before
+    anything else, then one check of the views, the cases, the append and COMMIT."""
+    with statements.recorded(engine) as seen:
+        _view_unit(committer, "someone", 0, "C-1").result()
+    sent = [" ".join(s.split()).upper() for s in seen]
+    sent = [s for s in sent if s not in ("BEGIN", "BEGIN IMMEDIATE")]
+    assert sent[0].startswith("SELECT SIZE, FRONTIER FROM LOG_HEAD"), sent
+    assert sum("FROM HOLDER_STATES" in s for s in sent) == 1, sent
+    assert sum(s.startswith("INSERT INTO CASES") for s in sent) == 1, sent
+
+
+@pytest.mark.parametrize("path", ["pipelined", "session"])
+def test_a_batch_that_fails_in_the_database_commits_nothing(
+    engine: Engine, committer: GroupCommitter, path: str
+) -> None:
+    """A statement failing in a batch (a case number longer than its column, which only
+    PostgreSQL enforces) fails every unit of it with COMMIT_FAILED and writes nothing,
+    whichever path the batch took; the next batch commits on a connection left clean."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite does not enforce the column's width")
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold(_session: Session) -> None:
+        holding.set()
+        release.wait(WAIT_SECONDS)
+
+    # The first unit holds the committer, so the doomed ones queue into one batch.
+    first = committer.submit(hold, lambda _v, _e: _entry("HOLD", Action.FETCH))
+    assert holding.wait(WAIT_SECONDS)
+    too_long = "C" * (CODE_WIDTH * 2 + 1)
+    doomed = [_case_unit(committer, too_long, served=True)]
+    if path == "session":  # a unit that applies something of its own: no pipeline
+        doomed.append(committer.submit(lambda _s: None, lambda _v, _e: _entry("X", Action.GET)))
+    release.set()
+    held = first.result()
+    for pending in doomed:
+        with pytest.raises(Unavailable) as raised:
+            pending.result()
+        assert raised.value.reason == "COMMIT_FAILED"
+    after = _case_unit(committer, "C-AFTER", served=True).result()
+    assert after.audit_index == held.audit_index + 1
+    with engine.connect() as conn:
+        logged = conn.execute(select(func.count()).select_from(AuditEntry)).scalar_one()
+        cases = set(conn.execute(select(Case.case_number)).scalars())
+    assert logged == after.audit_index + 1
+    assert cases == {"C-AFTER"}

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, select
 from sqlalchemy.engine import Engine
+from support import statements
 from support.loop import LoopThread
 from support.redis_server import RedisServer
 
@@ -131,22 +132,17 @@ def _cache(deployment: Deployment) -> HolderScopes:
 
 @contextlib.contextmanager
 def _statements(deployment: Deployment, engine: Engine) -> Iterator[list[str]]:
-    """Every SQL statement the hub sends while the block runs: the engine's, and on
-    PostgreSQL its event loop's reads (hub.store.aio), which bypass the engine."""
-    seen: list[str] = []
+    """Every SQL statement the hub sends while the block runs: the engine's (the group
+    commit's pipelined ones included), and on PostgreSQL its event loop's reads
+    (hub.store.aio), which bypass the engine."""
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement)
+    with statements.recorded(engine) as seen:
 
-    async def read(sql: str) -> None:
-        seen.append(sql)
+        async def read(sql: str) -> None:
+            seen.append(sql)
 
-    event.listen(engine, "before_cursor_execute", record)
-    try:
         with _reads_on_the_loop(deployment, read):
             yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
 
 @contextlib.contextmanager

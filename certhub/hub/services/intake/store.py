@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
+import psycopg
 from sqlalchemy import Table, bindparam, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
@@ -134,6 +134,24 @@ def record_cases(session: Session, cases: Sequence[tuple[Purpose, bool, dt.datet
     ``served`` only ever goes from False to True. One statement per group-commit batch
     instead of a savepoint and an upsert per fetch (three round trips each, on the single
     commit thread)."""
+    rows = _case_rows(cases)
+    if not rows:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(store_postgresql.RECORD_CASES, store_postgresql.record_cases_params(rows))
+        return
+    # Core, not the ORM: its per-row insert bookkeeping cost more than the statement.
+    table = cast("Table", Case.__table__)
+    stmt = sqlite.insert(table).values(list(rows.values()))
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["case_number"],
+        set_={"served": True},
+        where=stmt.excluded.served & ~table.c.served,
+    )
+    session.execute(stmt)
+
+
+def _case_rows(cases: Sequence[tuple[Purpose, bool, dt.datetime]]) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for purpose, served, now in cases:
         row = rows.get(purpose.case_number)
@@ -146,21 +164,7 @@ def record_cases(session: Session, cases: Sequence[tuple[Purpose, bool, dt.datet
             }
         else:  # one statement may not touch a row twice: merge repeats of a case first
             row["served"] = row["served"] or served
-    if not rows:
-        return
-    if session.get_bind().dialect.name == "postgresql":
-        document = [dict(r, first_fetch_at=r["first_fetch_at"].isoformat()) for r in rows.values()]
-        session.execute(store_postgresql.RECORD_CASES, {"rows": json.dumps(document)})
-        return
-    # Core, not the ORM: its per-row insert bookkeeping cost more than the statement.
-    table = cast("Table", Case.__table__)
-    stmt = sqlite.insert(table).values(list(rows.values()))
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["case_number"],
-        set_={"served": True},
-        where=stmt.excluded.served & ~table.c.served,
-    )
-    session.execute(stmt)
+    return rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +201,31 @@ class FetchBatch:
             [u.case for u, value in zip(units, values, strict=True) if u.case and value is None],
         )
         return values
+
+    def queue_all(
+        self, conn: psycopg.Connection[Any], items: Sequence[object]
+    ) -> Callable[[], list[str | None]]:
+        """``apply_all`` in the committer's pipeline on PostgreSQL: the views' check is
+        queued with the head lock, the cases' upsert after its answer, with the append."""
+        units = cast("list[FetchUnit]", items)
+        views = dict(u.cached_view for u in units if u.cached_view is not None)
+        read = store_postgresql.queue_versions(conn, views.keys()) if views else None
+
+        def finish() -> list[str | None]:
+            now = store_postgresql.versions(read) if read is not None else {}
+            stale = freshness.superseded(views, now)
+            values = [
+                freshness.STALE if u.cached_view is not None and u.cached_view[0] in stale else None
+                for u in units
+            ]
+            rows = _case_rows(
+                [u.case for u, value in zip(units, values, strict=True) if u.case and value is None]
+            )
+            if rows:
+                store_postgresql.queue_record_cases(conn, rows)
+            return values
+
+        return finish
 
 
 FETCH_BATCH = FetchBatch()

@@ -4,7 +4,14 @@ JSON document, so the statement is compiled once.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import psycopg
 from sqlalchemy import text
+
+from certhub.hub.store.aio import CompiledRead
 
 # The same upsert as one fixed text with the rows as a JSON document: the multi-row
 # statement's text varies with the batch, and compiling it each time cost more than the
@@ -19,3 +26,36 @@ ON CONFLICT (case_number) DO UPDATE SET served = true
 WHERE excluded.served AND NOT cases.served
 """
 )
+
+
+# The two statements on psycopg's raw connection, for the group commit's pipelined path
+# (certhub.hub.audit.committer.Pipelined): rendered once, as the fetch's reads are.
+_RECORD_CASES_SQL = CompiledRead(RECORD_CASES).sql
+# The counters of a batch's cached views (certhub.hub.services.freshness.current_versions).
+_VERSIONS_SQL = "SELECT holder_key, version FROM holder_states WHERE holder_key = ANY(%(keys)s)"
+
+
+def queue_versions(
+    conn: psycopg.Connection[Any], holder_keys: Collection[str]
+) -> psycopg.Cursor[Any]:
+    """Queue the read of ``holder_keys``' counters; ``versions`` takes its result."""
+    cursor = conn.cursor()
+    cursor.execute(_VERSIONS_SQL, {"keys": list(holder_keys)})
+    return cursor
+
+
+def versions(cursor: psycopg.Cursor[Any]) -> dict[str, int]:
+    return {str(key): int(version) for key, version in cursor.fetchall()}
+
+
+def queue_record_cases(
+    conn: psycopg.Connection[Any], rows: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """Queue ``RECORD_CASES`` for ``rows`` (case number -> row, as ``record_cases`` merges
+    them)."""
+    conn.execute(_RECORD_CASES_SQL, record_cases_params(rows))
+
+
+def record_cases_params(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    document = [dict(r, first_fetch_at=r["first_fetch_at"].isoformat()) for r in rows.values()]
+    return {"rows": json.dumps(document)}
