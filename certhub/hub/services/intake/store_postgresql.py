@@ -9,9 +9,11 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 import psycopg
-from sqlalchemy import text
+from sqlalchemy import String, any_, bindparam, select, text
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from certhub.hub.store.aio import CompiledRead
+from certhub.hub.store.models import HolderState
 
 # The same upsert as one fixed text with the rows as a JSON document: the multi-row
 # statement's text varies with the batch, and compiling it each time cost more than the
@@ -31,8 +33,13 @@ WHERE excluded.served AND NOT cases.served
 # The two statements on psycopg's raw connection, for the group commit's pipelined path
 # (certhub.hub.audit.committer.Pipelined): rendered once, as the fetch's reads are.
 _RECORD_CASES_SQL = CompiledRead(RECORD_CASES).sql
-# The counters of a batch's cached views (certhub.hub.services.freshness.current_versions).
-_VERSIONS_SQL = "SELECT holder_key, version FROM holder_states WHERE holder_key = ANY(%(keys)s)"
+# The counters of a batch's cached views (certhub.hub.services.freshness.current_versions),
+# the key list as one array parameter, so the text is the same for every batch.
+_VERSIONS_SQL = CompiledRead(
+    select(HolderState.holder_key, HolderState.version).where(
+        HolderState.holder_key == any_(bindparam("keys", type_=ARRAY(String)))
+    )
+).sql
 
 
 def queue_versions(
