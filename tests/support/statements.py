@@ -1,5 +1,5 @@
 """Every statement an engine's connections send, including the group commit's pipelined
-ones on PostgreSQL (hub.store.engine.pipeline_scope), which run on the raw psycopg
+ones on PostgreSQL (certhub.hub.store.engine.pipeline_scope), which run on the raw psycopg
 connection and so never reach SQLAlchemy's cursor events."""
 
 from __future__ import annotations

@@ -22,10 +22,10 @@ import grpc
 import pytest
 from joserfc import jws
 from joserfc.jwk import KeySet
-from sqlalchemy import event
 from support.hubs import RunningHub
 from support.probes import audit_row, audit_size
 from support.shared_hub import DATABASES, next_serial, serving_hub
+from support.statements import recorded
 
 from certhub.core.rpc.client import HubClientError
 from certhub.hub.casework import Casework
@@ -193,16 +193,9 @@ def test_an_unchanged_status_list_is_served_without_recomputing_it(
         exported = app.export_credential(licence, id_type="RESIDENT_ID", holder_id=holder.holder.id)
     path = exported.status_list_credential.removeprefix(ISSUER)
     first = _get(running, console, path)[2]
-    statements: list[str] = []
-
-    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        statements.append(statement)
-
-    event.listen(running.engine, "before_cursor_execute", seen)
-    try:
+    # Every statement, the group commit's pipelined ones on PostgreSQL included.
+    with recorded(running.engine) as statements:
         again = _get(running, console, path)[2]
-    finally:
-        event.remove(running.engine, "before_cursor_execute", seen)
     assert again == first
     assert statements, "the generation was read"
     assert not [s for s in statements if "credential_status" in s]
