@@ -3,7 +3,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime
+import itertools
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -124,6 +126,7 @@ MALFORMED: list[tuple[str, bytes, str]] = [
     ("payload-length", _envelope_json(payload="abcde"), "'payload' is not valid base64"),
     ("payload-pad", _envelope_json(payload="abcde="), "'payload' is not valid base64"),
     ("payload-inner-pad", _envelope_json(payload="ab==cd=="), "'payload' is not valid base64"),
+    ("payload-not-ascii", _envelope_json(payload="abé="), "'payload' is not valid base64"),
     ("no-signatures", _envelope_json(signatures=None), "missing field 'signatures'"),
     ("signatures-object", _envelope_json(signatures={}), "'signatures' must be an array"),
     ("signatures-empty", _envelope_json(signatures=[]), "'signatures' is empty"),
@@ -158,6 +161,21 @@ MALFORMED: list[tuple[str, bytes, str]] = [
         b'{"payloadType":"a","payloadType":"b","payload":"","signatures":[]}',
         "'payloadType' appears more than once",
     ),
+    (
+        "duplicate-member-in-signature",
+        _envelope_json(signatures=[{"keyid": "k", "sig": "c2ln"}]).replace(
+            b'"keyid": "k"', b'"keyid": "k", "keyid": "j"'
+        ),
+        "'keyid' appears more than once",
+    ),
+    (
+        # The first member that comes again is named, not the first that has a twin.
+        "duplicate-members-first-repeat",
+        b'{"payload":"","payloadType":"a","payloadType":"b","payload":"","signatures":[]}',
+        "'payloadType' appears more than once",
+    ),
+    # json.loads's own refusal, kept by the decoder the parser builds once.
+    ("bom", b"\xef\xbb\xbf" + _envelope_json(), "Unexpected UTF-8 BOM"),
     ("too-big", b" " * (MAX_ENVELOPE_BYTES + 1), "exceeds the limit"),
 ]
 
@@ -182,6 +200,48 @@ def test_envelope_at_the_size_limit_parses() -> None:
     padded = data[:-1] + b" " * (MAX_ENVELOPE_BYTES - len(data)) + b"}"
     assert len(padded) == MAX_ENVELOPE_BYTES
     assert parse_envelope(padded).payload == PAYLOAD
+
+
+def _reference_base64(value: str) -> bytes | str:
+    """The DSSE base64 rules as the parser states them (standard or URL-safe alphabet, not
+    mixed, padded or not), without its shortcut for padded standard text: the decoded
+    bytes, or the parser's message."""
+    where = "envelope: field 'payload' is not valid base64"
+    if re.fullmatch(r"[A-Za-z0-9+/]*={0,2}", value):
+        standard = value
+    elif re.fullmatch(r"[A-Za-z0-9\-_]*={0,2}", value):
+        standard = value.replace("-", "+").replace("_", "/")
+    else:
+        return f"{where} (characters outside the standard or URL-safe alphabet, or a mix of both)"
+    unpadded = standard.rstrip("=")
+    if len(unpadded) % 4 == 1 or (unpadded != standard and len(standard) % 4 != 0):
+        return f"{where} (bad length)"
+    return base64.b64decode(unpadded + "=" * (-len(unpadded) % 4), validate=True)
+
+
+def _parsed_payload(value: str) -> bytes | str:
+    try:
+        return parse_envelope(_envelope_json(payload=value)).payload
+    except MalformedEnvelope as exc:
+        return str(exc)
+
+
+def test_strict_base64_shortcut_decides_as_the_rules() -> None:
+    # parse_envelope hands text of a whole number of quads to the strict decoder first.
+    # Every string of up to two quads over a character of each kind (both alphabets,
+    # standard only, URL-safe only, padding), and of up to one over those and one of
+    # neither, must get what the rules give it, decoded bytes or message.
+    for alphabet, longest in (("A+-=", 8), ("A+-=*", 4)):
+        for length in range(longest + 1):
+            for chars in itertools.product(alphabet, repeat=length):
+                value = "".join(chars)
+                assert _parsed_payload(value) == _reference_base64(value), value
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="AZaz09+/-_=é \n", max_size=40))
+def test_base64_decoding_follows_the_rules(value: str) -> None:
+    assert _parsed_payload(value) == _reference_base64(value)
 
 
 @settings(max_examples=200, deadline=None)
