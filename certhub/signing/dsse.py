@@ -136,7 +136,7 @@ def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 # Built once: json.loads with a hook builds a new decoder and scanner on every call.
 _DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicate_keys)
-# A leading byte order mark: json.loads refuses it, a bare JSONDecoder would not notice.
+# A leading byte order mark: json.loads names it, a bare JSONDecoder says "Expecting value".
 _BOM = "\ufeff"
 
 
