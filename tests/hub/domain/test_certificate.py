@@ -297,6 +297,11 @@ def test_fields_count_is_bounded(
         (b"null", "must be a JSON object, got null"),
         (b'{"name": "a", "name": "b"}', 'duplicate key "name"'),
         (b'{"holder": {"id": "1", "id": "2"}}', 'duplicate key "id"'),
+        # The first key that comes again is named, not the first that has a twin.
+        (b'{"name": "a", "kind": "b", "kind": "c", "name": "d"}', 'duplicate key "kind"'),
+        # json.loads's own words, kept by the decoder the parser builds once.
+        (b"\xef\xbb\xbf{}", "Unexpected UTF-8 BOM"),
+        (b'{"a": [[[[]]]]}', f"deeper than {MAX_JSON_DEPTH}"),
         (b"[" * 100_000 + b"]" * 100_000, f"deeper than {MAX_JSON_DEPTH}"),
         (b'{"fields": {"a": {"b": {"c": {}}}}}', f"deeper than {MAX_JSON_DEPTH}"),
         (b'{"version": 1' + b"0" * 5000 + b"}", "is not valid JSON"),
@@ -315,6 +320,25 @@ def test_brackets_inside_strings_do_not_count_as_nesting(
 ) -> None:
     document["fields"]["备注"] = '[[[[{{{{ "quoted \\" ]]]] }}}}'
     assert parse(encode(document)).fields["备注"] == document["fields"]["备注"]
+
+
+def test_brackets_inside_unescaped_strings_do_not_count_as_nesting(
+    document: dict[str, Any], encode: Callable[[object], bytes]
+) -> None:
+    # More brackets than MAX_JSON_DEPTH in the text, none of them structure: the parser's
+    # quick count cannot clear it, the exact scan must (no backslash: its other path).
+    document["fields"]["备注"] = "[[[[{{{{ ]]]] }}}}"
+    assert parse(encode(document)).fields["备注"] == document["fields"]["备注"]
+
+
+def test_four_levels_are_not_too_deep() -> None:
+    # Exactly MAX_JSON_DEPTH levels, with and without more brackets than levels: read as
+    # JSON, refused only for what the fields say.
+    for payload in (b'{"fields": {"a": {"b": {"c": 1}}}}', b'{"a": [[[]]], "b": [[[]]]}'):
+        with pytest.raises(InvalidArgument) as exc:
+            parse(payload)
+        assert "deeper" not in exc.value.message
+        assert "payload" not in fields_of(exc)
 
 
 def test_payload_is_hashable_and_immutable(
