@@ -62,6 +62,12 @@ _MAX_QUOTED = 64
 _PILOT_USCC_FORM = re.compile(r"9[0-9A-HJ-NPQRTUWXY]35\d{4}M\d[0-9A-HJ-NPQRTUWXY]{8}")
 PILOT_USCC_FORM_TEXT = "9?35xxxxM#... (the early Fujian pilot codes, e.g. 91350100M0001TGQXM)"
 
+# IdType by value: what IdType(value) looks up, without the Enum call's machinery (every
+# push and fetch names a holder).
+_ID_TYPES: dict[str, IdType] = {t.value: t for t in IdType}
+# What str.isspace calls whitespace (re's \s is the same set in a str pattern), found in C.
+_WHITESPACE = re.compile(r"\s")
+
 _REASON_ID = "INVALID_HOLDER_ID"
 _REASON_ID_TYPE = "INVALID_HOLDER_ID_TYPE"
 
@@ -95,15 +101,14 @@ def check_holder(
     what gets committed to the audit log. The only normalisations are upper-casing (a
     resident ID's ``x`` and a USCC's letters), which cannot make two different IDs equal.
     """
-    try:
-        kind = IdType(id_type)
-    except ValueError:
+    kind = _ID_TYPES.get(id_type)
+    if kind is None:
         allowed = ", ".join(IdType)
         raise InvalidArgument.field(
             f"{field}.id_type",
             f"must be one of {allowed}, got {id_type[:_MAX_QUOTED]!r}",
             reason=_REASON_ID_TYPE,
-        ) from None
+        )
     id_field = f"{field}.id"
     if kind is IdType.RESIDENT_ID:
         return CheckedHolder(Holder(kind, _check_resident_id(raw_id, id_field)), legacy_uscc=False)
@@ -179,7 +184,7 @@ def _check_document_id(raw: str, field: str) -> str:
 
 
 def _reject_whitespace(raw: str, field: str) -> None:
-    if any(map(str.isspace, raw)):
+    if _WHITESPACE.search(raw):
         raise _bad_id(field, "contains whitespace; send the code without spaces or line breaks")
 
 

@@ -301,3 +301,20 @@ def test_any_other_uscc_check_char_fails_or_is_flagged_legacy(
     else:  # the setting admits the pilot form only
         with pytest.raises(InvalidArgument, match="admits only the pre-standard form"):
             check_holder("USCC", tampered, accept_legacy_uscc=True)
+
+
+@given(uscc_prefixes)
+def test_uscc_check_char_is_the_standard_weighted_sum(prefix: str) -> None:
+    # GB 32100-2015 as written: weights 3^i mod 31, check = 31 - (sum mod 31), 31 -> 0.
+    total = sum(USCC_ALPHABET.index(c) * pow(3, i, 31) for i, c in enumerate(prefix))
+    assert uscc_check_char(prefix) == USCC_ALPHABET[(31 - total % 31) % 31]
+
+
+def test_whitespace_is_what_str_isspace_says() -> None:
+    # Every character Python calls whitespace is refused as whitespace in a USCC, and no
+    # other (the Latin, punctuation and CJK-space ranges, and characters that look blank).
+    candidates = [*map(chr, range(0x3001)), "\u180e", "\u200b", "\u2060", "\ufeff"]
+    for c in candidates:
+        with pytest.raises(InvalidArgument) as exc:
+            check_holder("USCC", f"91350100M{c}000100Y43", accept_legacy_uscc=False)
+        assert ("whitespace" in violation(exc)[1]) == c.isspace(), repr(c)
