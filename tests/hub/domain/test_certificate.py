@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from certhub.hub.domain.certificate import (
     MAX_ATTACHMENT_BYTES,
+    MAX_FIELD_NAME_LENGTH,
     MAX_FIELD_VALUE_LENGTH,
     MAX_FIELDS,
     MAX_JSON_DEPTH,
@@ -269,6 +270,64 @@ def test_all_violations_are_collected_in_one_error(
     )
     assert exc.value.message.startswith("5 problems in the payload: ")
     assert exc.value.reason == "INVALID_PAYLOAD"
+
+
+_FACE_TEXT = st.sampled_from(
+    ["经营范围", "a", "", " ", "a ", " a", "a\nb", "\n", "a\tb", "\u3000", "a\x00", "\u200b"]
+) | st.sampled_from(["n" * MAX_FIELD_NAME_LENGTH, "n" * (MAX_FIELD_NAME_LENGTH + 1)])
+
+
+def _face_problem(name: str, value: object) -> bool:
+    """The face rules as docs state them: a name is one non-empty, printable, unpadded line
+    of at most MAX_FIELD_NAME_LENGTH; a value is a string, printable but for line breaks,
+    unpadded, of at most MAX_FIELD_VALUE_LENGTH (blank allowed)."""
+    if not name or len(name) > MAX_FIELD_NAME_LENGTH or not name.isprintable():
+        return True
+    if name != name.strip() or not isinstance(value, str):
+        return True
+    if len(value) > MAX_FIELD_VALUE_LENGTH or not value.replace("\n", "").isprintable():
+        return True
+    return value != value.strip()
+
+
+@given(
+    face=st.dictionaries(
+        _FACE_TEXT,
+        _FACE_TEXT
+        | st.sampled_from(["v" * MAX_FIELD_VALUE_LENGTH, "v" * (MAX_FIELD_VALUE_LENGTH + 1)])
+        | st.none()
+        | st.integers(),
+        max_size=6,
+    )
+)
+def test_every_face_field_is_judged_on_its_own(face: dict[str, object]) -> None:
+    # Valid faces are checked all at once, others field by field: either way, exactly the
+    # fields that break a rule are named, and a face that breaks none is read as sent.
+    document = {
+        "certificate_id": "FZ-1",
+        "type_code": "11100000000013338W011",
+        "name": "证",
+        "kind": "LICENCE",
+        "number": "1",
+        "holder": {"id_type": "PASSPORT", "id": "E12345678", "name": "John Smith"},
+        "issuer": {"code": "11430000006122244L", "name": "局"},
+        "issued_on": "2024-01-01",
+        "valid_from": "2024-01-01",
+        "valid_until": None,
+        "version": 1,
+        "fields": face,
+    }
+    bad = {name for name, value in face.items() if _face_problem(name, value)}
+    payload = json.dumps(document, ensure_ascii=False).encode()
+    if not bad:
+        assert parse(payload).fields == face
+        return
+    with pytest.raises(InvalidArgument) as exc:
+        parse(payload)
+    # Names are quoted in part: up to 64 characters, then "...".
+    quoted = (n if len(n) <= 64 else n[:64] + "..." for n in bad)
+    named = {f"payload.fields[{json.dumps(q, ensure_ascii=False)}]" for q in quoted}
+    assert set(fields_of(exc)) == named
 
 
 def test_fields_count_is_bounded(
