@@ -48,8 +48,12 @@ def _mod37_36_step(p: int, value: int) -> int:
     return (2 * t) % 37
 
 
-# [character][p] -> the next p; p stays in 1..36 (2t mod 37 is never 0 for t in 1..36), and
-# starts at 36.
+#: ISO 7064 MOD 37,36's running product before the first character.
+MOD37_36_START = 36
+# What a running product can be: 2t mod 37 is never 0 for t in 1..36.
+_MOD37_36_PRODUCTS = range(1, 37)
+
+# [character][p] -> the next p; p stays in 1..36 and starts at MOD37_36_START.
 _MOD37_36_STEPS = {
     c: tuple(_mod37_36_step(p, value) for p in range(37))
     for value, c in enumerate(MOD37_36_ALPHABET)
@@ -72,14 +76,33 @@ def uscc_check_char(first17: str) -> str:
     return USCC_ALPHABET[(_USCC_MODULUS - total % _USCC_MODULUS) % _USCC_MODULUS]
 
 
-def check_char_mod37_36(data: str) -> str:
-    """ISO 7064 MOD 37,36 check character over ``data`` (characters 0-9 A-Z)."""
+def mod37_36_product(data: str, start: int = MOD37_36_START) -> int:
+    """ISO 7064 MOD 37,36's running product after ``data`` (characters 0-9 A-Z), from
+    ``start``: carried over a prefix that many identifiers share (type code and issuer),
+    it spares each of them the steps over it."""
+    if not _MOD37_36_CHARS.issuperset(data):
+        raise ValueError(f"expected characters of 0-9A-Z, got {data!r}")
+    return _mod37_36_steps(data, _checked_start(start))
+
+
+def check_char_mod37_36(data: str, *, start: int = MOD37_36_START) -> str:
+    """ISO 7064 MOD 37,36 check character over ``data`` (characters 0-9 A-Z); with
+    ``start = mod37_36_product(prefix)``, that over ``prefix + data``."""
     if not data or not _MOD37_36_CHARS.issuperset(data):
         raise ValueError(f"expected one or more characters of 0-9A-Z, got {data!r}")
-    p = 36
+    return MOD37_36_ALPHABET[(37 - _mod37_36_steps(data, _checked_start(start))) % 36]
+
+
+def _checked_start(start: int) -> int:
+    if start not in _MOD37_36_PRODUCTS:
+        raise ValueError(f"a running product is 1-36, got {start}")
+    return start
+
+
+def _mod37_36_steps(data: str, p: int) -> int:
     for c in data:
         p = _MOD37_36_STEPS[c][p]
-    return MOD37_36_ALPHABET[(37 - p) % 36]
+    return p
 
 
 def is_uscc_text(text: str) -> bool:

@@ -7,8 +7,10 @@ answers a bad id with field violations.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from certhub.core.codes import (
     MOD37_36_ALPHABET,
@@ -16,6 +18,7 @@ from certhub.core.codes import (
     check_char_mod37_36,
     is_ascii_digits,
     is_uscc_shaped,
+    mod37_36_product,
 )
 from certhub.core.identifier import (
     GBT_PREFIX,
@@ -54,6 +57,10 @@ _GBT_PART_COUNT = 5
 # Issuer-unique ids travel in URLs, QR codes and log lines: keep them to a safe ASCII set.
 _ISSUER_UNIQUE_RE = re.compile(r"[A-Za-z0-9._:/-]+")
 _REASON = "INVALID_CERTIFICATE_ID"
+#: (type code, issuer) pairs whose checks are kept (see ``_type_and_issuer``): a district's
+#: registry has tens of types, each issued by one or two departments; ids that name others
+#: only take turns in the cache (each part is bounded by MAX_CERTIFICATE_ID_LENGTH).
+_KNOWN_TYPE_AND_ISSUERS = 1024
 
 
 @dataclass(frozen=True)
@@ -183,6 +190,7 @@ def _parse(text: str) -> tuple[CertificateIdentifier | None, list[str]]:
         ]
     type_code, issuer, serial, version_text, check = parts
     problems = _part_problems(type_code, issuer, serial)
+    product = _type_and_issuer(type_code, issuer).product
     if len(version_text) != VERSION_DIGITS or not is_ascii_digits(version_text):
         problems.append(f"version must be {VERSION_DIGITS} digits, got {version_text!r}")
     elif int(version_text) < 1:
@@ -191,7 +199,8 @@ def _parse(text: str) -> tuple[CertificateIdentifier | None, list[str]]:
         problems.append(f"check must be one character of 0-9A-Z, got {check!r}")
     if problems:
         return None, problems
-    expected = check_char_mod37_36(f"{type_code}{issuer}{serial}{version_text}")
+    assert product is not None  # type code and issuer have no problem
+    expected = check_char_mod37_36(f"{serial}{version_text}", start=product)
     if check != expected:
         return None, [f"check character is {check}, expected {expected}"]
     parsed = CertificateIdentifier(
@@ -200,13 +209,30 @@ def _parse(text: str) -> tuple[CertificateIdentifier | None, list[str]]:
     return parsed, []
 
 
-def _part_problems(type_code: str, issuer: str, serial: str) -> list[str]:
+class _TypeAndIssuer(NamedTuple):
+    problems: tuple[str, ...]
+    # The check character's running product after type code and issuer; None if either
+    # has a problem.
+    product: int | None
+
+
+@functools.lru_cache(maxsize=_KNOWN_TYPE_AND_ISSUERS)
+def _type_and_issuer(type_code: str, issuer: str) -> _TypeAndIssuer:
+    # Cached: every certificate of a type from one department shares both parts, so their
+    # checks and two thirds of the check character's steps are made once per pair.
     problems = _type_code_problems(type_code)
     if not is_uscc_shaped(issuer):
         problems.append(
             f"issuer must be {USCC_LENGTH} characters of the USCC alphabet "
             f"(0-9, A-Z without I O S V Z), got {issuer!r}"
         )
+    if problems:
+        return _TypeAndIssuer(tuple(problems), None)
+    return _TypeAndIssuer((), mod37_36_product(f"{type_code}{issuer}"))
+
+
+def _part_problems(type_code: str, issuer: str, serial: str) -> list[str]:
+    problems = list(_type_and_issuer(type_code, issuer).problems)
     if not is_serial(serial):
         problems.append(
             f"serial must be 1-{MAX_SERIAL_LENGTH} characters of 0-9A-Z, got {serial!r}"

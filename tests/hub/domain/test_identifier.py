@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from certhub.core.codes import mod37_36_product
 from certhub.hub.domain.holder import uscc
 from certhub.hub.domain.identifier import (
     GBT_PREFIX,
@@ -139,6 +140,39 @@ def test_check_char_mod37_36_rejects_characters_outside_its_alphabet() -> None:
     for bad in ("", "abc", "A.B"):
         with pytest.raises(ValueError):
             check_char_mod37_36(bad)
+
+
+@given(
+    st.text(alphabet=MOD37_36_ALPHABET, max_size=60),
+    st.text(alphabet=MOD37_36_ALPHABET, min_size=1, max_size=30),
+)
+def test_check_char_carries_over_a_prefix(prefix: str, rest: str) -> None:
+    # What the parser does with the type code and issuer every certificate of a type shares.
+    start = mod37_36_product(prefix)
+    assert check_char_mod37_36(rest, start=start) == check_char_mod37_36(prefix + rest)
+
+
+def test_running_products_outside_1_to_36_are_refused() -> None:
+    for start in (0, 37, -1):
+        with pytest.raises(ValueError, match="running product"):
+            check_char_mod37_36("A", start=start)
+        with pytest.raises(ValueError, match="running product"):
+            mod37_36_product("A", start)
+    with pytest.raises(ValueError):
+        mod37_36_product("a")
+
+
+def test_a_bad_id_is_reported_alike_every_time() -> None:
+    # The checks of a type code and issuer are kept between calls: the problems of the
+    # other parts must not pile up on them.
+    bad_type_and_serial = f"{GBT_PREFIX}X.{ISSUER}.s.001.U"
+    reports = []
+    for _ in range(3):
+        with pytest.raises(InvalidArgument) as exc:
+            parse_identifier(bad_type_and_serial)
+        reports.append(descriptions(exc))
+    assert reports[0] == reports[1] == reports[2]
+    assert len(reports[0]) == 2
 
 
 def test_lineage_of_gbt_id_drops_version_and_check() -> None:
