@@ -95,6 +95,11 @@ _STRINGS_ONLY = frozenset({str})
 # CertificateKind by value: what CertificateKind(value) looks up, without the Enum call.
 _KINDS: dict[str, CertificateKind] = {k.value: k for k in CertificateKind}
 
+#: Issuer codes whose check is kept (see ``_issuer_code``): a district registers tens of
+#: departments; payloads that name others only take turns in the cache.
+_KNOWN_ISSUERS = 256
+_ISSUER_CODE = "payload.issuer.code"
+
 _REASON_PAYLOAD = "INVALID_PAYLOAD"
 _REASON_REVOCATION = "INVALID_REVOCATION"
 _ROOT = "payload"
@@ -604,12 +609,18 @@ def _issuer(
     code = None
     if raw_code is not None:
         try:
-            code, _ = check_uscc(
-                raw_code, accept_legacy_uscc=accept_legacy_uscc, field=f"{path}.code"
-            )
+            code = _issuer_code(raw_code, accept_legacy_uscc)
         except InvalidArgument as exc:
             problems.absorb(exc)
     return code, name
+
+
+@functools.lru_cache(maxsize=_KNOWN_ISSUERS)
+def _issuer_code(raw: str, accept_legacy_uscc: bool) -> str:
+    # Cached: every certificate a department pushes names its code. A refused code is not
+    # kept (lru_cache keeps no exception): it raises every time, naming the field.
+    code, _ = check_uscc(raw, accept_legacy_uscc=accept_legacy_uscc, field=_ISSUER_CODE)
+    return code
 
 
 def _parse_date(value: str) -> datetime.date | str:

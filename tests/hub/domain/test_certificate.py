@@ -130,6 +130,20 @@ def test_legacy_issuer_code_depends_on_the_flag(
         parse(encode(document))
     assert fields_of(exc) == ["payload.issuer.code"]
     assert parse(encode(document), legacy=True).issuer_code == LEGACY_USCC
+    # The code's check is kept once it passed, for that setting only.
+    with pytest.raises(InvalidArgument) as again:
+        parse(encode(document))
+    assert fields_of(again) == ["payload.issuer.code"]
+    assert again.value.message == exc.value.message
+
+
+def test_issuer_code_is_normalised_alike_every_time(
+    document: dict[str, Any], encode: Callable[[object], bytes]
+) -> None:
+    document["issuer"]["code"] = document["issuer"]["code"].lower()
+    document["certificate_id"] = "FZ-0002"
+    first, second = parse(encode(document)), parse(encode(document))
+    assert first.issuer_code == second.issuer_code == document["issuer"]["code"].upper()
 
 
 @pytest.mark.parametrize(
