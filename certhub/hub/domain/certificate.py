@@ -89,9 +89,6 @@ _JSON_STRING_RE = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"?', re.DOTALL)
 _MAX_QUOTED = 64
 
 _T = TypeVar("_T")
-# The type of every face value in a valid payload (a str subclass, which JSON never gives,
-# takes the per-field loop instead).
-_STRINGS_ONLY = frozenset({str})
 # CertificateKind by value: what CertificateKind(value) looks up, without the Enum call.
 _KINDS: dict[str, CertificateKind] = {k.value: k for k in CertificateKind}
 
@@ -676,8 +673,6 @@ def _fields(obj: dict[str, object], problems: _Problems) -> FrozenFields | None:
     if len(raw) > MAX_FIELDS:
         problems.add(path, f"at most {MAX_FIELDS} fields, got {len(raw)}")
         return None
-    if _all_fields_valid(raw):
-        return FrozenFields(cast("dict[str, str]", raw))
     before = len(problems.items)
     for key, value in raw.items():
         key_problem = _text_problem(
@@ -701,27 +696,6 @@ def _fields(obj: dict[str, object], problems: _Problems) -> FrozenFields | None:
         return None
     # No problem, so every value is a string (any other was reported above).
     return FrozenFields(cast("dict[str, str]", raw))
-
-
-def _all_fields_valid(raw: dict[str, object]) -> bool:
-    """True only if the loop in ``_fields`` would find no problem: its checks made over all
-    names and all values at once, each in C, so a face of twenty fields costs about what
-    one did (the loop calls two functions per field). False sends the face through the
-    loop, which says what is wrong."""
-    names = list(raw)
-    if not all(names) or max(map(len, names), default=0) > MAX_FIELD_NAME_LENGTH:
-        return False
-    if not "".join(names).isprintable() or names != list(map(str.strip, names)):
-        return False
-    if not set(map(type, raw.values())) <= _STRINGS_ONLY:
-        return False
-    values = cast("list[str]", list(raw.values()))
-    if max(map(len, values), default=0) > MAX_FIELD_VALUE_LENGTH:
-        return False
-    # Face text may span lines, as in the loop.
-    return "".join(values).replace("\n", "").isprintable() and values == list(
-        map(str.strip, values)
-    )
 
 
 def _attachment(obj: dict[str, object], problems: _Problems) -> Attachment | None:
