@@ -189,8 +189,8 @@ def _parse(text: str) -> tuple[CertificateIdentifier | None, list[str]]:
             f"(type.issuer.serial.version.check), got {len(parts)}"
         ]
     type_code, issuer, serial, version_text, check = parts
-    problems = _part_problems(type_code, issuer, serial)
-    product = _type_and_issuer(type_code, issuer).product
+    shared = _type_and_issuer(type_code, issuer)
+    problems = [*shared.problems, *_serial_problems(serial)]
     if len(version_text) != VERSION_DIGITS or not is_ascii_digits(version_text):
         problems.append(f"version must be {VERSION_DIGITS} digits, got {version_text!r}")
     elif int(version_text) < 1:
@@ -199,8 +199,8 @@ def _parse(text: str) -> tuple[CertificateIdentifier | None, list[str]]:
         problems.append(f"check must be one character of 0-9A-Z, got {check!r}")
     if problems:
         return None, problems
-    assert product is not None  # type code and issuer have no problem
-    expected = check_char_mod37_36(f"{serial}{version_text}", start=product)
+    assert shared.product is not None  # type code and issuer have no problem
+    expected = check_char_mod37_36(f"{serial}{version_text}", start=shared.product)
     if check != expected:
         return None, [f"check character is {check}, expected {expected}"]
     parsed = CertificateIdentifier(
@@ -232,12 +232,13 @@ def _type_and_issuer(type_code: str, issuer: str) -> _TypeAndIssuer:
 
 
 def _part_problems(type_code: str, issuer: str, serial: str) -> list[str]:
-    problems = list(_type_and_issuer(type_code, issuer).problems)
-    if not is_serial(serial):
-        problems.append(
-            f"serial must be 1-{MAX_SERIAL_LENGTH} characters of 0-9A-Z, got {serial!r}"
-        )
-    return problems
+    return [*_type_and_issuer(type_code, issuer).problems, *_serial_problems(serial)]
+
+
+def _serial_problems(serial: str) -> list[str]:
+    if is_serial(serial):
+        return []
+    return [f"serial must be 1-{MAX_SERIAL_LENGTH} characters of 0-9A-Z, got {serial!r}"]
 
 
 def _type_code_problems(type_code: str) -> list[str]:
