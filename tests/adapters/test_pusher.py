@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -11,15 +12,20 @@ import grpc
 import pytest
 from sqlalchemy import text
 from support.adapters import (
+    create_registrations,
     outbox_counts,
     outbox_last_error,
     registration,
     restart_hub,
+    sql_source,
     sqlite_department,
+    write_config,
 )
 from support.hubs import RunningHub
+from support.tcp_proxy import tcp_relay
 
-from certhub.adapters import Adapter, PassReport, load_config
+from certhub.adapters import Adapter, PassReport, load_config, pusher
+from certhub.adapters.errors import HubRefused
 from certhub.adapters.outbox import ItemKind, ItemState, OutboxItem
 from certhub.adapters.pusher import Backoff, _push_settlement
 from certhub.hub.demo.world import DemoDepartment, DemoWorld
@@ -122,3 +128,137 @@ def test_a_rejected_item_is_retried_only_when_waiting_can_help(
     settlement = _push_settlement(item, result)
     assert settlement.state is state
     assert (settlement.code, settlement.reason) == (code.name, reason)
+
+
+def test_a_principal_the_hub_does_not_know_ends_the_pass_refused(
+    running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, tmp_path: Path
+) -> None:
+    """UNAUTHENTICATED will not pass by waiting: the pass ends with HubRefused at once, and
+    the items stay pending for the run after the operator's fix."""
+    files = sqlite_department(
+        running_hub, world, amr, tmp_path, (registration(n) for n in range(5))
+    )
+    config = load_config(files.config)
+    stranger = running_hub.tls_for("nobody-adapter")
+    config = dataclasses.replace(
+        config, hub=dataclasses.replace(config.hub, cert=stranger.cert, key=stranger.key)
+    )
+    adapter = Adapter(config)
+    try:
+        with pytest.raises(HubRefused, match="UNAUTHENTICATED"):
+            adapter.run_once()
+    finally:
+        adapter.close()
+    assert outbox_counts(files.outbox) == {"pending": 5}
+
+
+@pytest.mark.slow
+def test_a_stream_without_results_is_cancelled_and_pushed_again(
+    running_hub: RunningHub,
+    world: DemoWorld,
+    amr: DemoDepartment,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hub process that takes a stream's bytes and answers nothing (frozen): after
+    RESULT_TIMEOUT_SECONDS without a result the call is cancelled and its items are pushed
+    again once the hub answers, while the other stream goes on; none is lost or stored
+    twice. (The retry uses the same connection: had it been dead, keepalive would have
+    closed it within about 40 s and the stream would have reconnected, as after a cut.)"""
+    monkeypatch.setattr(pusher, "RESULT_TIMEOUT_SECONDS", 1.0)
+    rows = 600
+    url = f"sqlite:///{tmp_path / 'department.db'}"
+    create_registrations(url, (registration(n) for n in range(rows))).dispose()
+    with tcp_relay(running_hub.address) as relay:
+        files = write_config(
+            tmp_path / "adapter",
+            world=world,
+            department=amr,
+            address=relay.address,
+            tls=running_hub.tls_for(amr.principal),
+            source=sql_source(url),
+            max_in_flight=16,
+        )
+        adapter = Adapter(load_config(files.config))
+        reports: list[PassReport] = []
+        runner = threading.Thread(target=lambda: reports.append(adapter.run_once()))
+        runner.start()
+        try:
+            deadline = time.monotonic() + 60
+            while outbox_counts(files.outbox).get("acked", 0) < 50:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            first = relay.snapshot()
+            assert len(first) == 2
+            first[0].pause()
+            while "no result for 1s" not in (outbox_last_error(files.outbox) or ""):
+                assert time.monotonic() < deadline, outbox_last_error(files.outbox)
+                time.sleep(0.05)
+            first[0].resume()
+            runner.join(timeout=60)
+        finally:
+            adapter.stop.set()
+            runner.join(timeout=10)
+            adapter.close()
+        connections = relay.snapshot()
+    assert not runner.is_alive()
+    (report,) = reports
+    assert (report.status.acked, report.status.rejected, report.status.depth) == (rows, 0, 0)
+    assert len(connections) == 2
+    with running_hub.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM certificates")).scalar_one() == rows
+
+
+@pytest.mark.slow
+def test_stop_ends_a_pass_whose_stream_waits_for_the_hub(
+    running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, tmp_path: Path
+) -> None:
+    """``stop`` while every stream waits on a hub that does not answer: the pass returns
+    within a second or so (the call is cancelled, not waited out), and only what the hub
+    answered is marked acknowledged."""
+    rows = 300
+    url = f"sqlite:///{tmp_path / 'department.db'}"
+    create_registrations(url, (registration(n) for n in range(rows))).dispose()
+    with tcp_relay(running_hub.address) as relay:
+        files = write_config(
+            tmp_path / "adapter",
+            world=world,
+            department=amr,
+            address=relay.address,
+            tls=running_hub.tls_for(amr.principal),
+            source=sql_source(url),
+            max_in_flight=16,
+        )
+        adapter = Adapter(load_config(files.config))
+        reports: list[PassReport] = []
+        runner = threading.Thread(target=lambda: reports.append(adapter.run_once()))
+        runner.start()
+        try:
+            deadline = time.monotonic() + 60
+            while outbox_counts(files.outbox).get("acked", 0) < 20:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            held = relay.snapshot()
+            for connection in held:
+                connection.pause()
+            time.sleep(0.5)
+            adapter.stop.set()
+            stopped = time.monotonic()
+            runner.join(timeout=10)
+            took = time.monotonic() - stopped
+        finally:
+            adapter.stop.set()
+            runner.join(timeout=10)
+            adapter.close()
+            for connection in relay.snapshot():
+                connection.resume()
+    assert not runner.is_alive()
+    assert took < 3, took
+    (report,) = reports
+    assert report.status.acked < rows
+    assert report.status.depth == rows - report.status.acked
+    with running_hub.engine.connect() as conn:
+        stored = conn.execute(text("SELECT count(*) FROM certificates")).scalar_one()
+    # Acknowledged only what the hub answered (it may have stored more, unanswered: those
+    # are pushed again next time and answered DUPLICATE).
+    assert stored >= report.status.acked
