@@ -4,7 +4,9 @@ expect in the hub's certificate when the address uses another one.
 
 What differs stays with each caller: the client adds gRPC's retry policy for the calls safe
 to repeat; the pusher adds keepalive and a connection of its own per push stream, and
-retries by itself from its outbox.
+retries by itself from its outbox. The pusher drives its streams from an asyncio loop, so
+the same channel comes in both of grpcio's flavours (``secure_channel``,
+``secure_aio_channel``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "ClientTLS",
     "insecure_channel",
+    "secure_aio_channel",
     "secure_channel",
 ]
 
@@ -55,6 +58,15 @@ def _options(extra: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
     return [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), *extra]
 
 
+def _secure_options(
+    extra: Sequence[tuple[str, Any]], server_name: str | None
+) -> list[tuple[str, Any]]:
+    all_options = _options(extra)
+    if server_name:
+        all_options.append(("grpc.ssl_target_name_override", server_name))
+    return all_options
+
+
 def secure_channel(
     address: str,
     tls: ClientTLS,
@@ -65,10 +77,23 @@ def secure_channel(
     """An mTLS channel to the hub at ``address``, accepting its largest messages;
     ``server_name`` is the name to expect in the hub's certificate when ``address`` uses
     another one (an IP address, a balancer's name); ``options`` are the caller's own."""
-    all_options = _options(options)
-    if server_name:
-        all_options.append(("grpc.ssl_target_name_override", server_name))
-    return grpc.secure_channel(address, tls.credentials(), options=all_options)
+    return grpc.secure_channel(
+        address, tls.credentials(), options=_secure_options(options, server_name)
+    )
+
+
+def secure_aio_channel(
+    address: str,
+    tls: ClientTLS,
+    *,
+    server_name: str | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
+    """``secure_channel`` for asyncio callers (``grpc.aio``). A grpc.aio channel belongs to
+    the event loop running when it is made: make it in a coroutine on the loop that uses it."""
+    return grpc.aio.secure_channel(
+        address, tls.credentials(), options=_secure_options(options, server_name)
+    )
 
 
 def insecure_channel(address: str, *, options: Sequence[tuple[str, Any]] = ()) -> grpc.Channel:
