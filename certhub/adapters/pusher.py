@@ -1,6 +1,14 @@
 """Streams the outbox to the hub over several concurrent streams, each bounded in flight,
 results matched by ``client_ref``.
 
+The streams are ``grpc.aio`` calls driven by one asyncio event loop, run in the thread that
+calls ``Pusher.drain`` (the producer signs in its own thread beside it). grpcio's
+synchronous API cost the adapter a polling thread per channel (``channel_spin``) and a
+request-iterator thread per stream, with hand-overs of the GIL between them and the
+response loop for every message (22% and 7% of the adapter's busy samples in a backfill);
+on the loop a stream is three tasks (sender, receiver, watchdog), and grpc.aio polls with
+one completion-queue thread per process, not one per channel.
+
 Each stream has its own channel (its own TCP connection: the hub's worker processes share
 one port through SO_REUSEPORT, which spreads connections, not calls), and carries the pushes
 whose lineage hashes to it (``certhub.adapters.identifier.stream_key``): every version of a
@@ -22,24 +30,31 @@ what is the pusher's own is its flow control, its backoff and which answers it r
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 import grpc
 
 from certhub.adapters.config import HubEndpoint
 from certhub.adapters.errors import ConfigError, HubRefused
 from certhub.adapters.outbox import ItemKind, ItemState, Outbox, OutboxItem, Settlement
-from certhub.core.rpc.channel import MAX_MESSAGE_BYTES, ClientTLS, secure_channel
+from certhub.core.rpc.channel import (
+    MAX_MESSAGE_BYTES,
+    ClientTLS,
+    secure_aio_channel,
+    secure_channel,
+)
 from certhub.core.rpc.errors import error_from_rpc
 from certhub.v1 import ingest_pb2, ingest_pb2_grpc
 
-__all__ = ["Backoff", "Pusher", "connect"]
+__all__ = ["Backoff", "Pusher", "connect", "connect_aio"]
 
 log = logging.getLogger("certhub.adapter.pusher")
 
@@ -59,6 +74,10 @@ REVOKE_TIMEOUT_SECONDS = 30.0
 #: How often an idle stream looks for new rows from the producer, and how often a stream
 #: waiting out a backoff checks whether another stream failed for good.
 IDLE_POLL_SECONDS = 0.05
+#: How often a stream's watchdog looks for a stop or a stall (as the watchdog thread did):
+#: a stop ends the call within a fifth of a second; five wake-ups a second are nothing
+#: beside a stream's hundreds of messages.
+WATCH_SECONDS = IDLE_POLL_SECONDS * 4
 #: The hub's message limit both ways (an envelope and its attachment go up in one message);
 #: keepalive pings find a dead connection within about a minute (the hub allows pings every
 #: 10 s).
@@ -88,28 +107,56 @@ _RETRYABLE_ITEM = frozenset(
 _RETRYABLE_ITEM_NUMBERS = frozenset(code.value[0] for code in _RETRYABLE_ITEM)
 _RATE_LIMITED = (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED")
 _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
+_PushCall: TypeAlias = "grpc.aio.StreamStreamCall[ingest_pb2.PushRequest, ingest_pb2.PushResult]"
 
 
-def connect(endpoint: HubEndpoint, *, stream: int = 0) -> grpc.Channel:
-    """A channel of its own for push stream ``stream``.
-
-    gRPC shares one connection among channels with equal arguments, credentials included
+def _stream_options(stream: int) -> list[tuple[str, object]]:
+    """gRPC shares one connection among channels with equal arguments, credentials included
     (its global subchannel pool); a local pool per channel gives each stream its own TCP
-    connection whatever the arguments, which the kernel can hand to another hub worker.
-    """
-    options: list[tuple[str, object]] = [
+    connection whatever the arguments, which the kernel can hand to another hub worker."""
+    return [
         *_CHANNEL_OPTIONS,
         ("grpc.use_local_subchannel_pool", 1),
         # Distinct arguments as well: a channel's identity for anything keyed by its arguments.
         ("certhub.adapter.stream", stream),
     ]
-    tls = ClientTLS(ca=endpoint.ca, cert=endpoint.cert, key=endpoint.key)
+
+
+def _tls(endpoint: HubEndpoint) -> ClientTLS:
+    return ClientTLS(ca=endpoint.ca, cert=endpoint.cert, key=endpoint.key)
+
+
+def _unreadable(exc: OSError) -> ConfigError:
+    return ConfigError(f"[hub]: cannot read {exc.filename} ({exc.strerror})")
+
+
+def connect(endpoint: HubEndpoint, *, stream: int = 0) -> grpc.Channel:
+    """A synchronous channel set up as push stream ``stream``'s (its own connection, the same
+    options), for tools that push beside the adapter (``bench/backfill_bench.py``'s bare
+    streams); the pusher's own channels are ``grpc.aio`` ones (``connect_aio``)."""
     try:
         return secure_channel(
-            endpoint.address, tls, server_name=endpoint.server_name, options=options
+            endpoint.address,
+            _tls(endpoint),
+            server_name=endpoint.server_name,
+            options=_stream_options(stream),
         )
     except OSError as exc:
-        raise ConfigError(f"[hub]: cannot read {exc.filename} ({exc.strerror})") from exc
+        raise _unreadable(exc) from exc
+
+
+def connect_aio(endpoint: HubEndpoint, *, stream: int = 0) -> grpc.aio.Channel:
+    """The ``grpc.aio`` channel of push stream ``stream``, on its own connection; call it on
+    the event loop that will use it."""
+    try:
+        return secure_aio_channel(
+            endpoint.address,
+            _tls(endpoint),
+            server_name=endpoint.server_name,
+            options=_stream_options(stream),
+        )
+    except OSError as exc:
+        raise _unreadable(exc) from exc
 
 
 class Backoff:
@@ -160,16 +207,13 @@ class _Results:
 
 
 class _Lane:
-    """One push stream's connection and outbox handles (one per thread: request iterator,
-    response loop)."""
+    """One push stream's channel (its own connection) and stub."""
 
-    def __init__(self, *, index: int, count: int, endpoint: HubEndpoint, outbox_path: Path) -> None:
+    def __init__(self, *, index: int, count: int, channel: grpc.aio.Channel) -> None:
         self.index = index
         self.count = count
-        self.channel = connect(endpoint, stream=index)
-        self.stub = ingest_pb2_grpc.IngestServiceStub(self.channel)
-        self.reader = Outbox(outbox_path)
-        self.writer = Outbox(outbox_path)
+        self.channel = channel
+        self.stub = ingest_pb2_grpc.IngestServiceStub(channel)
         # Items settled so far: a stream that settled some before it broke made progress,
         # so the next retry starts from the shortest backoff again.
         self.settled_total = 0
@@ -178,18 +222,16 @@ class _Lane:
     def name(self) -> str:
         return f"stream {self.index + 1} of {self.count}"
 
-    def pending(self, *, after_id: int, limit: int) -> list[OutboxItem]:
-        return self.reader.pending_pushes(
-            after_id=after_id, limit=limit, stream=(self.index, self.count)
-        )
-
-    def close(self) -> None:
-        self.channel.close()
-        self.reader.close()
-        self.writer.close()
-
 
 class Pusher:
+    """Pushes the outbox at ``outbox_path`` to the hub over ``streams`` streams.
+
+    Every method runs the pusher's own event loop in the calling thread until its work is
+    done (``asyncio.Runner``): ``drain`` blocks, as it did over grpcio's synchronous API,
+    and the caller needs no loop of its own. Use it from one thread at a time, and
+    ``close`` it.
+    """
+
     def __init__(
         self,
         *,
@@ -201,54 +243,79 @@ class Pusher:
         on_settled: Callable[[int, int], None] = lambda acked, rejected: None,
     ) -> None:
         self._address = endpoint.address
-        self._lanes = [
-            _Lane(index=i, count=streams, endpoint=endpoint, outbox_path=outbox_path)
-            for i in range(streams)
-        ]
-        # Revocations are unary calls on the first stream's channel, from the drain thread.
+        # One connection to the outbox for every stream: all of them run on the loop's
+        # thread, one call at a time. The calls are not handed to a worker thread: each is
+        # one batch (a read of max_in_flight rows, or one fsync'd settle per FLUSH_EVERY
+        # results), and while the loop waits for one the hub goes on with the streams'
+        # windows of pushes already sent.
+        self._outbox = Outbox(outbox_path)
+        self._runner = asyncio.Runner()
+        try:
+            # grpc.aio channels belong to the loop they are made on: make them on ours.
+            self._lanes = self._runner.run(self._open(endpoint, streams))
+        except BaseException:
+            self._runner.close()
+            self._outbox.close()
+            raise
+        # Revocations are unary calls on the first stream's channel.
         self._stub = self._lanes[0].stub
-        self._writer = Outbox(outbox_path)
         self._in_flight = max_in_flight
         self._stop = stop
         # Set when one stream failed for good (HubRefused): the others stop too.
-        self._abort = threading.Event()
-        self._failures: list[BaseException] = []
-        self._notify_settled = on_settled
-        self._settled_lock = threading.Lock()
+        self._abort = False
+        self._failures: list[Exception] = []
+        self._on_settled = on_settled
+        self._closed = False
 
-    def _on_settled(self, acked: int, rejected: int) -> None:
-        """Report items the hub answered for good: ``acked`` acknowledged, ``rejected``."""
-        with self._settled_lock:
-            self._notify_settled(acked, rejected)
+    @staticmethod
+    async def _open(endpoint: HubEndpoint, streams: int) -> list[_Lane]:
+        return [
+            _Lane(index=i, count=streams, channel=connect_aio(endpoint, stream=i))
+            for i in range(streams)
+        ]
 
     def _halted(self) -> bool:
-        return self._stop.is_set() or self._abort.is_set()
+        return self._abort or self._stop.is_set()
 
-    def _sleep(self, seconds: float) -> None:
+    async def _sleep(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
-        while not self._halted() and (left := deadline - time.monotonic()) > 0:
-            self._stop.wait(min(left, IDLE_POLL_SECONDS))
+        # Polled: ``stop`` is a threading.Event set by a signal handler or another thread.
+        while not self._halted() and (left := deadline - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(min(left, IDLE_POLL_SECONDS))
 
     def close(self) -> None:
-        for lane in self._lanes:
-            lane.close()
-        self._writer.close()
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._runner.run(self._close_channels(self._lanes))
+        finally:
+            self._runner.close()
+            self._outbox.close()
+
+    @staticmethod
+    async def _close_channels(lanes: Sequence[_Lane]) -> None:
+        for lane in lanes:
+            await lane.channel.close()
 
     def drain(self, producer_done: threading.Event) -> None:
         """Push until the producer is done and nothing can be sent any more, or stop."""
+        self._runner.run(self._drain(producer_done))
+
+    async def _drain(self, producer_done: threading.Event) -> None:
         backoff = Backoff()
         while not self._halted():
             done_before = producer_done.is_set()
-            self._push(producer_done)
+            await self._push(producer_done)
             if self._halted():
                 break
             try:
-                revoked = self._revocations()
+                revoked = await self._revocations()
             except _Transient as exc:
                 delay = backoff.next_delay()
                 log.warning("hub %s: %s; retrying in %.1fs", self._address, exc, delay)
-                self._writer.note_error(str(exc))
-                self._sleep(delay)
+                self._outbox.note_error(str(exc))
+                await self._sleep(delay)
                 continue
             backoff.reset()
             if done_before and not revoked and not self._has_ready_work():
@@ -258,48 +325,38 @@ class Pusher:
 
     def _has_ready_work(self) -> bool:
         return bool(
-            self._writer.pending_pushes(after_id=0, limit=1)
-            or self._writer.ready_revocations(limit=1)
+            self._outbox.pending_pushes(after_id=0, limit=1)
+            or self._outbox.ready_revocations(limit=1)
         )
 
     # --- pushes ---------------------------------------------------------------------------
 
-    def _push(self, producer_done: threading.Event) -> None:
+    async def _push(self, producer_done: threading.Event) -> None:
         """Run every stream until its share of the outbox is settled and the producer is
         done (or until stop, or until one stream is refused for good)."""
-        if len(self._lanes) == 1:
-            self._run_lane(self._lanes[0], producer_done)
-            return
-        threads = [
-            threading.Thread(
-                target=self._lane_thread,
-                args=(lane, producer_done),
-                name=f"adapter-push-{lane.index + 1}",
-                daemon=True,
-            )
-            for lane in self._lanes
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        await asyncio.gather(*(self._lane(lane, producer_done) for lane in self._lanes))
         if self._failures:
             raise self._failures[0]
 
-    def _lane_thread(self, lane: _Lane, producer_done: threading.Event) -> None:
+    async def _lane(self, lane: _Lane, producer_done: threading.Event) -> None:
         try:
-            self._run_lane(lane, producer_done)
-        except BaseException as exc:
+            await self._run_lane(lane, producer_done)
+        except Exception as exc:
             self._failures.append(exc)
-            self._abort.set()
+            self._abort = True
 
-    def _run_lane(self, lane: _Lane, producer_done: threading.Event) -> None:
+    def _lane_pending(self, lane: _Lane, *, after_id: int, limit: int) -> list[OutboxItem]:
+        return self._outbox.pending_pushes(
+            after_id=after_id, limit=limit, stream=(lane.index, lane.count)
+        )
+
+    async def _run_lane(self, lane: _Lane, producer_done: threading.Event) -> None:
         backoff = Backoff()
         while not self._halted():
             done_before = producer_done.is_set()
             settled_before = lane.settled_total
             try:
-                _PushStream(self, lane, producer_done).run()
+                await _PushStream(self, lane, producer_done).run()
             except _Transient as exc:
                 if lane.settled_total > settled_before:
                     backoff.reset()
@@ -307,27 +364,27 @@ class Pusher:
                 log.warning(
                     "hub %s (%s): %s; retrying in %.1fs", self._address, lane.name, exc, delay
                 )
-                lane.writer.note_error(f"{lane.name}: {exc}")
-                self._sleep(delay)
+                self._outbox.note_error(f"{lane.name}: {exc}")
+                await self._sleep(delay)
                 continue
             backoff.reset()
-            if done_before and not lane.pending(after_id=0, limit=1):
+            if done_before and not self._lane_pending(lane, after_id=0, limit=1):
                 return
 
     # --- revocations ----------------------------------------------------------------------
 
-    def _revocations(self) -> int:
+    async def _revocations(self) -> int:
         """Send every revocation whose certificate push is settled; how many were settled."""
         settled = 0
         while not self._halted():
-            batch = self._writer.ready_revocations(limit=self._in_flight)
+            batch = self._outbox.ready_revocations(limit=self._in_flight)
             if not batch:
                 return settled
             for item in batch:
                 if self._halted():
                     return settled
-                settlement = self._revoke(item)
-                self._writer.settle([settlement])
+                settlement = await self._send_revocation(item)
+                self._outbox.settle([settlement])
                 if settlement.state is ItemState.PENDING:
                     return settled
                 rejected = settlement.state is ItemState.REJECTED
@@ -336,9 +393,13 @@ class Pusher:
         return settled
 
     def _revoke(self, item: OutboxItem) -> Settlement:
+        """Send one revocation and read the hub's answer (outside ``drain``)."""
+        return self._runner.run(self._send_revocation(item))
+
+    async def _send_revocation(self, item: OutboxItem) -> Settlement:
         assert item.kind is ItemKind.REVOKE
         try:
-            result = self._stub.RevokeCertificate(
+            result = await self._stub.RevokeCertificate(
                 ingest_pb2.RevokeRequest(envelope=item.envelope, client_ref=str(item.id)),
                 timeout=REVOKE_TIMEOUT_SECONDS,
             )
@@ -355,7 +416,7 @@ class Pusher:
             if (
                 code is grpc.StatusCode.NOT_FOUND
                 and item.after_id is not None
-                and self._writer.item_state(item.after_id) is ItemState.PENDING
+                and self._outbox.item_state(item.after_id) is ItemState.PENDING
             ):
                 # The certificate is still on its way; try again after its push.
                 return Settlement(id=item.id, state=ItemState.PENDING)
@@ -378,73 +439,115 @@ class Pusher:
 
 
 class _PushStream:
-    """One PushCertificates call of one stream: a request generator bounded by a semaphore,
-    a response loop that settles items, and a watchdog that cancels a stalled or stopped
-    call."""
+    """One PushCertificates call of one stream: a sender task writing pending items while
+    the window allows, the receiver (this coroutine) settling the results, and a watchdog
+    task that cancels a stalled or stopped call."""
 
     def __init__(self, pusher: Pusher, lane: _Lane, producer_done: threading.Event) -> None:
         self._p = pusher
         self._lane = lane
         self._producer_done = producer_done
-        self._window = threading.BoundedSemaphore(pusher._in_flight)
+        self._window = asyncio.Semaphore(pusher._in_flight)
         self._inflight: dict[str, OutboxItem] = {}
-        self._ended = threading.Event()
-        self._stalled = threading.Event()
+        self._ended = False
+        self._stalled = False
+        # The pusher cancelled the call itself (stop, stall, or the sender failed): the
+        # CancelledError that ends the receiver is then the call's end, not the task's.
+        self._cancelled = False
+        self._sender_failure: Exception | None = None
         self._transient: list[str] = []
         self._last_progress = time.monotonic()
 
     def _closing(self) -> bool:
-        return self._p._halted() or self._ended.is_set() or bool(self._transient)
+        return self._p._halted() or self._ended or bool(self._transient)
 
-    def _requests(self) -> Iterator[ingest_pb2.PushRequest]:
+    def _cancel(self, call: _PushCall) -> None:
+        self._cancelled = True
+        call.cancel()
+
+    async def _send(self, call: _PushCall) -> None:
+        """Write the lane's pending items in outbox order, then half-close the call."""
+        try:
+            await self._write_pending(call)
+            await call.done_writing()
+        except (grpc.RpcError, asyncio.InvalidStateError):
+            # The call ended under us: the receiver reads why from its status.
+            return
+        except Exception as exc:
+            # Reading the outbox failed: end the call and retry it like a broken stream, as
+            # grpcio's request-iterator thread did.
+            log.exception("%s: cannot read the outbox", self._lane.name)
+            self._sender_failure = exc
+            self._cancel(call)
+
+    async def _write_pending(self, call: _PushCall) -> None:
         cursor = 0
         while not self._closing():
             done = self._producer_done.is_set()
-            items = self._lane.pending(after_id=cursor, limit=self._p._in_flight)
+            items = self._p._lane_pending(self._lane, after_id=cursor, limit=self._p._in_flight)
             if not items:
                 if done:
                     return
-                self._p._stop.wait(IDLE_POLL_SECONDS)
+                await asyncio.sleep(IDLE_POLL_SECONDS)
                 continue
             for item in items:
-                while not self._window.acquire(timeout=IDLE_POLL_SECONDS):
-                    if self._closing():
-                        return
+                await self._window.acquire()
+                if self._closing():
+                    return
                 if not self._inflight:
                     self._last_progress = time.monotonic()
                 self._inflight[str(item.id)] = item
                 cursor = item.id
-                yield ingest_pb2.PushRequest(
-                    envelope=item.envelope,
-                    attachment=item.attachment or b"",
-                    client_ref=str(item.id),
+                await call.write(
+                    ingest_pb2.PushRequest(
+                        envelope=item.envelope,
+                        attachment=item.attachment or b"",
+                        client_ref=str(item.id),
+                    )
                 )
 
-    def _watch(self, call: grpc.RpcContext) -> None:
-        while not self._ended.wait(IDLE_POLL_SECONDS * 4):
+    async def _watch(self, call: _PushCall) -> None:
+        while not self._ended:
+            await asyncio.sleep(WATCH_SECONDS)
             idle = time.monotonic() - self._last_progress
             stopping = self._p._halted()
             if stopping or (self._inflight and idle > RESULT_TIMEOUT_SECONDS):
                 if not stopping:
-                    self._stalled.set()
-                call.cancel()
+                    self._stalled = True
+                self._cancel(call)
                 return
 
-    def run(self) -> None:
+    async def run(self) -> None:
         lane = self._lane
 
         def settled(acked: int, rejected: int) -> None:
             lane.settled_total += acked + rejected
             self._p._on_settled(acked, rejected)
 
-        results = _Results(lane.writer, settled, [], time.monotonic())
-        call = lane.stub.PushCertificates(self._requests())
-        guard = threading.Thread(
-            target=self._watch, args=(call,), name="push-watchdog", daemon=True
+        results = _Results(self._p._outbox, settled, [], time.monotonic())
+        call = lane.stub.PushCertificates()
+        helpers = (
+            asyncio.create_task(self._send(call), name=f"{lane.name}: send"),
+            asyncio.create_task(self._watch(call), name=f"{lane.name}: watchdog"),
         )
-        guard.start()
         try:
-            for result in call:
+            await self._receive(call, results)
+        finally:
+            self._ended = True
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            results.flush()
+        if self._transient:
+            raise _Transient(f"hub answered {self._transient[0]}")
+
+    async def _receive(
+        self,
+        call: _PushCall,
+        results: _Results,
+    ) -> None:
+        try:
+            async for result in call:
                 self._last_progress = time.monotonic()
                 item = self._inflight.pop(result.client_ref, None)
                 if item is None:
@@ -457,17 +560,25 @@ class _PushStream:
                 results.add(settlement)
         except grpc.RpcError as error:
             self._failed(error)
-        finally:
-            self._ended.set()
-            results.flush()
-            guard.join()
-        if self._transient:
-            raise _Transient(f"hub answered {self._transient[0]}")
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self._cancelled or (task is not None and task.cancelling()):
+                raise
+            self._ended_by_us()
+
+    def _ended_by_us(self) -> None:
+        if self._p._halted():
+            return
+        if self._stalled:
+            raise _Transient(
+                f"no result for {RESULT_TIMEOUT_SECONDS:.0f}s with {len(self._inflight)} in flight"
+            )
+        raise _Transient(f"reading the outbox: {self._sender_failure}")
 
     def _failed(self, error: grpc.RpcError) -> None:
         if self._p._halted():
             return
-        if self._stalled.is_set():
+        if self._stalled:
             raise _Transient(
                 f"no result for {RESULT_TIMEOUT_SECONDS:.0f}s with {len(self._inflight)} in flight"
             ) from error
