@@ -213,10 +213,23 @@ def fetch_requests(world: DemoWorld, holders: Sequence[int]) -> list[bytes]:
 # --- servers --------------------------------------------------------------------------
 
 
+# Servers listen below the kernel's ephemeral range: a port that bind(0) handed out and
+# the bench released could be taken as the source port of any outgoing connection on the
+# machine before the server bound it: the likely cause of echo servers that "did not
+# start" in about one run in five while other work ran beside the bench (their logs were
+# gone with the run's temporary directory, so not confirmed).
+_LISTEN_PORTS = range(20_000, 30_000)
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    for port in random.sample(_LISTEN_PORTS, 50):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {_LISTEN_PORTS}")
 
 
 class Server:
@@ -381,6 +394,21 @@ class Figures:
     # CPU seconds the server's processes spent per call answered (warm-up included), in us:
     # unlike req/s it hardly depends on what else the shared machine is running.
     server_cpu_us: float | None = None
+    # Audit entries per checkpoint (each group commit signs one) over the run: how well the
+    # committer batches under this load.
+    entries_per_commit: float | None = None
+
+
+def _log_sizes(db_url: str) -> tuple[int, int]:
+    """(audit entries, checkpoints) in the hub's database."""
+    engine = create_engine(make_url(db_url))
+    try:
+        with engine.connect() as conn:
+            entries = conn.execute(text("SELECT count(*) FROM audit_entries")).scalar_one()
+            checkpoints = conn.execute(text("SELECT count(*) FROM checkpoints")).scalar_one()
+    finally:
+        engine.dispose()
+    return int(entries), int(checkpoints)
 
 
 def run_load(
@@ -397,9 +425,11 @@ def run_load(
     shuffle: bool = False,
     one_pass: bool = False,
     server: Server | None = None,
+    audited: bool = False,
 ) -> Figures:
     """``concurrency`` sequential callers in ``processes`` spawned processes."""
     cpu_before = server.cpu_seconds() if server else 0.0
+    log_before = _log_sizes(dep.db_url) if audited else None
     ctx = mp.get_context("spawn")  # a fresh interpreter: no gRPC state from this process
     results = ctx.Queue()
     per = [concurrency // processes + (p < concurrency % processes) for p in range(processes)]
@@ -440,6 +470,10 @@ def run_load(
     for p in procs:
         p.join()
     latencies.sort()
+    per_commit = None
+    if log_before is not None:
+        entries, checkpoints = _log_sizes(dep.db_url)
+        per_commit = (entries - log_before[0]) / max(checkpoints - log_before[1], 1)
     figures = Figures(
         name=name,
         rps=len(latencies) / duration,
@@ -450,8 +484,11 @@ def run_load(
         server_cpu_us=(
             1e6 * (server.cpu_seconds() - cpu_before) / max(answered, 1) if server else None
         ),
+        entries_per_commit=per_commit,
     )
     cpu = f", server CPU {figures.server_cpu_us:.0f} us/call" if server else ""
+    if per_commit is not None:
+        cpu += f", {per_commit:.1f} audit entries/commit"
     _say(
         f"  {name:<28} {figures.rps:8.0f} req/s  p50 {figures.p50_ms:6.2f} ms  "
         f"p99 {figures.p99_ms:6.2f} ms  ({figures.calls} calls, reply {size} B{cpu})"
@@ -563,7 +600,8 @@ def _warm_fetches(
     address = f"127.0.0.1:{port}"
     run_load("(warming: each holder once)", address=address, method=FETCH_METHOD,
              one_pass=True, **{**load, "warmup": 0.0})  # fmt: skip
-    return profiled_load(hub, args, key, label, address=address, method=FETCH_METHOD, **load)
+    return profiled_load(hub, args, key, label, address=address, method=FETCH_METHOD,
+                         audited=True, **load)  # fmt: skip
 
 
 def _echoes(
@@ -604,7 +642,7 @@ def throughput(args: argparse.Namespace, world: DemoWorld, work: Path) -> dict[s
         try:
             out["off"] = profiled_load(hub, args, "off", "fetch, cache off (PostgreSQL)",
                                        address=f"127.0.0.1:{port}", method=FETCH_METHOD,
-                                       **load)  # fmt: skip
+                                       audited=True, **load)  # fmt: skip
         finally:
             hub.stop()
         _echoes(dep, args.workers, out, out["warm"].reply_bytes, work, load)
