@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
@@ -14,13 +15,29 @@ from certhub.signing import Algorithm, NoteSigner, PrivateKey
 
 
 @pytest.fixture
-def committer(engine: Engine) -> Iterator[GroupCommitter]:
+def make_committer(engine: Engine) -> Iterator[Callable[..., GroupCommitter]]:
+    """Group committers over the test database, with GroupCommitter's keyword arguments;
+    each is closed after the test."""
     origin = "test.example/audit"
     keys = AuditLogKeys(
         origin=origin,
         signer=NoteSigner(origin, PrivateKey.generate(Algorithm.ED25519)),
         hmac_key=bytes(32),
     )
-    running = GroupCommitter(sessions=make_session_factory(engine), audit_log=AuditLog(keys))
-    yield running
-    running.close()
+    running: list[GroupCommitter] = []
+
+    def make(**options: Any) -> GroupCommitter:
+        committer = GroupCommitter(
+            sessions=make_session_factory(engine), audit_log=AuditLog(keys), **options
+        )
+        running.append(committer)
+        return committer
+
+    yield make
+    for committer in running:
+        committer.close()
+
+
+@pytest.fixture
+def committer(make_committer: Callable[..., GroupCommitter]) -> GroupCommitter:
+    return make_committer()

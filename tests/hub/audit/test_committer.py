@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import func, select
@@ -12,17 +14,20 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from support import statements
 
-from certhub.hub.audit.committer import GroupCommitter, Pending
+from certhub.hub.audit.committer import LINGER_AFTER_BATCH, GroupCommitter, Pending
 from certhub.hub.audit.entry import OK, Action, AuditRecord
 from certhub.hub.errors import Unavailable
 from certhub.hub.services import freshness, intake
 from certhub.hub.store.engine import make_session_factory, session_scope
-from certhub.hub.store.models import CODE_WIDTH, AuditEntry, Case
+from certhub.hub.store.models import CODE_WIDTH, AuditEntry, Case, LogCheckpoint
 
 NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
 ITEM = "350102-0003"
 # Far longer than a healthy commit; only reached if the committer is stuck.
 WAIT_SECONDS = 10.0
+# A linger far longer than a commit, so a unit that waited for it is told from one that
+# did not without timing anything close.
+LONG_LINGER_SECONDS = 2.0
 
 
 def _entry(case: str, action: Action) -> AuditRecord:
@@ -46,9 +51,10 @@ def _case_unit(committer: GroupCommitter, case: str, *, served: bool) -> Pending
     )
 
 
-def test_cases_between_reads_are_one_upsert_and_entries_keep_their_order(
-    engine: Engine, committer: GroupCommitter
-) -> None:
+def _held(committer: GroupCommitter) -> tuple[Pending[None], threading.Event]:
+    """A unit that holds the committer until the returned event is set, once it holds. It
+    must be holding before the rest is submitted: the committer drains its queue when it
+    takes a batch, and units submitted during that drain land in the held unit's batch."""
     holding = threading.Event()
     release = threading.Event()
 
@@ -56,12 +62,16 @@ def test_cases_between_reads_are_one_upsert_and_entries_keep_their_order(
         holding.set()
         release.wait(WAIT_SECONDS)
 
-    # The first unit holds the committer, so everything after it queues into one batch. It
-    # must be holding before the rest is submitted: the committer drains its queue when it
-    # takes a batch, and units submitted during that drain landed in the first batch (a
-    # second upsert, 1 run in ~20 on a loaded machine).
     first = committer.submit(hold, lambda _v, _e: _entry("HOLD", Action.FETCH))
     assert holding.wait(WAIT_SECONDS)
+    return first, release
+
+
+def test_cases_between_reads_are_one_upsert_and_entries_keep_their_order(
+    engine: Engine, committer: GroupCommitter
+) -> None:
+    # The first unit holds the committer, so everything after it queues into one batch.
+    first, release = _held(committer)
     expected: list[tuple[str, str]] = []
     pending = []
     for n in range(30):
@@ -162,16 +172,8 @@ def test_a_batch_that_fails_in_the_database_commits_nothing(
     whichever path the batch took; the next batch commits on a connection left clean."""
     if engine.dialect.name != "postgresql":
         pytest.skip("SQLite does not enforce the column's width")
-    holding = threading.Event()
-    release = threading.Event()
-
-    def hold(_session: Session) -> None:
-        holding.set()
-        release.wait(WAIT_SECONDS)
-
     # The first unit holds the committer, so the doomed ones queue into one batch.
-    first = committer.submit(hold, lambda _v, _e: _entry("HOLD", Action.FETCH))
-    assert holding.wait(WAIT_SECONDS)
+    first, release = _held(committer)
     too_long = "C" * (CODE_WIDTH * 2 + 1)
     doomed = [_case_unit(committer, too_long, served=True)]
     if path == "session":  # a unit that applies something of its own: no pipeline
@@ -189,3 +191,40 @@ def test_a_batch_that_fails_in_the_database_commits_nothing(
         cases = set(conn.execute(select(Case.case_number)).scalars())
     assert logged == after.audit_index + 1
     assert cases == {"C-AFTER"}
+
+
+def _checkpoint_sizes(engine: Engine) -> set[int]:
+    with engine.connect() as conn:
+        return set(conn.execute(select(LogCheckpoint.size)).scalars())
+
+
+def test_after_a_batch_of_several_the_committer_waits_for_more(
+    engine: Engine, make_committer: Callable[..., GroupCommitter]
+) -> None:
+    committer = make_committer(linger_seconds=LONG_LINGER_SECONDS)
+    first, release = _held(committer)
+    several = [
+        committer.submit_entry(_entry(f"Q-{n}", Action.GET)) for n in range(LINGER_AFTER_BATCH)
+    ]
+    release.set()
+    first.result()
+    for pending in several:
+        pending.result()
+    a = committer.submit_entry(_entry("A", Action.GET))
+    time.sleep(LONG_LINGER_SECONDS / 10)
+    b = committer.submit_entry(_entry("B", Action.GET))
+    index_a, index_b = a.result().audit_index, b.result().audit_index
+    assert index_b == index_a + 1
+    # Each batch signs one checkpoint of the log's new size: none between A and B.
+    assert index_a + 1 not in _checkpoint_sizes(engine), "B came later and was not waited for"
+
+
+def test_a_lone_call_is_not_held_back_for_a_batch(
+    engine: Engine, make_committer: Callable[..., GroupCommitter]
+) -> None:
+    committer = make_committer(linger_seconds=LONG_LINGER_SECONDS)
+    for n in range(3):
+        started = time.monotonic()
+        index = committer.submit_entry(_entry(f"L-{n}", Action.GET)).result().audit_index
+        assert time.monotonic() - started < LONG_LINGER_SECONDS / 2
+        assert index + 1 in _checkpoint_sizes(engine)
