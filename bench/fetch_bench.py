@@ -213,23 +213,10 @@ def fetch_requests(world: DemoWorld, holders: Sequence[int]) -> list[bytes]:
 # --- servers --------------------------------------------------------------------------
 
 
-# Servers listen below the kernel's ephemeral range: a port that bind(0) handed out and
-# the bench released could be taken as the source port of any outgoing connection on the
-# machine before the server bound it: the likely cause of echo servers that "did not
-# start" in about one run in five while other work ran beside the bench (their logs were
-# gone with the run's temporary directory, so not confirmed).
-_LISTEN_PORTS = range(20_000, 30_000)
-
-
 def _free_port() -> int:
-    for port in random.sample(_LISTEN_PORTS, 50):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {_LISTEN_PORTS}")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class Server:
@@ -255,7 +242,9 @@ class Server:
             assert self.process.stdout is not None
             for line in self.process.stdout:
                 self._log.write(line)
-                seen += marker in line
+                # Counted, not tested: two workers' banners, written at once to the shared
+                # pipe, can arrive as one line (the echo servers that "did not start").
+                seen += line.count(marker)
                 if seen >= count:
                     ready.set()
             ready.set()
@@ -264,7 +253,9 @@ class Server:
         self._pump.start()
         if not ready.wait(START_TIMEOUT) or self.process.poll() is not None:
             self.stop()
-            raise RuntimeError(f"{argv[:4]} did not start; see {log}")
+            # The log goes with the run's temporary directory: its end is the only trace.
+            tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
+            raise RuntimeError(f"{argv[:4]} did not start; the end of {log}:\n{tail}")
 
     def cpu_seconds(self) -> float:
         """User and system CPU of the server and its workers so far."""
