@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from sqlalchemy import text
 from support.adapters import (
+    AdapterFiles,
     create_registrations,
     outbox_counts,
     outbox_last_error,
@@ -22,7 +25,7 @@ from support.adapters import (
     write_config,
 )
 from support.hubs import RunningHub
-from support.tcp_proxy import tcp_relay
+from support.tcp_proxy import TcpRelay, tcp_relay
 
 from certhub.adapters import Adapter, PassReport, load_config, pusher
 from certhub.adapters.errors import HubRefused
@@ -152,21 +155,15 @@ def test_a_principal_the_hub_does_not_know_ends_the_pass_refused(
     assert outbox_counts(files.outbox) == {"pending": 5}
 
 
-@pytest.mark.slow
-def test_a_stream_without_results_is_cancelled_and_pushed_again(
-    running_hub: RunningHub,
-    world: DemoWorld,
-    amr: DemoDepartment,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A hub process that takes a stream's bytes and answers nothing (frozen): after
-    RESULT_TIMEOUT_SECONDS without a result the call is cancelled and its items are pushed
-    again once the hub answers, while the other stream goes on; none is lost or stored
-    twice. (The retry uses the same connection: had it been dead, keepalive would have
-    closed it within about 40 s and the stream would have reconnected, as after a cut.)"""
-    monkeypatch.setattr(pusher, "RESULT_TIMEOUT_SECONDS", 1.0)
-    rows = 600
+_Run = tuple[AdapterFiles, Adapter, threading.Thread, list[PassReport]]
+
+
+@contextlib.contextmanager
+def _pass_through_relay(
+    running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, tmp_path: Path, *, rows: int
+) -> Iterator[tuple[TcpRelay, _Run]]:
+    """``rows`` registrations pushed by one adapter pass, started on a thread, to the hub
+    through a relay whose connections the test can pause."""
     url = f"sqlite:///{tmp_path / 'department.db'}"
     create_registrations(url, (registration(n) for n in range(rows))).dispose()
     with tcp_relay(running_hub.address) as relay:
@@ -183,6 +180,26 @@ def test_a_stream_without_results_is_cancelled_and_pushed_again(
         reports: list[PassReport] = []
         runner = threading.Thread(target=lambda: reports.append(adapter.run_once()))
         runner.start()
+        yield relay, (files, adapter, runner, reports)
+
+
+@pytest.mark.slow
+def test_a_stream_without_results_is_cancelled_and_pushed_again(
+    running_hub: RunningHub,
+    world: DemoWorld,
+    amr: DemoDepartment,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hub process that takes a stream's bytes and answers nothing (frozen): after
+    RESULT_TIMEOUT_SECONDS without a result the call is cancelled and its items are pushed
+    again once the hub answers, while the other stream goes on; none is lost or stored
+    twice. (The retry uses the same connection: had it been dead, keepalive would have
+    closed it within about 40 s and the stream would have reconnected, as after a cut.)"""
+    monkeypatch.setattr(pusher, "RESULT_TIMEOUT_SECONDS", 1.0)
+    rows = 600
+    with _pass_through_relay(running_hub, world, amr, tmp_path, rows=rows) as (relay, run):
+        files, adapter, runner, reports = run
         try:
             deadline = time.monotonic() + 60
             while outbox_counts(files.outbox).get("acked", 0) < 50:
@@ -217,22 +234,8 @@ def test_stop_ends_a_pass_whose_stream_waits_for_the_hub(
     within a second or so (the call is cancelled, not waited out), and only what the hub
     answered is marked acknowledged."""
     rows = 300
-    url = f"sqlite:///{tmp_path / 'department.db'}"
-    create_registrations(url, (registration(n) for n in range(rows))).dispose()
-    with tcp_relay(running_hub.address) as relay:
-        files = write_config(
-            tmp_path / "adapter",
-            world=world,
-            department=amr,
-            address=relay.address,
-            tls=running_hub.tls_for(amr.principal),
-            source=sql_source(url),
-            max_in_flight=16,
-        )
-        adapter = Adapter(load_config(files.config))
-        reports: list[PassReport] = []
-        runner = threading.Thread(target=lambda: reports.append(adapter.run_once()))
-        runner.start()
+    with _pass_through_relay(running_hub, world, amr, tmp_path, rows=rows) as (relay, run):
+        files, adapter, runner, reports = run
         try:
             deadline = time.monotonic() + 60
             while outbox_counts(files.outbox).get("acked", 0) < 20:
