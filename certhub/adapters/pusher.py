@@ -566,22 +566,23 @@ class _PushStream:
                 raise
             self._ended_by_us()
 
+    def _stall(self) -> _Transient:
+        return _Transient(
+            f"no result for {RESULT_TIMEOUT_SECONDS:.0f}s with {len(self._inflight)} in flight"
+        )
+
     def _ended_by_us(self) -> None:
         if self._p._halted():
             return
         if self._stalled:
-            raise _Transient(
-                f"no result for {RESULT_TIMEOUT_SECONDS:.0f}s with {len(self._inflight)} in flight"
-            )
+            raise self._stall()
         raise _Transient(f"reading the outbox: {self._sender_failure}")
 
     def _failed(self, error: grpc.RpcError) -> None:
         if self._p._halted():
             return
         if self._stalled:
-            raise _Transient(
-                f"no result for {RESULT_TIMEOUT_SECONDS:.0f}s with {len(self._inflight)} in flight"
-            ) from error
+            raise self._stall() from error
         answer = error_from_rpc(error)
         if answer.code in _RETRYABLE:
             raise _Transient(str(answer)) from error
