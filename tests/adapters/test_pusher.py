@@ -160,10 +160,17 @@ _Run = tuple[AdapterFiles, Adapter, threading.Thread, list[PassReport]]
 
 @contextlib.contextmanager
 def _pass_through_relay(
-    running_hub: RunningHub, world: DemoWorld, amr: DemoDepartment, tmp_path: Path, *, rows: int
+    running_hub: RunningHub,
+    world: DemoWorld,
+    amr: DemoDepartment,
+    tmp_path: Path,
+    *,
+    rows: int,
+    acked_first: int,
 ) -> Iterator[tuple[TcpRelay, _Run]]:
     """``rows`` registrations pushed by one adapter pass, started on a thread, to the hub
-    through a relay whose connections the test can pause."""
+    through a relay whose connections the test can pause; entered once ``acked_first`` are
+    acknowledged, and the pass is stopped and closed on the way out."""
     url = f"sqlite:///{tmp_path / 'department.db'}"
     create_registrations(url, (registration(n) for n in range(rows))).dispose()
     with tcp_relay(running_hub.address) as relay:
@@ -180,7 +187,16 @@ def _pass_through_relay(
         reports: list[PassReport] = []
         runner = threading.Thread(target=lambda: reports.append(adapter.run_once()))
         runner.start()
-        yield relay, (files, adapter, runner, reports)
+        try:
+            deadline = time.monotonic() + 60
+            while outbox_counts(files.outbox).get("acked", 0) < acked_first:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            yield relay, (files, adapter, runner, reports)
+        finally:
+            adapter.stop.set()
+            runner.join(timeout=10)
+            adapter.close()
 
 
 @pytest.mark.slow
@@ -198,25 +214,20 @@ def test_a_stream_without_results_is_cancelled_and_pushed_again(
     closed it within about 40 s and the stream would have reconnected, as after a cut.)"""
     monkeypatch.setattr(pusher, "RESULT_TIMEOUT_SECONDS", 1.0)
     rows = 600
-    with _pass_through_relay(running_hub, world, amr, tmp_path, rows=rows) as (relay, run):
-        files, adapter, runner, reports = run
-        try:
-            deadline = time.monotonic() + 60
-            while outbox_counts(files.outbox).get("acked", 0) < 50:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
-            first = relay.snapshot()
-            assert len(first) == 2
-            first[0].pause()
-            while "no result for 1s" not in (outbox_last_error(files.outbox) or ""):
-                assert time.monotonic() < deadline, outbox_last_error(files.outbox)
-                time.sleep(0.05)
-            first[0].resume()
-            runner.join(timeout=60)
-        finally:
-            adapter.stop.set()
-            runner.join(timeout=10)
-            adapter.close()
+    with _pass_through_relay(running_hub, world, amr, tmp_path, rows=rows, acked_first=50) as (
+        relay,
+        run,
+    ):
+        files, _adapter, runner, reports = run
+        first = relay.snapshot()
+        assert len(first) == 2
+        first[0].pause()
+        deadline = time.monotonic() + 60
+        while "no result for 1s" not in (outbox_last_error(files.outbox) or ""):
+            assert time.monotonic() < deadline, outbox_last_error(files.outbox)
+            time.sleep(0.05)
+        first[0].resume()
+        runner.join(timeout=60)
         connections = relay.snapshot()
     assert not runner.is_alive()
     (report,) = reports
@@ -234,26 +245,22 @@ def test_stop_ends_a_pass_whose_stream_waits_for_the_hub(
     within a second or so (the call is cancelled, not waited out), and only what the hub
     answered is marked acknowledged."""
     rows = 300
-    with _pass_through_relay(running_hub, world, amr, tmp_path, rows=rows) as (relay, run):
-        files, adapter, runner, reports = run
+    with _pass_through_relay(running_hub, world, amr, tmp_path, rows=rows, acked_first=20) as (
+        relay,
+        run,
+    ):
+        _files, adapter, runner, reports = run
+        held = relay.snapshot()
+        for connection in held:
+            connection.pause()
         try:
-            deadline = time.monotonic() + 60
-            while outbox_counts(files.outbox).get("acked", 0) < 20:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
-            held = relay.snapshot()
-            for connection in held:
-                connection.pause()
             time.sleep(0.5)
             adapter.stop.set()
             stopped = time.monotonic()
             runner.join(timeout=10)
             took = time.monotonic() - stopped
         finally:
-            adapter.stop.set()
-            runner.join(timeout=10)
-            adapter.close()
-            for connection in relay.snapshot():
+            for connection in held:
                 connection.resume()
     assert not runner.is_alive()
     assert took < 3, took
