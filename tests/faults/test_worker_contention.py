@@ -22,15 +22,16 @@ import pytest
 from conftest import DATABASE_ENV
 from support.databases import fresh_postgres_database
 from support.load import ITEM, WINDOW, Load
-from support.served import ServedHub, established_by_worker, prepare_deployment, serve
+from support.served import ServedHub, prepare_deployment, serve
 
 from certhub.hub.demo.world import DemoWorld, enterprise
 from certhub.hub.store.engine import make_engine
 from certhub.v1 import common_pb2, intake_pb2, intake_pb2_grpc
 
-# Clients, each on its own channel (so both workers get some), and rounds of fresh case
-# numbers. Every round the clients fetch slices of the same CASES_PER_ROUND cases, each in
-# its own rotation, so concurrent batches of the two workers hold them in different orders.
+# Clients (at least: more are opened until both workers hold one), each on its own
+# channel, and rounds of fresh case numbers. Every round the clients fetch slices of the
+# same CASES_PER_ROUND cases, each in its own rotation, so concurrent batches of the two
+# workers hold them in different orders.
 CLIENTS = 16
 ROUNDS = 30
 CASES_PER_ROUND = 24
@@ -66,7 +67,7 @@ def test_two_workers_recording_the_same_cases_concurrently_fail_no_call(
     Load(
         world=world, connect=served.client, fetchers=0, pushers=0, holders=1, first_holder=1
     ).seed()
-    clients = [served.client(WINDOW) for _ in range(CLIENTS)]
+    clients = served.clients_on_every_worker(WINDOW, at_least=CLIENTS)
     failures: list[str] = []
     try:
         stubs = [intake_pb2_grpc.IntakeServiceStub(c.channel) for c in clients]
@@ -84,12 +85,8 @@ def test_two_workers_recording_the_same_cases_concurrently_fail_no_call(
             except grpc.RpcError as error:
                 failures.append(f"{error.code().name}: {error.details()}")
 
-        for stub in stubs:  # connect every channel before looking at where they landed
-            fetch(stub, "warm-up")
-        assert all(n > 0 for n in established_by_worker(served).values())
-
         for round_ in range(ROUNDS):
-            start = threading.Barrier(CLIENTS)
+            start = threading.Barrier(len(stubs))
 
             def client(n: int, r: int = round_, go: threading.Barrier = start) -> None:
                 go.wait()
@@ -99,7 +96,7 @@ def test_two_workers_recording_the_same_cases_concurrently_fail_no_call(
                 for k in range(CASES_PER_CLIENT):
                     fetch(stubs[n], f"R{r}-{(n + step * k) % CASES_PER_ROUND}")
 
-            threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+            threads = [threading.Thread(target=client, args=(n,)) for n in range(len(stubs))]
             for t in threads:
                 t.start()
             for t in threads:

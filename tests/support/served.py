@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 from sqlalchemy.engine import Engine
 
 from certhub.core.rpc.client import ClientTLS, HubClient
@@ -27,6 +28,14 @@ REPO = Path(__file__).resolve().parents[2]
 # Two workers each import grpc, SQLAlchemy and build a hub: about a second each on an idle
 # machine; the shared 2-core test machine can be several times slower.
 START_TIMEOUT = 30.0
+# gRPC keeps one connection per channel and SO_REUSEPORT hashes each connection to a
+# worker: 8 channels on 2 workers all land on one with p = 1/128, which CI met more than
+# once. Channels are added until every worker holds one, up to this many (all on one
+# worker: p = 2^-31).
+MAX_CHANNELS = 32
+# Connecting is a TCP and TLS handshake on loopback: well under a second even when the
+# shared test machine is busy.
+CONNECT_TIMEOUT = 10.0
 # The supervisor's (or the one process's) banner once every worker serves.
 _SERVING = re.compile(r"certhub serving on (\S+:[1-9]\d*)")
 
@@ -83,6 +92,23 @@ class ServedHub:
         with _ISSUING:
             cert, key = issue_client_certificate(self.pki, principal)
         return HubClient.connect(self.address, ClientTLS(ca=self.pki.ca_cert, cert=cert, key=key))
+
+    def clients_on_every_worker(self, principal: str, *, at_least: int) -> list[HubClient]:
+        """At least ``at_least`` connected clients, more if needed until every worker holds one.
+
+        Connecting makes no call, so it spends no rate-limit token and records no audit entry.
+        """
+        clients: list[HubClient] = []
+        while len(clients) < at_least or (
+            len(clients) < MAX_CHANNELS and 0 in established_by_worker(self).values()
+        ):
+            client = self.client(principal)
+            clients.append(client)
+            grpc.channel_ready_future(client.channel).result(timeout=CONNECT_TIMEOUT)
+        per_worker = established_by_worker(self)
+        assert len(per_worker) >= 2, per_worker
+        assert all(n > 0 for n in per_worker.values()), per_worker
+        return clients
 
     def worker_pids(self) -> set[int]:
         path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
