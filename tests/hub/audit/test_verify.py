@@ -3,6 +3,7 @@ and names the first bad index. Also `audit prove`, `audit query` and `audit vkey
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 from support.audit_log import append_all, synthetic_records
 from support.hubs import RunningHub, start_hub
 
+from certhub.hub.audit import reads
 from certhub.hub.audit.entry import OK, Action, AuditRecord
 from certhub.hub.audit.log import AuditLog
 from certhub.hub.cli.main import main
@@ -263,6 +265,24 @@ def test_checkpoint_replaced_with_a_forked_root_is_named(
     assert status == 1
     assert f"checkpoint {size}" in output
     assert "root" in output
+
+
+def test_a_consistency_proof_the_log_would_serve_wrongly_is_named(
+    logged: RunningHub, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every checkpoint's root is recomputed from the leaves, which already makes them
+    # consistent; the pass also assembles one proof (oldest to newest) the way clients are
+    # served one, so a fault in that path (here: a hash left out) is a finding too.
+    served = reads.consistency_proof
+
+    def short(session: Session, first_size: int, second_size: int) -> reads.ConsistencyProof:
+        proof = served(session, first_size, second_size)
+        return dataclasses.replace(proof, hashes=proof.hashes[:-1])
+
+    monkeypatch.setattr(reads, "consistency_proof", short)
+    status, output = _verify(logged, capsys)
+    assert status == 1
+    assert f"checkpoint {SIZE}: no valid consistency proof from checkpoint {BATCH}" in output
 
 
 @pytest.mark.slow
