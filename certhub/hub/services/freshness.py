@@ -20,10 +20,11 @@ that holds cached fetches, never one per fetch.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from typing import Final
+from typing import Any, Final
 
+import psycopg
 from sqlalchemy import Connection, bindparam, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
 from certhub.hub.store.aio import AsyncReader, CompiledRead
@@ -32,7 +33,9 @@ from certhub.hub.store.models import HolderState
 __all__ = [
     "STALE",
     "bump",
+    "bump_keys",
     "current_versions",
+    "queue_bump",
     "read_version",
     "read_version_async",
     "stale_holders",
@@ -59,14 +62,43 @@ async def read_version_async(reader: AsyncReader, holder_key: str) -> int:
     return int(rows[0][0] or 0) if rows else 0
 
 
+def bump_keys(holder_keys: Iterable[str]) -> list[str]:
+    """The keys a bump moves, each once (one statement may not touch a row twice), in one
+    order for every writer (no lock cycles)."""
+    return sorted(set(holder_keys))
+
+
+# ``bump`` on PostgreSQL: one fixed text with the keys as one binary array parameter. The
+# executemany of one upsert per key that it replaces cost about a quarter of the group
+# commit thread's CPU in a push batch (psycopg builds and dumps each row's parameters in
+# Python; bench/push_bench.py, docs/performance.md "Pushes in the pipeline"). Driver SQL,
+# for psycopg's binary placeholder (%(name)b), as certhub.hub.services.ingest.store_postgresql.
+# ORDER BY ordinality keeps the keys' order, so rows are locked in ``bump_keys``'s order.
+BUMP_POSTGRESQL = """
+INSERT INTO holder_states (holder_key, version)
+SELECT k.key, 1 FROM unnest(CAST(%(keys)b AS text[])) WITH ORDINALITY AS k(key, n)
+ORDER BY k.n
+ON CONFLICT (holder_key) DO UPDATE SET version = holder_states.version + 1
+"""
+
+
+def queue_bump(conn: psycopg.Connection[Any], holder_keys: Iterable[str]) -> None:
+    """``bump`` on psycopg's raw connection, for the group commit's pipeline."""
+    keys = bump_keys(holder_keys)
+    if keys:
+        conn.execute(BUMP_POSTGRESQL, {"keys": keys})
+
+
 def bump(session: Session, holder_keys: Iterable[str]) -> None:
     """Move the counters of ``holder_keys``; call in the transaction that changes them."""
-    keys = sorted(set(holder_keys))  # one order for every writer: no lock cycles
+    keys = bump_keys(holder_keys)
     if not keys:
         return
     conn = session.connection()
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    insert = dialect.insert(HolderState)
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(BUMP_POSTGRESQL, {"keys": keys})
+        return
+    insert = sqlite.insert(HolderState)
     conn.execute(
         insert.on_conflict_do_update(
             index_elements=[HolderState.holder_key],
