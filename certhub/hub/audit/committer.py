@@ -95,13 +95,15 @@ class Pipelined(Batchable, Protocol):
     batch of its units and audit-only units commits in two round trips, (BEGIN, the head
     lock, the run's reads) and (the run's writes, the append, COMMIT), instead of one per
     statement. ``queue_all`` queues the run's reads on ``conn`` and returns what the
-    committer calls once they are answered: it reads their cursors, may queue writes, and
-    returns each item's value or HubError in order, as ``apply_all`` does. Only kinds with
-    ``may_race`` False: no savepoint, and an error in a queued write fails the batch."""
+    committer calls once they are answered, with the audit indices the items' entries will
+    get (as ``audit_indices`` gives them to ``apply_all``): it reads their cursors, may queue
+    writes, and returns each item's value or HubError in order, as ``apply_all`` does. Only
+    kinds with ``may_race`` False: no savepoint, and an error in a queued write fails the
+    batch."""
 
     def queue_all(
         self, conn: psycopg.Connection[Any], items: Sequence[object]
-    ) -> Callable[[], Sequence[object]]: ...
+    ) -> Callable[[Sequence[int]], Sequence[object]]: ...
 
 
 @dataclass(eq=False)
@@ -188,8 +190,8 @@ def _pipelined_run(
     batch: Sequence[_Unit[object]],
 ) -> tuple[Pipelined | None, list[_Unit[object]]] | None:
     """(kind, its units) if every unit of ``batch`` is audit-only or of one Pipelined kind
-    (the warm fetch's batches, and reads and refusals alone), else None: a batch with any
-    other unit goes through a session."""
+    (the warm fetch's batches, a backfill's pushes, and reads and refusals alone), else
+    None: a batch with any other unit goes through a session."""
     kind: Batchable | None = None
     run: list[_Unit[object]] = []
     for unit in batch:
@@ -329,8 +331,11 @@ class GroupCommitter:
             locked = self._log.queue_lock(pipeline.conn)
             finish = kind.queue_all(pipeline.conn, [u.item for u in run]) if kind else None
             pipeline.sync()
+            head = self._log.locked_head(locked)
             if finish is not None:
-                for unit, outcome in zip(run, finish(), strict=True):
+                first = head[0]
+                indices = [first + i for i, unit in enumerate(batch) if unit.batch is kind]
+                for unit, outcome in zip(run, finish(indices), strict=True):
                     if isinstance(outcome, HubError):
                         unit.error = outcome
                     else:
@@ -341,7 +346,7 @@ class GroupCommitter:
                 else unit.describe(unit.value, None)
                 for unit in batch
             ]
-            return self._log.queue_append(pipeline.conn, records, locked)
+            return self._log.queue_append(pipeline.conn, records, head)
 
     def _commit_session(self, batch: list[_Unit[object]]) -> int:
         with session_scope(self._sessions, write=True) as session:

@@ -89,17 +89,23 @@ class AuditLog:
         cursor.execute(_LOCK_HEAD_SQL, {"head_id": HEAD_ID})
         return cursor
 
+    @staticmethod
+    def locked_head(locked: psycopg.Cursor[Any]) -> tuple[int, bytes]:
+        """(size, packed frontier) of the head that ``queue_lock`` read, once the pipeline
+        synced: the size is the index the transaction's first entry will get."""
+        row = locked.fetchone()
+        assert row is not None  # the migration creates the row
+        return int(row[0]), bytes(row[1])
+
     def queue_append(
         self,
         conn: psycopg.Connection[Any],
         records: Sequence[AuditRecord],
-        locked: psycopg.Cursor[Any],
+        head: tuple[int, bytes],
     ) -> int:
-        """``append`` in the pipeline: queue the append of ``records`` under the head that
-        ``queue_lock`` read (synced since); return the index of the first. Caller commits."""
-        row = locked.fetchone()
-        assert row is not None  # the migration creates the row
-        size, frontier = int(row[0]), bytes(row[1])
+        """``append`` in the pipeline: queue the append of ``records`` under ``head``
+        (``locked_head``); return the index of the first. Caller commits."""
+        size, frontier = head
         conn.execute(
             _POSTGRESQL_APPEND_SQL, _postgresql_params(self._rows(records, size, frontier))
         )

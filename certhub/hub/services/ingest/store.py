@@ -7,9 +7,11 @@ PostgreSQL's differ.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
 
+import psycopg
 from sqlalchemy import exc, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -61,11 +63,36 @@ def store_pushes(
     """Store checked pushes as one set, in order: two queries and two writes for the whole
     group commit batch instead of several round trips per push (the single commit thread's
     round trips bound the hub's push rate). Each push's outcome or HubError is returned in
-    place. Raises IntegrityError if another hub process raced an insert; callers then fall
-    back to ``store_push`` one by one, which resolves the race."""
+    place. Raises IntegrityError if a row it inserts exists after all (a writer that did not
+    hold the audit log's head lock: see ``PushBatch.may_race``); ``store_push`` resolves that
+    one by one."""
     known = _load_lineages(session, {checked.payload.lineage for checked, _ in pushes})
     # The audit entry each push's row is admitted by (None outside the group committer).
     indices: Sequence[int | None] = audit_indices(session) or [None] * len(pushes)
+    outcomes, writes = _decide_all(pushes, indices, known)
+    if writes is not None:
+        _write_accepted(session, writes)
+    return outcomes
+
+
+@dataclass(frozen=True, slots=True)
+class _Writes:
+    """What a batch of pushes writes: the accepted versions' rows, the lineages whose current
+    version they supersede, the attachments sent with them and the holders they change."""
+
+    rows: list[dict[str, object]]
+    superseding: set[str]
+    attachments: list[dict[str, object]]
+    holder_keys: list[str]
+
+
+def _decide_all(
+    pushes: Sequence[tuple[CheckedPush, dt.datetime]],
+    indices: Sequence[int | None],
+    known: dict[str, Lineage],
+) -> tuple[list[Stored | HubError], _Writes | None]:
+    """Each push's outcome against the stored lineages ``known`` and the pushes before it in
+    the batch, in order, and what the accepted ones write (None if nothing was accepted)."""
     outcomes: list[Stored | HubError] = []
     accepted: list[tuple[CheckedPush, dt.datetime, int | None]] = []
     superseding: set[str] = set()
@@ -86,12 +113,34 @@ def store_pushes(
                     superseding.add(p.lineage)
                 state.top = p.version
             accepted.append((checked, now, audit_idx))
-    _write_accepted(session, accepted, superseding, known)
-    return outcomes
+    if not accepted:
+        return outcomes, None  # superseding is only ever non-empty with something accepted
+    rows = [
+        _row(checked, is_current=checked.payload.version == known[checked.payload.lineage].top,
+             now=now, audit_idx=audit_idx)
+        for checked, now, audit_idx in accepted
+    ]  # fmt: skip
+    # Content-addressed: the same file under many certificates is stored once (the first
+    # sent wins, as one insert after another would decide).
+    attachments: dict[str, dict[str, object]] = {}
+    for checked, _, _ in accepted:
+        declared = checked.payload.attachment
+        if checked.attachment is not None and declared is not None:
+            attachments.setdefault(
+                declared.sha256,
+                {"sha256": declared.sha256, "media_type": declared.media_type,
+                 "data": checked.attachment},
+            )  # fmt: skip
+    writes = _Writes(
+        rows=rows,
+        superseding=superseding,
+        attachments=list(attachments.values()),
+        holder_keys=[str(row["holder_key"]) for row in rows],
+    )
+    return outcomes, writes
 
 
 def _load_lineages(session: Session, lineages: set[str]) -> dict[str, Lineage]:
-    known: dict[str, Lineage] = {name: Lineage() for name in lineages}
     # Core statements on the session's connection (as certhub.hub.audit.log does): nothing here is
     # loaded as an ORM object, and the ORM's statement layer cost more CPU on the single
     # commit thread than the query. Flushed first, as the ORM's autoflush would have.
@@ -101,6 +150,12 @@ def _load_lineages(session: Session, lineages: set[str]) -> dict[str, Lineage]:
         rows = conn.exec_driver_sql(store_postgresql.LOAD_LINEAGES, {"lineages": list(lineages)})
     else:
         rows = conn.execute(_LOAD.where(Certificate.lineage.in_(lineages)))
+    return _known(lineages, rows)
+
+
+def _known(lineages: set[str], rows: Iterable[Sequence[Any]]) -> dict[str, Lineage]:
+    """The stored state of ``lineages`` from ``_LOAD``'s rows."""
+    known: dict[str, Lineage] = {name: Lineage() for name in lineages}
     # Only a stored certificate can have been revoked (store_revoke requires one), so the
     # join of certificates to revocations finds every revoked lineage of the batch.
     for lineage, certificate_id, version, sha256, issuer, is_current, revoked in rows:
@@ -125,45 +180,23 @@ _LOAD = select(
 ).outerjoin(Revocation, Revocation.lineage == Certificate.lineage)
 
 
-def _write_accepted(
-    session: Session,
-    accepted: list[tuple[CheckedPush, dt.datetime, int | None]],
-    superseding: set[str],
-    known: dict[str, Lineage],
-) -> None:
-    """Lower the current flag of superseded lineages, then insert every accepted version,
-    current only if it is its lineage's highest, and the attachments sent with them."""
-    if not accepted:
-        return  # superseding is only ever non-empty with something accepted
-    freshness.bump(session, (checked.payload.holder.key() for checked, _, _ in accepted))
-    rows = [
-        _row(checked, is_current=checked.payload.version == known[checked.payload.lineage].top,
-             now=now, audit_idx=audit_idx)
-        for checked, now, audit_idx in accepted
-    ]  # fmt: skip
-    # Content-addressed: the same file under many certificates is stored once (the first
-    # sent wins, as one insert after another would decide).
-    attachments: dict[str, dict[str, object]] = {}
-    for checked, _, _ in accepted:
-        declared = checked.payload.attachment
-        if checked.attachment is not None and declared is not None:
-            attachments.setdefault(
-                declared.sha256,
-                {"sha256": declared.sha256, "media_type": declared.media_type,
-                 "data": checked.attachment},
-            )  # fmt: skip
+def _write_accepted(session: Session, writes: _Writes) -> None:
+    """Move the holders' counters, lower the current flag of superseded lineages, then
+    insert every accepted version, current only if it is its lineage's highest, and the
+    attachments sent with them."""
+    freshness.bump(session, writes.holder_keys)
     conn = session.connection()
     if conn.dialect.name == "postgresql":
-        store_postgresql.write_batch(conn, rows, superseding, list(attachments.values()))
+        store_postgresql.write_batch(conn, writes.rows, writes.superseding, writes.attachments)
         return
-    if superseding:
+    if writes.superseding:
         conn.execute(
             update(_CERTIFICATES)
-            .where(Certificate.lineage.in_(superseding), Certificate.is_current.is_(True))
+            .where(Certificate.lineage.in_(writes.superseding), Certificate.is_current.is_(True))
             .values(is_current=False)
         )
-    conn.execute(insert(_CERTIFICATES), rows)
-    for values in attachments.values():
+    conn.execute(insert(_CERTIFICATES), writes.rows)
+    for values in writes.attachments:
         _store_attachment(session, values)
 
 
@@ -173,13 +206,39 @@ _CERTIFICATES = Certificate.metadata.tables[Certificate.__tablename__]
 class PushBatch:
     """The group committer's handle for applying a run of pushes as one set."""
 
-    # Two hub processes can insert the same certificate at once: the committer keeps a
-    # savepoint to fall back to one by one.
-    may_race = True
+    # Every writer of certificates is a group commit, which locks the audit log's head
+    # before it reads a lineage (certhub.hub.audit.committer): batches of two hub processes
+    # run one after the other, and on PostgreSQL each statement of READ COMMITTED reads
+    # what committed before it started, so the lineage query sees the other process's rows
+    # and no insert of this run can collide (SQLite's writers are serial). No savepoint,
+    # then, and on PostgreSQL the run goes in the committer's pipeline. Should a row collide
+    # anyway, the batch fails as a whole (UNAVAILABLE, nothing committed) and the retry
+    # reads the row: DUPLICATE or ALREADY_EXISTS.
+    may_race = False
 
     def apply_all(self, session: Session, items: Sequence[object]) -> list[Stored | HubError]:
         # Items are what Hub.submit_push hands the committer with this batch handle.
         return store_pushes(session, cast("list[tuple[CheckedPush, dt.datetime]]", items))
+
+    def queue_all(
+        self, conn: psycopg.Connection[Any], items: Sequence[object]
+    ) -> Callable[[Sequence[int]], list[Stored | HubError]]:
+        """``apply_all`` in the committer's pipeline on PostgreSQL: the lineages' query is
+        queued with the head lock; the writes after its answer, with the append."""
+        pushes = cast("list[tuple[CheckedPush, dt.datetime]]", items)
+        lineages = {checked.payload.lineage for checked, _ in pushes}
+        read = store_postgresql.queue_lineages(conn, lineages)
+
+        def finish(indices: Sequence[int]) -> list[Stored | HubError]:
+            outcomes, writes = _decide_all(pushes, indices, _known(lineages, read.fetchall()))
+            if writes is not None:
+                freshness.queue_bump(conn, writes.holder_keys)
+                store_postgresql.queue_write_batch(
+                    conn, writes.rows, writes.superseding, writes.attachments
+                )
+            return outcomes
+
+        return finish
 
 
 PUSH_BATCH = PushBatch()

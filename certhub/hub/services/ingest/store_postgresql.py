@@ -4,6 +4,10 @@ so the server keeps one plan and the driver sends binary parameters.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from typing import Any
+
+import psycopg
 from sqlalchemy.engine import Connection
 
 # store._LOAD on PostgreSQL, with the batch's lineages as one array: the statement text never
@@ -61,10 +65,34 @@ def write_batch(
     superseding: set[str],
     attachments: list[dict[str, object]],
 ) -> None:
+    conn.exec_driver_sql(WRITE_BATCH, _write_params(rows, superseding, attachments))
+
+
+def queue_lineages(conn: psycopg.Connection[Any], lineages: Collection[str]) -> psycopg.Cursor[Any]:
+    """Queue ``LOAD_LINEAGES`` in the group commit's pipeline; the cursor holds its rows once
+    the pipeline synced."""
+    cursor = conn.cursor()
+    cursor.execute(LOAD_LINEAGES, {"lineages": list(lineages)})
+    return cursor
+
+
+def queue_write_batch(
+    conn: psycopg.Connection[Any],
+    rows: list[dict[str, object]],
+    superseding: set[str],
+    attachments: list[dict[str, object]],
+) -> None:
+    """``write_batch`` in the group commit's pipeline."""
+    conn.execute(WRITE_BATCH, _write_params(rows, superseding, attachments))
+
+
+def _write_params(
+    rows: list[dict[str, object]], superseding: set[str], attachments: list[dict[str, object]]
+) -> dict[str, list[object]]:
     # store._row's keys are the certificate columns, and name WRITE_BATCH's arrays.
-    params = {name: [row[name] for row in rows] for name in rows[0]}
+    params: dict[str, list[object]] = {name: [row[name] for row in rows] for name in rows[0]}
     params["superseding"] = list(superseding)
     params["a_sha256"] = [a["sha256"] for a in attachments]
     params["a_media_type"] = [a["media_type"] for a in attachments]
     params["a_data"] = [a["data"] for a in attachments]
-    conn.exec_driver_sql(WRITE_BATCH, params)
+    return params

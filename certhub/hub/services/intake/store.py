@@ -204,14 +204,14 @@ class FetchBatch:
 
     def queue_all(
         self, conn: psycopg.Connection[Any], items: Sequence[object]
-    ) -> Callable[[], list[str | None]]:
+    ) -> Callable[[Sequence[int]], list[str | None]]:
         """``apply_all`` in the committer's pipeline on PostgreSQL: the views' check is
         queued with the head lock, the cases' upsert after its answer, with the append."""
         units = cast("list[FetchUnit]", items)
         views = dict(u.cached_view for u in units if u.cached_view is not None)
         read = store_postgresql.queue_versions(conn, views.keys()) if views else None
 
-        def finish() -> list[str | None]:
+        def finish(_indices: Sequence[int]) -> list[str | None]:
             now = store_postgresql.versions(read) if read is not None else {}
             stale = freshness.superseded(views, now)
             values = [

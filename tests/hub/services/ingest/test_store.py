@@ -169,9 +169,10 @@ def test_stored_rows_hold_what_the_payloads_say(engine: Engine, world: DemoWorld
 
 
 def test_an_insert_race_raises_integrity_error(engine: Engine, world: DemoWorld) -> None:
-    """What the group committer's fallback to one-by-one relies on: a version that another
-    hub process stored after the batch read its lineages fails the insert with
-    IntegrityError. (Stood in for here by a row the lineage query cannot see.)"""
+    """A version stored after the batch read its lineages (by a writer that did not hold
+    the audit log's head lock) fails the insert with IntegrityError, and so fails the
+    group commit's batch as a whole (tests/hub/audit/test_committer_pushes.py) rather than
+    storing a second row. (Stood in for here by a row the lineage query cannot see.)"""
     (checked,) = _checked(
         world,
         [
