@@ -3,6 +3,7 @@ them, and every entry keeps its place in the log."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import threading
 import time
@@ -16,7 +17,7 @@ from support import statements
 
 from certhub.hub.audit.committer import LINGER_AFTER_BATCH, GroupCommitter, Pending
 from certhub.hub.audit.entry import OK, Action, AuditRecord
-from certhub.hub.errors import Unavailable
+from certhub.hub.errors import NotFound, Unavailable
 from certhub.hub.services import freshness, intake
 from certhub.hub.store.engine import make_session_factory, session_scope
 from certhub.hub.store.models import CODE_WIDTH, AuditEntry, Case, LogCheckpoint
@@ -228,3 +229,51 @@ def test_a_lone_call_is_not_held_back_for_a_batch(
         index = committer.submit_entry(_entry(f"L-{n}", Action.GET)).result().audit_index
         assert time.monotonic() - started < LONG_LINGER_SECONDS / 2
         assert index + 1 in _checkpoint_sizes(engine)
+
+
+def test_units_awaited_after_their_batch_committed_answer_as_the_first(
+    committer: GroupCommitter,
+) -> None:
+    """A stream awaits its pushes in order: by the time it awaits the second unit of a batch,
+    the whole batch is resolved. Those answers (value, index, a unit's refusal with its
+    entry's index) are the same as the first's, awaited while the batch was committing."""
+
+    def refuse(_session: Session) -> None:
+        raise NotFound("no such thing", reason="TEST_REFUSAL")
+
+    async def scenario() -> list[tuple[object, int]]:
+        first, release = _held(committer)
+        pending: list[Pending[object]] = []
+        for n in range(4):
+            if n == 2:
+                pending.append(committer.submit(refuse, lambda _v, _e: _entry("N", Action.GET)))  # type: ignore[arg-type]
+            else:
+                pending.append(
+                    committer.submit(
+                        lambda _s, n=n: f"value-{n}", lambda _v, _e: _entry("V", Action.GET)
+                    )
+                )
+        release.set()
+        await first.wait()
+        answers: list[tuple[object, int]] = []
+        for unit in pending:
+            try:
+                committed = await unit.wait()
+            except NotFound as error:
+                answers.append(
+                    (error.reason, -1 if error.audit_index is None else error.audit_index)
+                )
+            else:
+                answers.append((committed.value, committed.audit_index))
+        with pytest.raises(RuntimeError):  # a loop's unit is awaited, never blocked on
+            pending[0].result()
+        return answers
+
+    answers = asyncio.run(scenario())
+    start = answers[0][1]
+    assert answers == [
+        ("value-0", start),
+        ("value-1", start + 1),
+        ("TEST_REFUSAL", start + 2),
+        ("value-3", start + 3),
+    ]
