@@ -69,8 +69,8 @@ def bump_keys(holder_keys: Iterable[str]) -> list[str]:
 
 
 # ``bump`` on PostgreSQL: one fixed text with the keys as one binary array parameter. The
-# executemany of one upsert per key that it replaces cost about a quarter of the group
-# commit thread's CPU in a push batch (psycopg builds and dumps each row's parameters in
+# executemany of one upsert per key that it replaces was about a quarter of the group
+# commit thread's samples in a push batch (psycopg builds and dumps each row's parameters in
 # Python; bench/push_bench.py, docs/performance.md "Pushes in the pipeline"). Driver SQL,
 # for psycopg's binary placeholder (%(name)b), as certhub.hub.services.ingest.store_postgresql.
 # ORDER BY ordinality keeps the keys' order, so rows are locked in ``bump_keys``'s order.
