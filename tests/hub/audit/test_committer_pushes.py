@@ -9,6 +9,7 @@ import dataclasses
 import datetime as dt
 import random
 import threading
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import func, insert, select
@@ -233,3 +234,66 @@ def test_a_push_whose_row_exists_after_all_fails_its_batch_and_commits_nothing(
         logged = conn.execute(select(func.count()).select_from(AuditEntry)).scalar_one()
         counters = conn.execute(select(func.count()).select_from(HolderState)).scalar_one()
     assert (stored, logged, counters) == (1, after.audit_index + 1, 0)
+
+
+# Rounds of the race below: each round, both committers take the same fresh certificates.
+RACE_ROUNDS = 12
+RACE_PUSHES = 24
+
+
+def test_two_committers_pushing_the_same_certificates_store_each_once(
+    engine: Engine, make_committer: Callable[..., GroupCommitter], world: DemoWorld
+) -> None:
+    """Why pushes need no savepoint: two group committers (two hub processes' worth of
+    transactions on their own connections) pushing the same certificates at once never
+    collide on an insert. Each batch locks the log head before it reads the lineages, so
+    the second reads what the first committed: one ACCEPTED per certificate, DUPLICATE for
+    the other, and no batch fails."""
+    registry = parse_registry(world.registry_toml())
+    licence = world.type_by_name("营业执照")
+    department = world.departments[licence.issuer]
+    caller = registry.principals[department.principal]
+    committers = [make_committer(), make_committer()]
+    outcomes: dict[str, list[str]] = {}
+    failures: list[BaseException] = []
+    for round_ in range(RACE_ROUNDS):
+        pushes = [
+            ingest.check_push(
+                registry,
+                caller,
+                ingest.PushInput(
+                    envelope=sign_certificate(
+                        certificate_payload(world, licence.code, enterprise(serial), serial=serial),
+                        [department.key],
+                    )
+                ),
+            )
+            for serial in range(round_ * RACE_PUSHES, (round_ + 1) * RACE_PUSHES)
+        ]
+        start = threading.Barrier(len(committers))
+
+        def push_all(
+            committer: GroupCommitter, pushes: list[ingest.CheckedPush], start: threading.Barrier
+        ) -> None:
+            start.wait()
+            pending = [(c.payload.certificate_id, _push_unit(committer, c)) for c in pushes]
+            for cid, unit in pending:
+                try:
+                    outcomes.setdefault(cid, []).append(str(unit.result().value.outcome))
+                except BaseException as error:  # reported below
+                    failures.append(error)
+
+        threads = [
+            threading.Thread(target=push_all, args=(committer, order, start))
+            for committer, order in zip(committers, [pushes, pushes[::-1]], strict=True)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert not failures, failures
+    assert len(outcomes) == RACE_ROUNDS * RACE_PUSHES
+    assert all(sorted(o) == ["ACCEPTED", "DUPLICATE"] for o in outcomes.values()), outcomes
+    with engine.connect() as conn:
+        stored = conn.execute(select(func.count()).select_from(Certificate)).scalar_one()
+    assert stored == RACE_ROUNDS * RACE_PUSHES
