@@ -18,7 +18,7 @@ Target (issue 11): end-to-end rate >= 0.5x the verify rate; each process < 500 M
 
     CERTHUB_BENCH_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/test \\
         PYTHONPATH=.:tests .venv/bin/python bench/backfill_bench.py --rows 20000 \\
-        --hub-workers 2 [--streams 2]
+        --hub-workers 2 [--streams 2] [--thread-cpu]
 
 Two fresh databases are created next to the one in the URL (hub and department) and
 dropped afterwards.
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -72,6 +73,11 @@ VERIFY_SECONDS = 3.0
 MB = 1024 * 1024
 # The hub's RSS is reported at each tenth of the backfill: enough to see a slope.
 RSS_POINTS = 10
+PY_SPY = Path(sys.executable).with_name("py-spy")  # installed with the dev extras
+# Threads that used less than this per certificate (1 us) are left out of the listing.
+THREAD_REPORT_SECONDS = 1e-6
+# A thread's line in ``py-spy dump``: its native id and the name Python gave it.
+THREAD_LINE = re.compile(r'^Thread (\d+) \([^)]*\): "([^"]*)"', re.MULTILINE)
 
 
 def say(message: str) -> None:
@@ -136,7 +142,7 @@ class PeakRss:
         while not self._stop.wait(0.2):
             self.sample()
 
-    def _pids(self) -> list[int]:
+    def pids(self) -> list[int]:
         try:
             children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
         except OSError:
@@ -145,7 +151,7 @@ class PeakRss:
 
     def sample(self) -> None:
         largest = 0
-        for pid in self._pids():
+        for pid in self.pids():
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
                 stat = Path(f"/proc/{pid}/stat").read_text()
@@ -208,6 +214,49 @@ class WorkerSpread:
         return self.seen
 
 
+class ThreadCpu:
+    """CPU seconds (utime + stime, /proc/PID/task/TID/stat) each thread of the hub's workers
+    used between ``start`` and ``stop``, summed over the workers by thread name: which of the
+    event loop, the group committer and grpc's own threads a push's CPU goes to, exactly
+    (a sampling profile counts waits too). Python names its threads only for itself, so the
+    names come from ``py-spy dump`` at the start; threads it does not name (grpc's C-core
+    ones, and any started later) are summed as "unnamed"."""
+
+    def __init__(self, workers: list[int]) -> None:
+        self._workers = workers
+        self._names: dict[int, str] = {}
+        self._start: dict[int, int] = {}
+
+    def start(self) -> None:
+        for pid in self._workers:
+            dump = subprocess.run(
+                [str(PY_SPY), "dump", "--pid", str(pid)], capture_output=True, text=True,
+                check=False,
+            )  # fmt: skip
+            for match in THREAD_LINE.finditer(dump.stdout):
+                self._names[int(match.group(1))] = match.group(2)
+        self._start = self._ticks()
+
+    def stop(self) -> dict[str, float]:
+        by_name: dict[str, float] = {}
+        for tid, ticks in self._ticks().items():
+            name = self._names.get(tid, "unnamed")
+            used = (ticks - self._start.get(tid, 0)) / os.sysconf("SC_CLK_TCK")
+            by_name[name] = by_name.get(name, 0.0) + used
+        return dict(sorted(by_name.items(), key=lambda kv: -kv[1]))
+
+    def _ticks(self) -> dict[int, int]:
+        ticks: dict[int, int] = {}
+        for pid in self._workers:
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                ticks[int(task.name)] = int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks
+
+
 def rows(count: int, type_names: list[str]) -> Iterator[dict[str, object]]:
     for n in range(count):
         yield registration(n, licence_type=type_names[n % len(type_names)])
@@ -260,6 +309,10 @@ def run(args: argparse.Namespace, base_url: str, tmp: Path) -> int:
                 f"hub --workers {args.hub_workers}) ..."
             )
             hub_rss.sample()
+            threads = None
+            if args.thread_cpu:
+                threads = ThreadCpu([pid for pid in hub_rss.pids() if pid != hub.pid])
+                threads.start()
             hub_cpu_start = hub_rss.cpu_seconds()
             started = time.perf_counter()
             backfill_from = time.monotonic()
@@ -291,6 +344,7 @@ def run(args: argparse.Namespace, base_url: str, tmp: Path) -> int:
             adapter_cpu = adapter_rss.cpu_seconds()
             hub_rss.sample()
             hub_cpu_backfill = hub_rss.cpu_seconds() - hub_cpu_start
+            by_thread = threads.stop() if threads is not None else {}
             say(f"adapter: {out.strip()}")
             say(f"adapter connections per hub worker (pid: count): {by_worker}")
             # Two ceilings, measured on the same data and hub: what the adapter alone can
@@ -329,6 +383,17 @@ def run(args: argparse.Namespace, base_url: str, tmp: Path) -> int:
         f"CPU during the backfill   adapter {adapter_cpu:,.1f} s, hub processes "
         f"{hub_cpu_backfill:,.1f} s (over {elapsed:,.1f} s on {os.cpu_count()} cores)"
     )
+    print(
+        f"CPU per certificate       adapter {adapter_cpu / args.rows * 1e3:.3f} ms, hub "
+        f"processes {hub_cpu_backfill / args.rows * 1e3:.3f} ms"
+    )
+    if by_thread:
+        print(
+            "hub CPU per certificate   "
+            + ", ".join(f"{name} {cpu / args.rows * 1e3:.3f} ms" for name, cpu in by_thread.items()
+                        if cpu / args.rows >= THREAD_REPORT_SECONDS)
+            + "  (the workers' threads)"
+        )  # fmt: skip
     print(f"ratio                     {ratio:.3f}x  (target >= 0.5x: {_met(ratio >= 0.5)})")
     print(
         f"peak RSS adapter          {adapter_peak:,.0f} MB  (< 500 MB: {_met(adapter_peak < 500)})"
@@ -466,6 +531,11 @@ def main() -> int:
     )
     parser.add_argument(
         "--py-spy", type=Path, metavar="DIR", help="profile hub and adapter with py-spy into DIR"
+    )
+    parser.add_argument(
+        "--thread-cpu",
+        action="store_true",
+        help="also print the hub workers' CPU per certificate by thread (names by py-spy dump)",
     )
     args = parser.parse_args()
     base_url = os.environ.get("CERTHUB_BENCH_DATABASE_URL")
