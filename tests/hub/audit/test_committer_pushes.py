@@ -5,17 +5,16 @@ keeps its entries in submission order with reads between them."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import random
 import threading
 from collections.abc import Callable
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from support import statements
+from support.pushes import describe, mixed_pushes, store_behind_the_lineage
 
 from certhub.hub.audit.committer import GroupCommitter, Pending
 from certhub.hub.audit.entry import OK, Action, AuditRecord
@@ -28,39 +27,6 @@ from certhub.hub.store.models import AuditCertificate, AuditEntry, Certificate, 
 NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
 # Far longer than a healthy commit; only reached if the committer is stuck.
 WAIT_SECONDS = 10.0
-# Pushes per batch: few lineages among them, so versions, repeats and conflicts collide.
-PUSHES = 40
-SERIALS = 6
-
-
-def _pushes(world: DemoWorld, seed: int) -> list[ingest.CheckedPush]:
-    registry = parse_registry(world.registry_toml())
-    licence = world.type_by_name("营业执照")
-    department = world.departments[licence.issuer]
-    caller = registry.principals[department.principal]
-    rng = random.Random(seed)
-    envelopes = []
-    for n in range(PUSHES):
-        serial = rng.randrange(SERIALS)
-        payload = certificate_payload(
-            world,
-            licence.code,
-            enterprise(serial),
-            serial=serial,
-            version=rng.randrange(1, 4),
-        )
-        if rng.random() < 0.15:  # same id and version, other bytes: a conflict
-            payload = dataclasses.replace(payload, number=f"X{n}")
-        envelopes.append(sign_certificate(payload, [department.key]))
-    envelopes += envelopes[:5]  # exact repeats
-    rng.shuffle(envelopes)
-    return [ingest.check_push(registry, caller, ingest.PushInput(envelope=e)) for e in envelopes]
-
-
-def _describe(outcome: ingest.Stored | HubError) -> tuple[str, ...]:
-    if isinstance(outcome, HubError):
-        return ("error", outcome.status_name, outcome.reason)
-    return (str(outcome.outcome), outcome.certificate_id, str(outcome.version))
 
 
 def _entry(name: str) -> AuditRecord:
@@ -108,9 +74,9 @@ def _one_by_one(engine: Engine, pushes: list[ingest.CheckedPush]) -> list[tuple[
     with Session(engine) as session, session.begin():
         for checked in pushes:
             try:
-                described.append(_describe(ingest.store_push(session, checked, now=NOW)))
+                described.append(describe(ingest.store_push(session, checked, now=NOW)))
             except HubError as error:
-                described.append(_describe(error))
+                described.append(describe(error))
         session.rollback()
     return described
 
@@ -120,7 +86,7 @@ def _one_by_one(engine: Engine, pushes: list[ingest.CheckedPush]) -> list[tuple[
 def test_a_batch_of_pushes_decides_as_one_by_one_and_binds_its_entries(
     engine: Engine, committer: GroupCommitter, world: DemoWorld, path: str, seed: int
 ) -> None:
-    pushes = _pushes(world, seed)
+    pushes = mixed_pushes(world, seed)
     expected = _one_by_one(engine, pushes)
     first, release = _held(committer)
     submitted: list[tuple[str, Pending[object]]] = []
@@ -141,11 +107,11 @@ def test_a_batch_of_pushes_decides_as_one_by_one_and_binds_its_entries(
             except HubError as error:
                 indices.append(error.audit_index if error.audit_index is not None else -1)
                 if kind == "push":
-                    outcomes.append(_describe(error))
+                    outcomes.append(describe(error))
                 continue
             indices.append(committed.audit_index)
             if kind == "push":
-                outcomes.append(_describe(committed.value))  # type: ignore[arg-type]
+                outcomes.append(describe(committed.value))  # type: ignore[arg-type]
 
     assert outcomes == expected
     kinds = {d[0] if d[0] != "error" else d[2] for d in outcomes}
@@ -193,29 +159,8 @@ def test_a_push_whose_row_exists_after_all_fails_its_batch_and_commits_nothing(
     first). Should an insert collide anyway, stood in for here by a row the lineage query
     cannot see, the whole batch answers COMMIT_FAILED and nothing of it is stored or
     logged; the next batch commits."""
-    pushes = _pushes(world, 3)[:5]
-    p = pushes[0].payload
-    with Session(engine) as session, session.begin():
-        session.execute(
-            insert(Certificate).values(
-                certificate_id=p.certificate_id,
-                version=p.version,
-                lineage="stored-by-another-writer",
-                is_current=True,
-                holder_key=p.holder.key(),
-                type_code=p.type_code,
-                kind=str(p.kind),
-                issuer_code=p.issuer_code,
-                issued_on=p.issued_on,
-                valid_from=p.valid_from,
-                valid_until=None,
-                envelope=pushes[0].envelope,
-                envelope_sha256=pushes[0].envelope_sha256,
-                key_id=pushes[0].key_id,
-                legacy_uscc=False,
-                stored_at=NOW,
-            )
-        )
+    pushes = mixed_pushes(world, 3)[:5]
+    store_behind_the_lineage(engine, pushes[0], lineage="stored-by-another-writer", now=NOW)
     first, release = _held(committer)
     doomed: list[Pending[object]] = [_push_unit(committer, c) for c in pushes]  # type: ignore[misc]
     doomed.append(committer.submit_entry(_entry("READ")))  # type: ignore[arg-type]

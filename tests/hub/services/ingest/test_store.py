@@ -3,15 +3,14 @@ applied one by one decide, and leave the same rows."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
-import random
 
 import pytest
-from sqlalchemy import exc, insert, select
+from sqlalchemy import exc, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
+from support.pushes import describe, mixed_pushes, store_behind_the_lineage
 
 from certhub.hub.demo.world import DemoWorld, certificate_payload, enterprise, sign_certificate
 from certhub.hub.errors import HubError
@@ -20,27 +19,6 @@ from certhub.hub.services import ingest
 from certhub.hub.store.models import Attachment, Certificate
 
 NOW = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
-
-
-def _pushes(world: DemoWorld, seed: int) -> list[ingest.CheckedPush]:
-    registry = parse_registry(world.registry_toml())
-    licence = world.type_by_name("营业执照")
-    department = world.departments[licence.issuer]
-    caller = registry.principals[department.principal]
-    rng = random.Random(seed)
-    envelopes = []
-    for n in range(40):
-        serial = rng.randrange(6)  # few lineages, so versions and repeats collide
-        version = rng.randrange(1, 4)
-        payload = certificate_payload(
-            world, licence.code, enterprise(serial), serial=serial, version=version
-        )
-        if rng.random() < 0.15:  # same id and version, other bytes: a conflict
-            payload = dataclasses.replace(payload, number=f"X{n}")
-        envelopes.append(sign_certificate(payload, [department.key]))
-    envelopes += envelopes[:5]  # exact repeats
-    rng.shuffle(envelopes)
-    return [ingest.check_push(registry, caller, ingest.PushInput(envelope=e)) for e in envelopes]
 
 
 def _rows(session: Session) -> list[dict[str, object]]:
@@ -54,26 +32,20 @@ def _rows(session: Session) -> list[dict[str, object]]:
     ]
 
 
-def _describe(outcome: ingest.Stored | HubError) -> tuple[str, ...]:
-    if isinstance(outcome, HubError):
-        return ("error", outcome.status_name, outcome.reason)
-    return (str(outcome.outcome), outcome.certificate_id, str(outcome.version))
-
-
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_set_and_one_by_one_agree(engine: Engine, world: DemoWorld, seed: int) -> None:
-    pushes = _pushes(world, seed)
+    pushes = mixed_pushes(world, seed)
     with Session(engine) as session, session.begin():
         one_by_one = []
         for checked in pushes:
             try:
-                one_by_one.append(_describe(ingest.store_push(session, checked, now=NOW)))
+                one_by_one.append(describe(ingest.store_push(session, checked, now=NOW)))
             except HubError as error:
-                one_by_one.append(_describe(error))
+                one_by_one.append(describe(error))
         expected_rows = _rows(session)
         session.rollback()
     with Session(engine) as session, session.begin():
-        as_set = [_describe(o) for o in ingest.store_pushes(session, [(c, NOW) for c in pushes])]
+        as_set = [describe(o) for o in ingest.store_pushes(session, [(c, NOW) for c in pushes])]
         rows = _rows(session)
         session.rollback()
     assert as_set == one_by_one
@@ -187,27 +159,11 @@ def test_an_insert_race_raises_integrity_error(engine: Engine, world: DemoWorld)
             )
         ],
     )
-    p = checked.payload
-    with Session(engine) as session, session.begin():
-        session.execute(
-            insert(Certificate).values(
-                certificate_id=p.certificate_id,
-                version=p.version,
-                lineage="stored-by-another-process",
-                is_current=True,
-                holder_key=p.holder.key(),
-                type_code=p.type_code,
-                kind=str(p.kind),
-                issuer_code=p.issuer_code,
-                issued_on=p.issued_on,
-                valid_from=p.valid_from,
-                valid_until=None,
-                envelope=checked.envelope,
-                envelope_sha256=checked.envelope_sha256,
-                key_id=checked.key_id,
-                legacy_uscc=False,
-                stored_at=NOW,
-            )
-        )
-        with pytest.raises(exc.IntegrityError), session.begin_nested():
-            ingest.store_pushes(session, [(checked, NOW)])
+    store_behind_the_lineage(engine, checked, lineage="stored-by-another-process", now=NOW)
+    with (
+        Session(engine) as session,
+        session.begin(),
+        pytest.raises(exc.IntegrityError),
+        session.begin_nested(),
+    ):
+        ingest.store_pushes(session, [(checked, NOW)])
