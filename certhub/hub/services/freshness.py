@@ -33,7 +33,6 @@ from certhub.hub.store.models import HolderState
 __all__ = [
     "STALE",
     "bump",
-    "bump_keys",
     "current_versions",
     "queue_bump",
     "read_version",
@@ -62,7 +61,7 @@ async def read_version_async(reader: AsyncReader, holder_key: str) -> int:
     return int(rows[0][0] or 0) if rows else 0
 
 
-def bump_keys(holder_keys: Iterable[str]) -> list[str]:
+def _bump_keys(holder_keys: Iterable[str]) -> list[str]:
     """The keys a bump moves, each once (one statement may not touch a row twice), in one
     order for every writer (no lock cycles)."""
     return sorted(set(holder_keys))
@@ -73,7 +72,7 @@ def bump_keys(holder_keys: Iterable[str]) -> list[str]:
 # commit thread's samples in a push batch (psycopg builds and dumps each row's parameters in
 # Python; bench/push_bench.py, docs/performance.md "Pushes in the pipeline"). Driver SQL,
 # for psycopg's binary placeholder (%(name)b), as certhub.hub.services.ingest.store_postgresql.
-# ORDER BY ordinality keeps the keys' order, so rows are locked in ``bump_keys``'s order.
+# ORDER BY ordinality keeps the keys' order, so rows are locked in ``_bump_keys``'s order.
 BUMP_POSTGRESQL = """
 INSERT INTO holder_states (holder_key, version)
 SELECT k.key, 1 FROM unnest(CAST(%(keys)b AS text[])) WITH ORDINALITY AS k(key, n)
@@ -84,14 +83,14 @@ ON CONFLICT (holder_key) DO UPDATE SET version = holder_states.version + 1
 
 def queue_bump(conn: psycopg.Connection[Any], holder_keys: Iterable[str]) -> None:
     """``bump`` on psycopg's raw connection, for the group commit's pipeline."""
-    keys = bump_keys(holder_keys)
+    keys = _bump_keys(holder_keys)
     if keys:
         conn.execute(BUMP_POSTGRESQL, {"keys": keys})
 
 
 def bump(session: Session, holder_keys: Iterable[str]) -> None:
     """Move the counters of ``holder_keys``; call in the transaction that changes them."""
-    keys = bump_keys(holder_keys)
+    keys = _bump_keys(holder_keys)
     if not keys:
         return
     conn = session.connection()
